@@ -1,0 +1,75 @@
+"""Evaluation data: a registry of on-disk layouts, all producing one schema in the model's class order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+
+from ..errors import UserError
+from .base import FEATURES, ClassIndex, DataSource, Layout, detect_layout, get_layout, list_layouts, register_layout
+from . import classfolder  # noqa: F401  (registers the layout)
+
+for _optional in ("parquet", "hub", "webdataset", "flatval", "saved"):
+    try:
+        __import__(f"{__name__}.{_optional}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"{__name__}.{_optional}":
+            raise
+
+DEFAULT_DATA = "hf:ILSVRC/imagenet-1k"
+
+if os.environ.get("HIERA_BENCH_VERBOSE") != "1":
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def default_location() -> str:
+    """``$HIERA_BENCH_DATA`` or the hub's ImageNet-1k validation split."""
+    return os.environ.get("HIERA_BENCH_DATA") or DEFAULT_DATA
+
+
+def _per_class(dataset, k: int):
+    seen: dict[int, int] = {}
+    keep = []
+    for i, label in enumerate(dataset["label"]):
+        if seen.get(label, 0) < k:
+            seen[label] = seen.get(label, 0) + 1
+            keep.append(i)
+    return dataset.select(keep)
+
+
+def open_data(
+    location: str | None,
+    class_names: list[str],
+    data_format: str | None = None,
+    limit: int | None = None,
+    per_class: int | None = None,
+) -> DataSource:
+    """Open an evaluation set; labels index ``class_names``; sorted by image id, then cut by ``limit``/``per_class``."""
+    location = location or default_location()
+    if data_format:
+        layout = get_layout(data_format)
+    elif location.startswith("hf:"):
+        layout = get_layout("hub")
+    else:
+        if not any(ch in location for ch in "*?[") and not Path(location).exists():
+            raise UserError(f"--data {location} does not exist; give the path of your ImageNet val set")
+        layout = detect_layout(location)
+    dataset = layout.load(location, ClassIndex(class_names))
+    if len(dataset) == 0:
+        raise UserError(f"--data {location}: the dataset is empty")
+    if dataset.num_rows > 1:
+        dataset = dataset.sort("image_id")
+    if per_class is not None:
+        dataset = _per_class(dataset, per_class)
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return DataSource(dataset, layout.name, location, list(class_names))
+
+
+__all__ = [
+    "FEATURES", "ClassIndex", "DataSource", "Layout", "DEFAULT_DATA", "default_location", "detect_layout",
+    "get_layout", "list_layouts", "open_data", "register_layout",
+]

@@ -1,0 +1,460 @@
+"""The sweep: every (scheme, size) cell of one model over one data set, in a single pass over the data.
+
+Each image is decoded once; every size is cut from that decode; every distinct position
+embedding at a size runs once (schemes whose embedding is identical share the forward).
+Per-image records are committed per chunk of images, so an interrupted sweep resumes where it
+stopped and a finished cell is never recomputed unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .data import DataSource, open_data
+from .data.loader import Batch, MultiSizeImages, collate
+from .errors import UserError
+from .grid import Grid, parse_grid
+from .metrics import cell_metrics, image_records
+from .models import LoadedModel, build_at_size, load_model
+from .posembed import PosEmbedSpec, Scheme, parse_schemes, spec_from_model
+from .preprocess import EvalPreprocess, MultiSizeTransform, normalise
+from .results import PART_SCHEMA, CellStore, RunDir, atomic_write_json, cell_key, tidy_table, write_tables
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs; the CLI fills it from its options."""
+
+    model: str | None = None
+    checkpoint: str | None = None
+    res: str | None = None
+    schemes: str = "interp,abswin"
+    data: str | None = None
+    data_format: str | None = None
+    out: str | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    device: str = "auto"
+    amp: str = "none"
+    limit: int | None = None
+    per_class: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    global_size: int | None = None
+    save_every: int = 2048
+    force: bool = False
+    strict: bool = False
+    channels_last: bool = False
+    command: str = ""
+
+
+class Progress(Protocol):
+    def start(self, total: int, description: str) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class _Quiet:
+    def start(self, total: int, description: str) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class Forward:
+    """One distinct embedding at one size, and the cells (schemes) it serves."""
+
+    size: int
+    embedding: torch.Tensor
+    schemes: list[str]
+    keys: dict[str, str] = field(default_factory=dict)
+    start: int = 0
+    net: torch.nn.Module | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SweepResult:
+    table: Any  # pandas.DataFrame, this sweep's rows
+    out: Path
+    grid: Grid
+    loaded: LoadedModel
+    run: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def default_workers(n_images: int) -> int:
+    """DataLoader workers: none for tiny sets (start-up costs more than it saves), else the cores but one."""
+    if n_images < 256:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def gflops_per_image(net: torch.nn.Module, size: int, device: torch.device) -> float:
+    """Forward FLOPs of one image at ``size`` from torch's flop counter, in GFLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, size, size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops() / 1e9
+
+
+def plan_forwards(spec: PosEmbedSpec, schemes: list[Scheme], sizes: list[int], model: torch.nn.Module) -> list[Forward]:
+    """One :class:`Forward` per distinct embedding at each size (identical ones are merged)."""
+    patch = model.patch_stride[0]
+    window = model.mask_unit_size
+    forwards = []
+    for size in sizes:
+        tokens = (size // patch, size // patch)
+        mask_grid = (tokens[0] // window[0], tokens[1] // window[1])
+        here: list[Forward] = []
+        for scheme in schemes:
+            with torch.no_grad():
+                embedding = scheme(spec, tokens, mask_grid).float().contiguous()
+            same = next((f for f in here if torch.equal(f.embedding, embedding)), None)
+            if same is None:
+                here.append(Forward(size, embedding, [scheme.name]))
+            else:
+                same.schemes.append(scheme.name)
+        forwards.extend(here)
+    return forwards
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+    import datasets
+    import timm
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+        "pillow": PIL.__version__, "datasets": datasets.__version__, "numpy": np.__version__,
+        "hiera_bench": _own_version(),
+    }
+
+
+def _own_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _git_sha() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _records_table(batch: Batch, rec: dict[str, np.ndarray] | None, lo: int) -> pa.Table:
+    """Part records for batch items ``lo:`` (failed images keep a row with ``failed=True``)."""
+    n = len(batch)
+    ok = batch.ok.numpy()
+    idx_ok = np.cumsum(ok) - 1  # row in rec for each ok item
+    topk, c1, c5, nll, conf = [], [], [], [], []
+    for i in range(n):
+        if ok[i] and rec is not None:
+            j = idx_ok[i]
+            topk.append(rec["topk"][j].tolist())
+            c1.append(bool(rec["correct1"][j])); c5.append(bool(rec["correct5"][j]))
+            nll.append(float(rec["nll"][j])); conf.append(float(rec["confidence"][j]))
+        else:
+            topk.append(None); c1.append(None); c5.append(None); nll.append(None); conf.append(None)
+    table = pa.table({
+        "position": batch.positions.numpy().astype(np.int64), "image_id": batch.image_ids,
+        "target": batch.labels.numpy().astype(np.int32), "topk": topk, "correct1": c1, "correct5": c5,
+        "nll": nll, "confidence": conf, "failed": ~ok, "error": batch.errors,
+    }, schema=PART_SCHEMA)
+    return table.slice(lo)
+
+
+class _CellBuffer:
+    """Records of one cell not yet committed."""
+
+    def __init__(self, store: CellStore, start: int) -> None:
+        self.store, self.start, self.end = store, start, start
+        self.tables: list[pa.Table] = []
+        self.seconds = 0.0
+
+    def add(self, table: pa.Table, end: int, seconds: float) -> None:
+        self.tables.append(table)
+        self.end, self.seconds = end, self.seconds + seconds
+
+    def flush(self) -> None:
+        if self.end > self.start:
+            self.store.write_part(self.start, self.end, pa.concat_tables(self.tables), self.seconds)
+        self.start, self.tables, self.seconds = self.end, [], 0.0
+
+
+def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
+    """Run (or resume) a sweep and write its files; returns this sweep's tidy table."""
+    progress = progress or _Quiet()
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {cfg.limit}; leave it out to use every image")
+    if cfg.per_class is not None and cfg.per_class < 1:
+        raise UserError(f"--per-class must be at least 1, got {cfg.per_class}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {cfg.workers}")
+    if cfg.amp not in AMP_DTYPES:
+        raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")
+    schemes = parse_schemes(cfg.schemes)
+    device = resolve_device(cfg.device)
+    if cfg.amp == "fp16" and device.type == "cpu":
+        raise UserError("--amp fp16 needs a GPU; use --amp bf16 or none on the CPU")
+    t_start = time.time()
+
+    loaded = load_model(cfg.model, cfg.checkpoint)
+    native = loaded.native_size
+    grid = parse_grid(cfg.res or str(native), loaded.stride)
+    for size, reason in grid.skipped:
+        progress.log(f"skipping {size} px: {reason}")
+    sizes = sorted(set(grid.sizes) | {native})
+    global_size = (cfg.global_size, cfg.global_size) if cfg.global_size else None
+    if global_size and loaded.pos_embed_kind == "abswin":
+        progress.log("--global-size only applies to full-grid checkpoints; this one learned its own split")
+        global_size = None
+    spec = spec_from_model(loaded.model, native, global_size)
+    preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation)
+    if not 0.0 < preprocess.crop_pct <= 1.0:
+        raise UserError(f"--crop-pct must be in (0, 1], got {preprocess.crop_pct}")
+    if loaded.label_names is None:
+        raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
+                        "give a checkpoint folder whose config.json lists label_names")
+    data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
+    n_total = len(data)
+    fingerprint = data.fingerprint()
+    dtype_name = "float32" if cfg.amp == "none" else cfg.amp
+
+    out = Path(cfg.out) if cfg.out else Path("results") / loaded.name
+    run_dir = RunDir(out)
+    forwards = plan_forwards(spec, schemes, sizes, loaded.model)
+    base_fields = {
+        "model": loaded.name, "checkpoint_sha256": loaded.sha256, "preprocess": preprocess.as_dict(),
+        "data_fingerprint": fingerprint, "limit": cfg.limit, "per_class": cfg.per_class, "dtype": dtype_name,
+        "global_size": list(spec.global_size) if loaded.pos_embed_kind == "full" else None,
+    }
+    pending: list[Forward] = []
+    for fwd in forwards:
+        starts = []
+        for scheme in fwd.schemes:
+            fields = dict(base_fields, scheme=scheme, img_size=fwd.size)
+            key = cell_key(fields)
+            fwd.keys[scheme] = key
+            store = run_dir.cell(key)
+            store.write_meta(fields)
+            if cfg.force:
+                for _, _, part in store.parts():
+                    part.unlink(missing_ok=True)
+                store.row_path.unlink(missing_ok=True)
+            if not store.is_done():
+                starts.append(store.done_upto())
+        if starts:
+            fwd.start = min(starts)
+            pending.append(fwd)
+
+    run_info = {
+        "command": cfg.command or " ".join(sys.argv), "config": asdict(cfg), "started": _iso(t_start),
+        "model": loaded.name, "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
+        "license": loaded.license, "native_size": native, "pos_embed_kind": loaded.pos_embed_kind,
+        "explained_energy": spec.explained, "energy_shares": spec.energy_shares(),
+        "sizes": sizes, "skipped": [{"img_size": s, "reason": r} for s, r in grid.skipped],
+        "schemes": [s.name for s in schemes], "preprocess": preprocess.as_dict(),
+        "data": {"location": data.location, "layout": data.layout, "n_images": n_total,
+                 "fingerprint": fingerprint, "limit": cfg.limit, "per_class": cfg.per_class},
+        "device": _device_name(device), "dtype": dtype_name, "host": socket.gethostname(),
+        "versions": _versions(), "git_sha": _git_sha(),
+    }
+
+    gflops: dict[int, float] = {}
+    failed: dict[str, str] = {}
+    if pending:
+        _evaluate(cfg, run_dir, loaded, data, preprocess, pending, device, progress, gflops, failed)
+    # cells done in an earlier run keep their measured GFLOPs in their row
+    rows = []
+    for fwd in forwards:
+        for scheme in fwd.schemes:
+            store = run_dir.cell(fwd.keys[scheme])
+            if store.is_done():
+                rows.append(store.read_row())
+                continue
+            records, seconds = store.read_records(upto=n_total)
+            ok = records[~records["failed"].astype(bool)]
+            for _, r in records[records["failed"].astype(bool)].iterrows():
+                failed.setdefault(r["image_id"], r["error"])
+            row = {
+                "model": loaded.name, "arch": loaded.arch, "pretrained_tag": loaded.tag or "",
+                "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
+                "pos_embed_kind": loaded.pos_embed_kind, "scheme": scheme, "img_size": fwd.size,
+                "native_size": native, "rel_size": round(fwd.size / native, 4), "crop_pct": preprocess.crop_pct,
+                "interpolation": preprocess.interpolation,
+                **cell_metrics(ok["correct1"].astype(bool).to_numpy(), ok["correct5"].astype(bool).to_numpy(),
+                               ok["nll"].to_numpy(), ok["confidence"].to_numpy()),
+                "n_failed": int(len(records) - len(ok)),
+                "imgs_per_s": round(len(ok) / seconds, 2) if seconds > 0 else float("nan"),
+                "gflops": round(gflops.get(fwd.size, float("nan")), 4), "forward_s": round(seconds, 3),
+                "device": run_info["device"], "dtype": dtype_name, "status": "ok", "reason": "",
+                "shared_with": ",".join(s for s in fwd.schemes if s != scheme),
+                "explained_energy": round(spec.explained, 6) if scheme == "abswin" else float("nan"),
+                "data": data.location, "data_layout": data.layout, "data_fingerprint": fingerprint,
+                "limit": cfg.limit, "cell_key": fwd.keys[scheme],
+            }
+            if len(records) < n_total:
+                raise RuntimeError(f"cell {scheme}@{fwd.size} has {len(records)} of {n_total} records")
+            store.write_row(row)
+            rows.append(row)
+    for size, reason in grid.skipped:
+        for scheme in schemes:
+            rows.append({"model": loaded.name, "arch": loaded.arch, "pretrained_tag": loaded.tag or "",
+                         "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
+                         "pos_embed_kind": loaded.pos_embed_kind, "scheme": scheme.name, "img_size": size,
+                         "native_size": native, "rel_size": round(size / native, 4),
+                         "crop_pct": preprocess.crop_pct, "interpolation": preprocess.interpolation,
+                         "status": "skipped", "reason": reason, "data": data.location,
+                         "data_layout": data.layout, "data_fingerprint": fingerprint, "limit": cfg.limit,
+                         "device": run_info["device"], "dtype": dtype_name})
+    table = _with_deltas(tidy_table(rows))
+    run_info.update(finished=_iso(time.time()), wall_s=round(time.time() - t_start, 3),
+                    failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
+                    cells=[r["cell_key"] for r in rows if r.get("cell_key")])
+    _write_outputs(run_dir, table, run_info)
+    return SweepResult(table=table, out=run_dir.root, grid=grid, loaded=loaded, run=run_info)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+def _with_deltas(df):
+    ok = df["status"] == "ok"
+    native = df[ok & (df["img_size"] == df["native_size"])].set_index(["model", "scheme", "cell_key"])
+    base = {(m, s): t for (m, s, _), t in native["top1"].items()}
+    df["top1_delta_vs_native"] = [
+        round(r.top1 - base[(r.model, r.scheme)], 3) if r.status == "ok" and (r.model, r.scheme) in base else float("nan")
+        for r in df.itertuples()
+    ]
+    return df
+
+
+def _write_outputs(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
+    """Merged views of every finished cell in the run dir (other sweeps' cells included)."""
+    all_rows = run_dir.finished_rows()
+    this = set(table["cell_key"].dropna())
+    merged = [r for r in all_rows if r["cell_key"] not in this] + table.to_dict("records")
+    merged_table = _with_deltas(tidy_table(merged))
+    write_tables(run_dir.root, merged_table)
+    predictions = run_dir.predictions(merged_table["cell_key"].dropna())
+    if predictions is not None:
+        from .results import atomic_write_parquet
+
+        atomic_write_parquet(run_dir.root / "predictions.parquet", predictions)
+    atomic_write_json(run_dir.root / "run.json", run_info)
+
+
+def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pending: list[Forward], device, progress, gflops, failed) -> None:
+    sizes = sorted({f.size for f in pending})
+    start = min(f.start for f in pending)
+    transform = MultiSizeTransform(preprocess, sizes)
+    loaded.model.to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    for fwd in pending:
+        fwd.net = build_at_size(loaded, fwd.size, fwd.embedding).to(device, memory_format=memory_format)
+    for size in sizes:
+        net = next(f.net for f in pending if f.size == size)
+        gflops[size] = gflops_per_image(net, size, device)
+    workers = cfg.workers if cfg.workers is not None else default_workers(len(data) - start)
+    loader = torch.utils.data.DataLoader(
+        MultiSizeImages(data.dataset, transform, start), batch_size=cfg.batch_size, shuffle=False,
+        num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+    )
+    buffers = {fwd.keys[s]: _CellBuffer(run_dir.cell(fwd.keys[s]), fwd.start) for fwd in pending for s in fwd.schemes}
+    progress.start(sum(len(data) - f.start for f in pending), f"{loaded.name}: {len(pending)} forwards x {len(data)} images")
+    amp = AMP_DTYPES[cfg.amp]
+    since_flush = 0
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for batch in loader:
+        if cfg.strict and not bool(batch.ok.all()):
+            bad = batch.errors[int((~batch.ok).nonzero()[0])]
+            raise UserError(f"--strict: image {batch.image_ids[int((~batch.ok).nonzero()[0])]} cannot be decoded ({bad})")
+        first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
+        targets = batch.labels[batch.ok].to(device, non_blocking=True)
+        for size in sizes:
+            crops = batch.crops.get(size)
+            x = normalise(crops.to(device, non_blocking=True), preprocess.mean, preprocess.std) if crops is not None else None
+            if x is not None:
+                x = x.contiguous(memory_format=memory_format)
+            for fwd in (f for f in pending if f.size == size):
+                if last <= fwd.start:
+                    continue
+                lo = max(0, fwd.start - first)
+                rec, seconds = None, 0.0
+                if x is not None:
+                    sync()
+                    t0 = time.perf_counter()
+                    with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
+                        logits = fwd.net(x)
+                    rec = image_records(logits, targets)
+                    sync()
+                    seconds = time.perf_counter() - t0
+                table = _records_table(batch, rec, lo)
+                for scheme in fwd.schemes:
+                    buffers[fwd.keys[scheme]].add(table, last, seconds)
+                progress.advance(last - max(first, fwd.start))
+        since_flush += last - first
+        if since_flush >= cfg.save_every:
+            for buf in buffers.values():
+                buf.flush()
+            since_flush = 0
+    for buf in buffers.values():
+        buf.flush()
+

@@ -1,0 +1,55 @@
+"""Per-image records from logits, and cell metrics from records."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ECE_BINS = 15
+
+
+def image_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> dict[str, np.ndarray]:
+    """Per image: top-k class ids, correct@1, correct@k, nll and confidence (max softmax)."""
+    logits = logits.float()
+    targets = targets.to(logits.device)
+    log_probs = torch.log_softmax(logits, dim=1)
+    k = min(k, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    hit = topk == targets[:, None]
+    return {
+        "topk": topk.cpu().numpy().astype(np.int32),
+        "correct1": hit[:, 0].cpu().numpy(),
+        "correct5": hit.any(dim=1).cpu().numpy(),
+        "nll": (-log_probs.gather(1, targets[:, None]).squeeze(1)).cpu().numpy().astype(np.float32),
+        "confidence": log_probs.max(dim=1).values.exp().cpu().numpy().astype(np.float32),
+    }
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE with equal-width confidence bins over (0, 1], in percent."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.size == 0:
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.sum() * abs(correct[sel].mean() - confidence[sel].mean())
+    return 100.0 * total / confidence.size
+
+
+def cell_metrics(correct1, correct5, nll, confidence) -> dict[str, float]:
+    """top1/top5 in percent, mean nll and ECE over the images that decoded."""
+    n = len(correct1)
+    if n == 0:
+        return {"n_images": 0, "top1": float("nan"), "top5": float("nan"), "nll": float("nan"), "ece": float("nan")}
+    return {
+        "n_images": int(n),
+        "top1": round(100.0 * float(np.mean(correct1)), 3),
+        "top5": round(100.0 * float(np.mean(correct5)), 3),
+        "nll": float(np.mean(np.asarray(nll, dtype=np.float64))),
+        "ece": round(expected_calibration_error(confidence, correct1), 3),
+    }

@@ -1,0 +1,333 @@
+"""Hiera models: names and aliases, safe checkpoint loading, and rebuilding a model at any size.
+
+Weights stay in one place: :func:`build_at_size` makes a timm Hiera for ``img_size=R`` on the
+meta device and grafts the loaded model's sub-modules into it, so every size shares them and
+only the position embedding is new.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import pickle
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+#: Short names users type, mapped to the checkpoints they mean.
+ALIASES: dict[str, str] = {
+    "hiera_tiny": "hiera_tiny_224.mae_in1k_ft_in1k",
+    "hiera_small": "hiera_small_224.mae_in1k_ft_in1k",
+    "hiera_base": "hiera_base_224.mae_in1k_ft_in1k",
+    "hiera_base_plus": "hiera_base_plus_224.mae_in1k_ft_in1k",
+    "hiera_large": "hiera_large_224.mae_in1k_ft_in1k",
+    "hiera_huge": "hiera_huge_224.mae_in1k_ft_in1k",
+    "hiera_small_abswin": "hiera_small_abswin_256.sbb2_e200_in12k_ft_in1k",
+}
+
+_DATA_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+_PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def hiera_architectures() -> list[str]:
+    import timm
+
+    return [m for m in timm.list_models("hiera_*") if not m.startswith("hieradet")]
+
+
+def resolve_name(name: str) -> tuple[str, str | None]:
+    """``alias | arch | arch.tag`` -> ``(arch, tag)``; unknown names raise with close matches."""
+    import timm
+
+    name = ALIASES.get(name.strip(), name.strip())
+    arch, _, tag = name.partition(".")
+    archs = hiera_architectures()
+    if arch not in archs:
+        known = archs + list(ALIASES)
+        close = difflib.get_close_matches(arch, known, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "run 'hiera-bench models' to list them"
+        raise UserError(f"unknown Hiera model {name!r}; {hint}")
+    if tag and name not in timm.list_pretrained(f"{arch}.*"):
+        tags = [p.partition(".")[2] for p in timm.list_pretrained(f"{arch}.*")]
+        raise UserError(f"model {arch!r} has no pretrained tag {tag!r}; known tags: {', '.join(tags) or 'none'}")
+    return arch, tag or None
+
+
+def input_stride(model: nn.Module) -> int:
+    """Pixels by which the input side must be divisible: patch stride x (mask unit | q-pool strides)."""
+    patch = model.patch_stride[0]
+    unroll = math.prod(s[0] for s in model.unroll.schedule)
+    return patch * math.lcm(model.mask_unit_size[0], unroll)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """Content hash of a state dict (for weights that came without a file we can see)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A Hiera checkpoint loaded at its native size, with what the benchmark needs to know of it."""
+
+    arch: str
+    tag: str | None
+    model: nn.Module
+    model_kwargs: dict[str, Any]
+    pretrained_cfg: dict[str, Any]
+    native_size: int
+    checkpoint: str
+    sha256: str
+    label_names: list[str] | None = None
+    license: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+    @property
+    def stride(self) -> int:
+        return input_stride(self.model)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def pos_embed_kind(self) -> str:
+        return "abswin" if getattr(self.model, "pos_embed_win", None) is not None else "full"
+
+    def data_config(self) -> dict[str, Any]:
+        return {k: self.pretrained_cfg[k] for k in _DATA_KEYS if k in self.pretrained_cfg}
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors or weights-only torch file; never runs pickled code."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise UserError(f"checkpoint {path} is not a valid safetensors file ({exc})") from exc
+    if path.suffix in _PICKLE_SUFFIXES:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"checkpoint {path} cannot be loaded as plain tensors (weights_only=True refused it: {first}); "
+                "hiera-bench never unpickles code: convert it to .safetensors"
+            ) from exc
+        for key in ("model_state", "state_dict", "model", "module"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise UserError(f"checkpoint {path} holds no state dict of tensors")
+        return obj
+    raise UserError(
+        f"checkpoint {path} has an unknown file type {path.suffix!r}; "
+        "use .safetensors, .pth/.pt/.bin, or a folder with config.json + model.safetensors"
+    )
+
+
+def _find_weights(folder: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin", "model.pth", "open_clip_model.safetensors"):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"checkpoint folder {folder} has no model.safetensors (or pytorch_model.bin)")
+
+
+def _native_size_from_weights(state_dict: dict[str, torch.Tensor], patch_stride: int, cfg_size: int) -> int:
+    pos = state_dict.get("pos_embed")
+    if pos is not None and pos.ndim == 3 and "pos_embed_win" not in state_dict:
+        side = math.isqrt(pos.shape[1])
+        if side * side != pos.shape[1]:
+            raise UserError(f"pos_embed with {pos.shape[1]} tokens is not a square token grid")
+        return side * patch_stride
+    return cfg_size
+
+
+def load_model(
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+) -> LoadedModel:
+    """Load a Hiera by name from timm's hub path, or from a local checkpoint (file or hub-style folder)."""
+    import timm
+    from timm.models.hiera import checkpoint_filter_fn
+
+    folder_cfg: dict[str, Any] = {}
+    weights_path: Path | None = None
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.exists():
+            raise UserError(f"--checkpoint {path} does not exist; give a .safetensors/.pth file or a hub-style folder")
+        if path.is_dir():
+            cfg_file = path / "config.json"
+            if not cfg_file.is_file():
+                raise UserError(f"checkpoint folder {path} has no config.json; pass the weights file itself")
+            folder_cfg = json.loads(cfg_file.read_text())
+            weights_path = _find_weights(path)
+        else:
+            weights_path = path
+        model = model or folder_cfg.get("architecture")
+        if not model:
+            raise UserError(f"--checkpoint {path}: say which architecture it is with --model (e.g. hiera_small_224)")
+    if not model:
+        raise UserError("no model given; pass --model (see 'hiera-bench models')")
+    arch, tag = resolve_name(model)
+
+    if weights_path is None:
+        return _load_from_hub(arch, tag)
+
+    state_dict = checkpoint_filter_fn(_read_state_dict(weights_path))
+    model_args = dict(folder_cfg.get("model_args", {}))
+    overlay = dict(folder_cfg.get("pretrained_cfg", {}))
+    head = state_dict.get("head.fc.weight")
+    num_classes = head.shape[0] if head is not None else folder_cfg.get("num_classes", 1000)
+    name = f"{arch}.{tag}" if tag else arch
+    with torch.device("meta"):
+        probe = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay or None,
+                                  num_classes=num_classes, **model_args)
+    cfg = dict(probe.pretrained_cfg)
+    native = _native_size_from_weights(state_dict, probe.patch_stride[0], cfg["input_size"][-1])
+    cfg["input_size"] = (3, native, native)
+    kwargs = dict(model_args, num_classes=num_classes)
+    net = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=cfg, img_size=native, **kwargs)
+    _load_strict(net, state_dict, arch, weights_path)
+    net.eval()
+    label_names = folder_cfg.get("label_names") or cfg.get("label_names")
+    return LoadedModel(
+        arch=arch, tag=tag, model=net, model_kwargs=kwargs, pretrained_cfg=cfg, native_size=native,
+        checkpoint=str(weights_path), sha256=file_sha256(weights_path),
+        label_names=list(label_names) if label_names else _default_labels(num_classes),
+        license=cfg.get("license"), extra={"model_card": folder_cfg.get("model_card")} if folder_cfg else {},
+    )
+
+
+def _default_labels(num_classes: int) -> list[str] | None:
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        return list(ImageNetInfo().label_names())
+    return None
+
+
+def _load_strict(net: nn.Module, state_dict: dict[str, torch.Tensor], arch: str, source: Path | str) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3})" if len(missing) > 3 else ""))
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:3])}" + (f" (+{len(unexpected) - 3})" if len(unexpected) > 3 else ""))
+    if mismatched:
+        problems.append(f"shape mismatch {', '.join(mismatched[:2])}")
+    if problems:
+        raise UserError(
+            f"checkpoint {source} does not fit model {arch}: {'; '.join(problems)}; "
+            "check --model (see 'hiera-bench models')"
+        )
+    net.load_state_dict(state_dict, strict=True)
+
+
+def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
+    import timm
+
+    name = f"{arch}.{tag}" if tag else arch
+    if not tag:
+        import timm.models
+
+        default = timm.models.get_pretrained_cfg(arch)
+        if default is None or not (default.hf_hub_id or default.url or default.file):
+            raise UserError(f"{arch} has no pretrained weights on the hub; pass --checkpoint PATH")
+    try:
+        net = timm.create_model(name, pretrained=True)
+    except Exception as exc:  # hub errors come in many types (offline, gated, missing file)
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot get weights for {name} from the Hugging Face hub ({reason}); "
+            f"pass --checkpoint PATH, or put them in the HF cache ({HF_HUB_CACHE}) and set HF_HUB_OFFLINE=1"
+        ) from exc
+    net.eval()
+    cfg = dict(net.pretrained_cfg)
+    sha = _hub_file_sha(cfg) or state_dict_sha256(net.state_dict())
+    native = cfg["input_size"][-1]
+    return LoadedModel(
+        arch=arch, tag=cfg.get("tag") or tag, model=net, model_kwargs={"num_classes": net.num_classes},
+        pretrained_cfg=cfg, native_size=native, checkpoint=f"hf-hub:{cfg.get('hf_hub_id') or name}",
+        sha256=sha, label_names=cfg.get("label_names") or _default_labels(net.num_classes),
+        license=cfg.get("license"),
+    )
+
+
+def _hub_file_sha(cfg: dict[str, Any]) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = cfg.get("hf_hub_id")
+    if not repo:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return file_sha256(Path(found))
+    return None
+
+
+def _has_tensors(module: nn.Module) -> bool:
+    return any(True for _ in chain(module.parameters(), module.buffers()))
+
+
+def build_at_size(loaded: LoadedModel, size: int, pos_embed: torch.Tensor) -> nn.Module:
+    """A timm Hiera for ``img_size=size`` that shares every weight of ``loaded`` but the position embedding.
+
+    ``pos_embed`` is the full token-grid embedding ``(1, (size/4)^2, C)`` for that size.
+    """
+    import timm
+
+    kwargs = dict(loaded.model_kwargs, abs_win_pos_embed=False)
+    with torch.device("meta"):
+        net = timm.create_model(loaded.arch, pretrained=False, img_size=size, **kwargs)
+    for name, child in loaded.model.named_children():
+        if _has_tensors(child):
+            setattr(net, name, child)
+    expected = (1, math.prod(net.tokens_spatial_shape), pos_embed.shape[-1])
+    if tuple(pos_embed.shape) != expected:
+        raise ValueError(f"pos_embed {tuple(pos_embed.shape)} does not fit size {size} (want {expected})")
+    net.pos_embed = nn.Parameter(pos_embed.to(next(loaded.model.parameters()).device), requires_grad=False)
+    net.pos_embed_win = None
+    leftover = [n for n, t in chain(net.named_parameters(), net.named_buffers()) if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"size-dependent tensors not grafted: {leftover[:3]}")
+    net.pretrained_cfg = dict(loaded.pretrained_cfg, input_size=(3, size, size))
+    return net.eval()

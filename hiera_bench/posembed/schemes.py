@@ -1,0 +1,92 @@
+"""Position-embedding schemes: rewrite a Hiera embedding from its native size to a token grid.
+
+Each scheme is a pure function ``(spec, token_grid, mask_grid) -> (1, H*W, C) float32`` and
+registers itself with :func:`register_scheme`.
+
+``interp``
+    Plain interpolation, what transformers' ``interpolate_pos_encoding`` and timm's loading
+    path do: the full token-grid embedding at the native size, resampled bicubic (antialias)
+    with timm's ``resample_abs_pos_embed``. It stretches the window pattern so that windows
+    no longer see the embedding they were trained with (arXiv 2311.05613).
+
+``abswin``
+    Window-aware: the window embedding is tiled once per mask unit of the new grid and the
+    global embedding is resized (bicubic, antialias) to the token grid, exactly as timm's
+    ``Hiera._pos_embed``. Abs-win checkpoints use their learned pair. Full-grid checkpoints
+    (the MAE family) use the least-squares split of :func:`~.ops.fit_global_window`; what the
+    split does not explain (the residual) is resampled like ``interp``, so at the native size
+    the embedding is the checkpoint's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from timm.layers import resample_abs_pos_embed
+
+from ..errors import UserError
+from .ops import Size2, abswin_grid, grid_to_tokens
+from .spec import PosEmbedSpec
+
+SchemeFn = Callable[[PosEmbedSpec, Size2, Size2], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    description: str
+    fn: SchemeFn
+
+    def __call__(self, spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
+        return self.fn(spec, token_grid, mask_grid)
+
+
+_SCHEMES: dict[str, Scheme] = {}
+
+
+def register_scheme(name: str, description: str) -> Callable[[SchemeFn], SchemeFn]:
+    """Register a scheme under ``name`` (decorator)."""
+
+    def wrap(fn: SchemeFn) -> SchemeFn:
+        _SCHEMES[name] = Scheme(name, description, fn)
+        return fn
+
+    return wrap
+
+
+def list_schemes() -> list[str]:
+    return list(_SCHEMES)
+
+
+def get_scheme(name: str) -> Scheme:
+    try:
+        return _SCHEMES[name]
+    except KeyError:
+        raise UserError(f"unknown scheme {name!r}; choose from {', '.join(_SCHEMES)}") from None
+
+
+def parse_schemes(text: str) -> list[Scheme]:
+    """``"interp,abswin"`` -> schemes, in the given order, without repeats."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--schemes is empty; choose one or more of {', '.join(_SCHEMES)}")
+    return [get_scheme(n) for n in dict.fromkeys(names)]
+
+
+def _resample(tokens: torch.Tensor, old: Size2, new: Size2) -> torch.Tensor:
+    return resample_abs_pos_embed(tokens, new_size=list(new), old_size=list(old), num_prefix_tokens=0)
+
+
+@register_scheme("interp", "full-grid embedding resampled bicubic to the new token grid (timm resample_abs_pos_embed)")
+def interp(spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
+    return _resample(spec.full, spec.token_grid, token_grid)
+
+
+@register_scheme("abswin", "window embedding tiled per mask unit + global embedding resized (window-aware)")
+def abswin(spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
+    structured = grid_to_tokens(abswin_grid(spec.global_embed, spec.window, mask_grid))
+    if spec.residual is None:
+        return structured.float()
+    return (structured + _resample(spec.residual, spec.token_grid, token_grid).double()).float()

@@ -1,0 +1,84 @@
+"""Eval preprocessing: timm's transform, split so that one decode serves every size.
+
+timm's eval pipeline is ``Resize(floor(R / crop_pct)) -> CenterCrop(R) -> ToTensor -> Normalize``.
+The geometric part runs on the PIL image once per size (in DataLoader workers) and yields
+uint8 tensors; the float conversion and normalisation run on the device, batched, with the
+same arithmetic as torchvision, so the tensors are bit-identical to
+``timm.data.create_transform(...)(image)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class EvalPreprocess:
+    """The eval preprocessing of a checkpoint (its pretrained config, with user overrides)."""
+
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_mode: str = "center"
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], crop_pct: float | None = None, interpolation: str | None = None) -> "EvalPreprocess":
+        return cls(
+            crop_pct=float(crop_pct if crop_pct is not None else cfg.get("crop_pct", 0.875)),
+            interpolation=interpolation or cfg.get("interpolation", "bicubic"),
+            mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+            crop_mode=cfg.get("crop_mode") or "center",
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def timm_transform(self, size: int):
+        """timm's own eval transform at ``size`` (the reference this module must match)."""
+        from timm.data import create_transform
+
+        return create_transform(
+            input_size=(3, size, size), is_training=False, crop_pct=self.crop_pct,
+            crop_mode=self.crop_mode, interpolation=self.interpolation, mean=self.mean, std=self.std,
+        )
+
+    def geometric(self, size: int):
+        """The PIL-side steps of :meth:`timm_transform` (everything before ToTensor)."""
+        from torchvision import transforms
+
+        steps = self.timm_transform(size).transforms
+        cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+        tail = [type(t).__name__ for t in steps[cut:]]
+        if tail != [type(steps[cut]).__name__, "Normalize"]:
+            raise RuntimeError(f"unexpected timm eval transform tail {tail}")
+        return transforms.Compose(steps[:cut])
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> ``(3, H, W)`` uint8, as torchvision's ``to_tensor`` before its division."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+class MultiSizeTransform:
+    """One decoded image -> a uint8 crop per size, each exactly timm's geometry at that size."""
+
+    def __init__(self, preprocess: EvalPreprocess, sizes: Sequence[int]) -> None:
+        self.sizes = tuple(sizes)
+        self.steps = {size: preprocess.geometric(size) for size in self.sizes}
+
+    def __call__(self, image: Image.Image) -> dict[int, torch.Tensor]:
+        return {size: pil_to_uint8(self.steps[size](image)) for size in self.sizes}
+
+
+def normalise(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` -> float32 normalised, with torchvision's operation order."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
+    return batch.to(torch.float32).div(255).sub(mean_t).div(std_t)
