@@ -33,7 +33,9 @@ from .metrics import cell_metrics, image_records
 from .models import LoadedModel, build_at_size, load_model
 from .posembed import PosEmbedSpec, Scheme, parse_schemes, spec_from_model
 from .preprocess import EvalPreprocess, MultiSizeTransform, normalise
-from .results import PART_SCHEMA, CellStore, RunDir, atomic_write_json, cell_key, tidy_table, write_tables
+from .results import (PART_SCHEMA, CellStore, RunDir, atomic_write_json, atomic_write_parquet, cell_key, tidy_table,
+                      write_tables)
+from .stats import annotate
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -391,12 +393,11 @@ def _write_outputs(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
     this = set(table["cell_key"].dropna())
     merged = [r for r in all_rows if r["cell_key"] not in this] + table.to_dict("records")
     merged_table = _with_deltas(tidy_table(merged))
-    write_tables(run_dir.root, merged_table)
     predictions = run_dir.predictions(merged_table["cell_key"].dropna())
     if predictions is not None:
-        from .results import atomic_write_parquet
-
         atomic_write_parquet(run_dir.root / "predictions.parquet", predictions)
+        merged_table = annotate(merged_table, predictions)
+    write_tables(run_dir.root, merged_table)
     atomic_write_json(run_dir.root / "run.json", run_info)
 
 

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny real timm Hiera checkpoints and generated ImageNet-style folders.
+
+The HF caches point into a per-session temp folder and the hub is offline, so no test can
+reach the network or read a developer's cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_CACHE = Path(tempfile.mkdtemp(prefix="hiera-bench-tests-"))
+os.environ.setdefault("HF_HOME", str(_CACHE / "hf"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_DATASETS_CACHE", str(_CACHE / "datasets"))
+
+import pytest  # noqa: E402
+
+from hiera_bench.testing import TINY_ARGS, WNIDS, make_class_folder, save_checkpoint_folder, tiny_hiera  # noqa: E402
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample-1k"
+
+
+@pytest.fixture(scope="session")
+def full_ckpt(tmp_path_factory) -> Path:
+    """A hub-style folder with a tiny full-grid (MAE-style) Hiera, native 64 px, 3 classes."""
+    net = tiny_hiera("hiera_tiny_224", img_size=64, num_classes=3)
+    return save_checkpoint_folder(net, tmp_path_factory.mktemp("full") / "ckpt", "hiera_tiny_224", TINY_ARGS,
+                                  label_names=sorted(WNIDS))
+
+
+@pytest.fixture(scope="session")
+def abswin_ckpt(tmp_path_factory) -> Path:
+    """A hub-style folder with a tiny abs-win Hiera, native 64 px, 3 classes."""
+    args = dict(TINY_ARGS, global_pos_size=(4, 4))
+    net = tiny_hiera("hiera_small_abswin_256", img_size=64, num_classes=3, model_args=args)
+    return save_checkpoint_folder(net, tmp_path_factory.mktemp("abswin") / "ckpt", "hiera_small_abswin_256", args,
+                                  label_names=sorted(WNIDS), crop_pct=0.95)
+
+
+@pytest.fixture(scope="session")
+def class_folder(tmp_path_factory) -> Path:
+    """``val/<wnid>/ILSVRC2012_val_*.JPEG``, 3 classes x 4 generated images of varied size."""
+    return make_class_folder(tmp_path_factory.mktemp("data") / "val")
+
+
+@pytest.fixture
+def shared_sample() -> Path:
+    if not (SHARED_SAMPLE / "INDEX.csv").is_file():
+        pytest.skip("../shared/data/imagenet-sample-1k is not present")
+    return SHARED_SAMPLE
