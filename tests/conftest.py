@@ -51,3 +51,26 @@ def shared_sample() -> Path:
     if not (SHARED_SAMPLE / "INDEX.csv").is_file():
         pytest.skip("../shared/data/imagenet-sample-1k is not present")
     return SHARED_SAMPLE
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``hiera-bench ARGS`` in-process through the real entry point; returns code, stdout, stderr."""
+    from hiera_bench.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,143 @@
+"""Names, safe checkpoint loading (every supported format) and weight sharing across sizes."""
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from hiera_bench.errors import UserError
+from hiera_bench.models import ALIASES, build_at_size, input_stride, load_model, resolve_name
+from hiera_bench.testing import TINY_ARGS, tiny_hiera
+
+
+def test_aliases_resolve_to_real_pretrained_tags():
+    for alias, target in ALIASES.items():
+        arch, tag = resolve_name(alias)
+        assert f"{arch}.{tag}" == target
+        assert target in timm.list_pretrained("hiera_*")
+
+
+def test_unknown_names_suggest():
+    with pytest.raises(UserError, match="did you mean hiera_small"):
+        resolve_name("hiera_smal")
+    with pytest.raises(UserError, match="no pretrained tag"):
+        resolve_name("hiera_small_224.nope")
+    with pytest.raises(UserError, match="unknown Hiera model"):
+        resolve_name("resnet50")
+
+
+@pytest.mark.parametrize("arch", ["hiera_tiny_224", "hiera_huge_224", "hiera_small_abswin_256"])
+def test_stride_is_derived_from_config(arch):
+    with torch.device("meta"):
+        assert input_stride(timm.create_model(arch)) == 32
+        # a 2-stage-q-pool variant would need a different stride: derived, not hard-coded
+        assert input_stride(timm.create_model(arch, mask_unit_size=(4, 4), q_pool=2)) == 32
+
+
+def tiny_weights():
+    net = tiny_hiera("hiera_tiny_224", img_size=64, num_classes=1000)
+    return net, {k: v.contiguous() for k, v in net.state_dict().items()}
+
+
+def test_load_safetensors_file_with_model_name(tmp_path):
+    net, state = tiny_weights()
+    save_file(state, tmp_path / "w.safetensors")
+    with pytest.raises(UserError, match="does not fit model hiera_tiny_224"):
+        load_model("hiera_tiny_224", tmp_path / "w.safetensors")  # default widths != tiny widths
+
+
+def test_each_format_loads_the_same_weights(tmp_path, full_ckpt):
+    reference = load_model(checkpoint=full_ckpt)
+    state = reference.model.state_dict()
+    folder_cfg = json.loads((full_ckpt / "config.json").read_text())
+    # .pth through weights_only, facebookresearch layout (model_state + original key names)
+    original = {k.replace("head.fc.", "head.projection.").replace("head.norm.", "norm."): v for k, v in state.items()}
+    torch.save({"model_state": original, "epoch": 3}, tmp_path / "fb.pth")
+    (tmp_path / "fb").mkdir()
+    (tmp_path / "fb" / "config.json").write_text(json.dumps(folder_cfg))
+    os.replace(tmp_path / "fb.pth", tmp_path / "fb" / "model.pth")
+    loaded = load_model(checkpoint=tmp_path / "fb")
+    for key, value in state.items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    assert loaded.native_size == 64 and loaded.pos_embed_kind == "full"
+
+
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(tmp_path / "evil.pth", "wb") as fh:
+        pickle.dump({"pos_embed": Evil()}, fh)
+    with pytest.raises(UserError, match="never unpickles code"):
+        load_model("hiera_tiny_224", tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_mismatched_checkpoint_names_keys(tmp_path, abswin_ckpt):
+    with pytest.raises(UserError, match=r"does not fit model hiera_tiny_224: missing .*; unexpected .*shape mismatch pos_embed"):
+        load_model("hiera_tiny_224", abswin_ckpt / "model.safetensors")
+
+
+@pytest.mark.parametrize("bad", ["missing.safetensors", "w.txt"])
+def test_bad_paths(tmp_path, bad):
+    (tmp_path / "w.txt").write_text("x")
+    with pytest.raises(UserError):
+        load_model("hiera_tiny_224", tmp_path / bad)
+
+
+def test_corrupt_safetensors(tmp_path):
+    (tmp_path / "w.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(UserError, match="not a valid safetensors"):
+        load_model("hiera_tiny_224", tmp_path / "w.safetensors")
+
+
+def _hub_cache_entry(repo: str, filename: str, content: dict) -> Path:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    root = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    save_file(content, snap / filename)
+    return snap / filename
+
+
+def test_hub_path_reads_the_hf_cache_offline():
+    net = timm.create_model("hiera_tiny_224", num_classes=1000)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    path = _hub_cache_entry("timm/hiera_tiny_224.mae_in1k_ft_in1k", "model.safetensors", state)
+    loaded = load_model("hiera_tiny")
+    assert loaded.name == "hiera_tiny_224.mae_in1k_ft_in1k" and loaded.native_size == 224
+    assert loaded.license == "cc-by-nc-4.0" and len(loaded.label_names) == 1000
+    from hiera_bench.models import file_sha256
+
+    assert loaded.sha256 == file_sha256(path)
+    assert torch.equal(loaded.model.pos_embed, state["pos_embed"])
+
+
+def test_hub_path_not_cached_names_checkpoint_option():
+    with pytest.raises(UserError, match="--checkpoint") as info:
+        load_model("hiera_base_plus")
+    assert "HF cache" in str(info.value)
+
+
+def test_build_at_size_shares_weights(full_ckpt):
+    loaded = load_model(checkpoint=full_ckpt)
+    net = build_at_size(loaded, 128, torch.zeros(1, 32 * 32, 16))
+    assert net.blocks is loaded.model.blocks and net.head is loaded.model.head
+    assert net.patch_embed.proj.weight.data_ptr() == loaded.model.patch_embed.proj.weight.data_ptr()
+    own = {p.data_ptr() for p in loaded.model.parameters()}
+    new = [n for n, p in net.named_parameters() if p.data_ptr() not in own]
+    assert new == ["pos_embed"]
+    with pytest.raises(ValueError):
+        build_at_size(loaded, 128, torch.zeros(1, 16 * 16, 16))

@@ -1,0 +1,123 @@
+"""``hiera-bench sweep`` end to end on a tiny real Hiera and a generated class folder."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data import create_transform
+from safetensors.torch import load_file
+
+from hiera_bench.models import build_at_size, load_model
+from hiera_bench.posembed import get_scheme, spec_from_model
+from hiera_bench.results import COLUMNS
+from hiera_bench.testing import TINY_ARGS, WNIDS, make_class_folder
+
+REQUIRED = ["model", "pretrained_tag", "scheme", "img_size", "native_size", "rel_size", "crop_pct", "interpolation",
+            "n_images", "top1", "top5", "nll", "ece", "top1_delta_vs_native", "imgs_per_s", "gflops", "device",
+            "dtype", "status"]
+
+
+@pytest.fixture(scope="module")
+def two_class(tmp_path_factory):
+    return make_class_folder(tmp_path_factory.mktemp("two") / "val", wnids=WNIDS[:2], per_class=5)
+
+
+def reference_metrics(ckpt, data_root, size, scheme):
+    """Top-1 and NLL the slow way: timm's transform per image, one image at a time, plain timm model."""
+    cfg = json.loads((ckpt / "config.json").read_text())
+    loaded = load_model(checkpoint=ckpt)
+    spec = spec_from_model(loaded.model, loaded.native_size)
+    net = timm.create_model("hiera_tiny_224", img_size=size, num_classes=cfg["num_classes"], **TINY_ARGS).eval()
+    state = load_file(ckpt / "model.safetensors")
+    state["pos_embed"] = get_scheme(scheme)(spec, (size // 4,) * 2, (size // 32,) * 2)
+    net.load_state_dict(state)
+    transform = create_transform(input_size=(3, size, size), crop_pct=cfg["pretrained_cfg"]["crop_pct"],
+                                 interpolation="bicubic")
+    names = sorted(cfg["label_names"])
+    correct, nll = [], []
+    for path in sorted(data_root.glob("*/*.JPEG"), key=lambda p: p.stem):
+        x = transform(Image.open(path).convert("RGB"))[None]
+        target = torch.tensor([cfg["label_names"].index(path.parent.name)])
+        with torch.no_grad():
+            logits = net(x)
+        correct.append(int(logits.argmax(1) == target))
+        nll.append(F.cross_entropy(logits, target).item())
+    assert names == cfg["label_names"]
+    return 100 * np.mean(correct), float(np.mean(nll))
+
+
+def test_sweep_writes_tidy_outputs_matching_a_hand_reference(cli, full_ckpt, two_class, tmp_path):
+    out = tmp_path / "run"
+    result = cli("sweep", "--checkpoint", full_ckpt, "--data", two_class, "--res", "32:128:16", "--out", out,
+                 "-b", "3", "-q")
+    assert result.code == 0, result.err
+    for name in ("results.csv", "results.parquet", "results.md", "run.json", "predictions.parquet"):
+        assert (out / name).is_file(), name
+    df = pd.read_csv(out / "results.csv")
+    assert set(REQUIRED) <= set(df.columns) and list(df.columns[: len(COLUMNS)]) == COLUMNS
+    ok = df[df.status == "ok"]
+    assert sorted(set(ok.img_size)) == [32, 64, 96, 128]
+    assert len(ok) == 8 and set(ok.scheme) == {"interp", "abswin"}
+    skipped = df[df.status == "skipped"]
+    assert sorted(set(skipped.img_size)) == [48, 80, 112] and skipped.reason.str.contains("multiple of 32").all()
+    assert (ok.n_images == 10).all()
+    assert pd.read_parquet(out / "results.parquet").shape == df.shape
+    for size in (64, 96):
+        for scheme in ("interp", "abswin"):
+            top1, nll = reference_metrics(full_ckpt, two_class, size, scheme)
+            row = ok[(ok.img_size == size) & (ok.scheme == scheme)].iloc[0]
+            assert row.top1 == pytest.approx(top1, abs=1e-3)
+            assert row.nll == pytest.approx(nll, abs=1e-5)
+    native = ok[ok.img_size == 64]
+    assert (native.top1_delta_vs_native == 0).all()
+    assert set(native.shared_with) == {"interp", "abswin"}  # identical at native: one forward, both rows
+    run = json.loads((out / "run.json").read_text())
+    for key in ("command", "versions", "checkpoint_sha256", "data", "host", "started", "device", "dtype"):
+        assert run[key], key
+    assert {"torch", "timm", "pillow", "datasets"} <= set(run["versions"])
+    md = (out / "results.md").read_text()
+    assert "| 64 **native** |" in md and "abswin" in md and "interp" in md
+    assert "best:" in result.out
+
+
+def test_json_output_is_the_tidy_table(cli, abswin_ckpt, two_class, tmp_path):
+    result = cli("sweep", "--checkpoint", abswin_ckpt, "--data", two_class, "--res", "64,96", "--out", tmp_path,
+                 "--json", "--schemes", "abswin")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)
+    assert [(r["scheme"], r["img_size"]) for r in rows] == [("abswin", 64), ("abswin", 96)]
+    assert rows[0]["pos_embed_kind"] == "abswin" and rows[0]["crop_pct"] == 0.95
+
+
+def test_rerun_skips_finished_cells_and_force_recomputes(cli, full_ckpt, two_class, tmp_path):
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", two_class, "--res", "96", "--out", tmp_path, "-q"]
+    assert cli(*args).code == 0
+    rows = sorted(tmp_path.glob("cells/*/row.json"))
+    stamps = [p.stat().st_mtime_ns for p in rows]
+    assert cli(*args).code == 0
+    assert [p.stat().st_mtime_ns for p in rows] == stamps
+    assert cli(*args, "--force").code == 0
+    assert all(p.stat().st_mtime_ns > s for p, s in zip(rows, stamps))
+
+
+def test_limit_is_first_n_by_image_id(cli, full_ckpt, two_class, tmp_path):
+    result = cli("sweep", "--checkpoint", full_ckpt, "--data", two_class, "--out", tmp_path, "--limit", "4", "--json")
+    assert result.code == 0, result.err
+    preds = pd.read_parquet(tmp_path / "predictions.parquet")
+    ids = sorted(p.stem for p in two_class.glob("*/*.JPEG"))[:4]
+    assert sorted(set(preds.image_id)) == ids
+
+
+def test_python_dash_m_and_fast_help():
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "hiera_bench", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "sweep" in done.stdout
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "timm" not in imported
