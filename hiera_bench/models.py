@@ -204,7 +204,8 @@ def load_model(
         return _load_from_hub(arch, tag)
 
     state_dict = checkpoint_filter_fn(_read_state_dict(weights_path))
-    model_args = dict(folder_cfg.get("model_args", {}))
+    # the native size comes from the weights; a saved img_size (timm exports carry one) would clash with it
+    model_args = {k: v for k, v in folder_cfg.get("model_args", {}).items() if k != "img_size"}
     overlay = dict(folder_cfg.get("pretrained_cfg", {}))
     head = state_dict.get("head.fc.weight")
     num_classes = head.shape[0] if head is not None else folder_cfg.get("num_classes", 1000)
