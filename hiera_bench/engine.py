@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -236,9 +236,8 @@ class _CellBuffer:
         self.start, self.tables, self.seconds = self.end, [], 0.0
 
 
-def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
-    """Run (or resume) a sweep and write its files; returns this sweep's tidy table."""
-    progress = progress or _Quiet()
+def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
+    """Check every option that needs no model or data, so mistakes fail in milliseconds."""
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
     if cfg.limit is not None and cfg.limit < 1:
@@ -247,12 +246,67 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
         raise UserError(f"--per-class must be at least 1, got {cfg.per_class}")
     if cfg.workers is not None and cfg.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {cfg.workers}")
+    if cfg.save_every < 1:
+        raise UserError(f"--save-every must be at least 1, got {cfg.save_every}")
+    if cfg.global_size is not None and cfg.global_size < 1:
+        raise UserError(f"--global-size must be at least 1, got {cfg.global_size}")
+    if cfg.crop_pct is not None and not 0.0 < cfg.crop_pct <= 1.0:
+        raise UserError(f"--crop-pct must be in (0, 1], got {cfg.crop_pct}")
     if cfg.amp not in AMP_DTYPES:
         raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")
+    if cfg.res is not None:
+        parse_grid(cfg.res, stride=1)  # syntax and bounds now; the model's stride once it is loaded
+    if cfg.data_format and cfg.data and cfg.data.startswith("hf:") and cfg.data_format != "hub":
+        raise UserError(f"--data {cfg.data} is a hub dataset but --data-format is {cfg.data_format!r}; drop one")
     schemes = parse_schemes(cfg.schemes)
     device = resolve_device(cfg.device)
     if cfg.amp == "fp16" and device.type == "cpu":
-        raise UserError("--amp fp16 needs a GPU; use --amp bf16 or none on the CPU")
+        raise UserError("--amp fp16 conflicts with a CPU device; use --amp bf16 or none, or --device cuda")
+    return schemes, device
+
+
+def activation_bytes(model: torch.nn.Module, size: int, batch_size: int) -> int:
+    """A rough upper bound of one forward's peak activation memory at ``size`` (fp32, eager attention)."""
+    tokens = (size // model.patch_stride[0]) ** 2
+    dim = model.patch_embed.proj.out_channels
+    # stage 1 keeps ~a dozen token-sized tensors alive (MLP 4x, residual, norms)
+    stage1 = tokens * dim * 4 * 12
+    # without a fused kernel the first global-attention stage materialises heads x T^2 scores
+    attn = model.blocks[-1].attn
+    pooled = tokens // (math.prod(model.q_stride) ** 2)
+    scores = 0 if getattr(attn, "fused_attn", False) else attn.heads * pooled * pooled * 4 * 2
+    return batch_size * max(stage1, scores)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(model: torch.nn.Module, sizes: list[int], batch_size: int, device: torch.device) -> None:
+    """Refuse sizes whose activations cannot fit, before allocating anything."""
+    free = available_bytes(device)
+    if free is None:
+        return
+    for size in sorted(sizes, reverse=True):
+        need = activation_bytes(model, size, batch_size)
+        if need > 0.9 * free:
+            fits = max((b for b in (1, 2, 4, 8, 16, 32, 64) if activation_bytes(model, size, b) < 0.9 * free), default=0)
+            hint = f"use --batch-size {fits}" if fits else "choose smaller sizes"
+            raise UserError(
+                f"{size} px at batch size {batch_size} needs about {need / 2**30:.1f} GiB of activations but "
+                f"{device.type} has {free / 2**30:.1f} GiB free; {hint}"
+            )
+
+
+def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
+    """Run (or resume) a sweep and write its files; returns this sweep's tidy table."""
+    progress = progress or _Quiet()
+    schemes, device = validate_config(cfg)
     t_start = time.time()
 
     loaded = load_model(cfg.model, cfg.checkpoint)
@@ -266,9 +320,8 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
         progress.log("--global-size only applies to full-grid checkpoints; this one learned its own split")
         global_size = None
     spec = spec_from_model(loaded.model, native, global_size)
+    check_memory(loaded.model, sizes, cfg.batch_size, device)
     preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation)
-    if not 0.0 < preprocess.crop_pct <= 1.0:
-        raise UserError(f"--crop-pct must be in (0, 1], got {preprocess.crop_pct}")
     if loaded.label_names is None:
         raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
                         "give a checkpoint folder whose config.json lists label_names")
@@ -285,25 +338,11 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
         "data_fingerprint": fingerprint, "limit": cfg.limit, "per_class": cfg.per_class, "dtype": dtype_name,
         "global_size": list(spec.global_size) if loaded.pos_embed_kind == "full" else None,
     }
-    pending: list[Forward] = []
     for fwd in forwards:
-        starts = []
         for scheme in fwd.schemes:
             fields = dict(base_fields, scheme=scheme, img_size=fwd.size)
-            key = cell_key(fields)
-            fwd.keys[scheme] = key
-            store = run_dir.cell(key)
-            store.write_meta(fields)
-            if cfg.force:
-                for _, _, part in store.parts():
-                    part.unlink(missing_ok=True)
-                store.row_path.unlink(missing_ok=True)
-            if not store.is_done():
-                starts.append(store.done_upto())
-        if starts:
-            fwd.start = min(starts)
-            pending.append(fwd)
-
+            fwd.keys[scheme] = cell_key(fields)
+            run_dir.cell(fwd.keys[scheme]).write_meta(fields)
     run_info = {
         "command": cfg.command or " ".join(sys.argv), "config": asdict(cfg), "started": _iso(t_start),
         "model": loaded.name, "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
@@ -319,41 +358,21 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
 
     gflops: dict[int, float] = {}
     failed: dict[str, str] = {}
-    if pending:
-        _evaluate(cfg, run_dir, loaded, data, preprocess, pending, device, progress, gflops, failed)
-    # cells done in an earlier run keep their measured GFLOPs in their row
     rows = []
-    for fwd in forwards:
-        for scheme in fwd.schemes:
-            store = run_dir.cell(fwd.keys[scheme])
-            if store.is_done():
+    with ExitStack() as locks:
+        for key in sorted(k for fwd in forwards for k in fwd.keys.values()):
+            locks.enter_context(run_dir.cell(key).lock(
+                on_wait=lambda key=key: progress.log(f"cell {key} is being computed by another run; waiting for it")))
+        pending = _pending(forwards, run_dir, cfg.force)
+        if pending:
+            _evaluate(cfg, run_dir, loaded, data, preprocess, pending, device, progress, gflops, failed)
+        for fwd in forwards:
+            for scheme in fwd.schemes:
+                store = run_dir.cell(fwd.keys[scheme])
+                if not store.is_done():
+                    store.write_row(_cell_row(store, fwd, scheme, loaded, spec, preprocess, data, cfg, run_info,
+                                              gflops, failed, n_total))
                 rows.append(store.read_row())
-                continue
-            records, seconds = store.read_records(upto=n_total)
-            ok = records[~records["failed"].astype(bool)]
-            for _, r in records[records["failed"].astype(bool)].iterrows():
-                failed.setdefault(r["image_id"], r["error"])
-            row = {
-                "model": loaded.name, "arch": loaded.arch, "pretrained_tag": loaded.tag or "",
-                "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
-                "pos_embed_kind": loaded.pos_embed_kind, "scheme": scheme, "img_size": fwd.size,
-                "native_size": native, "rel_size": round(fwd.size / native, 4), "crop_pct": preprocess.crop_pct,
-                "interpolation": preprocess.interpolation,
-                **cell_metrics(ok["correct1"].astype(bool).to_numpy(), ok["correct5"].astype(bool).to_numpy(),
-                               ok["nll"].to_numpy(), ok["confidence"].to_numpy()),
-                "n_failed": int(len(records) - len(ok)),
-                "imgs_per_s": round(len(ok) / seconds, 2) if seconds > 0 else float("nan"),
-                "gflops": round(gflops.get(fwd.size, float("nan")), 4), "forward_s": round(seconds, 3),
-                "device": run_info["device"], "dtype": dtype_name, "status": "ok", "reason": "",
-                "shared_with": ",".join(s for s in fwd.schemes if s != scheme),
-                "explained_energy": round(spec.explained, 6) if scheme == "abswin" else float("nan"),
-                "data": data.location, "data_layout": data.layout, "data_fingerprint": fingerprint,
-                "limit": cfg.limit, "cell_key": fwd.keys[scheme],
-            }
-            if len(records) < n_total:
-                raise RuntimeError(f"cell {scheme}@{fwd.size} has {len(records)} of {n_total} records")
-            store.write_row(row)
-            rows.append(row)
     for size, reason in grid.skipped:
         for scheme in schemes:
             rows.append({"model": loaded.name, "arch": loaded.arch, "pretrained_tag": loaded.tag or "",
@@ -370,6 +389,55 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
     _write_outputs(run_dir, table, run_info)
     return SweepResult(table=table, out=run_dir.root, grid=grid, loaded=loaded, run=run_info)
+
+
+def _pending(forwards: list[Forward], run_dir: RunDir, force: bool) -> list[Forward]:
+    """Forwards with at least one unfinished cell, each starting at its least advanced cell."""
+    pending = []
+    for fwd in forwards:
+        starts = []
+        for scheme in fwd.schemes:
+            store = run_dir.cell(fwd.keys[scheme])
+            if force:
+                for _, _, part in store.parts():
+                    part.unlink(missing_ok=True)
+                store.row_path.unlink(missing_ok=True)
+            if not store.is_done():
+                starts.append(store.done_upto())
+        if starts:
+            fwd.start = min(starts)
+            pending.append(fwd)
+    return pending
+
+
+def _cell_row(store: CellStore, fwd: Forward, scheme: str, loaded: LoadedModel, spec: PosEmbedSpec,
+              preprocess: EvalPreprocess, data: DataSource, cfg: SweepConfig, run_info: dict[str, Any],
+              gflops: dict[int, float], failed: dict[str, str], n_total: int) -> dict[str, Any]:
+    """The tidy row of a cell whose records are all committed."""
+    records, seconds = store.read_records(upto=n_total)
+    if len(records) < n_total:
+        raise RuntimeError(f"cell {scheme}@{fwd.size} has {len(records)} of {n_total} records")
+    bad = records["failed"].astype(bool)
+    ok = records[~bad]
+    for image_id, error in zip(records.loc[bad, "image_id"], records.loc[bad, "error"]):
+        failed.setdefault(image_id, error)
+    return {
+        "model": loaded.name, "arch": loaded.arch, "pretrained_tag": loaded.tag or "",
+        "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
+        "pos_embed_kind": loaded.pos_embed_kind, "scheme": scheme, "img_size": fwd.size,
+        "native_size": loaded.native_size, "rel_size": round(fwd.size / loaded.native_size, 4),
+        "crop_pct": preprocess.crop_pct, "interpolation": preprocess.interpolation,
+        **cell_metrics(ok["correct1"].astype(bool).to_numpy(), ok["correct5"].astype(bool).to_numpy(),
+                       ok["nll"].to_numpy(), ok["confidence"].to_numpy()),
+        "n_failed": int(bad.sum()),
+        "imgs_per_s": round(len(ok) / seconds, 2) if seconds > 0 else float("nan"),
+        "gflops": round(gflops.get(fwd.size, float("nan")), 4), "forward_s": round(seconds, 3),
+        "device": run_info["device"], "dtype": run_info["dtype"], "status": "ok", "reason": "",
+        "shared_with": ",".join(s for s in fwd.schemes if s != scheme),
+        "explained_energy": round(spec.explained, 6) if scheme == "abswin" else float("nan"),
+        "data": data.location, "data_layout": data.layout, "data_fingerprint": run_info["data"]["fingerprint"],
+        "limit": cfg.limit, "cell_key": fwd.keys[scheme],
+    }
 
 
 def _iso(t: float) -> str:
@@ -389,6 +457,11 @@ def _with_deltas(df):
 
 def _write_outputs(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
     """Merged views of every finished cell in the run dir (other sweeps' cells included)."""
+    with run_dir.merge_lock():
+        _merge(run_dir, table, run_info)
+
+
+def _merge(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
     all_rows = run_dir.finished_rows()
     this = set(table["cell_key"].dropna())
     merged = [r for r in all_rows if r["cell_key"] not in this] + table.to_dict("records")
@@ -399,6 +472,8 @@ def _write_outputs(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
         merged_table = annotate(merged_table, predictions)
     write_tables(run_dir.root, merged_table)
     atomic_write_json(run_dir.root / "run.json", run_info)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
+    atomic_write_json(run_dir.root / "runs" / f"{stamp}-{os.getpid()}.json", run_info)
 
 
 def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pending: list[Forward], device, progress, gflops, failed) -> None:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs into one --out are not serialised
+    fcntl = None
 
 #: Columns of the tidy table, in order: one row per model x scheme x size.
 COLUMNS = [
@@ -85,6 +91,25 @@ def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+@contextmanager
+def file_lock(path: Path, on_wait=None):
+    """An exclusive advisory lock held for the ``with`` block; ``on_wait()`` is called if it must wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait()
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def cell_key(fields: dict[str, Any]) -> str:
     """Stable id of a cell from everything that decides its numbers."""
     blob = json.dumps(fields, sort_keys=True, default=_json_default)
@@ -103,6 +128,10 @@ class CellStore:
 
     def is_done(self) -> bool:
         return self.row_path.is_file()
+
+    def lock(self, on_wait=None):
+        """Held while a run computes this cell: a second run on the same cell waits, then skips it."""
+        return file_lock(self.root / ".lock", on_wait)
 
     def write_meta(self, fields: dict[str, Any]) -> None:
         if not (self.root / "cell.json").is_file():
@@ -158,6 +187,8 @@ class RunDir:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} is a file, not a folder; choose another --out")
         try:
             (self.root / "cells").mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-probe-{os.getpid()}"
@@ -165,6 +196,10 @@ class RunDir:
             probe.unlink()
         except OSError as exc:
             raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
+
+    def merge_lock(self):
+        """Serialises rebuilding the merged views, so the last run to finish sees every row."""
+        return file_lock(self.root / ".merge.lock")
 
     def cell(self, key: str) -> CellStore:
         return CellStore(self.root / "cells" / key)
