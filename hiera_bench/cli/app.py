@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         if _state["debug"]:
             err.print_exception()
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         if _state["debug"]:
