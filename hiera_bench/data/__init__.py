@@ -56,6 +56,8 @@ def open_data(
     else:
         if not any(ch in location for ch in "*?[") and not Path(location).exists():
             raise UserError(f"--data {location} does not exist; give the path of your ImageNet val set")
+        if Path(location).is_dir() and not any(Path(location).iterdir()):
+            raise UserError(f"--data {location} is an empty folder; give the folder that holds your ImageNet val set")
         layout = detect_layout(location)
     dataset = layout.load(location, ClassIndex(class_names))
     if len(dataset) == 0:

@@ -9,6 +9,7 @@ into the model's class list, which for ImageNet is timm's sorted-wnid order) and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import datasets
+import numpy as np
 
 from ..errors import UserError
 
@@ -48,6 +50,78 @@ class ClassIndex:
                 f"class {name!r}{f' in {where}' if where else ''} is not one of the model's "
                 f"{len(self.names)} classes (e.g. {', '.join(self.names[:3])}); check --data and --model"
             ) from None
+
+
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """timm's ImageNet-1k class order (sorted wnids): what every integer ImageNet label in the wild indexes."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
+@functools.cache
+def _imagenet_descriptions() -> tuple[str, ...]:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return tuple(info.index_to_description(i) for i in range(len(imagenet_wnids())))
+
+
+def wnids_for_names(names: Sequence[str], where: str) -> list[str]:
+    """The wnid of each ``ClassLabel`` name: names that are wnids stay; descriptions must be timm's 1000.
+
+    The hub's ``ILSVRC/imagenet-1k`` names its ClassLabel by description ("tench, Tinca tinca") in
+    sorted-wnid order, so index i is timm's class i. That is checked here against timm's own
+    descriptions rather than assumed, because a relabelled copy would otherwise score silently wrong.
+    """
+    names = list(names)
+    if names and all(WNID.fullmatch(n) for n in names):
+        return names
+    reference = _imagenet_descriptions()
+    if len(names) == len(reference):
+        same = sum(_first_term(a) == _first_term(b) for a, b in zip(names, reference))
+        if same >= 0.95 * len(names):
+            return list(imagenet_wnids())
+    raise UserError(
+        f"{where}: its label names ({', '.join(map(repr, names[:2]))}, ...) are neither wnids nor ImageNet-1k's "
+        f"1000 classes in timm order; relabel it with wnids or use a class-folder copy"
+    )
+
+
+def _first_term(description: str) -> str:
+    return description.split(",")[0].strip().lower()
+
+
+def labels_for_wnids(wnids: Sequence[str], classes: ClassIndex, where: str) -> np.ndarray:
+    """Label index of each wnid in ``classes`` (an unknown class is a :class:`UserError`)."""
+    unique, inverse = np.unique(np.asarray(wnids, dtype=str), return_inverse=True)
+    table = np.array([classes.index(str(w), where=where) for w in unique], dtype=np.int64)
+    return table[inverse.reshape(-1)]
+
+
+def labels_for_imagenet_index(indices: Sequence[int], classes: ClassIndex, where: str) -> np.ndarray:
+    """Label index in ``classes`` of each ImageNet-1k index (timm order)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    wnids = imagenet_wnids()
+    bad = indices[(indices < 0) | (indices >= len(wnids))]
+    if bad.size:
+        raise UserError(f"{where}: label {int(bad[0])} is not an ImageNet-1k class index (0-999); "
+                        "is this the unlabelled test split?")
+    return labels_for_wnids([wnids[i] for i in indices], classes, where)
+
+
+def common_dataset(dataset: datasets.Dataset, image_column: str, image_ids: Sequence[str],
+                   labels: Sequence[int]) -> datasets.Dataset:
+    """``dataset``'s images with the given ids and labels, in the common schema.
+
+    Columns are swapped rather than mapped so that image bytes (tens of GB for ImageNet) are never rewritten.
+    """
+    dataset = dataset.select_columns([image_column])
+    if image_column != "image":
+        dataset = dataset.rename_column(image_column, "image")
+    dataset = dataset.add_column("image_id", list(image_ids)).add_column("label", np.asarray(labels, dtype=np.int64))
+    return standardise(dataset)
 
 
 def image_id_from_path(path: str) -> str:
@@ -130,8 +204,12 @@ class DataSource:
 
 
 def standardise(dataset: datasets.Dataset) -> datasets.Dataset:
-    """Keep the common columns, typed as :data:`FEATURES`."""
+    """Keep the common columns, typed as :data:`FEATURES` (image bytes are re-typed, never rewritten)."""
     extra = [c for c in dataset.column_names if c not in FEATURES]
     if extra:
         dataset = dataset.remove_columns(extra)
-    return dataset.cast(FEATURES)
+    if isinstance(dataset.features["image"], datasets.Image):
+        dataset = dataset.cast_column("image", FEATURES["image"])
+    if dataset.features != FEATURES:
+        dataset = dataset.cast(FEATURES)
+    return dataset.select_columns(list(FEATURES))

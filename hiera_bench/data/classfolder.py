@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+import pyarrow.compute as pc
 
 from ..errors import UserError
-from .base import ClassIndex, image_id_from_path, register_layout, standardise
+from .base import ClassIndex, common_dataset, image_id_from_path, labels_for_wnids, register_layout
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -41,23 +42,15 @@ class ClassFolderLayout:
         for name in names:
             classes.index(name, where=f"folder {root}")
         try:
-            loaded = datasets.load_dataset("imagefolder", data_dir=str(root), drop_labels=False)
+            # an explicit glob, not data_dir: data_dir infers splits from names, so a file called
+            # "..._bullet_train.JPEG" would become a one-image train split and the rest would vanish
+            loaded = datasets.load_dataset("imagefolder", data_files={"validation": str(root / "*" / "*")},
+                                           drop_labels=True)
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(f"--data {root}: no images found in the class folders ({exc})") from exc
         split = next(iter(loaded.values())) if len(loaded) == 1 else datasets.concatenate_datasets(list(loaded.values()))
         split = split.cast_column("image", datasets.Image(decode=False))
-        folder_names = split.features["label"].names if "label" in split.features else None
-        remap = [classes.index(n) for n in folder_names] if folder_names else None
-
-        def to_common(batch):
-            paths = [img["path"] for img in batch["image"]]
-            labels = (
-                [remap[i] for i in batch["label"]]
-                if remap
-                else [classes.index(Path(p).parent.name) for p in paths]
-            )
-            return {"image_id": [image_id_from_path(p) for p in paths], "label": labels}
-
-        split = split.map(to_common, batched=True, batch_size=4096, desc="indexing class folders",
-                          remove_columns=[c for c in split.column_names if c != "image"])
-        return standardise(split)
+        paths = pc.struct_field(split.with_format("arrow")["image"], "path").to_pylist()
+        # labels by folder name: imagefolder's own indices shift when a class folder is missing
+        labels = labels_for_wnids([Path(p).parent.name for p in paths], classes, where=f"folder {root}")
+        return common_dataset(split, "image", [image_id_from_path(p) for p in paths], labels)

@@ -14,7 +14,8 @@ from ..preprocess import MultiSizeTransform
 
 def decode(image: dict[str, Any]) -> Image.Image:
     """``{bytes, path}`` -> RGB PIL image: ``Image.open(...).convert("RGB")`` like timm (no EXIF rotation)."""
-    source = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
+    # b"" (a zero-byte file stored inline) is data, not absent: it must fail as an image, not as a path
+    source = io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"]
     with Image.open(source) as img:
         return img.convert("RGB")
 

@@ -1,0 +1,123 @@
+"""The raw flat val folder (``ILSVRC2012_val_00000001.JPEG`` ...) plus its ground truth.
+
+Ground truth is either Kaggle's ``LOC_val_solution.csv`` (the first token of PredictionString is the
+wnid) or the devkit's ``ILSVRC2012_validation_ground_truth.txt`` with ``meta.mat``. Devkit IDs are
+NOT timm indices (ID 1 is n02119789 kit fox, timm index 278): IDs go to wnids through meta.mat, and
+wnids to the model's classes by name. Label files are looked for next to the images and up to four
+folders above them (Kaggle nests the images in ILSVRC/Data/CLS-LOC/val), also in devkit ``data/`` folders.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+import datasets
+
+from ..errors import UserError
+from .base import VAL_ID, ClassIndex, common_dataset, labels_for_wnids, register_layout
+from .classfolder import IMAGE_SUFFIXES
+
+KAGGLE_CSV = "LOC_val_solution.csv"
+DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+DEVKIT_META = "meta.mat"
+SEARCH_LEVELS = 4
+
+
+def val_images(root: Path) -> list[Path]:
+    """Image files directly in ``root`` whose name holds a val number, in val-number order."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and VAL_ID.search(p.name))
+
+
+def find_label_file(root: Path, name: str) -> Path | None:
+    """``name`` next to ``root`` or up to :data:`SEARCH_LEVELS` folders above, also in ``*/data/`` (devkit)."""
+    for folder in [root, *list(root.resolve().parents)[:SEARCH_LEVELS]]:
+        for candidate in (folder / name, *sorted(folder.glob(f"*/data/{name}")), folder / "data" / name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_kaggle_solution(path: Path) -> dict[str, str]:
+    """``LOC_val_solution.csv`` -> {val id: wnid} (the first token of each PredictionString)."""
+    with path.open(newline="") as f:
+        rows = csv.DictReader(f)
+        if not rows.fieldnames or not {"ImageId", "PredictionString"} <= set(rows.fieldnames):
+            raise UserError(f"{path}: expected the columns ImageId,PredictionString of Kaggle's LOC_val_solution.csv")
+        return {row["ImageId"]: row["PredictionString"].split()[0] for row in rows if row["PredictionString"].strip()}
+
+
+def read_devkit_meta(path: Path) -> dict[int, str]:
+    """The devkit's ``meta.mat`` -> {ILSVRC2012_ID: wnid} for the 1000 leaf synsets."""
+    from scipy.io import loadmat
+
+    try:
+        synsets = loadmat(str(path), squeeze_me=True)["synsets"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise UserError(f"{path}: not the devkit's meta.mat with a 'synsets' table ({exc})") from None
+    synsets = synsets.reshape(-1)
+    return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+
+
+def read_devkit_truth(truth: Path, meta: Path) -> dict[str, str]:
+    """Devkit ground truth (line i = devkit ID of val image i) -> {val id: wnid} through ``meta.mat``."""
+    id_to_wnid = read_devkit_meta(meta)
+    out = {}
+    for number, line in enumerate(truth.read_text().split(), start=1):
+        devkit_id = int(line)
+        if devkit_id not in id_to_wnid:
+            raise UserError(f"{truth}: line {number} has devkit ID {devkit_id}, which {meta} does not list")
+        out[f"ILSVRC2012_val_{number:08d}"] = id_to_wnid[devkit_id]
+    return out
+
+
+def _kaggle(root: Path) -> dict[str, str] | None:
+    path = find_label_file(root, KAGGLE_CSV)
+    return read_kaggle_solution(path) if path else None
+
+
+def _devkit(root: Path) -> dict[str, str] | None:
+    truth = find_label_file(root, DEVKIT_TRUTH)
+    if truth is None:
+        return None
+    meta = truth.parent / DEVKIT_META if (truth.parent / DEVKIT_META).is_file() else find_label_file(root, DEVKIT_META)
+    if meta is None:
+        raise UserError(f"found {truth} but no {DEVKIT_META} beside it; the devkit IDs need meta.mat to become wnids")
+    return read_devkit_truth(truth, meta)
+
+
+#: Ground-truth readers, tried in order; each returns {val id: wnid} or None when its files are absent.
+GROUND_TRUTH: tuple[Callable[[Path], dict[str, str] | None], ...] = (_kaggle, _devkit)
+
+
+@register_layout("flatval", priority=60)
+class FlatValLayout:
+    description = "flat val folder ILSVRC2012_val_*.JPEG + LOC_val_solution.csv or devkit ground truth + meta.mat"
+
+    def detect(self, location: str) -> bool:
+        root = Path(location)
+        return root.is_dir() and any(
+            p.is_file() and VAL_ID.search(p.name) and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+
+    def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
+        root = Path(location)
+        images = val_images(root)
+        if not images:
+            raise UserError(f"--data {root}: no ILSVRC2012_val_*.JPEG images directly in this folder")
+        truth = next((t for reader in GROUND_TRUTH if (t := reader(root)) is not None), None)
+        if truth is None:
+            raise UserError(f"--data {root}: {len(images)} val images but no labels; put {KAGGLE_CSV} or the devkit's "
+                            f"{DEVKIT_TRUTH} + {DEVKIT_META} next to them (or up to {SEARCH_LEVELS} folders above)")
+        ids = [VAL_ID.search(p.name).group(1) for p in images]
+        missing = [i for i in ids if i not in truth]
+        if missing:
+            raise UserError(f"--data {root}: {len(missing)} images have no ground truth (e.g. {missing[0]}); "
+                            "is the label file from the same ImageNet val set?")
+        labels = labels_for_wnids([truth[i] for i in ids], classes, where=f"flat val {root}")
+        files = datasets.Dataset.from_dict({"image": [str(p) for p in images]},
+                                           features=datasets.Features({"image": datasets.Image(decode=False)}))
+        return common_dataset(files, "image", ids, labels)

@@ -1,0 +1,69 @@
+"""``hf:REPO[@REVISION]``: the validation files of a hub dataset, through the HF cache.
+
+``load_dataset("ILSVRC/imagenet-1k", split="validation")`` would fetch every split (datasets#6793),
+about 150 GB, so only the validation files are fetched with ``snapshot_download`` and then read by
+the local layout they are in (parquet for ``ILSVRC/imagenet-1k``, tar shards for
+``timm/imagenet-1k-wds``). ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` work as everywhere in the HF stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+
+from ..errors import UserError
+from .base import ClassIndex, get_layout, register_layout
+
+#: Validation files of the supported repo formats: hub parquet and timm's WebDataset shards.
+VALIDATION_PATTERNS = ["data/validation-*.parquet", "imagenet1k-validation-*.tar"]
+#: Local layouts a snapshot may hold, tried in this order.
+SNAPSHOT_LAYOUTS = ("parquet", "webdataset")
+
+
+def parse_hub_location(location: str) -> tuple[str, str | None]:
+    """``hf:owner/name[@revision]`` -> (repo id, revision)."""
+    spec = location.removeprefix("hf:")
+    repo, _, revision = spec.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise UserError(f"--data {location}: write a hub dataset as hf:OWNER/NAME[@REVISION], e.g. hf:ILSVRC/imagenet-1k")
+    return repo, revision or None
+
+
+def fetch_validation(repo: str, revision: str | None) -> Path:
+    """Download (or find in the HF cache) only the validation files of ``repo``; the snapshot folder."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    advice = "or point --data at a local copy (class folders, parquet, tar shards, flat val folder)"
+    try:
+        return Path(snapshot_download(repo, repo_type="dataset", revision=revision,
+                                      allow_patterns=VALIDATION_PATTERNS))
+    except GatedRepoError:
+        raise UserError(f"hf:{repo} is gated: accept its terms on https://huggingface.co/datasets/{repo} and log in "
+                        f"with `hf auth login`, {advice}") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"hf:{repo} is not a dataset on the hub (or needs a login), {advice}") from None
+    except LocalEntryNotFoundError:
+        raise UserError(f"hf:{repo} is not in the HF cache and the hub cannot be reached (HF_HUB_OFFLINE=1 or no "
+                        f"network): download it once online, {advice}") from None
+    except HfHubHTTPError as exc:
+        raise UserError(f"hf:{repo}: the hub answered {str(exc).splitlines()[0]}; {advice}") from None
+
+
+@register_layout("hub", priority=0)
+class HubLayout:
+    description = "a hub dataset: hf:OWNER/NAME[@REVISION] (validation files only, via the HF cache)"
+
+    def detect(self, location: str) -> bool:
+        return location.startswith("hf:")
+
+    def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
+        repo, revision = parse_hub_location(location)
+        snapshot = fetch_validation(repo, revision)
+        for name in SNAPSHOT_LAYOUTS:
+            layout = get_layout(name)
+            if layout.detect(str(snapshot)):
+                return layout.load(str(snapshot), classes)
+        raise UserError(f"hf:{repo}: the cached snapshot {snapshot} holds no validation files "
+                        f"({' or '.join(VALIDATION_PATTERNS)}); download them online or give --data a local copy")

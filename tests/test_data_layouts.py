@@ -1,0 +1,315 @@
+"""Every data layout gives the same (image id -> label) mapping, in timm's class order.
+
+The six layouts are built on disk from the same generated JPEGs with the real tools users have
+(``datasets`` parquet/save_to_disk, tarfile shards, scipy ``savemat`` for the devkit's meta.mat,
+a hub-cache snapshot folder) and read back through :func:`hiera_bench.data.open_data`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import scipy.io
+from timm.data import ImageNetInfo
+
+from hiera_bench.data import detect_layout, list_layouts, open_data
+from hiera_bench.data.base import get_layout
+from hiera_bench.errors import UserError
+from hiera_bench.testing import WNIDS, make_class_folder
+
+TIMM_CLASSES = list(ImageNetInfo().label_names())
+MODEL_CLASSES = sorted(WNIDS)
+#: Real devkit IDs where known (ID 1 = kit fox, 490 = sea snake); wok's is made up but, like the others,
+#: differs from its timm index + 1, so reading devkit IDs as indices would fail this test.
+DEVKIT_IDS = {"n02119789": 1, "n01751748": 490, "n04596742": 17}
+HUB_SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def records(root: Path) -> list[tuple[str, str, Path]]:
+    """(val id, wnid, file) of every image in a class-folder tree, by val id."""
+    return sorted((p.stem, p.parent.name, p) for p in root.glob("*/*.JPEG"))
+
+
+def hub_label_names() -> list[str]:
+    """The hub's ClassLabel names: timm's descriptions in timm order (the two 'crane's made unique)."""
+    info = ImageNetInfo()
+    names = [info.index_to_description(i) for i in range(1000)]
+    names[517] = "crane, construction crane"
+    return names
+
+
+def hub_path(vid: str, wnid: str) -> str | None:
+    """The hub's image path: ``ILSVRC2012_val_00000001_n01751748.JPEG``."""
+    return f"{vid}_{wnid}.JPEG"
+
+
+def id_only_path(vid: str, wnid: str) -> str | None:
+    """A path without the wnid, so the label has to come from the ClassLabel index."""
+    return f"{vid}.JPEG"
+
+
+def hub_rows(recs, path_of=hub_path) -> datasets.Dataset:
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=hub_label_names())})
+    return datasets.Dataset.from_dict({
+        "image": [{"bytes": p.read_bytes(), "path": path_of(vid, wnid)} for vid, wnid, p in recs],
+        "label": [TIMM_CLASSES.index(wnid) for _, wnid, _ in recs],
+    }, features=features)
+
+
+def build_parquet(recs, folder: Path, path_of=hub_path) -> Path:
+    folder.mkdir(parents=True)
+    half = len(recs) // 2
+    for i, part in enumerate((recs[:half], recs[half:])):
+        hub_rows(part, path_of).to_parquet(str(folder / f"validation-{i:05d}-of-00002.parquet"))
+    # train shards beside the validation ones must be ignored
+    hub_rows(recs[:1], path_of).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def build_hub_cache(recs, cache: Path, repo: str = "ILSVRC/imagenet-1k") -> Path:
+    """A real HF hub-cache entry: datasets--OWNER--NAME/{refs/main, snapshots/<sha>/data/*.parquet}."""
+    entry = cache / f"datasets--{repo.replace('/', '--')}"
+    data = entry / "snapshots" / HUB_SHA / "data"
+    data.mkdir(parents=True)
+    hub_rows(recs).to_parquet(str(data / "validation-00000-of-00001.parquet"))
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(HUB_SHA)
+    return cache
+
+
+def build_webdataset(recs, folder: Path) -> Path:
+    """Shards as timm/imagenet-1k-wds: key = val id; jpg, cls (timm index), json (filename wnid/val.JPEG)."""
+    folder.mkdir(parents=True)
+    for shard, part in enumerate((recs[: len(recs) // 2], recs[len(recs) // 2:])):
+        with tarfile.open(folder / f"imagenet1k-validation-{shard:02d}.tar", "w") as tar:
+            for vid, wnid, p in part:
+                label = TIMM_CLASSES.index(wnid)
+                meta = {"filename": f"{wnid}/{vid}.JPEG", "label": label, "width": 1, "height": 1}
+                for ext, payload in (("jpg", p.read_bytes()), ("cls", str(label).encode()),
+                                     ("json", json.dumps(meta).encode())):
+                    info = tarfile.TarInfo(f"{vid}.{ext}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    return folder
+
+
+def write_meta_mat(path: Path, ids: dict[str, int]) -> None:
+    """The devkit's meta.mat: a (N, 1) struct array 'synsets'; non-leaf synsets (num_children > 0) follow the leaves."""
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    entries = [(i, w, 0) for w, i in sorted(ids.items(), key=lambda kv: kv[1])] + [(1001, "n00001740", 2)]
+    synsets = np.zeros((len(entries), 1), dtype=[(f, object) for f in fields])
+    for row, (devkit_id, wnid, children) in enumerate(entries):
+        synsets[row, 0] = (np.array([[devkit_id]], dtype=np.uint16), wnid, "words", "gloss",
+                           np.array([[children]], dtype=np.uint16), np.arange(1, children + 1, dtype=np.uint16)[None],
+                           np.array([[0]], dtype=np.uint16), np.array([[1300]], dtype=np.uint16))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"synsets": synsets})
+
+
+def _flat_images(recs, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for vid, _, p in recs:
+        (folder / f"{vid}.JPEG").symlink_to(p)
+
+
+def build_flatval_devkit(recs, folder: Path) -> Path:
+    """Flat val images + ILSVRC2012_devkit_t12/data/{ground truth, meta.mat} beside them."""
+    _flat_images(recs, folder / "val")
+    devkit = folder / "ILSVRC2012_devkit_t12" / "data"
+    write_meta_mat(devkit / "meta.mat", DEVKIT_IDS)
+    numbers = {int(vid.rsplit("_", 1)[1]): wnid for vid, wnid, _ in recs}
+    lines = [str(DEVKIT_IDS[numbers[n]]) for n in range(1, max(numbers) + 1)]
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(lines) + "\n")
+    return folder / "val"
+
+
+def build_flatval_kaggle(recs, folder: Path) -> Path:
+    """Kaggle's nesting: ILSVRC/Data/CLS-LOC/val/*.JPEG with LOC_val_solution.csv at the top."""
+    images = folder / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+    _flat_images(recs, images)
+    with (folder / "LOC_val_solution.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ImageId", "PredictionString"])
+        for vid, wnid, _ in reversed(recs):
+            writer.writerow([vid, f"{wnid} 1 2 30 40 {wnid} 5 6 70 80 "])
+    return images
+
+
+def build_saved_common(recs, folder: Path) -> Path:
+    """The common schema saved to disk, integer labels in timm's ImageNet-1k order."""
+    ds = datasets.Dataset.from_dict({
+        "image_id": [vid for vid, _, _ in recs],
+        "label": [TIMM_CLASSES.index(wnid) for _, wnid, _ in recs],
+        "image": [{"bytes": p.read_bytes(), "path": None} for _, _, p in recs],
+    }, features=datasets.Features({"image_id": datasets.Value("string"), "label": datasets.Value("int64"),
+                                   "image": datasets.Image()}))
+    ds.save_to_disk(str(folder))
+    return folder
+
+
+def build_saved_hub(recs, folder: Path) -> Path:
+    """What ``load_dataset("ILSVRC/imagenet-1k").save_to_disk(...)`` writes: a DatasetDict in the hub schema."""
+    datasets.DatasetDict({"train": hub_rows(recs[:2]), "validation": hub_rows(recs)}).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def recs(tmp_path_factory):
+    return records(make_class_folder(tmp_path_factory.mktemp("src") / "val", per_class=3))
+
+
+@pytest.fixture(scope="module")
+def hub_cache(recs, tmp_path_factory):
+    return build_hub_cache(recs, tmp_path_factory.mktemp("hub") / "hub")
+
+
+@pytest.fixture
+def offline_hub(hub_cache, monkeypatch):
+    """Point huggingface_hub at the test's cache (HF_HUB_CACHE is read once, at import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    assert huggingface_hub.constants.HF_HUB_OFFLINE
+    return hub_cache
+
+
+@pytest.fixture(scope="module")
+def layouts(recs, tmp_path_factory) -> dict[str, str]:
+    """Every local layout built from the same images: {case name: --data location}."""
+    base = tmp_path_factory.mktemp("layouts")
+    return {
+        "folder": str(recs[0][2].parents[1]),
+        "parquet": str(build_parquet(recs, base / "parquet")),
+        "parquet-glob": str(base / "parquet" / "validation-*.parquet"),
+        "parquet-no-paths": str(build_parquet(recs, base / "parquet-nopath", id_only_path)),
+        "webdataset": str(build_webdataset(recs, base / "wds")),
+        "flatval-devkit": str(build_flatval_devkit(recs, base / "devkit")),
+        "flatval-kaggle": str(build_flatval_kaggle(recs, base / "kaggle")),
+        "saved-common": str(build_saved_common(recs, base / "saved-common")),
+        "saved-hub": str(build_saved_hub(recs, base / "saved-hub")),
+    }
+
+
+def mapping(location: str, classes: list[str], **kw) -> dict[str, int]:
+    data = open_data(location, classes, **kw)
+    table = data.dataset.select_columns(["image_id", "label"]).to_dict()
+    return dict(zip(table["image_id"], table["label"]))
+
+
+@pytest.mark.parametrize("case", ["folder", "parquet", "parquet-glob", "parquet-no-paths", "webdataset",
+                                  "flatval-devkit", "flatval-kaggle", "saved-common", "saved-hub"])
+@pytest.mark.parametrize("classes", [TIMM_CLASSES, MODEL_CLASSES], ids=["timm1000", "model3"])
+def test_layout_labels_follow_timm_order(layouts, recs, case, classes):
+    expected = {vid: classes.index(wnid) for vid, wnid, _ in recs}
+    assert mapping(layouts[case], classes) == expected
+
+
+def test_all_six_layouts_agree_with_timm(layouts, offline_hub, recs):
+    """The acceptance check: one mapping across every layout, and it is timm's (sea snake 65, kit fox 278)."""
+    found = {case: mapping(loc, TIMM_CLASSES) for case, loc in layouts.items()}
+    found["hub"] = mapping("hf:ILSVRC/imagenet-1k", TIMM_CLASSES)
+    reference = {vid: TIMM_CLASSES.index(wnid) for vid, wnid, _ in recs}
+    assert {c: m == reference for c, m in found.items()} == {c: True for c in found}
+    assert {get_layout(n).name for n in list_layouts()} >= {"folder", "parquet", "hub", "webdataset", "flatval", "saved"}
+    assert reference["ILSVRC2012_val_00000001"] == 65 == TIMM_CLASSES.index("n01751748")
+    assert TIMM_CLASSES.index("n02119789") == 278 != DEVKIT_IDS["n02119789"] - 1
+
+
+def test_hub_reads_validation_files_from_the_cache(offline_hub, recs):
+    data = open_data("hf:ILSVRC/imagenet-1k", MODEL_CLASSES)
+    assert data.layout == "hub" and len(data) == len(recs)
+    assert mapping(f"hf:ILSVRC/imagenet-1k@{HUB_SHA}", MODEL_CLASSES) == mapping("hf:ILSVRC/imagenet-1k", MODEL_CLASSES)
+
+
+def test_hub_not_cached_offline_names_data(offline_hub):
+    with pytest.raises(UserError, match="--data") as exc:
+        open_data("hf:timm/imagenet-1k-wds", MODEL_CLASSES)
+    assert "\n" not in str(exc.value) and "HF_HUB_OFFLINE" in str(exc.value)
+
+
+EXPECTED_LAYOUT = {"folder": "folder", "parquet": "parquet", "parquet-glob": "parquet", "parquet-no-paths": "parquet",
+                   "webdataset": "webdataset", "flatval-devkit": "flatval", "flatval-kaggle": "flatval",
+                   "saved-common": "saved", "saved-hub": "saved"}
+
+
+def test_detection_is_unambiguous(layouts):
+    """Exactly one layout claims each location, so the priority order never decides a tie."""
+    for case, location in layouts.items():
+        claims = [n for n in list_layouts() if get_layout(n).detect(location)]
+        assert claims == [EXPECTED_LAYOUT[case]], case
+        assert detect_layout(location).name == EXPECTED_LAYOUT[case]
+
+
+def test_forced_format_matches_detection(layouts):
+    assert mapping(layouts["webdataset"], MODEL_CLASSES, data_format="webdataset") == \
+        mapping(layouts["webdataset"], MODEL_CLASSES)
+    with pytest.raises(UserError, match="no .parquet files"):
+        open_data(layouts["folder"], MODEL_CLASSES, data_format="parquet")
+
+
+def test_missing_class_folder_does_not_shift_labels(recs, tmp_path):
+    """imagefolder numbers the folders present; the label must still be the wnid's index."""
+    root = tmp_path / "val"
+    shutil.copytree(recs[0][2].parents[1], root)
+    shutil.rmtree(root / MODEL_CLASSES[0])
+    expected = {vid: TIMM_CLASSES.index(w) for vid, w, _ in recs if w != MODEL_CLASSES[0]}
+    assert mapping(str(root), TIMM_CLASSES) == expected
+
+
+def test_image_bytes_survive_every_layout(layouts, recs):
+    """The undecoded image of a row is the original file's bytes, whatever the layout."""
+    original = {vid: p.read_bytes() for vid, _, p in recs}
+    for case, location in layouts.items():
+        data = open_data(location, MODEL_CLASSES, limit=2)
+        for row in data.dataset:
+            image = row["image"]
+            payload = image["bytes"] if image["bytes"] is not None else Path(image["path"]).read_bytes()
+            assert payload == original[row["image_id"]], case
+
+
+def test_limit_and_per_class_are_deterministic(layouts, recs):
+    ids = sorted(vid for vid, _, _ in recs)
+    for case in ("folder", "parquet", "webdataset"):
+        first = open_data(layouts[case], MODEL_CLASSES, limit=4)
+        again = open_data(layouts[case], MODEL_CLASSES, limit=4)
+        assert first.dataset["image_id"][:] == again.dataset["image_id"][:] == ids[:4]
+        assert first.fingerprint() == again.fingerprint()
+        per = open_data(layouts[case], MODEL_CLASSES, per_class=2)
+        by_class: dict[str, list[str]] = {}
+        for vid, wnid, _ in recs:
+            by_class.setdefault(wnid, []).append(vid)
+        assert per.dataset["image_id"][:] == sorted(v for vids in by_class.values() for v in sorted(vids)[:2])
+        assert per.fingerprint() == open_data(layouts[case], MODEL_CLASSES, per_class=2).fingerprint()
+    fingerprints = {open_data(layouts[c], MODEL_CLASSES, per_class=1, limit=2).fingerprint() for c in layouts}
+    assert len(fingerprints) == 1
+
+
+def test_shared_sample_labels_match_index(shared_sample, tmp_path):
+    """The 1000 real sample images as class folders and as parquet give INDEX.csv's labels (no decoding)."""
+    with (shared_sample / "INDEX.csv").open() as f:
+        index = list(csv.DictReader(f))
+    folders = tmp_path / "val"
+    for row in index:
+        (folders / row["wnid"]).mkdir(parents=True, exist_ok=True)
+        (folders / row["wnid"] / row["file"]).symlink_to(shared_sample / row["file"])
+    expected = {Path(r["file"]).stem: int(r["label"]) for r in index}
+    assert mapping(str(folders), TIMM_CLASSES) == expected
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    rows = [(Path(r["file"]).stem, r["wnid"], shared_sample / r["file"]) for r in index]
+    # the sample's file names hold the wnid, as the hub's paths do
+    hub_rows(rows, lambda stem, wnid: f"{stem}.JPEG").to_parquet(str(parquet / "validation-00000-of-00001.parquet"))
+    assert mapping(str(parquet), TIMM_CLASSES) == expected
+    no_paths = tmp_path / "parquet-nopath"
+    no_paths.mkdir()
+    hub_rows(rows, lambda stem, wnid: None).to_parquet(str(no_paths / "validation-00000-of-00001.parquet"))
+    assert sorted(mapping(str(no_paths), TIMM_CLASSES).values()) == sorted(expected.values())
