@@ -1,0 +1,34 @@
+"""``hiera-bench export``: write a model rewritten for one input size as a plain timm checkpoint folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import app, err, out
+
+
+@app.command()
+def export(
+    model: Optional[str] = typer.Argument(None, help="timm Hiera name or alias; optional with a --checkpoint folder."),
+    res: str = typer.Option(..., "--res", "-r", help="The one input size (px) to export for, e.g. 320."),
+    scheme: str = typer.Option(..., "--scheme", "-s", help="Position-embedding scheme: abswin or interp."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder. Default: exports/<model>-<res>-<scheme>/."),
+    global_size: Optional[int] = typer.Option(None, "--global-size", help="Global grid side for the abswin fit of full-grid checkpoints (as in sweep)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty export folder."),
+) -> None:
+    """Write model.safetensors + config.json for MODEL rewritten to --res with --scheme, loadable with plain timm."""
+    from ..export import export_model
+
+    result = export_model(model, res, scheme, checkpoint=checkpoint, out=out_dir, force=force,
+                          global_size=global_size)
+    if result.size_change_only:
+        err.print(f"note: {result.name} learned an abs-win embedding; --scheme abswin at {result.size} px is only a "
+                  f"size change (plain timm does the same with img_size={result.size}); written anyway as a "
+                  "full-grid checkpoint", markup=False, soft_wrap=True)
+    out.print(f"wrote {result.out}/model.safetensors and config.json: {result.name} at {result.size} px "
+              f"(native {result.native_size}), scheme {result.scheme}", markup=False)
+    out.print(f"load with plain timm: {result.timm_call()}", markup=False)
