@@ -1,8 +1,215 @@
-"""Statistics over per-image records (bootstrap CIs, paired differences, McNemar)."""
+"""Statistics over per-image records: bootstrap CIs, paired differences and exact McNemar tests.
+
+Every statistic is computed on the images that decoded (``failed`` is false) and, for a paired
+statistic, on the images both cells share. The bootstrap resamples images with replacement; it is
+vectorised as a matrix product of resample counts with the per-image values, so all statistics over
+one image set share one draw. Its seed is fixed, so the same records always give the same intervals.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
+from dataclasses import dataclass, field
 
-def annotate(table, predictions):
-    """Add statistics columns to the tidy table from the per-image predictions (none yet)."""
-    return table
+import numpy as np
+import pandas as pd
+from scipy.stats import binom
+
+N_RESAMPLES = 2000
+LEVEL = 0.95
+SEED = 0
+#: Elements of one resample-count block (resamples x images); bounds the memory of a draw to ~64 MiB.
+_BLOCK = 1 << 23
+#: The scheme other schemes are tested against at each size, when present in a group.
+REFERENCE_SCHEMES = ("interp",)
+#: Cells sharing these values (and a scheme) have one native cell; sizes within them are paired.
+GROUP_COLUMNS = ("model", "checkpoint_sha256", "data_fingerprint", "limit", "crop_pct", "interpolation", "dtype")
+#: Columns :func:`annotate` adds, all in top-1 percentage points except counts and p-values.
+STAT_COLUMNS = [
+    "top1_ci_low", "top1_ci_high",
+    "delta_ci_low", "delta_ci_high", "delta_b", "delta_c", "delta_p",
+    "mcnemar_ref", "scheme_delta", "scheme_delta_ci_low", "scheme_delta_ci_high", "mcnemar_b", "mcnemar_c", "mcnemar_p",
+]
+
+
+def bootstrap_means(values: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """Means of ``values`` (images x statistics) over ``n_resamples`` resamples of the images.
+
+    Resample ``r`` uses the ``r``-th row of ``default_rng(seed).integers(0, n, (n_resamples, n))``,
+    the same draws as a loop of ``integers(0, n, n)`` calls, so a plain loop reproduces it exactly.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    n = values.shape[0]
+    if n == 0:
+        return np.full((n_resamples, values.shape[1]), np.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty((n_resamples, values.shape[1]))
+    step = max(1, _BLOCK // n)
+    for lo in range(0, n_resamples, step):
+        rows = min(step, n_resamples - lo)
+        idx = rng.integers(0, n, size=(rows, n))
+        flat = (idx + (np.arange(rows) * n)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=rows * n).reshape(rows, n)
+        means[lo:lo + rows] = counts @ values / n
+    return means
+
+
+def percentile_ci(means: np.ndarray, level: float = LEVEL) -> np.ndarray:
+    """Percentile interval of bootstrap means: (statistics x 2) rows of (low, high)."""
+    alpha = (1.0 - level) / 2.0
+    return np.quantile(np.asarray(means), [alpha, 1.0 - alpha], axis=0).T
+
+
+def bootstrap_ci(values, n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = SEED) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values``; for paired 0/1 outcomes pass ``a - b``."""
+    low, high = percentile_ci(bootstrap_means(values, n_resamples, seed), level)[0]
+    return float(low), float(high)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (binomial test of b in b + c at 1/2)."""
+    n = int(b) + int(c)
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(int(b), int(c)), n, 0.5)))
+
+
+def discordant(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(images only ``a`` gets right, images only ``b`` gets right)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    return int(np.sum(a & ~b)), int(np.sum(~a & b))
+
+
+# --- the tidy table -----------------------------------------------------------------------------
+
+def group_ids(table: pd.DataFrame) -> pd.Series:
+    """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing)."""
+    cols = [c for c in GROUP_COLUMNS if c in table]
+    if not cols or table.empty:
+        return pd.Series(0, index=table.index)
+    return table.groupby(cols, sort=False, dropna=False).ngroup()  # missing values compare equal
+
+
+def native_deltas(table: pd.DataFrame) -> pd.Series:
+    """top-1 minus the top-1 of the native-size cell of the same scheme and group (points, 3 decimals)."""
+    df = table.assign(_g=group_ids(table))
+    ok = df["status"].eq("ok")
+    native = df[ok & (df["img_size"] == df["native_size"])].drop_duplicates(["_g", "scheme"])
+    base = native.set_index(["_g", "scheme"])["top1"]
+    keys = pd.MultiIndex.from_arrays([df["_g"], df["scheme"]])
+    delta = df["top1"].to_numpy(dtype=float) - base.reindex(keys).to_numpy(dtype=float)
+    return pd.Series(np.where(ok, np.round(delta, 3), np.nan), index=table.index)
+
+
+def _outcomes(table: pd.DataFrame, predictions) -> dict[str, pd.Series]:
+    """cell_key -> correct@1 (bool) indexed by image id, over the images that decoded."""
+    preds = predictions.to_pandas() if hasattr(predictions, "to_pandas") else pd.DataFrame(predictions)
+    if preds.empty:
+        return {}
+    if "cell_key" not in preds:
+        # older run folders: name the cells by (model, scheme, size) where that is unambiguous
+        ok = table[table["status"].eq("ok")]
+        unique = ok.drop_duplicates(["model", "scheme", "img_size"], keep=False)
+        keymap = unique.set_index(["model", "scheme", "img_size"])["cell_key"]
+        where = pd.MultiIndex.from_arrays([preds["model"], preds["scheme"], preds["img_size"].astype(int)])
+        preds = preds.assign(cell_key=keymap.reindex(where).to_numpy())
+    good = ~preds["failed"].fillna(True).astype(bool) & preds["correct1"].notna()
+    preds = preds[good & preds["cell_key"].notna()]
+    return {key: part.drop_duplicates("image_id").set_index("image_id")["correct1"].astype(bool)
+            for key, part in preds.groupby("cell_key", sort=False)}
+
+
+@dataclass
+class _Bucket:
+    """Statistics over one image set, bootstrapped with one draw."""
+
+    images: pd.Index
+    columns: list[np.ndarray] = field(default_factory=list)
+    targets: list[tuple[int, str, str]] = field(default_factory=list)  # (row, low column, high column)
+
+
+class _Plan:
+    """Collects statistics by image set, then bootstraps each set once."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, _Bucket] = {}
+
+    def add(self, values: pd.Series, row: int, low: str, high: str) -> None:
+        images = values.index.sort_values()
+        digest = hashlib.sha1("\n".join(map(str, images)).encode()).hexdigest()
+        bucket = self.buckets.setdefault(digest, _Bucket(images))
+        bucket.columns.append(100.0 * values.reindex(bucket.images).to_numpy(dtype=np.float64))
+        bucket.targets.append((row, low, high))
+
+    def fill(self, out: pd.DataFrame) -> None:
+        for bucket in self.buckets.values():
+            cis = percentile_ci(bootstrap_means(np.column_stack(bucket.columns)))
+            for (row, low, high), (lo, hi) in zip(bucket.targets, cis):
+                out.at[row, low], out.at[row, high] = round(float(lo), 3), round(float(hi), 3)
+
+
+def _paired(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    common = a.index.intersection(b.index)
+    return a.reindex(common), b.reindex(common)
+
+
+def _reference(schemes: list[str]) -> str:
+    return next((s for s in REFERENCE_SCHEMES if s in schemes), sorted(schemes)[0])
+
+
+def annotate(table: pd.DataFrame, predictions) -> pd.DataFrame:
+    """The tidy table with :data:`STAT_COLUMNS` from the per-image predictions (NaN where not computable).
+
+    ``top1_ci_*``: 95 % bootstrap CI of the cell's top-1. ``delta_*``: the paired difference to the native-size
+    cell of the same scheme (CI, discordant counts gained ``b`` / lost ``c``, exact McNemar p). ``scheme_delta``
+    and ``mcnemar_*``: the paired difference to the reference scheme (``mcnemar_ref``) at the same size.
+    """
+    out = table.copy().reset_index(drop=True)
+    for col in STAT_COLUMNS:
+        out[col] = "" if col == "mcnemar_ref" else np.nan
+    if out.empty:
+        return out
+    out["top1_delta_vs_native"] = native_deltas(out)
+    if predictions is None or "cell_key" not in out:
+        return out
+    outcomes = _outcomes(out, predictions)
+    groups = group_ids(out)
+    plan = _Plan()
+    for _, part in out[out["status"].eq("ok")].groupby(groups, sort=False):
+        cell = {(r.scheme, int(r.img_size)): r.cell_key for r in part.itertuples() if r.cell_key in outcomes}
+        ref = _reference(list(dict.fromkeys(part["scheme"])))
+        for row in part.itertuples():
+            mine = outcomes.get(row.cell_key)
+            if mine is None or mine.empty:
+                continue
+            plan.add(mine, row.Index, "top1_ci_low", "top1_ci_high")
+            native = cell.get((row.scheme, int(row.native_size)))
+            if native is not None:
+                a, b = _paired(mine, outcomes[native])
+                if len(a):
+                    plan.add(a.astype(float) - b.astype(float), row.Index, "delta_ci_low", "delta_ci_high")
+                    gained, lost = discordant(a, b)
+                    out.loc[row.Index, ["delta_b", "delta_c", "delta_p"]] = gained, lost, mcnemar_exact(gained, lost)
+            other = cell.get((ref, int(row.img_size)))
+            if row.scheme != ref and other is not None:
+                a, b = _paired(mine, outcomes[other])
+                if len(a):
+                    plan.add(a.astype(float) - b.astype(float), row.Index, "scheme_delta_ci_low", "scheme_delta_ci_high")
+                    gained, lost = discordant(a, b)
+                    out.loc[row.Index, ["mcnemar_b", "mcnemar_c", "mcnemar_p"]] = gained, lost, mcnemar_exact(gained, lost)
+                    out.at[row.Index, "mcnemar_ref"] = ref
+                    out.at[row.Index, "scheme_delta"] = round(100.0 * (a.mean() - b.mean()), 3)
+    plan.fill(out)
+    counts = ["delta_b", "delta_c", "mcnemar_b", "mcnemar_c"]
+    out[counts] = out[counts].astype("Int64")
+    return out
+
+
+def significance_mark(p: float) -> str:
+    """``*`` p < 0.05, ``**`` p < 0.01, ``***`` p < 0.001, else nothing."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
