@@ -82,3 +82,50 @@ def make_class_folder(root: Path, wnids: Sequence[str] = WNIDS, per_class: int =
             img = make_image(rng, sizes[n % len(sizes)], c)
             img.save(root / wnid / f"ILSVRC2012_val_{n:08d}.JPEG", quality=90)
     return root
+
+
+_CLI_BATCH = """
+import contextlib, io, json, sys
+from hiera_bench.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    results.append({"code": code, "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_cli_batch(commands: Sequence[Sequence[str]], timeout: float = 600) -> list[dict[str, Any]]:
+    """Run ``hiera-bench`` argv lists one after another in ONE fresh interpreter (torch is imported once).
+
+    Returns ``{"code": exit status, "stderr": text}`` per command, in order.
+    """
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CLI_BATCH, json.dumps([list(map(str, c)) for c in commands])],
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"CLI batch crashed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_devkit_meta(path: Path, ids: dict[str, int]) -> None:
+    """The devkit's meta.mat: a (N, 1) struct array 'synsets'; non-leaf synsets (num_children > 0) follow the leaves."""
+    from scipy.io import savemat
+
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    entries = [(i, w, 0) for w, i in sorted(ids.items(), key=lambda kv: kv[1])] + [(1001, "n00001740", 2)]
+    synsets = np.zeros((len(entries), 1), dtype=[(f, object) for f in fields])
+    for row, (devkit_id, wnid, children) in enumerate(entries):
+        synsets[row, 0] = (np.array([[devkit_id]], dtype=np.uint16), wnid, "words", "gloss",
+                           np.array([[children]], dtype=np.uint16), np.arange(1, children + 1, dtype=np.uint16)[None],
+                           np.array([[0]], dtype=np.uint16), np.array([[1300]], dtype=np.uint16))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(str(path), {"synsets": synsets})

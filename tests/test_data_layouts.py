@@ -17,13 +17,13 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-import scipy.io
 from timm.data import ImageNetInfo
 
 from hiera_bench.data import detect_layout, list_layouts, open_data
 from hiera_bench.data.base import get_layout
+from hiera_bench.data.real import load_real_labels, real_accuracy
 from hiera_bench.errors import UserError
-from hiera_bench.testing import WNIDS, make_class_folder
+from hiera_bench.testing import WNIDS, make_class_folder, write_devkit_meta
 
 TIMM_CLASSES = list(ImageNetInfo().label_names())
 MODEL_CLASSES = sorted(WNIDS)
@@ -101,20 +101,6 @@ def build_webdataset(recs, folder: Path) -> Path:
     return folder
 
 
-def write_meta_mat(path: Path, ids: dict[str, int]) -> None:
-    """The devkit's meta.mat: a (N, 1) struct array 'synsets'; non-leaf synsets (num_children > 0) follow the leaves."""
-    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
-              "num_train_images"]
-    entries = [(i, w, 0) for w, i in sorted(ids.items(), key=lambda kv: kv[1])] + [(1001, "n00001740", 2)]
-    synsets = np.zeros((len(entries), 1), dtype=[(f, object) for f in fields])
-    for row, (devkit_id, wnid, children) in enumerate(entries):
-        synsets[row, 0] = (np.array([[devkit_id]], dtype=np.uint16), wnid, "words", "gloss",
-                           np.array([[children]], dtype=np.uint16), np.arange(1, children + 1, dtype=np.uint16)[None],
-                           np.array([[0]], dtype=np.uint16), np.array([[1300]], dtype=np.uint16))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(str(path), {"synsets": synsets})
-
-
 def _flat_images(recs, folder: Path) -> None:
     folder.mkdir(parents=True)
     for vid, _, p in recs:
@@ -125,7 +111,7 @@ def build_flatval_devkit(recs, folder: Path) -> Path:
     """Flat val images + ILSVRC2012_devkit_t12/data/{ground truth, meta.mat} beside them."""
     _flat_images(recs, folder / "val")
     devkit = folder / "ILSVRC2012_devkit_t12" / "data"
-    write_meta_mat(devkit / "meta.mat", DEVKIT_IDS)
+    write_devkit_meta(devkit / "meta.mat", DEVKIT_IDS)
     numbers = {int(vid.rsplit("_", 1)[1]): wnid for vid, wnid, _ in recs}
     lines = [str(DEVKIT_IDS[numbers[n]]) for n in range(1, max(numbers) + 1)]
     (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(lines) + "\n")
@@ -313,3 +299,42 @@ def test_shared_sample_labels_match_index(shared_sample, tmp_path):
     no_paths.mkdir()
     hub_rows(rows, lambda stem, wnid: None).to_parquet(str(no_paths / "validation-00000-of-00001.parquet"))
     assert sorted(mapping(str(no_paths), TIMM_CLASSES).values()) == sorted(expected.values())
+
+
+def test_real_labels_are_keyed_by_val_number():
+    real = load_real_labels()
+    assert len(real) == 50_000
+    assert real["ILSVRC2012_val_00000001"] == [] and real["ILSVRC2012_val_00000002"] == [970, 795]
+
+
+def test_real_accuracy_matches_timms_evaluator():
+    """Same numbers as timm's RealLabelsImagenet on 2000 val images with partly right, partly random logits."""
+    import torch
+    from timm.data import RealLabelsImagenet
+
+    real = load_real_labels()
+    n = 2000
+    ids = [f"ILSVRC2012_val_{i + 1:08d}" for i in range(n)]
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(n, 1000, generator=generator)
+    for i, vid in enumerate(ids[::3]):
+        if real[vid]:
+            logits[3 * i, real[vid][-1]] += 3.0 + i % 3  # sometimes top-1, sometimes only top-5
+    timm_eval = RealLabelsImagenet([f"{i}.JPEG" for i in
+                                    (f"ILSVRC2012_val_{j + 1:08d}" for j in range(50_000))], topk=(1, 5))
+    timm_eval.add_result(logits)
+    ours = real_accuracy(real, ids, logits.topk(5, dim=1).indices.numpy())
+    assert ours["n_real"] == sum(bool(real[v]) for v in ids) < n
+    assert ours["real_top1"] == pytest.approx(timm_eval.get_accuracy(1), abs=1e-3)
+    assert ours["real_top5"] == pytest.approx(timm_eval.get_accuracy(5), abs=1e-3)
+    assert 0 < ours["real_top1"] < ours["real_top5"] < 100
+
+
+def test_real_accuracy_maps_a_subset_models_classes():
+    """A 3-class model's ids go to ImageNet indices through its wnids; empty ReaL lists are left out."""
+    real = {"ILSVRC2012_val_00000001": [65], "ILSVRC2012_val_00000002": [278, 909], "ILSVRC2012_val_00000003": []}
+    ids = list(real)
+    topk = np.array([[0, 1], [0, 2], [1, 2]])  # model classes sorted(WNIDS) = sea snake 65, kit fox 278, wok 909
+    result = real_accuracy(real, ids, topk, class_names=MODEL_CLASSES)
+    assert result == {"real_top1": 50.0, "real_top5": 100.0, "n_real": 2}
+    assert real_accuracy(real, ids, topk)["real_top1"] == 0.0  # read as ImageNet indices 0..2 they are all wrong

@@ -16,7 +16,7 @@ from .base import (ClassIndex, common_dataset, labels_for_imagenet_index, labels
                    wnids_for_names)
 from .parquet import from_hub_schema
 
-SPLIT_NAMES = ("validation", "val", "valid", "test")
+SPLIT_NAMES = ("validation", "val", "valid")  # never "test": ImageNet's test split is unlabelled
 
 
 def _pick_split(loaded: datasets.DatasetDict, where: str) -> datasets.Dataset:
