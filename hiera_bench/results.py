@@ -53,7 +53,8 @@ PART_SCHEMA = pa.schema([
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name lets a later run remove what a killed writer left behind
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -63,6 +64,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete temp files whose writer process is gone (killed mid-write); returns how many."""
+    removed = 0
+    for tmp in root.rglob(".*.tmp"):
+        parts = tmp.name.split(".")
+        pid = next((int(p) for p in parts if p.isdigit()), None)
+        if pid is not None and not _pid_alive(pid):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -194,6 +217,7 @@ class RunDir:
             probe = self.root / f".write-probe-{os.getpid()}"
             probe.write_text("")
             probe.unlink()
+            remove_stale_temp_files(self.root)
         except OSError as exc:
             raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
 

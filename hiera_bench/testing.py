@@ -23,7 +23,9 @@ def tiny_hiera(arch: str = "hiera_tiny_224", img_size: int = 64, num_classes: in
                model_args: dict[str, Any] | None = None, pos_std: float = 0.5) -> torch.nn.Module:
     """A small random-init timm Hiera (any architecture's code path, tiny widths and depths).
 
-    The position embedding gets a larger scale than timm's init so that schemes visibly differ.
+    The position embedding gets a larger scale than timm's init so that schemes visibly differ, and
+    the classifier gets random weights: timm initialises Hiera's head to (near) zero, which would make
+    every logit 0 and every comparison of logits pass whatever the embedding.
     """
     import timm
 
@@ -36,6 +38,8 @@ def tiny_hiera(arch: str = "hiera_tiny_224", img_size: int = 64, num_classes: in
         net.pos_embed.normal_(std=pos_std)
         if getattr(net, "pos_embed_win", None) is not None:
             net.pos_embed_win.normal_(std=pos_std)
+        net.head.fc.weight.normal_(std=1.0)
+        net.head.fc.bias.normal_(std=0.1)
     return net
 
 

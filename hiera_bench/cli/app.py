@@ -22,7 +22,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False}
 
@@ -36,17 +36,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: finished work stays, the run can be resumed."""
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001
-    raise Terminated()
+def _on_signal(signum, frame):  # noqa: ARG001
+    _state["signal"] = signum
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupted(signum: int) -> None:
+    what = "terminated" if signum == signal.SIGTERM else "interrupted"
+    err.print(f"{what}: finished cells and committed images are kept; re-run the same command to resume",
+              markup=False)
+    sys.exit(143 if signum == signal.SIGTERM else 130)
 
 
 def main(argv: list[str] | None = None) -> None:
     from ..errors import UserError
     from . import commands  # noqa: F401  (registers the commands)
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
-        app(args=argv, standalone_mode=False)
+        # typer turns KeyboardInterrupt into a returned exit code 130 in non-standalone mode
+        code = app(args=argv, standalone_mode=False)
+        if "signal" in _state:
+            _interrupted(_state["signal"])
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         if _state["debug"]:
             err.print_exception()
@@ -55,10 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         if _state["debug"]:
             err.print_exception()
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        err.print(f"{what}: finished cells and committed images are kept; re-run the same command to resume",
-                  markup=False)
-        sys.exit(130 if not isinstance(exc, Terminated) else 143)
+        _interrupted(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except OSError as exc:
         if _state["debug"] or exc.errno is None:
             raise
@@ -68,12 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # usage errors of typer's (vendored) click: they print their own message
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             err.print("aborted")
             sys.exit(130)
         raise
