@@ -104,18 +104,23 @@ def native_deltas(table: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(ok, np.round(delta, 3), np.nan), index=table.index)
 
 
+def with_cell_keys(preds: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``preds`` with a ``cell_key`` column; older run folders lack it, so name cells by (model, scheme, size)
+    where the table makes that unambiguous."""
+    if "cell_key" in preds:
+        return preds
+    ok = table[table["status"].eq("ok")].drop_duplicates(["model", "scheme", "img_size"], keep=False)
+    keymap = ok.set_index(["model", "scheme", "img_size"])["cell_key"]
+    where = pd.MultiIndex.from_arrays([preds["model"], preds["scheme"], preds["img_size"].astype(int)])
+    return preds.assign(cell_key=keymap.reindex(where).to_numpy())
+
+
 def _outcomes(table: pd.DataFrame, predictions) -> dict[str, pd.Series]:
     """cell_key -> correct@1 (bool) indexed by image id, over the images that decoded."""
     preds = predictions.to_pandas() if hasattr(predictions, "to_pandas") else pd.DataFrame(predictions)
     if preds.empty:
         return {}
-    if "cell_key" not in preds:
-        # older run folders: name the cells by (model, scheme, size) where that is unambiguous
-        ok = table[table["status"].eq("ok")]
-        unique = ok.drop_duplicates(["model", "scheme", "img_size"], keep=False)
-        keymap = unique.set_index(["model", "scheme", "img_size"])["cell_key"]
-        where = pd.MultiIndex.from_arrays([preds["model"], preds["scheme"], preds["img_size"].astype(int)])
-        preds = preds.assign(cell_key=keymap.reindex(where).to_numpy())
+    preds = with_cell_keys(preds, table)
     good = ~preds["failed"].fillna(True).astype(bool) & preds["correct1"].notna()
     preds = preds[good & preds["cell_key"].notna()]
     return {key: part.drop_duplicates("image_id").set_index("image_id")["correct1"].astype(bool)

@@ -1,0 +1,177 @@
+"""The CI gate: compare every cell of a run with a baseline and say whether accuracy held.
+
+A cell holds when its metric is no more than ``tol`` points worse than the baseline's (and, with
+``use_ci``, not below the baseline's 95 % CI). Comparing cells of different data, preprocessing or
+checkpoints would be meaningless, so that, like a baseline cell the run lacks, is a
+:class:`~hiera_bench.errors.UserError` naming what differs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import UserError
+from .report import read_table
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    ci: tuple[str, str] | None = None  # baseline columns of its 95 % CI
+
+    def worse_by(self, value: float, baseline: float) -> float:
+        """How much worse ``value`` is than ``baseline`` (negative: better)."""
+        return baseline - value if self.higher_is_better else value - baseline
+
+    def below_ci(self, value: float, low: float, high: float) -> bool:
+        return value < low if self.higher_is_better else value > high
+
+
+#: Metrics ``check`` can gate on.
+METRICS = {
+    "top1": Metric("top1", True, ("top1_ci_low", "top1_ci_high")),
+    "top5": Metric("top5", True),
+    "nll": Metric("nll", False),
+    "ece": Metric("ece", False),
+}
+#: A cell of the run answers a cell of the baseline with the same values here.
+CELL = ["model", "scheme", "img_size"]
+#: Fields that must agree for two cells to be comparable, and how to name them in an error.
+MUST_MATCH = {
+    "data_fingerprint": "data (fingerprint of image ids and labels)",
+    "limit": "data subset (--limit)",
+    "crop_pct": "preprocessing (crop_pct)",
+    "interpolation": "preprocessing (interpolation)",
+    "checkpoint_sha256": "checkpoint (sha256)",
+}
+
+
+@dataclass
+class CellCheck:
+    model: str
+    scheme: str
+    img_size: int
+    baseline: float
+    value: float
+    delta: float
+    ci_low: float | None
+    ci_high: float | None
+    verdict: str  # "hold", "drop", "below CI", "not evaluated"
+    note: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict != "hold"
+
+
+@dataclass
+class CheckResult:
+    metric: str
+    tol: float
+    use_ci: bool
+    cells: list[CellCheck] = field(default_factory=list)
+    new: list[dict] = field(default_factory=list)  # run cells the baseline does not have
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.cells)
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "metric": self.metric, "tol": self.tol, "ci": self.use_ci,
+                "n_cells": len(self.cells), "n_failed": sum(c.failed for c in self.cells),
+                "cells": [_clean(asdict(c)) for c in self.cells], "new": self.new}
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _same(a, b) -> bool:
+    if pd.isna(a) and pd.isna(b):
+        return True
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) and not (pd.isna(a) or pd.isna(b)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def _differences(run_row: pd.Series, base_row: pd.Series) -> list[str]:
+    return [f"{what}: run {run_row[col]!s}, baseline {base_row[col]!s}" for col, what in MUST_MATCH.items()
+            if col in run_row and col in base_row and not _same(run_row[col], base_row[col])]
+
+
+def _name(row: pd.Series) -> str:
+    return f"{row['model']} {row['scheme']}@{int(row['img_size'])}"
+
+
+def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
+    """The run's row for a baseline cell; None when the run lacks it. Incomparable rows raise."""
+    same_cell = (run["model"] == base_row["model"]) & (run["scheme"] == base_row["scheme"]) & \
+        (run["img_size"].astype(int) == int(base_row["img_size"]))
+    candidates = run[same_cell]
+    if candidates.empty:
+        return None
+    comparable = [r for _, r in candidates.iterrows() if not _differences(r, base_row)]
+    if len(comparable) == 1:
+        return comparable[0]
+    if len(comparable) > 1:
+        raise UserError(f"the run has {len(comparable)} comparable rows for {_name(base_row)}; "
+                        "check one run folder at a time")
+    diffs = "; ".join(_differences(candidates.iloc[0], base_row))
+    raise UserError(f"{_name(base_row)} is not comparable with the baseline: different {diffs}; "
+                    "re-run the sweep with the baseline's data and options, or make a new baseline")
+
+
+def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol: float = 0.2,
+            use_ci: bool = False) -> CheckResult:
+    """Every evaluated baseline cell against the run's cell with the same model, scheme and size."""
+    if metric not in METRICS:
+        raise UserError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
+    m = METRICS[metric]
+    if not (tol >= 0):
+        raise UserError(f"--tol must be 0 or more (absolute points of {metric}), got {tol}")
+    if use_ci and (m.ci is None or not set(m.ci) <= set(baseline.columns) or baseline[m.ci[0]].isna().all()):
+        raise UserError(f"--ci needs the baseline's 95 % CI of {metric}: "
+                        + ("only top1 has one" if m.ci is None else
+                           "use a baseline made by this version (results with top1_ci_low), or drop --ci"))
+    if metric not in run or metric not in baseline:
+        raise UserError(f"the run or the baseline has no column {metric!r}; give results made by hiera-bench sweep")
+    base_ok = baseline[baseline["status"].eq("ok")]
+    if base_ok.empty:
+        raise UserError("the baseline has no evaluated cell; give the results of a finished sweep")
+    result = CheckResult(metric, float(tol), use_ci)
+    matched, missing = set(), []
+    for _, b in base_ok.iterrows():
+        r = _match(run, b)
+        if r is None:
+            missing.append(_name(b))
+            continue
+        matched.add(r.name)
+        low, high = (float(b[m.ci[0]]), float(b[m.ci[1]])) if use_ci else (None, None)
+        if r["status"] != "ok":
+            result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), float(b[metric]), float("nan"),
+                                          float("nan"), low, high, "not evaluated", str(r.get("reason", ""))))
+            continue
+        value, base = float(r[metric]), float(b[metric])
+        worse = round(m.worse_by(value, base), 6)
+        verdict = "drop" if worse > tol else "below CI" if use_ci and m.below_ci(value, low, high) else "hold"
+        result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, value,
+                                      round(value - base, 6), low, high, verdict))
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown}; sweep those sizes and schemes "
+                        "into the run folder, or make a new baseline")
+    extra = run[run["status"].eq("ok") & ~run.index.isin(matched)]
+    result.new = [{"model": r["model"], "scheme": r["scheme"], "img_size": int(r["img_size"]), metric: float(r[metric])}
+                  for _, r in extra.iterrows()]
+    return result
+
+
+def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.2, use_ci: bool = False) -> CheckResult:
+    """:func:`compare` on a run folder (or results file) and a baseline run folder or results file."""
+    return compare(read_table(run), read_table(baseline), metric, tol, use_ci)

@@ -1,0 +1,125 @@
+"""``hiera-bench check``: exit 0 when cells hold, 1 on a regression, 2 when run and baseline cannot be compared."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hiera_bench.check import compare
+from hiera_bench.engine import SweepConfig, run_sweep
+from hiera_bench.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, full_ckpt, class_folder):
+    out = tmp_path_factory.mktemp("run")
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(out), res="32,64,96",
+                          batch_size=6, workers=0))
+    return out
+
+
+@pytest.fixture
+def results(run_dir) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "results.csv")
+
+
+def _save(df: pd.DataFrame, tmp_path, name="baseline.csv"):
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def _at(df, scheme, size):
+    return (df["scheme"] == scheme) & (df["img_size"] == size)
+
+
+def test_run_against_itself_holds(cli, run_dir):
+    result = cli("check", run_dir, "--baseline", run_dir, "--ci")
+    assert result.code == 0, result.err
+    assert "ok: all 6 cells hold" in result.out and "hold" in result.out
+
+
+def test_small_drop_holds_larger_drop_fails(cli, run_dir, results, tmp_path):
+    base = results.copy()
+    base.loc[_at(base, "interp", 96), "top1"] += 0.15  # the run is 0.15 points worse: within 0.2
+    assert cli("check", run_dir, "--baseline", _save(base, tmp_path)).code == 0
+    base.loc[_at(base, "abswin", 32), "top1"] += 0.5
+    result = cli("check", run_dir, "--baseline", _save(base, tmp_path), "--json")
+    assert result.code == 1, result.err
+    verdicts = json.loads(result.out)
+    assert verdicts["ok"] is False and verdicts["n_failed"] == 1 and verdicts["n_cells"] == 6
+    bad = [c for c in verdicts["cells"] if c["verdict"] != "hold"]
+    assert [(c["scheme"], c["img_size"], c["verdict"]) for c in bad] == [("abswin", 32, "drop")]
+    assert bad[0]["delta"] == pytest.approx(-0.5)
+    assert cli("check", run_dir, "--baseline", _save(base, tmp_path), "--tol", "0.6").code == 0
+    human = cli("check", run_dir, "--baseline", _save(base, tmp_path))
+    assert human.code == 1 and "FAIL: 1 of 6 cells regressed in top1" in human.out and "drop" in human.out
+
+
+def test_ci_flag_fails_a_cell_below_the_baseline_interval(cli, run_dir, results, tmp_path):
+    base = results.copy()
+    run_value = float(base.loc[_at(base, "interp", 64), "top1"].iloc[0])
+    base.loc[_at(base, "interp", 64), ["top1", "top1_ci_low"]] = [run_value + 0.1, run_value + 0.05]
+    path = _save(base, tmp_path)
+    assert cli("check", run_dir, "--baseline", path).code == 0
+    result = cli("check", run_dir, "--baseline", path, "--ci")
+    assert result.code == 1 and "below CI" in result.out
+
+
+def test_lower_is_better_metrics_fail_when_they_rise(cli, run_dir, results, tmp_path):
+    base = results.copy()
+    base.loc[_at(base, "interp", 32), "nll"] -= 0.3
+    path = _save(base, tmp_path)
+    assert cli("check", run_dir, "--baseline", path, "--metric", "nll").code == 1
+    assert cli("check", run_dir, "--baseline", path, "--metric", "top1").code == 0
+    base.loc[_at(base, "interp", 32), "nll"] += 0.6  # the run is better: never a failure
+    assert cli("check", run_dir, "--baseline", _save(base, tmp_path), "--metric", "nll").code == 0
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda b: b.assign(data_fingerprint="0123456789abcdef"), "different data (fingerprint"),
+    (lambda b: b.assign(crop_pct=0.95), "preprocessing (crop_pct)"),
+    (lambda b: b.assign(interpolation="bilinear"), "preprocessing (interpolation)"),
+    (lambda b: b.assign(checkpoint_sha256="f" * 64), "checkpoint (sha256)"),
+    (lambda b: b.assign(limit=100), "data subset (--limit)"),
+    (lambda b: pd.concat([b, b[_at(b, "interp", 96)].assign(img_size=128)]), "lacks 1 baseline cell(s): hiera_tiny_224 interp@128"),
+])
+def test_incomparable_baselines_are_usage_errors_naming_what_differs(cli, run_dir, results, tmp_path, change, expected):
+    result = cli("check", run_dir, "--baseline", _save(change(results.copy()), tmp_path))
+    assert result.code == 2, (result.code, result.out)
+    assert result.err.startswith("error: ") and expected in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--baseline", "{tmp}/nowhere.csv"], "does not exist"),
+    (["--baseline", "{tmp}"], "not a run folder"),
+    (["--baseline", "{run}", "--metric", "top7"], "--metric 'top7'"),
+    (["--baseline", "{run}", "--tol", "-1"], "--tol must be 0 or more"),
+    (["--baseline", "{run}", "--metric", "nll", "--ci"], "only top1 has one"),
+])
+def test_usage_errors_exit_2(cli, run_dir, tmp_path, args, expected):
+    args = [a.format(tmp=tmp_path, run=run_dir) for a in args]
+    result = cli("check", run_dir, *args)
+    assert result.code == 2 and expected in result.err, result.err
+
+
+def test_cells_missing_from_the_baseline_are_listed_not_failed(cli, run_dir, results, tmp_path):
+    base = results[~_at(results, "abswin", 96)]
+    result = cli("check", run_dir, "--baseline", _save(base, tmp_path))
+    assert result.code == 0 and "1 cell(s) not in the baseline, not checked: abswin@96" in result.out
+
+
+def test_a_baseline_without_ci_columns_refuses_ci(results):
+    old = results.drop(columns=["top1_ci_low", "top1_ci_high"])
+    assert compare(results, old).ok
+    with pytest.raises(UserError, match="--ci needs"):
+        compare(results, old, use_ci=True)
+
+
+def test_a_run_cell_that_was_not_evaluated_fails(results):
+    run = results.astype({"reason": object})
+    run.loc[_at(run, "abswin", 96), ["status", "reason", "top1"]] = ["skipped", "out of memory", float("nan")]
+    result = compare(run, results)
+    assert not result.ok and [c.verdict for c in result.cells if c.failed] == ["not evaluated"]
