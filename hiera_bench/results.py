@@ -247,6 +247,7 @@ class RunDir:
             df, _ = store.read_records()
             if df.empty:
                 continue
+            df.insert(0, "cell_key", key)  # names the cell exactly, even when a run dir holds several subsets
             df.insert(0, "img_size", int(row["img_size"]))
             df.insert(0, "scheme", row["scheme"])
             df.insert(0, "model", row["model"])
@@ -270,8 +271,46 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def format_cell(r: Any, native: int, pm: str = "±", dagger: str = "†", equiv: str = "≡") -> str:
+    """top-1, ± half the 95 % CI, Δ vs native with its McNemar stars, † when it differs from the reference scheme."""
+    from .stats import significance_mark
+
+    if r["status"] != "ok":
+        return f"skipped ({r['reason']})"
+    text = _fmt(r["top1"], ".3f")
+    low, high = r.get("top1_ci_low"), r.get("top1_ci_high")
+    if not (_missing(low) or _missing(high)):
+        text += f" {pm} {(high - low) / 2:.2f}"
+    if int(r["img_size"]) != native:
+        text += f" ({_fmt(r['top1_delta_vs_native'], '+.3f')}{significance_mark(r.get('delta_p'))})"
+    p = r.get("mcnemar_p")
+    if not _missing(p) and p < 0.05:
+        text += dagger
+    if isinstance(r.get("shared_with"), str) and r["shared_with"]:
+        text += f" {equiv}"
+    return text
+
+
+def legend(part: pd.DataFrame) -> list[str]:
+    """The notes a pivot of ``part`` needs, one per line."""
+    notes = []
+    if "top1_ci_low" in part and part["top1_ci_low"].notna().any():
+        notes.append("± half-width of the 95 % bootstrap CI (images resampled); Δ vs the native size of the same "
+                     "scheme, paired over the same images; * p<0.05, ** p<0.01, *** p<0.001 (exact McNemar).")
+    if "mcnemar_p" in part and (part["mcnemar_p"] < 0.05).any():
+        ref = next(r for r in part["mcnemar_ref"] if isinstance(r, str) and r)
+        notes.append(f"† differs from {ref} at this size (exact McNemar, p<0.05).")
+    if part["shared_with"].fillna("").astype(str).str.len().gt(0).any():
+        notes.append("≡ identical embedding to another scheme at this size: evaluated once, reported for both.")
+    return notes
+
+
 def markdown_pivot(df: pd.DataFrame) -> str:
-    """Per model: rows = size, columns = scheme, cells = top-1 (Δ vs native); ready to paste."""
+    """Per model: rows = size, columns = scheme, cells = top-1 ± CI (Δ vs native, significance); ready to paste."""
     out = []
     for model, part in df.groupby("model", sort=False):
         native = int(part["native_size"].iloc[0])
@@ -283,30 +322,18 @@ def markdown_pivot(df: pd.DataFrame) -> str:
             cells = []
             for scheme in schemes:
                 row = at[at["scheme"] == scheme]
-                if row.empty:
-                    cells.append("")
-                    continue
-                r = row.iloc[0]
-                if r["status"] != "ok":
-                    cells.append(f"skipped ({r['reason']})")
-                    continue
-                text = _fmt(r["top1"], ".3f")
-                if int(size) != native:
-                    text += f" ({_fmt(r['top1_delta_vs_native'], '+.3f')})"
-                if isinstance(r.get("shared_with"), str) and r["shared_with"]:
-                    text += " ≡"
-                cells.append(text)
+                cells.append("" if row.empty else format_cell(row.iloc[0], native))
             mark = " **native**" if int(size) == native else ""
             out.append(f"| {int(size)}{mark} | {_fmt(float(size) / native, '.2f')} | " + " | ".join(cells) + " |")
-        shared = part["shared_with"].fillna("").astype(str).str.len() > 0
-        if shared.any():
-            out.append("\n≡ identical embedding to another scheme at this size: evaluated once, reported for both.")
+        notes = legend(part)
+        if notes:
+            out.append("\n" + "  \n".join(notes))
         out.append("\n" + headline(part) + "\n")
     return "\n".join(out).rstrip() + "\n"
 
 
 def headline(part: pd.DataFrame) -> str:
-    """One line: the best size and scheme against the native size."""
+    """One line: the best size and scheme against the native size of that scheme, and whether it is significant."""
     ok = part[part["status"] == "ok"]
     if ok.empty:
         return "no cell evaluated"
@@ -315,10 +342,15 @@ def headline(part: pd.DataFrame) -> str:
     best = ranked.sort_values(["top1", "_dist", "img_size"], ascending=[False, True, True], kind="stable").iloc[0]
     native = int(best["native_size"])
     base = ok[ok["img_size"] == native]
+    base = base[base["scheme"] == best["scheme"]] if (base["scheme"] == best["scheme"]).any() else base
     rel = 100.0 * (int(best["img_size"]) / native - 1.0)
     text = f"best: {best['scheme']} @{int(best['img_size'])} ({rel:+.0f} %): {best['top1']:.3f} top-1"
     if not base.empty:
         text += f", {best['top1'] - base['top1'].iloc[0]:+.3f} vs native {native} ({base['top1'].iloc[0]:.3f})"
+        low, high, p = best.get("delta_ci_low"), best.get("delta_ci_high"), best.get("delta_p")
+        if int(best["img_size"]) != native and not (_missing(low) or _missing(p)):
+            verdict = "significant" if p < 0.05 else "not significant"
+            text += f", 95 % CI [{low:+.2f}, {high:+.2f}], p={p:.2g} ({verdict})"
     return text
 
 
