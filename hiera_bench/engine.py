@@ -64,6 +64,8 @@ class SweepConfig:
     force: bool = False
     strict: bool = False
     channels_last: bool = False
+    compile: bool = False
+    real_labels: str | None = None
     command: str = ""
 
 
@@ -199,23 +201,89 @@ def _device_name(device: torch.device) -> str:
 def _records_table(batch: Batch, rec: dict[str, np.ndarray] | None, lo: int) -> pa.Table:
     """Part records for batch items ``lo:`` (failed images keep a row with ``failed=True``)."""
     n = len(batch)
-    ok = batch.ok.numpy()
-    idx_ok = np.cumsum(ok) - 1  # row in rec for each ok item
-    topk, c1, c5, nll, conf = [], [], [], [], []
-    for i in range(n):
-        if ok[i] and rec is not None:
-            j = idx_ok[i]
-            topk.append(rec["topk"][j].tolist())
-            c1.append(bool(rec["correct1"][j])); c5.append(bool(rec["correct5"][j]))
-            nll.append(float(rec["nll"][j])); conf.append(float(rec["confidence"][j]))
-        else:
-            topk.append(None); c1.append(None); c5.append(None); nll.append(None); conf.append(None)
+    ok = batch.ok.numpy().astype(bool)
+    null = ~ok if rec is not None else np.ones(n, dtype=bool)
+
+    def spread(values: np.ndarray | None, dtype) -> pa.Array:
+        # arrow arrays built from whole columns: a per-item Python loop costs more than the records are worth
+        full = np.zeros(n, dtype=dtype)
+        if values is not None:
+            full[ok] = values
+        return pa.array(full, mask=null)
+
+    k = rec["topk"].shape[1] if rec is not None else 0
+    topk_flat = np.zeros((n, k), dtype=np.int32)
+    if rec is not None:
+        topk_flat[ok] = rec["topk"]
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k, type=pa.int32())
+    topk = pa.ListArray.from_arrays(offsets, pa.array(topk_flat.reshape(-1), type=pa.int32()),
+                                    mask=pa.array(null))
+    get = (lambda key: rec[key]) if rec is not None else (lambda key: None)
     table = pa.table({
         "position": batch.positions.numpy().astype(np.int64), "image_id": batch.image_ids,
-        "target": batch.labels.numpy().astype(np.int32), "topk": topk, "correct1": c1, "correct5": c5,
-        "nll": nll, "confidence": conf, "failed": ~ok, "error": batch.errors,
+        "target": batch.labels.numpy().astype(np.int32), "topk": topk,
+        "correct1": spread(get("correct1"), bool), "correct5": spread(get("correct5"), bool),
+        "nll": spread(get("nll"), np.float32), "confidence": spread(get("confidence"), np.float32),
+        "failed": ~ok, "error": batch.errors,
     }, schema=PART_SCHEMA)
     return table.slice(lo)
+
+
+class CompiledNet:
+    """``torch.compile`` of a forward net that falls back to eager (with a message) when compiling fails.
+
+    Short batches are padded to the first batch's size: a new batch shape would trigger a recompile,
+    and the eval forward is per-image independent, so padded rows change nothing but are dropped.
+    """
+
+    def __init__(self, net: torch.nn.Module, log: Callable[[str], None]) -> None:
+        self.eager, self.log = net, log
+        self.batch: int | None = None
+        try:
+            self.compiled: Callable | None = torch.compile(net)
+        except Exception as exc:  # torch.compile raises many types (no compiler, unsupported platform)
+            self._fall_back(exc)
+
+    def _fall_back(self, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:200]
+        self.log(f"--compile: torch.compile failed ({reason}); running this forward eagerly")
+        self.compiled = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None:
+            return self.eager(x)
+        n = x.shape[0]
+        self.batch = self.batch or n
+        if n < self.batch:
+            x = torch.cat([x, x.new_zeros((self.batch - n, *x.shape[1:]))])
+        try:
+            return self.compiled(x)[:n]
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compile error surfaces at the first call
+            self._fall_back(exc)
+            return self.eager(x[:n])
+
+
+def forward_with_backoff(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: list[int],
+                         log: Callable[[str], None]) -> torch.Tensor:
+    """``net(x)`` in slices of ``chunk[0]`` images; on CUDA OOM halve ``chunk[0]`` for good and retry.
+
+    Like timm validate's ``--retry``, but the failed batch is redone in smaller slices instead of
+    restarting, and the smaller size sticks for the rest of the data.
+    """
+    while True:
+        try:
+            parts = x.split(chunk[0])
+            return net(x) if len(parts) == 1 else torch.cat([net(part) for part in parts])
+        except torch.cuda.OutOfMemoryError:
+            if chunk[0] <= 1:
+                raise
+            chunk[0] = max(1, min(chunk[0], x.shape[0]) // 2)
+            if isinstance(net, CompiledNet):  # its padding must not grow slices back to the size that failed
+                net.batch = chunk[0]
+            torch.cuda.empty_cache()
+            log(f"out of memory at {tuple(x.shape[-2:])} px: retrying with batches of {chunk[0]}")
 
 
 class _CellBuffer:
@@ -328,6 +396,7 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
     n_total = len(data)
     fingerprint = data.fingerprint()
+    real = _real_labels(cfg.real_labels, data)
     dtype_name = "float32" if cfg.amp == "none" else cfg.amp
 
     out = Path(cfg.out) if cfg.out else Path("results") / loaded.name
@@ -372,7 +441,10 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
                 if not store.is_done():
                     store.write_row(_cell_row(store, fwd, scheme, loaded, spec, preprocess, data, cfg, run_info,
                                               gflops, failed, n_total))
-                rows.append(store.read_row())
+                row = store.read_row()
+                if real is not None:
+                    row.update(_real_columns(real, store, loaded.label_names, n_total))
+                rows.append(row)
     for size, reason in grid.skipped:
         for scheme in schemes:
             rows.append({"model": loaded.name, "arch": loaded.arch, "pretrained_tag": loaded.tag or "",
@@ -389,6 +461,27 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
     _write_outputs(run_dir, table, run_info)
     return SweepResult(table=table, out=run_dir.root, grid=grid, loaded=loaded, run=run_info)
+
+
+def _real_labels(source: str | None, data: DataSource):
+    """ImageNet-ReaL labels for ``--real-labels timm|PATH``; an error when the data has no val numbers."""
+    if source is None:
+        return None
+    from .data.real import load_real_labels, real_targets
+
+    real = load_real_labels(None if source == "timm" else source)
+    real_targets(real, data.dataset["image_id"], data.layout)
+    return real
+
+
+def _real_columns(real, store: CellStore, class_names: list[str] | None, n_total: int) -> dict[str, Any]:
+    """real_top1 / real_top5 / n_real of a cell from its committed records."""
+    from .data.real import real_accuracy
+
+    records, _ = store.read_records(upto=n_total)
+    ok = records[~records["failed"].astype(bool)]
+    topk = np.stack(ok["topk"].to_numpy()) if len(ok) else np.zeros((0, 5), dtype=np.int64)
+    return real_accuracy(real, list(ok["image_id"]), topk, class_names)
 
 
 def _pending(forwards: list[Forward], run_dir: RunDir, force: bool) -> list[Forward]:
@@ -493,12 +586,23 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
         persistent_workers=False, prefetch_factor=4 if workers else None,
     )
+    batches = iter(loader)  # workers start decoding now, while the forwards compile
+    chunk = [cfg.batch_size]
+    if cfg.compile:  # after the flop count, which needs the eager module
+        warm = min(cfg.batch_size, len(data) - start)
+        amp_ctx = (lambda: torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp])) if cfg.amp != "none" else nullcontext
+        for fwd in pending:
+            fwd.net = CompiledNet(fwd.net, progress.log)
+            # compile now, outside the timed forwards, so images/s stays a steady-state figure
+            with torch.no_grad(), amp_ctx():
+                zeros = torch.zeros(warm, 3, fwd.size, fwd.size, device=device).contiguous(memory_format=memory_format)
+                forward_with_backoff(fwd.net, zeros, chunk, progress.log)
     buffers = {fwd.keys[s]: _CellBuffer(run_dir.cell(fwd.keys[s]), fwd.start) for fwd in pending for s in fwd.schemes}
     progress.start(sum(len(data) - f.start for f in pending), f"{loaded.name}: {len(pending)} forwards x {len(data)} images")
     amp = AMP_DTYPES[cfg.amp]
     since_flush = 0
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for batch in loader:
+    for batch in batches:
         if cfg.strict and not bool(batch.ok.all()):
             bad = batch.errors[int((~batch.ok).nonzero()[0])]
             raise UserError(f"--strict: image {batch.image_ids[int((~batch.ok).nonzero()[0])]} cannot be decoded ({bad})")
@@ -518,7 +622,7 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
                     sync()
                     t0 = time.perf_counter()
                     with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
-                        logits = fwd.net(x)
+                        logits = forward_with_backoff(fwd.net, x, chunk, progress.log)
                     rec = image_records(logits, targets)
                     sync()
                     seconds = time.perf_counter() - t0

@@ -40,7 +40,7 @@ COLUMNS = [
     "model", "arch", "pretrained_tag", "checkpoint", "checkpoint_sha256", "pos_embed_kind",
     "scheme", "img_size", "native_size", "rel_size", "crop_pct", "interpolation",
     "n_images", "n_failed", "top1", "top5", "nll", "ece", "top1_delta_vs_native",
-    "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
+    "real_top1", "real_top5", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
     "explained_energy", "data", "data_layout", "data_fingerprint", "limit", "cell_key",
 ]
 

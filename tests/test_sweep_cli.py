@@ -121,3 +121,33 @@ def test_python_dash_m_and_fast_help():
     assert done.returncode == 0 and "sweep" in done.stdout
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "timm" not in imported
+
+
+def test_real_labels_columns_match_a_hand_count(cli, full_ckpt, class_folder, tmp_path):
+    from timm.data import ImageNetInfo
+
+    wnids = list(ImageNetInfo().label_names())
+    files = sorted(class_folder.glob("*/*.JPEG"), key=lambda p: p.stem)
+    real = [[] for _ in range(max(int(p.stem[-8:]) for p in files))]
+    for p in files:
+        real[int(p.stem[-8:]) - 1] = [wnids.index(p.parent.name)]
+    real[int(files[0].stem[-8:]) - 1] = []  # an image ReaL left unlabelled: not counted
+    (tmp_path / "real.json").write_text(json.dumps(real))
+    result = cli("sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--res", "96", "--out", tmp_path / "o",
+                 "--real-labels", tmp_path / "real.json", "--json")
+    assert result.code == 0, result.err
+    rows = pd.DataFrame(json.loads(result.out))
+    preds = pd.read_parquet(tmp_path / "o" / "predictions.parquet")
+    for row in rows.itertuples():
+        cell = preds[(preds.scheme == row.scheme) & (preds.img_size == row.img_size)]
+        counted = cell[cell.image_id != files[0].stem]
+        assert row.real_top1 == pytest.approx(100 * counted.correct1.mean(), abs=1e-3)
+        assert row.n_real == len(counted) == len(files) - 1
+
+
+def test_real_labels_need_val_numbers(cli, full_ckpt, tmp_path):
+    data = make_class_folder(tmp_path / "val", wnids=WNIDS[:2], per_class=2)
+    for p in data.glob("*/*.JPEG"):
+        p.rename(p.with_name(f"photo_{p.stem[-2:]}.JPEG"))
+    result = cli("sweep", "--checkpoint", full_ckpt, "--data", data, "--out", tmp_path / "o", "--real-labels", "timm")
+    assert result.code == 2 and "ImageNet val number" in result.err

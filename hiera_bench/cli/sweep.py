@@ -54,6 +54,7 @@ def sweep(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     amp: str = typer.Option("none", "--amp", help="Autocast: none, bf16 or fp16."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels-last memory format."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile every forward (falls back to eager if compiling fails)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N images (by image id)."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Evaluate only the first K images of every class."),
     crop_pct: Optional[float] = typer.Option(None, "--crop-pct", help="Override the checkpoint's crop_pct."),
@@ -62,6 +63,7 @@ def sweep(
     save_every: int = typer.Option(2048, "--save-every", help="Commit per-image records every N images (resume granularity)."),
     force: bool = typer.Option(False, "--force", help="Recompute cells that are already finished."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be decoded."),
+    real_labels: Optional[str] = typer.Option(None, "--real-labels", help="Add ImageNet-ReaL real_top1/real_top5: 'timm' (the labels timm ships) or a path to real.json."),
     as_json: bool = typer.Option(False, "--json", help="Print the tidy table as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -78,6 +80,7 @@ def sweep(
         data_format=data_format, out=str(out_dir) if out_dir else None, batch_size=batch_size, workers=workers,
         device=device, amp=amp, limit=limit, per_class=per_class, crop_pct=crop_pct, interpolation=interpolation,
         global_size=global_size, save_every=save_every, force=force, strict=strict, channels_last=channels_last,
+        compile=compile_, real_labels=real_labels,
         command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     progress = RichProgress(enabled=not quiet and not as_json)
