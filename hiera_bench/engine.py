@@ -35,7 +35,7 @@ from .posembed import PosEmbedSpec, Scheme, parse_schemes, spec_from_model
 from .preprocess import EvalPreprocess, MultiSizeTransform, normalise
 from .results import (PART_SCHEMA, CellStore, RunDir, atomic_write_json, atomic_write_parquet, cell_key, tidy_table,
                       write_tables)
-from .stats import annotate
+from .stats import SETTINGS as STATS_SETTINGS, annotate
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -173,8 +173,20 @@ def _versions() -> dict[str, str]:
     return {
         "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
         "pillow": PIL.__version__, "datasets": datasets.__version__, "numpy": np.__version__,
-        "hiera_bench": _own_version(),
+        "hiera_bench": _own_version(), "scipy": _dist_version("scipy"), "pandas": _dist_version("pandas"),
+        "cuda": torch.version.cuda or "none",
+        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
+        "platform": platform.platform(),
     }
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "none"
 
 
 def _own_version() -> str:
@@ -422,7 +434,7 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
         "data": {"location": data.location, "layout": data.layout, "n_images": n_total,
                  "fingerprint": fingerprint, "limit": cfg.limit, "per_class": cfg.per_class},
         "device": _device_name(device), "dtype": dtype_name, "host": socket.gethostname(),
-        "versions": _versions(), "git_sha": _git_sha(),
+        "versions": _versions(), "git_sha": _git_sha(), "statistics": STATS_SETTINGS,
     }
 
     gflops: dict[int, float] = {}

@@ -19,6 +19,9 @@ from scipy.stats import binom
 N_RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0
+#: How the statistics were made, recorded in run.json.
+SETTINGS = {"ci": "percentile bootstrap over images", "ci_level": LEVEL, "resamples": N_RESAMPLES, "seed": SEED,
+            "paired_test": "exact McNemar (two-sided binomial on discordant pairs)"}
 #: Elements of one resample-count block (resamples x images); bounds the memory of a draw to ~64 MiB.
 _BLOCK = 1 << 23
 #: The scheme other schemes are tested against at each size, when present in a group.

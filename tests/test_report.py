@@ -116,3 +116,19 @@ def test_report_usage_errors(cli, runs, tmp_path):
     (tmp_path / "empty").mkdir()
     result = cli("report", tmp_path / "empty")
     assert result.code == 2 and "not a run folder" in result.err
+
+
+def test_run_json_records_full_provenance(runs, full_ckpt):
+    import hashlib
+
+    from hiera_bench.stats import N_RESAMPLES
+
+    run = json.loads((runs / "full" / "run.json").read_text())
+    assert run["checkpoint_sha256"] == hashlib.sha256((full_ckpt / "model.safetensors").read_bytes()).hexdigest()
+    assert run["command"] and run["device"].startswith(("cpu", "cuda", "mps")) and run["dtype"] == "float32"
+    assert len(run["data"]["fingerprint"]) == 16 and run["data"]["n_images"] == 12
+    assert {"python", "torch", "timm", "numpy", "scipy", "pandas", "cuda", "platform"} <= set(run["versions"])
+    assert run["git_sha"] is None or len(run["git_sha"]) == 40  # None outside a git checkout
+    assert run["statistics"]["resamples"] == N_RESAMPLES and run["statistics"]["ci_level"] == 0.95
+    table = pd.read_csv(runs / "full" / "results.csv")
+    assert set(table["data_fingerprint"]) == {run["data"]["fingerprint"]}

@@ -1,0 +1,114 @@
+"""Ctrl-C and resume: finished cells and committed images are kept, and the re-run computes only the rest."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hiera_bench.engine import SweepConfig, run_sweep
+from hiera_bench.results import RunDir
+from hiera_bench.testing import make_class_folder
+
+N_IMAGES = 3 * 40
+FIRST, GRID = "64", "64,96,128"  # the first sweep finishes the native cells; the second adds two sizes
+COMPARED = ["model", "scheme", "img_size", "n_images", "n_failed", "top1", "top5", "nll", "ece", "status",
+            "top1_delta_vs_native", "top1_ci_low", "top1_ci_high", "delta_ci_low", "delta_ci_high", "delta_p",
+            "mcnemar_b", "mcnemar_c", "mcnemar_p", "cell_key"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return make_class_folder(tmp_path_factory.mktemp("resume") / "val", per_class=N_IMAGES // 3)
+
+
+def _args(ckpt: Path, data: Path, out: Path, res: str) -> list[str]:
+    return ["sweep", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--res", res,
+            "-b", "4", "--save-every", "8", "-j", "0", "-q"]
+
+
+def _config(ckpt: Path, data: Path, out: Path, res: str) -> SweepConfig:
+    return SweepConfig(checkpoint=str(ckpt), data=str(data), out=str(out), res=res, batch_size=4, save_every=8,
+                       workers=0)
+
+
+def _table(out: Path) -> pd.DataFrame:
+    df = pd.read_parquet(out / "results.parquet")
+    return df[COMPARED].sort_values(["scheme", "img_size"]).reset_index(drop=True)
+
+
+def _cells(out: Path) -> dict[str, dict]:
+    """Per cell: its size, whether it is finished, its parts with their mtimes, and its committed prefix."""
+    run = RunDir(out)
+    cells = {}
+    for meta in sorted((out / "cells").glob("*/cell.json")):
+        store = run.cell(meta.parent.name)
+        cells[meta.parent.name] = {
+            "size": int(pd.read_json(meta, typ="series")["img_size"]),
+            "row_mtime": store.row_path.stat().st_mtime_ns if store.is_done() else None,
+            "parts": {(s, e): p.stat().st_mtime_ns for s, e, p in store.parts()},
+            "done_upto": store.done_upto(),
+        }
+    return cells
+
+
+def _interrupt_after_first_new_part(cmd: list[str], out: Path, before: set[Path], timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not (set(out.glob("cells/*/part-*.parquet")) - before):
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the sweep ended before it could be interrupted: {proc.communicate()[1]}"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def test_ctrl_c_keeps_finished_work_and_the_rerun_computes_only_the_rest(cli, tmp_path, full_ckpt, images):
+    reference = tmp_path / "uninterrupted"
+    run_sweep(_config(full_ckpt, images, reference, GRID))
+
+    out = tmp_path / "run"
+    assert cli(*_args(full_ckpt, images, out, FIRST)).code == 0
+    finished = _cells(out)
+    assert len(finished) == 2 and all(c["row_mtime"] for c in finished.values())
+
+    before = set(out.glob("cells/*/part-*.parquet"))
+    cmd = [sys.executable, "-m", "hiera_bench", *_args(full_ckpt, images, out, GRID)]
+    stopped = _interrupt_after_first_new_part(cmd, out, before)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "interrupted: finished cells and committed images are kept; re-run the same command to resume" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert not list(out.rglob("*.tmp"))
+
+    interrupted = _cells(out)
+    new = {k: c for k, c in interrupted.items() if k not in finished}
+    assert {c["size"] for c in new.values()} == {96, 128} and len(new) == 4
+    assert all(c["row_mtime"] is None for c in new.values()), "no new cell may finish: interrupt earlier"
+    assert any(c["parts"] for c in new.values()), "nothing was committed before the interrupt"
+    assert all(interrupted[k] == c for k, c in finished.items())  # finished cells untouched
+    assert len(pd.read_csv(out / "results.csv")) == 2  # the merged views still show the first sweep
+
+    rerun = cli(*_args(full_ckpt, images, out, GRID))
+    assert rerun.code == 0, rerun.err
+    after = _cells(out)
+    for key, cell in finished.items():  # not recomputed, not rewritten
+        assert after[key] == cell
+    for key, cell in new.items():
+        parts = after[key]["parts"]
+        for span, mtime in cell["parts"].items():  # committed images were reused ...
+            assert parts[span] == mtime
+        fresh = sorted(span for span in parts if span not in cell["parts"])
+        assert fresh and fresh[0][0] == cell["done_upto"]  # ... and the re-run started where they end
+        spans = sorted(parts)
+        assert spans[0][0] == 0 and spans[-1][1] == N_IMAGES
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), f"recomputed images: {spans}"
+        assert after[key]["row_mtime"] is not None
+
+    pd.testing.assert_frame_equal(_table(out), _table(reference), check_exact=False, rtol=1e-6)
+    assert len(pd.read_parquet(out / "predictions.parquet")) == 6 * N_IMAGES
+
