@@ -471,7 +471,10 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
     run_info.update(finished=_iso(time.time()), wall_s=round(time.time() - t_start, 3),
                     failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
-    _write_outputs(run_dir, table, run_info)
+    merged = _write_outputs(run_dir, table, run_info)
+    # this sweep's rows, now with the statistics that need the merged per-image evidence
+    mine = merged["cell_key"].isin(set(table["cell_key"].dropna())) | merged["cell_key"].isna()
+    table = merged[mine].reset_index(drop=True)
     return SweepResult(table=table, out=run_dir.root, grid=grid, loaded=loaded, run=run_info)
 
 
@@ -560,13 +563,13 @@ def _with_deltas(df):
     return df
 
 
-def _write_outputs(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
-    """Merged views of every finished cell in the run dir (other sweeps' cells included)."""
+def _write_outputs(run_dir: RunDir, table, run_info: dict[str, Any]):
+    """Merged views of every finished cell in the run dir (other sweeps' cells included); returns the table."""
     with run_dir.merge_lock():
-        _merge(run_dir, table, run_info)
+        return _merge(run_dir, table, run_info)
 
 
-def _merge(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
+def _merge(run_dir: RunDir, table, run_info: dict[str, Any]):
     all_rows = run_dir.finished_rows()
     this = set(table["cell_key"].dropna())
     merged = [r for r in all_rows if r["cell_key"] not in this] + table.to_dict("records")
@@ -579,6 +582,7 @@ def _merge(run_dir: RunDir, table, run_info: dict[str, Any]) -> None:
     atomic_write_json(run_dir.root / "run.json", run_info)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
     atomic_write_json(run_dir.root / "runs" / f"{stamp}-{os.getpid()}.json", run_info)
+    return merged_table
 
 
 def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pending: list[Forward], device, progress, gflops, failed) -> None:

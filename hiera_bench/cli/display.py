@@ -34,6 +34,9 @@ def pivot_table(df, model: str) -> Table:
                 cells.append("[dim]skipped[/dim]")
                 continue
             text = _num(r["top1"], ".3f")
+            low, high = r.get("top1_ci_low"), r.get("top1_ci_high")
+            if _num(low, "") != "–" and _num(high, "") != "–":
+                text += f" [dim]± {(high - low) / 2:.2f}[/dim]"
             delta = r["top1_delta_vs_native"]
             if int(size) != native and not (isinstance(delta, float) and math.isnan(delta)):
                 colour = "green" if delta > 0 else "red" if delta < 0 else "white"
@@ -44,5 +47,6 @@ def pivot_table(df, model: str) -> Table:
             gflops, speed = _num(r["gflops"], ".2f"), _num(r["imgs_per_s"], ".1f")
         label = f"[bold]{int(size)}*[/bold]" if int(size) == native else str(int(size))
         table.add_row(label, f"{int(size) / native:.2f}", *cells, gflops, speed)
-    table.caption = "* native size   ≡ identical embedding to another scheme: evaluated once"
+    table.caption = ("* native size   ± half the 95 % bootstrap CI   "
+                     "≡ identical embedding to another scheme: evaluated once")
     return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import datasets
@@ -19,6 +20,9 @@ for _optional in ("parquet", "hub", "webdataset", "flatval", "saved"):
             raise
 
 DEFAULT_DATA = "hf:ILSVRC/imagenet-1k"
+
+# datasets' sort still passes the pyarrow<25 argument; nothing a user can act on
+warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
 
 if os.environ.get("HIERA_BENCH_VERBOSE") != "1":
     datasets.disable_progress_bars()
