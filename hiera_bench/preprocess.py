@@ -81,4 +81,5 @@ def normalise(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     """uint8 ``(B, 3, H, W)`` -> float32 normalised, with torchvision's operation order."""
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
-    return batch.to(torch.float32).div(255).sub(mean_t).div(std_t)
+    # in place on the fresh float copy: the same three roundings as torchvision, without two temporaries
+    return batch.to(torch.float32).div_(255).sub_(mean_t).div_(std_t)
