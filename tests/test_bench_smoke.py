@@ -1,0 +1,165 @@
+"""Smoke tests of benchmarks/bench_sweep.py's helpers and the engine's OOM back-off (nothing is timed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from hiera_bench.testing import make_image
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sweep.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_sweep", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_sweep"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory) -> list[Path]:
+    """Four JPEGs of different sizes and aspect ratios (real files, decoded by PIL)."""
+    root = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(120, 90), (75, 101), (64, 64), (133, 70)]):
+        path = root / f"img{i}.JPEG"
+        make_image(rng, size, i).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def test_speedup_and_estimate(bench):
+    assert bench.speedup(10.0, 4.0) == 2.5
+    assert math.isnan(bench.speedup(1.0, 0.0))
+    # setup plus the loop scaled to 50k images; a loop faster than the data pipeline alone is capped by it
+    assert bench.full_run_estimate(5.0, 2.0, 1000) == 5.0 + 100.0
+    assert bench.full_run_estimate(5.0, 1.0, 1000, data_s=3.0) == 5.0 + 150.0
+
+
+def test_grid_sizes_round_to_stride(bench):
+    assert bench.grid_sizes(224, 32, (0.57, 0.71, 0.86, 1.0)) == [128, 160, 192, 224]
+    assert bench.grid_sizes(256, 32, (0.75, 1.0, 1.25, 1.5)) == [192, 256, 320, 384]
+
+
+def test_multi_size_pipeline_is_bit_identical_to_timm(bench, jpegs):
+    from hiera_bench.preprocess import EvalPreprocess, MultiSizeTransform
+
+    pre = EvalPreprocess(crop_pct=0.875, interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    sizes = [32, 48, 64, 96]
+    ref = bench.naive_batch(jpegs, {s: pre.timm_transform(s) for s in sizes})
+    got = bench.multi_size_batch(jpegs, pre, MultiSizeTransform(pre, sizes))
+    bench.assert_bit_identical(ref, got)
+    got[48] = got[48].clone()
+    got[48][2, 1, 5, 5] = torch.nextafter(got[48][2, 1, 5, 5], torch.tensor(10.0))  # one ulp in one pixel
+    with pytest.raises(AssertionError, match="48 px"):
+        bench.assert_bit_identical(ref, got)
+
+
+def test_preprocess_report_has_ratio(bench, jpegs):
+    from hiera_bench.preprocess import EvalPreprocess
+
+    pre = EvalPreprocess(crop_pct=0.9, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    out = bench.bench_preprocess(jpegs, pre, [32, 64], batch=3)
+    assert out["n_images"] == 4 and out["bit_identical"] is True
+    assert out["speedup"] == pytest.approx(out["naive_s"] / out["multi_s"], rel=0.01)
+
+
+def test_top1_agreement(bench):
+    a = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    b = torch.tensor([1, 0, 0, 0])
+    assert bench.top1_agreement(a, b) == 0.75
+    assert bench.top1_agreement(a, a) == 1.0
+
+
+def test_compare_cells_flags_differences(bench):
+    ours = {"interp@64": {"top1": 50.0, "nll": 1.0}}
+    assert bench.compare_cells(ours, {"interp@64": {"top1": 50.0, "nll": 1.0}})["same"]
+    assert not bench.compare_cells(ours, {"interp@64": {"top1": 25.0, "nll": 1.0}})["same"]
+    with pytest.raises(AssertionError):
+        bench.compare_cells(ours, {"abswin@64": {"top1": 50.0, "nll": 1.0}})
+
+
+def test_stage_class_folder_from_index(bench, jpegs, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in jpegs:
+        (flat / p.name).write_bytes(p.read_bytes())
+    (flat / "INDEX.csv").write_text("file,wnid,label\n" + "".join(f"{p.name},n0144076{i % 2},{i}\n" for i, p in enumerate(jpegs)))
+    pairs = bench.read_index(flat)
+    root = bench.stage_class_folder(pairs, tmp_path / "val")
+    assert sorted(p.name for p in root.iterdir()) == ["n01440760", "n01440761"]
+    assert len(list(root.glob("*/*.JPEG"))) == 4
+    assert bench.read_index(root) and len(bench.read_index(root)) == 4
+
+
+def test_checks_and_markdown(bench):
+    report = {"mode": "quick", "device": "cpu", "n_images": 4, "images": "x", "batch_size": 2, "amp": "none",
+              "torch": "t", "timm": "t", "cpu_count": 2, "started": "now", "total_s": 1.0, "skipped": [],
+              "matmul_peak_tflops": {"fp32": 1.0}, "preprocess": {"n_images": 4, "sizes": [32], "naive_s": 3.0,
+              "multi_s": 1.0, "naive_ms_per_image": 1, "multi_ms_per_image": 1, "speedup": 3.0, "bit_identical": True},
+              "models": {"m": {"sizes": [32], "naive_over_sweep": 1.0, "sweep_over_floor": 1.05,
+                               "flops_share_of_peak": 0.6}}}
+    report["checks"] = bench.checks(report)
+    assert report["checks"]["preprocess_speedup"]["met"]
+    assert not report["checks"]["m: naive/sweep"]["met"]
+    assert report["checks"]["m: sweep/floor"]["met"]
+    assert "| m: naive/sweep | 1.0 | >= 1.1 | no |" in bench.markdown(report)
+
+
+def test_forward_with_backoff_halves_on_cuda_oom():
+    from hiera_bench.engine import forward_with_backoff
+
+    calls = []
+
+    def net(x):  # a real torch.cuda.OutOfMemoryError above 3 images, as a GPU with little memory would raise
+        calls.append(x.shape[0])
+        if x.shape[0] > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return x.sum(dim=(2, 3))
+
+    x = torch.arange(10 * 3 * 2 * 2, dtype=torch.float32).view(10, 3, 2, 2)
+    logs, chunk = [], [8]
+    out = forward_with_backoff(net, x, chunk, logs.append)
+    assert torch.equal(out, x.sum(dim=(2, 3)))
+    assert chunk == [2] and len(logs) == 2 and "retrying with batches of 2" in logs[-1]
+    calls.clear()
+    forward_with_backoff(net, x[:5], chunk, logs.append)  # the smaller size sticks
+    assert calls == [2, 2, 1]
+
+
+def test_forward_with_backoff_gives_up_at_one_image():
+    from hiera_bench.engine import forward_with_backoff
+
+    def net(x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        forward_with_backoff(net, torch.zeros(4, 3, 2, 2), [4], lambda m: None)
+
+
+def test_records_table_keeps_failed_rows_null():
+    from hiera_bench.data.loader import Batch
+    from hiera_bench.engine import _records_table
+
+    ok = torch.tensor([True, False, True])
+    batch = Batch(torch.tensor([5, 6, 7]), ["a", "b", "c"], torch.tensor([1, 2, 3]), ok, ["", "bad", ""], {})
+    rec = {"topk": np.array([[1, 2], [3, 4]], dtype=np.int32), "correct1": np.array([True, False]),
+           "correct5": np.array([True, True]), "nll": np.array([0.5, 1.5], dtype=np.float32),
+           "confidence": np.array([0.9, 0.1], dtype=np.float32)}
+    table = _records_table(batch, rec, 1)
+    assert table.column("topk").to_pylist() == [None, [3, 4]]
+    assert table.column("nll").to_pylist() == [None, 1.5]
+    assert table.column("failed").to_pylist() == [True, False]
+    assert _records_table(batch, None, 0).column("correct1").null_count == 3
+    assert isinstance(table.column("topk").type, pa.ListType)
