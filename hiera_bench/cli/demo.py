@@ -1,31 +1,34 @@
-"""``hiera-bench demo``: the whole product offline (interim: a tiny random-init Hiera on generated images)."""
+"""``hiera-bench demo``: the whole product offline, on two tiny Hiera checkpoints trained by the project."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import typer
 
-from .app import app, err
+from .app import app, err, out
 
 
 @app.command()
-def demo(out_dir: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Where to write the results.")) -> None:
-    """Run a real sweep on a tiny Hiera and a generated image folder, offline."""
-    from ..engine import SweepConfig, run_sweep
-    from ..testing import TINY_ARGS, WNIDS, make_class_folder, save_checkpoint_folder, tiny_hiera
-    from .sweep import RichProgress, show_result
+def demo(
+    out_dir: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Where to write the results."),
+    device: str = typer.Option("cpu", "--device", help="cpu (matches the committed baseline), auto, cuda, mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Sweep two tiny shipped Hiera checkpoints (native 128 px) over 64-256 px on generated shapes, offline."""
+    from ..demo.run import run_demo
+    from .display import pivot_table
+    from .sweep import RichProgress
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_checkpoint_folder(tiny_hiera(num_classes=3), Path(tmp) / "ckpt", "hiera_tiny_224", TINY_ARGS,
-                                      label_names=sorted(WNIDS))
-        data = make_class_folder(Path(tmp) / "val", per_class=8)
-        err.print("demo: tiny random-init Hiera (64 px) on 24 generated images", markup=False)
-        progress = RichProgress()
-        try:
-            result = run_sweep(SweepConfig(checkpoint=str(ckpt), data=str(data), res="32:128:32",
-                                           out=str(out_dir), force=True, command="hiera-bench demo"), progress)
-        finally:
-            progress.stop()
-    show_result(result, as_json=False)
+    result = run_demo(out_dir, device=device, progress_factory=lambda: RichProgress(enabled=not quiet),
+                      log=lambda m: err.print(m, markup=False))
+    from ..results import headline
+
+    for name, part in result.table.groupby("demo_checkpoint", sort=False):
+        tidy = part.drop(columns=["demo_checkpoint"])
+        out.print(f"\n{name}", markup=False)
+        out.print(pivot_table(tidy, tidy["model"].iloc[0]))
+        out.print(headline(tidy), markup=False)
+    written = [f"{p}/" for p in result.runs.values()] + [str(result.out / "results.csv"), str(result.out / "summary.md")]
+    written += [str(p) for p in result.plots]
+    out.print("wrote " + ", ".join(written), markup=False)
