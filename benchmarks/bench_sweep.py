@@ -202,6 +202,8 @@ def bench_preprocess(paths: Sequence[Path], preprocess, sizes: Sequence[int], ba
 
     transform = MultiSizeTransform(preprocess, sizes)
     timm_tf = {size: preprocess.timm_transform(size) for size in sizes}
+    # one untimed pass of each: the first call imports the data layer (datasets) and warms PIL's codecs
+    assert_bit_identical(naive_batch(paths[:1], timm_tf), multi_size_batch(paths[:1], preprocess, transform))
     naive_s = multi_s = 0.0
     for lo in range(0, len(paths), batch):
         part = paths[lo:lo + batch]
