@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         t1 = time.time()
         net = train(spec, cfg, items, device=args.device).cpu()
         folder = save_checkpoint_folder(net, args.out / name, spec.arch, spec.model_args, label_names=class_names(),
-                                        license="Apache-2.0", **spec.pretrained_cfg)
+                                        model_name=name, license="Apache-2.0", **spec.pretrained_cfg)
         provenance = {
             "name": name, "seconds": round(time.time() - t1, 1), "command": command.strip(),
             "device": f"{args.device}, {args.threads} threads" if args.device == "cpu" else args.device,

@@ -88,6 +88,7 @@ def export_config(loaded: LoadedModel, net: torch.nn.Module, size: int, provenan
     model_args.update(img_size=size, abs_win_pos_embed=False)
     config: dict[str, Any] = {
         "architecture": loaded.arch,
+        "model_name": f"{loaded.name}@{size}",
         "num_classes": net.num_classes,
         "num_features": net.num_features,
         "model_args": model_args,

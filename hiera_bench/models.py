@@ -102,9 +102,13 @@ class LoadedModel:
     label_names: list[str] | None = None
     license: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    display_name: str | None = None
 
     @property
     def name(self) -> str:
+        """The checkpoint folder's ``model_name`` when it has one, else ``arch[.tag]``."""
+        if self.display_name:
+            return self.display_name
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
     @property
@@ -226,6 +230,7 @@ def load_model(
         checkpoint=str(weights_path), sha256=file_sha256(weights_path),
         label_names=list(label_names) if label_names else _default_labels(num_classes),
         license=cfg.get("license"), extra={"model_card": folder_cfg.get("model_card")} if folder_cfg else {},
+        display_name=folder_cfg.get("model_name"),
     )
 
 

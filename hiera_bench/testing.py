@@ -44,8 +44,9 @@ def tiny_hiera(arch: str = "hiera_tiny_224", img_size: int = 64, num_classes: in
 
 
 def save_checkpoint_folder(net: torch.nn.Module, folder: Path, arch: str, model_args: dict[str, Any],
-                           label_names: Sequence[str] | None = None, **cfg: Any) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` in timm's hub layout."""
+                           label_names: Sequence[str] | None = None, model_name: str | None = None,
+                           **cfg: Any) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` in timm's hub layout (``model_name`` names it in results)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -56,6 +57,8 @@ def save_checkpoint_folder(net: torch.nn.Module, folder: Path, arch: str, model_
                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], **cfg}
     config = {"architecture": arch, "num_classes": net.num_classes, "model_args": _jsonable(model_args),
               "pretrained_cfg": pretrained_cfg}
+    if model_name:
+        config = {"architecture": arch, "model_name": model_name, **config}
     if label_names is not None:
         config["label_names"] = list(label_names)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
