@@ -32,6 +32,12 @@ class Batch:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def pin_memory(self) -> "Batch":
+        """Called by the DataLoader (``pin_memory=True``) so that host-to-GPU copies can overlap compute."""
+        self.labels = self.labels.pin_memory()
+        self.crops = {size: crop.pin_memory() for size, crop in self.crops.items()}
+        return self
+
 
 class MultiSizeImages(torch.utils.data.Dataset):
     """Rows ``start..`` of a common-schema ``datasets.Dataset``, decoded once, cropped to every size."""
