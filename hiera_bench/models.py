@@ -280,7 +280,7 @@ def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
     except Exception as exc:  # hub errors come in many types (offline, gated, missing file)
         from huggingface_hub.constants import HF_HUB_CACHE
 
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        reason = _hub_reason(exc)
         raise UserError(
             f"cannot get weights for {name} from the Hugging Face hub ({reason}); "
             f"pass --checkpoint PATH, or put them in the HF cache ({HF_HUB_CACHE}) and set HF_HUB_OFFLINE=1"
@@ -295,6 +295,21 @@ def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
         sha256=sha, label_names=cfg.get("label_names") or _default_labels(net.num_classes),
         license=cfg.get("license"),
     )
+
+
+def _hub_reason(exc: BaseException) -> str:
+    """A short cause for a failed hub download, by exception type where the hub library tells it."""
+    from huggingface_hub import errors
+
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if isinstance(cause, errors.LocalEntryNotFoundError):
+            return "not in the local HF cache, and the hub is offline or unreachable"
+        if isinstance(cause, errors.GatedRepoError):
+            return "the repository is gated: accept its terms on the hub and log in"
+        if isinstance(cause, errors.RepositoryNotFoundError):
+            return "no such repository on the hub"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:120].rsplit(" ", 1)[0] + " …"
 
 
 def _hub_file_sha(cfg: dict[str, Any]) -> str | None:
