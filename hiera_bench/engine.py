@@ -8,7 +8,6 @@ stopped and a finished cell is never recomputed unless ``force``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform

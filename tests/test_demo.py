@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from PIL import Image
 
 from hiera_bench.demo import DEMO_RES, VAL_IMAGES, checkpoint_dirs, class_names

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from hiera_bench.errors import UserError
 from hiera_bench.models import ALIASES, build_at_size, input_stride, load_model, resolve_name
-from hiera_bench.testing import TINY_ARGS, tiny_hiera
+from hiera_bench.testing import tiny_hiera
 
 
 def test_aliases_resolve_to_real_pretrained_tags():

@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from hiera_bench.engine import SweepConfig, validate_config
 from hiera_bench.errors import UserError
-from hiera_bench.testing import WNIDS, make_class_folder
+from hiera_bench.testing import make_class_folder
 
 RESULT_FILES = ("results.csv", "results.parquet", "results.md", "run.json", "predictions.parquet")
 METRICS = ["model", "scheme", "img_size", "n_images", "n_failed", "top1", "top5", "nll", "ece", "status"]

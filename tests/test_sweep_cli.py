@@ -14,7 +14,7 @@ from PIL import Image
 from timm.data import create_transform
 from safetensors.torch import load_file
 
-from hiera_bench.models import build_at_size, load_model
+from hiera_bench.models import load_model
 from hiera_bench.posembed import get_scheme, spec_from_model
 from hiera_bench.results import COLUMNS
 from hiera_bench.testing import TINY_ARGS, WNIDS, make_class_folder
