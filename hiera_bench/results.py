@@ -358,4 +358,7 @@ def write_tables(root: Path, df: pd.DataFrame) -> None:
     """results.csv, results.parquet and results.md, each atomically."""
     atomic_write_text(root / "results.csv", df.to_csv(index=False))
     atomic_write_parquet(root / "results.parquet", pa.Table.from_pandas(df, preserve_index=False))
-    atomic_write_text(root / "results.md", markdown_pivot(df))
+    # several measurements of one model (other --limit, data, checkpoint) get a section each
+    from .report import section_labels
+
+    atomic_write_text(root / "results.md", markdown_pivot(df.assign(model=section_labels(df))) if len(df) else "")
