@@ -27,7 +27,7 @@ import torch
 from .data import DataSource, open_data
 from .data.loader import Batch, MultiSizeImages, collate
 from .errors import UserError
-from .grid import Grid, parse_grid
+from .grid import Grid, default_grid, parse_grid
 from .metrics import cell_metrics, image_records
 from .models import LoadedModel, build_at_size, load_model
 from .posembed import PosEmbedSpec, Scheme, parse_schemes, spec_from_model
@@ -390,7 +390,7 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
 
     loaded = load_model(cfg.model, cfg.checkpoint)
     native = loaded.native_size
-    grid = parse_grid(cfg.res or str(native), loaded.stride)
+    grid = parse_grid(cfg.res or default_grid(native, loaded.stride), loaded.stride)
     for size, reason in grid.skipped:
         progress.log(f"skipping {size} px: {reason}")
     sizes = sorted(set(grid.sizes) | {native})

@@ -91,3 +91,10 @@ def parse_grid(spec: str, stride: int, min_size: int | None = None, max_size: in
             near = " or ".join(str(s) for s in nearest_valid(min(size, max_size), stride, min_size))
             raise UserError(f"--res: {size} px is {reason}; use {near}")
     return Grid(tuple(sizes))
+
+
+def default_grid(native: int, stride: int, low: float = 0.75, high: float = 1.5) -> str:
+    """The grid used when ``--res`` is not given: every valid size from ``low`` to ``high`` x native."""
+    start = max(stride, -(-int(native * low) // stride) * stride)
+    stop = max(start, int(native * high) // stride * stride)
+    return f"{start}:{stop}:{stride}"

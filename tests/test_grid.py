@@ -57,3 +57,12 @@ def test_invalid_single_size_always_errors_with_valid_suggestion(size):
     suggested = [int(t) for t in str(info.value).split("use ")[-1].split(" or ")]
     assert all(s % 32 == 0 and s >= 32 for s in suggested)
     assert min(abs(s - size) for s in suggested) < 32
+
+
+@pytest.mark.parametrize("native,expected", [(224, (192, 224, 256, 288, 320)), (256, (192, 224, 256, 288, 320, 352, 384)),
+                                             (64, (64, 96)), (32, (32,))])
+def test_default_grid_spans_three_quarters_to_one_and_a_half_native(native, expected):
+    from hiera_bench.grid import default_grid
+
+    grid = parse_grid(default_grid(native, 32), stride=32)
+    assert grid.sizes == expected and native in grid.sizes and not grid.skipped

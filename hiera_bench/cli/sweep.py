@@ -43,7 +43,7 @@ class RichProgress:
 @app.command()
 def sweep(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="timm Hiera name (with or without .tag) or alias, e.g. hiera_small."),
-    res: Optional[str] = typer.Option(None, "--res", "-r", help="Sizes: start:stop:step (inclusive), a,b,c or one size. Default: the native size."),
+    res: Optional[str] = typer.Option(None, "--res", "-r", help="Sizes: start:stop:step (inclusive), a,b,c or one size. Default: 0.75x to 1.5x native in stride steps."),
     schemes: str = typer.Option("interp,abswin", "--schemes", "-s", help="Comma-separated position-embedding schemes."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="ImageNet val: a path, a glob or hf:REPO. Default: $HIERA_BENCH_DATA or hf:ILSVRC/imagenet-1k."),
