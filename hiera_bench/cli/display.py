@@ -6,6 +6,8 @@ import math
 
 from rich.table import Table
 
+from ..stats import significance_mark
+
 
 def _num(v, spec: str) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
@@ -40,13 +42,13 @@ def pivot_table(df, model: str) -> Table:
             delta = r["top1_delta_vs_native"]
             if int(size) != native and not (isinstance(delta, float) and math.isnan(delta)):
                 colour = "green" if delta > 0 else "red" if delta < 0 else "white"
-                text += f" [{colour}]({delta:+.3f})[/{colour}]"
+                text += f" [{colour}]({delta:+.3f}{significance_mark(r.get('delta_p'))})[/{colour}]"
             if isinstance(r["shared_with"], str) and r["shared_with"]:
                 text += " ≡"
             cells.append(text)
             gflops, speed = _num(r["gflops"], ".2f"), _num(r["imgs_per_s"], ".1f")
         label = f"[bold]{int(size)}*[/bold]" if int(size) == native else str(int(size))
         table.add_row(label, f"{int(size) / native:.2f}", *cells, gflops, speed)
-    table.caption = ("* native size   ± half the 95 % bootstrap CI   "
-                     "≡ identical embedding to another scheme: evaluated once")
+    table.caption = ("* native size   ± half the 95 % bootstrap CI   */**/*** Δ significant at p<0.05/0.01/0.001 "
+                     "(exact McNemar)   ≡ identical embedding to another scheme: evaluated once")
     return table
