@@ -118,3 +118,24 @@ def test_tile_and_periodicity():
     assert window_periodicity(grid_to_tokens(tiled), (24, 16), (8, 8)) == pytest.approx(1.0)
     noise = grid_to_tokens(torch.randn(1, 4, 64, 64))
     assert window_periodicity(noise, (64, 64), (8, 8)) < 0.1
+
+
+def test_window_pattern_survives_abswin_but_not_interp():
+    """The paper's point, on a full-grid embedding that is purely a tiled window pattern."""
+    from hiera_bench.posembed.spec import spec_from_model
+
+    net = tiny_hiera("hiera_tiny_224", img_size=224, num_classes=2)
+    torch.manual_seed(3)
+    window = torch.randn(1, 16, 8, 8)
+    window = window - window.mean(dim=(-2, -1), keepdim=True)
+    with torch.no_grad():
+        net.pos_embed.copy_(grid_to_tokens(tile_window(window, (7, 7))))
+    spec = spec_from_model(net, 224)
+    assert spec.explained > 0.999999
+    for size in (160, 288, 352):
+        tokens, mask_grid = grids(size)
+        ours = get_scheme("abswin")(spec, tokens, mask_grid)
+        assert torch.allclose(ours, grid_to_tokens(tile_window(window, mask_grid)), atol=1e-5)
+        assert window_periodicity(ours, tokens, (8, 8)) == pytest.approx(1.0, abs=1e-6)
+        stretched = get_scheme("interp")(spec, tokens, mask_grid)
+        assert window_periodicity(stretched, tokens, (8, 8)) < 0.5
