@@ -34,7 +34,7 @@ from .posembed import PosEmbedSpec, Scheme, parse_schemes, spec_from_model
 from .preprocess import EvalPreprocess, MultiSizeTransform, normalise
 from .results import (PART_SCHEMA, CellStore, RunDir, atomic_write_json, atomic_write_parquet, cell_key, tidy_table,
                       write_tables)
-from .stats import SETTINGS as STATS_SETTINGS, annotate
+from .stats import SETTINGS as STATS_SETTINGS, annotate, native_deltas
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -466,7 +466,7 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
                          "status": "skipped", "reason": reason, "data": data.location,
                          "data_layout": data.layout, "data_fingerprint": fingerprint, "limit": cfg.limit,
                          "device": run_info["device"], "dtype": dtype_name})
-    table = _with_deltas(tidy_table(rows))
+    table = tidy_table(rows)
     run_info.update(finished=_iso(time.time()), wall_s=round(time.time() - t_start, 3),
                     failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
@@ -551,17 +551,6 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
 
 
-def _with_deltas(df):
-    ok = df["status"] == "ok"
-    native = df[ok & (df["img_size"] == df["native_size"])].set_index(["model", "scheme", "cell_key"])
-    base = {(m, s): t for (m, s, _), t in native["top1"].items()}
-    df["top1_delta_vs_native"] = [
-        round(r.top1 - base[(r.model, r.scheme)], 3) if r.status == "ok" and (r.model, r.scheme) in base else float("nan")
-        for r in df.itertuples()
-    ]
-    return df
-
-
 def _write_outputs(run_dir: RunDir, table, run_info: dict[str, Any]):
     """Merged views of every finished cell in the run dir (other sweeps' cells included); returns the table."""
     with run_dir.merge_lock():
@@ -572,7 +561,8 @@ def _merge(run_dir: RunDir, table, run_info: dict[str, Any]):
     all_rows = run_dir.finished_rows()
     this = set(table["cell_key"].dropna())
     merged = [r for r in all_rows if r["cell_key"] not in this] + table.to_dict("records")
-    merged_table = _with_deltas(tidy_table(merged))
+    merged_table = tidy_table(merged)
+    merged_table["top1_delta_vs_native"] = native_deltas(merged_table)
     predictions = run_dir.predictions(merged_table["cell_key"].dropna())
     if predictions is not None:
         atomic_write_parquet(run_dir.root / "predictions.parquet", predictions)
