@@ -306,7 +306,11 @@ class _CellBuffer:
         self.seconds = 0.0
 
     def add(self, table: pa.Table, end: int, seconds: float) -> None:
-        self.tables.append(table)
+        """Records of positions up to ``end``; those this cell committed already are dropped."""
+        if end <= self.end:
+            return
+        first = table.column("position")[0].as_py() if table.num_rows else end
+        self.tables.append(table.slice(max(0, self.end - first)))
         self.end, self.seconds = end, self.seconds + seconds
 
     def flush(self) -> None:
@@ -602,7 +606,10 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
             with torch.no_grad(), amp_ctx():
                 zeros = torch.zeros(warm, 3, fwd.size, fwd.size, device=device).contiguous(memory_format=memory_format)
                 forward_with_backoff(fwd.net, zeros, chunk, progress.log)
-    buffers = {fwd.keys[s]: _CellBuffer(run_dir.cell(fwd.keys[s]), fwd.start) for fwd in pending for s in fwd.schemes}
+    # each cell resumes from its own committed records: cells sharing a forward may have been
+    # interrupted between their flushes, and a finished cell is never written again
+    stores = {fwd.keys[s]: run_dir.cell(fwd.keys[s]) for fwd in pending for s in fwd.schemes}
+    buffers = {key: _CellBuffer(store, store.done_upto()) for key, store in stores.items() if not store.is_done()}
     progress.start(sum(len(data) - f.start for f in pending), f"{loaded.name}: {len(pending)} forwards x {len(data)} images")
     amp = AMP_DTYPES[cfg.amp]
     since_flush = 0
@@ -633,7 +640,8 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
                     seconds = time.perf_counter() - t0
                 table = _records_table(batch, rec, lo)
                 for scheme in fwd.schemes:
-                    buffers[fwd.keys[scheme]].add(table, last, seconds)
+                    if fwd.keys[scheme] in buffers:
+                        buffers[fwd.keys[scheme]].add(table, last, seconds)
                 progress.advance(last - max(first, fwd.start))
         since_flush += last - first
         if since_flush >= cfg.save_every:

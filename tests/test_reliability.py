@@ -227,3 +227,22 @@ def test_two_sweeps_into_one_out_lose_nothing(tmp_path, full_ckpt, many_images):
     _assert_valid_files(tmp_path)
     preds = pd.read_parquet(tmp_path / "predictions.parquet")
     assert len(preds) == 6 * 48 and not preds.duplicated(["scheme", "img_size", "image_id"]).any()
+
+
+def test_cells_sharing_a_forward_resume_each_from_their_own_records(cli, tmp_path, full_ckpt, class_folder):
+    """A kill between the flushes of two cells that share one forward (native size): nothing committed is redone."""
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--out", tmp_path, "--res", "64",
+            "--save-every", "4", "-b", "4", "-q"]
+    assert cli(*args).code == 0
+    before = _table(tmp_path)
+    cells = sorted(tmp_path.glob("cells/*/row.json"))
+    assert len(cells) == 2  # interp and abswin at the native size: one forward
+    behind, ahead = cells[0].parent, cells[1].parent
+    for path in [behind / "row.json", *sorted(behind.glob("part-*.parquet"))[1:]]:
+        path.unlink()
+    (ahead / "row.json").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("cells/*/part-*.parquet")}
+    assert cli(*args).code == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert len(list(behind.glob("part-*.parquet"))) == len(list(ahead.glob("part-*.parquet")))
+    pd.testing.assert_frame_equal(_table(tmp_path), before)
