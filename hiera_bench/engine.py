@@ -127,10 +127,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_workers(n_images: int) -> int:
-    """DataLoader workers: none for tiny sets (start-up costs more than it saves), else the cores but one."""
+    """DataLoader worker processes: none for tiny sets (start-up costs more than it saves), else the cores but one."""
     if n_images < 256:
         return 0
     return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def loading_plan(device: torch.device, n_images: int, workers: int | None) -> tuple[int, int]:
+    """``(worker processes, decode threads per batch)`` for a sweep on ``device``.
+
+    An accelerator computes while worker processes decode on the host's otherwise idle cores. On the
+    CPU the forward already uses every core: workers decoding beside it stall its threads (measured
+    +18 % forward time on 2 cores), so the main process decodes each batch on all cores between
+    forwards instead. An explicit ``--workers`` is always honoured.
+    """
+    if workers is not None:
+        return workers, 1
+    if device.type == "cpu":
+        return 0, max(1, torch.get_num_threads())
+    return default_workers(n_images), 1
 
 
 def gflops_per_image(net: torch.nn.Module, size: int, device: torch.device) -> float:
@@ -589,9 +604,9 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
     for size in sizes:
         net = next(f.net for f in pending if f.size == size)
         gflops[size] = gflops_per_image(net, size, device)
-    workers = cfg.workers if cfg.workers is not None else default_workers(len(data) - start)
+    workers, threads = loading_plan(device, len(data) - start, cfg.workers)
     loader = torch.utils.data.DataLoader(
-        MultiSizeImages(data.dataset, transform, start), batch_size=cfg.batch_size, shuffle=False,
+        MultiSizeImages(data.dataset, transform, start, threads), batch_size=cfg.batch_size, shuffle=False,
         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
         persistent_workers=False, prefetch_factor=4 if workers else None,
     )

@@ -62,8 +62,13 @@ class EvalPreprocess:
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """PIL RGB -> ``(3, H, W)`` uint8, as torchvision's ``to_tensor`` before its division."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    """PIL RGB -> ``(3, H, W)`` uint8, as torchvision's ``to_tensor`` before its division.
+
+    The HWC -> CHW copy is numpy's: it runs in decode threads, where a torch copy would start an
+    OpenMP team per thread that spins against the forward's (measured 150 us alone, 7 ms beside a
+    forward, vs 60 us for numpy at 224 px).
+    """
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)))
 
 
 class MultiSizeTransform:

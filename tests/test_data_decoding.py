@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from timm.data import ImageDataset
 
@@ -107,6 +108,25 @@ def test_broken_files_are_reported_not_raised(messy_folder):
     assert all(e and "\n" not in e for e, ok in zip(batch.errors, batch.ok.tolist()) if not ok)
     n_ok = len(data) - len(failed)
     assert {s: tuple(t.shape) for s, t in batch.crops.items()} == {32: (n_ok, 3, 32, 32), 48: (n_ok, 3, 48, 48)}
+
+
+def test_threaded_batches_equal_one_by_one_items_in_order(messy_folder):
+    """The CPU path decodes a batch on threads: same items, same order, same bad-file rows, same bits."""
+    root, _ = messy_folder
+    data = open_data(str(root), CLASSES)
+    transform = MultiSizeTransform(EvalPreprocess.from_config({"input_size": (3, 32, 32), "crop_pct": 0.875}), [32, 48])
+    serial = [item for item in MultiSizeImages(data.dataset, transform, start=1)]
+    threaded = MultiSizeImages(data.dataset, transform, start=1, threads=3)
+    indices = list(range(len(threaded)))[::-1]  # a batch in any index order comes back in that order
+    got = threaded.__getitems__(indices)
+    assert [g[:3] for g in got] == [serial[i][:3] for i in indices]
+    assert [g[4] for g in got] == [serial[i][4] for i in indices]
+    for g, i in zip(got, indices):
+        assert (g[3] is None) == (serial[i][3] is None)
+        if g[3] is not None:
+            assert all(torch.equal(g[3][s], serial[i][3][s]) for s in (32, 48))
+    loader = torch.utils.data.DataLoader(threaded, batch_size=4, collate_fn=collate)  # the fetcher uses __getitems__
+    assert [pid for b in loader for pid in b.image_ids] == [s[1] for s in serial]
 
 
 def test_zero_byte_image_inside_parquet_fails_as_an_image(tmp_path):

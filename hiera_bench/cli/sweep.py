@@ -50,7 +50,7 @@ def sweep(
     data_format: Optional[str] = typer.Option(None, "--data-format", help="Force a data layout instead of detecting it."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder. Default: results/<model>/."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="DataLoader workers (default: by machine and data size)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="DataLoader worker processes (default: on a GPU the cores but one; on the CPU none, each batch decoded on every core between forwards)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     amp: str = typer.Option("none", "--amp", help="Autocast: none, bf16 or fp16."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels-last memory format."),
