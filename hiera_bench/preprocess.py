@@ -1,10 +1,14 @@
 """Eval preprocessing: timm's transform, split so that one decode serves every size.
 
 timm's eval pipeline is ``Resize(floor(R / crop_pct)) -> CenterCrop(R) -> ToTensor -> Normalize``.
-The geometric part runs on the PIL image once per size (in DataLoader workers) and yields
-uint8 tensors; the float conversion and normalisation run on the device, batched, with the
-same arithmetic as torchvision, so the tensors are bit-identical to
+The geometric part runs on the PIL image once per size (in DataLoader workers, or in decode threads
+on a CPU device) and yields uint8 tensors; the float conversion and normalisation run on the device,
+batched, with the same arithmetic as torchvision, so the tensors are bit-identical to
 ``timm.data.create_transform(...)(image)``.
+
+The resize is timm's own PIL call on the whole image. Resizing only the cropped region (PIL's
+``box=``) is cheaper but not bit-identical: PIL takes the box as float32 and, since Pillow 13, picks
+the pass order by the scale factors, so the crop's pixels move by 1-16 levels on most images.
 """
 
 from __future__ import annotations

@@ -164,3 +164,30 @@ def test_records_table_keeps_failed_rows_null():
     assert table.column("failed").to_pylist() == [True, False]
     assert _records_table(batch, None, 0).column("correct1").null_count == 3
     assert isinstance(table.column("topk").type, pa.ListType)
+
+
+def test_cpu_forwards_are_sliced_so_the_widest_activation_stays_under_32_mib():
+    """The real timm configs (built on the meta device): stage 1's MLP hidden layer, fp32, per image."""
+    import timm
+
+    from hiera_bench.engine import CPU_WIDEST_TENSOR_BYTES, forward_batch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    with torch.device("meta"):
+        tiny = timm.create_model("hiera_tiny_224")
+        base_plus = timm.create_model("hiera_base_plus_224")
+    assert CPU_WIDEST_TENSOR_BYTES == 32 * 2 ** 20
+    # 56x56 tokens x 96 channels x 4 (MLP) x 4 bytes = 4.8 MB per image -> 6 images; 80x80 -> 3
+    assert [forward_batch(tiny, s, 32, cpu) for s in (96, 224, 320, 1024)] == [32, 6, 3, 1]
+    assert forward_batch(base_plus, 224, 32, cpu) == 5  # 112 channels
+    assert forward_batch(tiny, 224, 4, cpu) == 4  # never more than the batch
+    assert forward_batch(tiny, 320, 32, gpu) == 32  # accelerators take the whole batch
+
+
+def test_loading_plan_decodes_on_threads_on_cpu_and_in_workers_beside_an_accelerator():
+    from hiera_bench.engine import default_workers, loading_plan
+
+    assert loading_plan(torch.device("cpu"), 50_000, None) == (0, max(1, torch.get_num_threads()))
+    assert loading_plan(torch.device("cuda"), 50_000, None) == (default_workers(50_000), 1)
+    assert loading_plan(torch.device("cpu"), 50_000, 3) == (3, 1)  # --workers is honoured
+    assert loading_plan(torch.device("cuda"), 10, None) == (0, 1)  # tiny sets: no worker start-up
