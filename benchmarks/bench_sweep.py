@@ -214,10 +214,33 @@ def bench_preprocess(paths: Sequence[Path], preprocess, sizes: Sequence[int], ba
         assert_bit_identical(ref, got)
         naive_s += t1 - t0
         multi_s += t2 - t1
+    decode_s, resize_s = exact_pil_floor(paths, transform)
     return {"n_images": len(paths), "sizes": list(sizes), "naive_s": round(naive_s, 3), "multi_s": round(multi_s, 3),
             "speedup": round(speedup(naive_s, multi_s), 3), "bit_identical": True,
             "naive_ms_per_image": round(1e3 * naive_s / len(paths), 2),
-            "multi_ms_per_image": round(1e3 * multi_s / len(paths), 2)}
+            "multi_ms_per_image": round(1e3 * multi_s / len(paths), 2),
+            "decode_ms_per_image": round(1e3 * decode_s / len(paths), 2),
+            "resize_crop_ms_per_image": round(1e3 * resize_s / len(paths), 2),
+            "exact_bound": round(speedup(naive_s, decode_s + resize_s), 3),
+            "share_of_bound": round(speedup(naive_s, multi_s) / speedup(naive_s, decode_s + resize_s), 3)}
+
+
+def exact_pil_floor(paths: Sequence[Path], transform) -> tuple[float, float]:
+    """Seconds of the work no bit-identical pipeline can skip: one decode per image, then timm's own
+    PIL resize + center crop per size (``transform.steps``), nothing else. ``naive / (decode + resize)``
+    is the highest preprocessing speed-up that stays bit-identical to timm on these images and sizes."""
+    from hiera_bench.data.loader import decode
+
+    decode_s = resize_s = 0.0
+    for p in paths:
+        t0 = time.perf_counter()
+        image = decode({"path": str(p), "bytes": None})
+        t1 = time.perf_counter()
+        for step in transform.steps.values():
+            step(image)
+        decode_s += t1 - t0
+        resize_s += time.perf_counter() - t1
+    return decode_s, resize_s
 
 
 # ---------------------------------------------------------------- 2. sweep, naive loop, floor
@@ -396,8 +419,9 @@ def premade_batches(setup: Setup, items: Sequence[tuple[str, int]]) -> tuple[dic
 
 def bench_floor(setup: Setup, batches: dict[int, list[torch.Tensor]], labels: torch.Tensor, amp: str = "none",
                 compile_: bool = False) -> dict[str, Any]:
-    """Pure forwards of the sweep's distinct embeddings over pre-made tensors."""
-    from hiera_bench.engine import gflops_per_image, plan_forwards
+    """Pure forwards of the sweep's distinct embeddings over pre-made tensors, in the sweep's order
+    (batch by batch, every forward on each batch) and with its slicing, so only the data differs."""
+    from hiera_bench.engine import forward_batch, forward_with_backoff, gflops_per_image, plan_forwards
     from hiera_bench.models import build_at_size, load_model
     from hiera_bench.posembed import parse_schemes, spec_from_model
 
@@ -406,30 +430,40 @@ def bench_floor(setup: Setup, batches: dict[int, list[torch.Tensor]], labels: to
     spec = spec_from_model(loaded.model, loaded.native_size)  # on the CPU, as the engine does
     forwards = plan_forwards(spec, parse_schemes(",".join(SCHEMES)), setup.sizes, loaded.model)
     loaded.model.to(device)
+    n = int(labels.numel())
+    nets = []
+    with torch.no_grad(), autocast(device, amp):
+        for fwd in forwards:
+            net = build_at_size(loaded, fwd.size, fwd.embedding).to(device)
+            gf = gflops_per_image(net, fwd.size, device)
+            run = torch.compile(net) if compile_ else net
+            xs = batches[fwd.size]
+            # CPU: slices clear of glibc's per-op mmap; GPU: whole batches (engine.forward_batch)
+            chunk = [forward_batch(loaded.model, fwd.size, xs[0].shape[0], device)]
+            if compile_:  # the compile is set-up, not forward
+                forward_with_backoff(run, xs[0], chunk, print)
+            nets.append((fwd, run, chunk, gf))
+    seconds = [0.0] * len(nets)
+    outs: list[list[torch.Tensor]] = [[] for _ in nets]
+    with torch.no_grad(), autocast(device, amp):
+        for i in range(len(batches[setup.sizes[0]])):
+            for k, (fwd, run, chunk, _) in enumerate(nets):
+                x = batches[fwd.size][i]
+                sync(device)
+                t0 = time.perf_counter()
+                outs[k].append(forward_with_backoff(run, x, chunk, print).float().argmax(1))
+                sync(device)
+                seconds[k] += time.perf_counter() - t0
     per_size: dict[int, dict[str, float]] = {}
     preds: dict[str, torch.Tensor] = {}
-    total = 0.0
-    n = int(labels.numel())
-    for fwd in forwards:
-        net = build_at_size(loaded, fwd.size, fwd.embedding).to(device)
-        gf = gflops_per_image(net, fwd.size, device)
-        run = torch.compile(net) if compile_ else net
-        xs = batches[fwd.size]
-        with torch.no_grad(), autocast(device, amp):
-            if compile_:  # the compile is set-up, not forward; eager first calls are timed, as in the sweep
-                run(xs[0])
-            sync(device)
-            t0 = time.perf_counter()
-            out = [run(x).float().argmax(1) for x in xs]
-            sync(device)
-            seconds = time.perf_counter() - t0
-        total += seconds
+    for (fwd, _, _, gf), sec, out in zip(nets, seconds, outs):
         entry = per_size.setdefault(fwd.size, {"seconds": 0.0, "gflops_per_image": gf, "forwards": 0})
-        entry["seconds"] += seconds
+        entry["seconds"] += sec
         entry["forwards"] += 1
         pred = torch.cat(out).cpu()
         for scheme in fwd.schemes:
             preds[f"{scheme}@{fwd.size}"] = pred
+    total = sum(seconds)
     for size, entry in per_size.items():
         entry["tflops_per_s"] = round(entry["gflops_per_image"] * n * entry["forwards"] / entry["seconds"] / 1e3, 4)
         entry["seconds"] = round(entry["seconds"], 3)
@@ -452,6 +486,14 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5)
         sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
+
+
+def update_peaks(peaks: dict[str, float], device: torch.device) -> None:
+    """Raise ``peaks`` (TFLOP/s by dtype) to this reading where it is higher."""
+    n = 8192 if device.type == "cuda" else 2048
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        reps = 10 if dtype == torch.float32 else 3  # bf16 matmul is slow on CPUs without AMX
+        peaks[name] = max(peaks.get(name, 0.0), round(matmul_peak(device, dtype, n, reps) / 1e12, 3))
 
 
 # ---------------------------------------------------------------- the run
@@ -543,9 +585,8 @@ def run(args, on_model_done: Callable[[dict[str, Any]], None] | None = None) -> 
     print(f"bench_sweep: {report['mode']} on {report['device']}, {len(pairs)} images from {source}", flush=True)
 
     # 3. matmul peak (same process, before anything else heats up)
-    n_mm = 8192 if device.type == "cuda" else 2048
-    report["matmul_peak_tflops"] = {"fp32": round(matmul_peak(device, torch.float32, n_mm) / 1e12, 3)}
-    report["matmul_peak_tflops"]["bf16"] = round(matmul_peak(device, torch.bfloat16, n_mm) / 1e12, 3)
+    report["matmul_peak_tflops"] = {}
+    update_peaks(report["matmul_peak_tflops"], device)
     print(f"matmul peak: {report['matmul_peak_tflops']} TFLOP/s", flush=True)
 
     for m_i, arch in enumerate(plan.models):
@@ -589,11 +630,15 @@ def run(args, on_model_done: Callable[[dict[str, Any]], None] | None = None) -> 
         eager = entry["sweep"][plan.amp]
         entry["sweep_over_floor"] = round(eager["wall_s"] / floor["seconds"], 3)
         entry["loop_over_floor"] = round(eager["loop_s"] / floor["seconds"], 3)
+        scale = 50_000 / floor["n_images"]  # set-up is paid once per sweep, loop and floor grow with the data
+        entry["sweep_over_floor_50k"] = round((eager["setup_s"] + eager["loop_s"] * scale) / (floor["seconds"] * scale), 3)
 
         if m_i < plan.naive_models:
             naive_later.append((arch, setup, items))
 
-        # 3. FLOP/s share of the matmul peak (fp32 on CPU, the run's dtype on GPU)
+        # 3. FLOP/s share of the matmul peak (fp32 on CPU, the run's dtype on GPU); the peak is measured
+        # again right after the floor and the highest reading kept, so a noisy host cannot inflate the share
+        update_peaks(report["matmul_peak_tflops"], device)
         peak_key = "fp32" if plan.amp == "none" else plan.amp
         entry["flops_share_of_peak"] = round(floor["tflops_per_s"] / report["matmul_peak_tflops"][peak_key], 3)
 
@@ -673,8 +718,13 @@ def checks(report: dict[str, Any]) -> dict[str, Any]:
     """Each target with its measured figure and whether it is met."""
     out: dict[str, Any] = {}
     if "preprocess" in report:
-        v = report["preprocess"]["speedup"]
+        p = report["preprocess"]
+        v = p["speedup"]
         out["preprocess_speedup"] = {"value": v, "target": f">= {TARGETS['preprocess_speedup']}", "met": v >= TARGETS["preprocess_speedup"]}
+        if "exact_bound" in p:
+            out["preprocess: bit-identical bound naive/(decode + PIL resizes)"] = {
+                "value": p["exact_bound"], "target": "(ceiling)", "met": p["exact_bound"] >= TARGETS["preprocess_speedup"]}
+            out["preprocess: share of that bound reached"] = {"value": p["share_of_bound"], "target": ">= 0.9", "met": p["share_of_bound"] >= 0.9}
     for arch, e in report["models"].items():
         if "naive_over_sweep" in e:
             v = e["naive_over_sweep"]
@@ -682,6 +732,10 @@ def checks(report: dict[str, Any]) -> dict[str, Any]:
         if "sweep_over_floor" in e:
             v = e["sweep_over_floor"]
             out[f"{arch}: sweep/floor"] = {"value": v, "target": f"<= {TARGETS['sweep_over_floor']}", "met": v <= TARGETS["sweep_over_floor"]}
+        if "sweep_over_floor_50k" in e:
+            v = e["sweep_over_floor_50k"]
+            out[f"{arch}: sweep/floor at 50k images (set-up amortised)"] = {
+                "value": v, "target": f"<= {TARGETS['sweep_over_floor']}", "met": v <= TARGETS["sweep_over_floor"]}
         if "flops_share_of_peak" in e:
             v = e["flops_share_of_peak"]
             out[f"{arch}: FLOP/s share of matmul peak"] = {"value": v, "target": f">= {TARGETS['flops_share']}", "met": v >= TARGETS["flops_share"]}
@@ -700,6 +754,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{p['n_images']} images x sizes {p['sizes']}: timm per size {p['naive_s']} s "
                   f"({p['naive_ms_per_image']} ms/img), multi-size {p['multi_s']} s ({p['multi_ms_per_image']} ms/img): "
                   f"**{p['speedup']}x**, bit-identical: {p['bit_identical']}.", ""]
+        if "exact_bound" in p:
+            lines += [f"Work no bit-identical pipeline can skip: decode {p['decode_ms_per_image']} ms/img + timm's PIL "
+                      f"resize and crop at every size {p['resize_crop_ms_per_image']} ms/img, so the ceiling is "
+                      f"**{p['exact_bound']}x**; the pipeline reaches {p['share_of_bound']} of it.", ""]
     lines += ["## 2-4. Per model", "",
               "| model | sizes | run | wall s | setup s | loop s | 50k est. s |", "|---|---|---|---|---|---|---|"]
     for arch, e in report["models"].items():
