@@ -291,6 +291,11 @@ class CompiledNet:
             return self.eager(x[:n])
 
 
+def stage1_shape(model: torch.nn.Module, size: int) -> tuple[int, int]:
+    """(tokens, channels) per image in a Hiera's first stage at ``size`` px, its widest activations."""
+    return (size // model.patch_stride[0]) ** 2, model.patch_embed.proj.out_channels
+
+
 # glibc serves blocks above its largest mmap threshold (32 MiB) with a fresh mmap, so on the CPU every
 # op that writes such a tensor page-faults and zeroes it again: hiera_tiny at 224 px runs 1.5x faster
 # per image in slices of 6 than in batches of 32, at 320 px 1.4x in slices of 3 (2-core VM, measured)
@@ -302,8 +307,8 @@ def forward_batch(model: torch.nn.Module, size: int, batch_size: int, device: to
     activation (stage 1's MLP hidden layer, fp32) stays under :data:`CPU_WIDEST_TENSOR_BYTES`."""
     if device.type != "cpu":
         return batch_size
-    tokens = (size // model.patch_stride[0]) ** 2
-    widest = tokens * model.patch_embed.proj.out_channels * 4 * 4
+    tokens, dim = stage1_shape(model, size)
+    widest = tokens * dim * 4 * 4
     return max(1, min(batch_size, CPU_WIDEST_TENSOR_BYTES // widest))
 
 
@@ -381,8 +386,7 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
 
 def activation_bytes(model: torch.nn.Module, size: int, batch_size: int) -> int:
     """A rough upper bound of one forward's peak activation memory at ``size`` (fp32, eager attention)."""
-    tokens = (size // model.patch_stride[0]) ** 2
-    dim = model.patch_embed.proj.out_channels
+    tokens, dim = stage1_shape(model, size)
     # stage 1 keeps ~a dozen token-sized tensors alive (MLP 4x, residual, norms)
     stage1 = tokens * dim * 4 * 12
     # without a fused kernel the first global-attention stage materialises heads x T^2 scores
