@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import datasets
 import numpy as np
+import pyarrow as pa
+from datasets.table import InMemoryTable
 
 from ..errors import UserError
 
@@ -124,10 +126,23 @@ def common_dataset(dataset: datasets.Dataset, image_column: str, image_ids: Sequ
     return standardise(dataset)
 
 
+def arrow_dataset(image_ids: Sequence[str], labels: Sequence[int], paths: Sequence[str]) -> datasets.Dataset:
+    """A common-schema dataset of image files, built as Arrow columns (``from_dict`` encodes row by row:
+    2 s for ImageNet val's 50 000 paths)."""
+    table = pa.table({
+        "image_id": pa.array(list(image_ids), pa.string()),
+        "label": pa.array(np.asarray(labels, dtype=np.int64)),
+        "image": pa.StructArray.from_arrays([pa.nulls(len(paths), pa.binary()), pa.array(list(paths), pa.string())],
+                                            names=["bytes", "path"]),
+    }, schema=FEATURES.arrow_schema)
+    return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=FEATURES))
+
+
 def image_id_from_path(path: str) -> str:
     """The val number when the name holds one, else the file stem."""
-    found = VAL_ID.search(Path(path).name)
-    return found.group(1) if found else Path(path).stem
+    name = os.path.basename(path)  # os.path, not pathlib: this runs once per image (50 000 for ImageNet val)
+    found = VAL_ID.search(name)
+    return found.group(1) if found else os.path.splitext(name)[0]
 
 
 class Layout(Protocol):

@@ -16,7 +16,7 @@ from typing import Callable
 import datasets
 
 from ..errors import UserError
-from .base import VAL_ID, ClassIndex, common_dataset, labels_for_wnids, register_layout
+from .base import VAL_ID, ClassIndex, arrow_dataset, labels_for_wnids, register_layout
 from .classfolder import IMAGE_SUFFIXES
 
 KAGGLE_CSV = "LOC_val_solution.csv"
@@ -118,6 +118,4 @@ class FlatValLayout:
             raise UserError(f"--data {root}: {len(missing)} images have no ground truth (e.g. {missing[0]}); "
                             "is the label file from the same ImageNet val set?")
         labels = labels_for_wnids([truth[i] for i in ids], classes, where=f"flat val {root}")
-        files = datasets.Dataset.from_dict({"image": [str(p) for p in images]},
-                                           features=datasets.Features({"image": datasets.Image(decode=False)}))
-        return common_dataset(files, "image", ids, labels)
+        return arrow_dataset(ids, labels, [str(p) for p in images])
