@@ -27,8 +27,9 @@ import torch
 from .data import DataSource, open_data
 from .data.loader import Batch, MultiSizeImages, collate
 from .errors import UserError
+from .cache import use_persistent_compile_cache
 from .grid import Grid, default_grid, parse_grid
-from .metrics import cell_metrics, image_records
+from .metrics import cell_metrics, device_records, records_to_numpy
 from .models import LoadedModel, build_at_size, load_model
 from .posembed import PosEmbedSpec, Scheme, parse_schemes, spec_from_model
 from .preprocess import EvalPreprocess, MultiSizeTransform, normalise
@@ -50,7 +51,7 @@ class SweepConfig:
     data: str | None = None
     data_format: str | None = None
     out: str | None = None
-    batch_size: int = 32
+    batch_size: int | str = "auto"  # "auto": the largest power of two that fits (see auto_batch_size)
     workers: int | None = None
     device: str = "auto"
     amp: str = "none"
@@ -96,8 +97,6 @@ class Forward:
     schemes: list[str]
     keys: dict[str, str] = field(default_factory=dict)
     start: int = 0
-    net: torch.nn.Module | None = None
-    seconds: float = 0.0
 
 
 @dataclass
@@ -126,11 +125,15 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
 
 
+MAX_WORKERS = 16
+
+
 def default_workers(n_images: int) -> int:
-    """DataLoader worker processes: none for tiny sets (start-up costs more than it saves), else the cores but one."""
+    """DataLoader worker processes: none for tiny sets (start-up costs more than it saves), else the
+    cores but one (at most :data:`MAX_WORKERS`): on a GPU host decoding is the sweep's other bound."""
     if n_images < 256:
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 2) - 1))
 
 
 def loading_plan(device: torch.device, n_images: int, workers: int | None) -> tuple[int, int]:
@@ -256,17 +259,18 @@ def _records_table(batch: Batch, rec: dict[str, np.ndarray] | None, lo: int) -> 
 
 
 class CompiledNet:
-    """``torch.compile`` of a forward net that falls back to eager (with a message) when compiling fails.
+    """``torch.compile`` of one size's net, static shapes, falling back to eager (with a message) on failure.
 
     Short batches are padded to the first batch's size: a new batch shape would trigger a recompile,
     and the eval forward is per-image independent, so padded rows change nothing but are dropped.
     """
 
-    def __init__(self, net: torch.nn.Module, log: Callable[[str], None]) -> None:
+    def __init__(self, net: torch.nn.Module, log: Callable[[str], None], backend: str = "inductor") -> None:
         self.eager, self.log = net, log
         self.batch: int | None = None
         try:
-            self.compiled: Callable | None = torch.compile(net)
+            # static: with automatic dynamic shapes the second size would recompile into one symbolic-size graph
+            self.compiled: Callable | None = torch.compile(net, dynamic=False, backend=backend)
         except Exception as exc:  # torch.compile raises many types (no compiler, unsupported platform)
             self._fall_back(exc)
 
@@ -289,6 +293,107 @@ class CompiledNet:
         except Exception as exc:  # a compile error surfaces at the first call
             self._fall_back(exc)
             return self.eager(x[:n])
+
+
+class PendingRecords:
+    """A forward's per-image records on their way to the host, and its device time.
+
+    On CUDA the records are copied to pinned host memory without waiting and the forward is timed
+    with events, so the host can queue the next batch before this one is done; :meth:`result` waits.
+    """
+
+    def __init__(self, records: dict[str, torch.Tensor], started: Any, device: torch.device) -> None:
+        # into pinned memory without waiting on CUDA only: elsewhere a non-blocking copy may be read before it lands
+        self.host = {k: v.to("cpu", non_blocking=device.type == "cuda") for k, v in records.items()}
+        self.started = started
+        if device.type == "cuda":
+            self.ended: Any = torch.cuda.Event(enable_timing=True)
+            self.ended.record()
+        else:
+            self.ended = time.perf_counter()
+
+    def result(self) -> tuple[dict[str, np.ndarray], float]:
+        if isinstance(self.ended, float):
+            seconds = self.ended - self.started
+        else:
+            self.ended.synchronize()
+            seconds = self.started.elapsed_time(self.ended) / 1e3
+        return records_to_numpy(self.host), seconds
+
+
+def _clock_start(device: torch.device) -> Any:
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+@dataclass
+class SizeRunner:
+    """The one net of a size: every scheme's forward at that size runs through it, its embedding
+    copied into the net's ``pos_embed`` first, so a compiled net compiles once per size, not per scheme
+    (the parameter is an input of the graph; its values change, its identity and shape do not)."""
+
+    size: int
+    net: torch.nn.Module
+    run: Callable[[torch.Tensor], torch.Tensor] | None = None
+    chunk: list[int] = field(default_factory=lambda: [1])
+    loaded_embedding: torch.Tensor | None = None
+
+    def use(self, embedding: torch.Tensor) -> None:
+        if self.loaded_embedding is not embedding:
+            with torch.no_grad():
+                self.net.pos_embed.copy_(embedding)
+            self.loaded_embedding = embedding
+
+    def __call__(self, x: torch.Tensor, log: Callable[[str], None]) -> torch.Tensor:
+        return forward_with_backoff(self.run or self.net, x, self.chunk, log)
+
+    def records(self, fwd: Forward, x: torch.Tensor, targets: torch.Tensor, amp: torch.dtype | None,
+                log: Callable[[str], None]) -> PendingRecords:
+        """Queue ``fwd``'s forward on ``x`` and its per-image records."""
+        started = _clock_start(x.device)
+        self.use(fwd.embedding)
+        with torch.no_grad(), (torch.autocast(x.device.type, dtype=amp) if amp else nullcontext()):
+            logits = self(x, log)
+        return PendingRecords(device_records(logits, targets), started, x.device)
+
+
+def compile_counters() -> dict[str, int]:
+    """torch.compile's running totals in this process: graphs compiled and inductor FX-cache hits/misses."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]),
+            "fx_cache_hits": int(counters["inductor"]["fxgraph_cache_hit"]),
+            "fx_cache_misses": int(counters["inductor"]["fxgraph_cache_miss"])}
+
+
+def compile_runners(runners: dict[int, SizeRunner], batch: int, device: torch.device, amp: torch.dtype | None,
+                    memory_format: torch.memory_format, log: Callable[[str], None],
+                    backend: str = "inductor") -> dict[str, Any]:
+    """Compile each size's net now, outside the timed forwards (so images/s stays a steady-state figure);
+    returns seconds per size, graphs compiled and cache hits, for run.json."""
+    import torch._dynamo
+
+    cache_dir = use_persistent_compile_cache()
+    # one cache entry per size on the one Hiera.forward code object; past the limit dynamo would run eagerly
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 2 * len(runners) + 8))
+    before = compile_counters()
+    seconds = {}
+    for size, runner in runners.items():
+        t0 = time.perf_counter()
+        runner.run = CompiledNet(runner.net, log, backend)
+        with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
+            zeros = torch.zeros(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
+            runner(zeros, log)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds[str(size)] = round(time.perf_counter() - t0, 3)
+    after = compile_counters()
+    return {"seconds": seconds, "cache_dir": cache_dir, **{k: after[k] - before[k] for k in after}}
 
 
 def stage1_shape(model: torch.nn.Module, size: int) -> tuple[int, int]:
@@ -357,8 +462,7 @@ class _CellBuffer:
 
 def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
     """Check every option that needs no model or data, so mistakes fail in milliseconds."""
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    cfg.batch_size = parse_batch_size(cfg.batch_size)
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"--limit must be at least 1, got {cfg.limit}; leave it out to use every image")
     if cfg.per_class is not None and cfg.per_class < 1:
@@ -382,6 +486,59 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
     if cfg.amp == "fp16" and device.type == "cpu":
         raise UserError("--amp fp16 conflicts with a CPU device; use --amp bf16 or none, or --device cuda")
     return schemes, device
+
+
+def parse_batch_size(value: int | str) -> int | str:
+    """``--batch-size``: a positive integer or ``auto``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--batch-size must be a positive integer or auto, got {value!r}") from None
+    if number < 1:
+        raise UserError(f"--batch-size must be at least 1, got {number}; or use auto")
+    return number
+
+
+#: ``--batch-size auto`` never goes above this: on an H200, hiera_small runs no faster per image beyond it
+#: and every batch in flight (workers x prefetch) holds all sizes' uint8 crops in shared memory
+AUTO_BATCH_MAX = 256
+#: the CPU slices every forward under CPU_WIDEST_TENSOR_BYTES anyway: the batch only sets decode granularity
+AUTO_BATCH_CPU = 32
+
+
+def auto_batch_size(net: torch.nn.Module, size: int, device: torch.device, amp: torch.dtype | None,
+                    memory_format: torch.memory_format = torch.contiguous_format,
+                    most: int = AUTO_BATCH_MAX, headroom: float = 0.6) -> int:
+    """The largest power of two up to ``most`` whose trial forward at ``size`` (the widest of the sweep)
+    peaks under ``headroom`` of the device's free memory; the rest stays for compiled graphs, the
+    other forwards' embeddings and prefetched batches. Off CUDA: :data:`AUTO_BATCH_CPU`."""
+    if device.type != "cuda":
+        return AUTO_BATCH_CPU
+    free = torch.cuda.mem_get_info(device)[0]
+    batch = most
+    while batch >= 1:
+        try:
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
+                net(torch.zeros(batch, 3, size, size, device=device).contiguous(memory_format=memory_format))
+            torch.cuda.synchronize(device)
+            if torch.cuda.max_memory_allocated(device) - base < headroom * free:
+                return batch
+        except torch.cuda.OutOfMemoryError:
+            pass
+        torch.cuda.empty_cache()
+        batch //= 2
+    raise UserError(f"{size} px does not fit on {device} even one image at a time; choose smaller sizes")
+
+
+def prefetch_factor(workers: int, batch_size: int, sizes: list[int], budget: int = 8 << 30) -> int:
+    """Batches each DataLoader worker keeps ready: 4, fewer where the crops in flight would pass ``budget`` bytes."""
+    batch_bytes = batch_size * sum(3 * s * s for s in sizes)
+    return max(1, min(4, budget // max(1, workers * batch_bytes)))
 
 
 def activation_bytes(model: torch.nn.Module, size: int, batch_size: int) -> int:
@@ -438,7 +595,8 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
         progress.log("--global-size only applies to full-grid checkpoints; this one learned its own split")
         global_size = None
     spec = spec_from_model(loaded.model, native, global_size)
-    check_memory(loaded.model, sizes, cfg.batch_size, device)
+    if cfg.batch_size != "auto":
+        check_memory(loaded.model, sizes, cfg.batch_size, device)
     preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation)
     if loaded.label_names is None:
         raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
@@ -484,7 +642,8 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
                 on_wait=lambda key=key: progress.log(f"cell {key} is being computed by another run; waiting for it")))
         pending = _pending(forwards, run_dir, cfg.force)
         if pending:
-            _evaluate(cfg, run_dir, loaded, data, preprocess, pending, device, progress, gflops, failed)
+            run_info["timing"] = {"load_s": round(time.time() - t_start, 3)}
+            _evaluate(cfg, run_dir, loaded, data, preprocess, pending, device, progress, gflops, failed, run_info)
         for fwd in forwards:
             for scheme in fwd.schemes:
                 store = run_dir.cell(fwd.keys[scheme])
@@ -613,76 +772,93 @@ def _merge(run_dir: RunDir, table, run_info: dict[str, Any]):
     return merged_table
 
 
-def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pending: list[Forward], device, progress, gflops, failed) -> None:
+def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pending: list[Forward], device, progress, gflops, failed, run_info) -> None:
+    t_prepare = time.time()
     sizes = sorted({f.size for f in pending})
     start = min(f.start for f in pending)
     transform = MultiSizeTransform(preprocess, sizes)
     loaded.model.to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    for fwd in pending:
-        fwd.net = build_at_size(loaded, fwd.size, fwd.embedding).to(device, memory_format=memory_format)
+    amp = AMP_DTYPES[cfg.amp]
+    runners = {}
     for size in sizes:
-        net = next(f.net for f in pending if f.size == size)
+        first = next(f for f in pending if f.size == size)
+        net = build_at_size(loaded, size, first.embedding).to(device, memory_format=memory_format)
         gflops[size] = gflops_per_image(net, size, device)
+        runners[size] = SizeRunner(size, net)
+    for fwd in pending:
+        fwd.embedding = fwd.embedding.to(device)
+    batch_size = cfg.batch_size
+    if batch_size == "auto":
+        batch_size = auto_batch_size(runners[sizes[-1]].net, sizes[-1], device, amp, memory_format)
+    run_info["batch_size"] = batch_size
     workers, threads = loading_plan(device, len(data) - start, cfg.workers)
     loader = torch.utils.data.DataLoader(
-        MultiSizeImages(data.dataset, transform, start, threads), batch_size=cfg.batch_size, shuffle=False,
+        MultiSizeImages(data.dataset, transform, start, threads), batch_size=batch_size, shuffle=False,
         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers else None,
+        persistent_workers=False, prefetch_factor=prefetch_factor(workers, batch_size, sizes) if workers else None,
     )
+    run_info["workers"] = workers
     batches = iter(loader)  # workers start decoding now, while the forwards compile
-    chunks = {size: [forward_batch(loaded.model, size, cfg.batch_size, device)] for size in sizes}
+    for runner in runners.values():
+        runner.chunk = [forward_batch(loaded.model, runner.size, batch_size, device)]
     if cfg.compile:  # after the flop count, which needs the eager module
-        warm = min(cfg.batch_size, len(data) - start)
-        amp_ctx = (lambda: torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp])) if cfg.amp != "none" else nullcontext
-        for fwd in pending:
-            fwd.net = CompiledNet(fwd.net, progress.log)
-            # compile now, outside the timed forwards, so images/s stays a steady-state figure
-            with torch.no_grad(), amp_ctx():
-                zeros = torch.zeros(warm, 3, fwd.size, fwd.size, device=device).contiguous(memory_format=memory_format)
-                forward_with_backoff(fwd.net, zeros, chunks[fwd.size], progress.log)
+        run_info["compile"] = compile_runners(runners, min(batch_size, len(data) - start), device, amp,
+                                              memory_format, progress.log)
     # each cell resumes from its own committed records: cells sharing a forward may have been
     # interrupted between their flushes, and a finished cell is never written again
     stores = {fwd.keys[s]: run_dir.cell(fwd.keys[s]) for fwd in pending for s in fwd.schemes}
     buffers = {key: _CellBuffer(store, store.done_upto()) for key, store in stores.items() if not store.is_done()}
     progress.start(sum(len(data) - f.start for f in pending), f"{loaded.name}: {len(pending)} forwards x {len(data)} images")
-    amp = AMP_DTYPES[cfg.amp]
-    since_flush = 0
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for batch in batches:
-        if cfg.strict and not bool(batch.ok.all()):
-            bad = batch.errors[int((~batch.ok).nonzero()[0])]
-            raise UserError(f"--strict: image {batch.image_ids[int((~batch.ok).nonzero()[0])]} cannot be decoded ({bad})")
+
+    def launch(batch: Batch) -> list[tuple[Forward, int, Any]]:
+        """Queue every pending forward of ``batch`` on the device; nothing here waits for it."""
         first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
         targets = batch.labels[batch.ok].to(device, non_blocking=True)
+        queued = []
         for size in sizes:
             crops = batch.crops.get(size)
-            x = normalise(crops.to(device, non_blocking=True), preprocess.mean, preprocess.std) if crops is not None else None
-            if x is not None:
+            x = None
+            if crops is not None:
+                x = normalise(crops.to(device, non_blocking=True), preprocess.mean, preprocess.std)
                 x = x.contiguous(memory_format=memory_format)
             for fwd in (f for f in pending if f.size == size):
                 if last <= fwd.start:
                     continue
                 lo = max(0, fwd.start - first)
-                rec, seconds = None, 0.0
-                if x is not None:
-                    sync()
-                    t0 = time.perf_counter()
-                    with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
-                        logits = forward_with_backoff(fwd.net, x, chunks[size], progress.log)
-                    rec = image_records(logits, targets)
-                    sync()
-                    seconds = time.perf_counter() - t0
-                table = _records_table(batch, rec, lo)
-                for scheme in fwd.schemes:
-                    if fwd.keys[scheme] in buffers:
-                        buffers[fwd.keys[scheme]].add(table, last, seconds)
-                progress.advance(last - max(first, fwd.start))
-        since_flush += last - first
+                queued.append((fwd, lo, runners[size].records(fwd, x, targets, amp, progress.log) if x is not None else None))
+        return queued
+
+    def finish(batch: Batch, queued: list[tuple[Forward, int, Any]]) -> None:
+        """Wait for ``batch``'s forwards, then turn their records into each cell's buffer."""
+        first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
+        for fwd, lo, pending_records in queued:
+            rec, seconds = pending_records.result() if pending_records is not None else (None, 0.0)
+            table = _records_table(batch, rec, lo)
+            for scheme in fwd.schemes:
+                if fwd.keys[scheme] in buffers:
+                    buffers[fwd.keys[scheme]].add(table, last, seconds)
+            progress.advance(last - max(first, fwd.start))
+
+    # one batch stays in flight: the device runs batch i+1's forwards while the host files batch i's records
+    in_flight: tuple[Batch, list] | None = None
+    since_flush = 0
+    t_loop = time.time()
+    for batch in batches:
+        if cfg.strict and not bool(batch.ok.all()):
+            bad = int((~batch.ok).nonzero()[0])
+            raise UserError(f"--strict: image {batch.image_ids[bad]} cannot be decoded ({batch.errors[bad]})")
+        queued = launch(batch)
+        if in_flight is not None:
+            finish(*in_flight)
+            since_flush += len(in_flight[0])
+        in_flight = (batch, queued)
         if since_flush >= cfg.save_every:
             for buf in buffers.values():
                 buf.flush()
             since_flush = 0
+    if in_flight is not None:
+        finish(*in_flight)
     for buf in buffers.values():
         buf.flush()
-
+    run_info["timing"].update(prepare_s=round(t_loop - t_prepare, 3), loop_s=round(time.time() - t_loop, 3))

@@ -8,8 +8,8 @@ import torch
 ECE_BINS = 15
 
 
-def image_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> dict[str, np.ndarray]:
-    """Per image: top-k class ids, correct@1, correct@k, nll and confidence (max softmax)."""
+def device_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> dict[str, torch.Tensor]:
+    """Per image, on the logits' device: top-k class ids, correct@1, correct@k, nll and confidence (max softmax)."""
     logits = logits.float()
     targets = targets.to(logits.device)
     log_probs = torch.log_softmax(logits, dim=1)
@@ -17,12 +17,21 @@ def image_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> di
     topk = logits.topk(k, dim=1).indices
     hit = topk == targets[:, None]
     return {
-        "topk": topk.cpu().numpy().astype(np.int32),
-        "correct1": hit[:, 0].cpu().numpy(),
-        "correct5": hit.any(dim=1).cpu().numpy(),
-        "nll": (-log_probs.gather(1, targets[:, None]).squeeze(1)).cpu().numpy().astype(np.float32),
-        "confidence": log_probs.max(dim=1).values.exp().cpu().numpy().astype(np.float32),
+        "topk": topk.to(torch.int32),
+        "correct1": hit[:, 0],
+        "correct5": hit.any(dim=1),
+        "nll": -log_probs.gather(1, targets[:, None]).squeeze(1),
+        "confidence": log_probs.max(dim=1).values.exp(),
     }
+
+
+def records_to_numpy(records: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {key: value.cpu().numpy() for key, value in records.items()}
+
+
+def image_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> dict[str, np.ndarray]:
+    """:func:`device_records` as numpy arrays on the host."""
+    return records_to_numpy(device_records(logits, targets, k))
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:

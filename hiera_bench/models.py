@@ -345,7 +345,8 @@ def build_at_size(loaded: LoadedModel, size: int, pos_embed: torch.Tensor) -> nn
     expected = (1, math.prod(net.tokens_spatial_shape), pos_embed.shape[-1])
     if tuple(pos_embed.shape) != expected:
         raise ValueError(f"pos_embed {tuple(pos_embed.shape)} does not fit size {size} (want {expected})")
-    net.pos_embed = nn.Parameter(pos_embed.to(next(loaded.model.parameters()).device), requires_grad=False)
+    # a copy: the sweep swaps each scheme's embedding into this parameter, which must not write through to the caller's
+    net.pos_embed = nn.Parameter(pos_embed.to(next(loaded.model.parameters()).device, copy=True), requires_grad=False)
     net.pos_embed_win = None
     leftover = [n for n, t in chain(net.named_parameters(), net.named_buffers()) if t.is_meta]
     if leftover:

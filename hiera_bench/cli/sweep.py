@@ -49,7 +49,7 @@ def sweep(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="ImageNet val: a path, a glob or hf:REPO. Default: $HIERA_BENCH_DATA or hf:ILSVRC/imagenet-1k."),
     data_format: Optional[str] = typer.Option(None, "--data-format", help="Force a data layout instead of detecting it."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder. Default: results/<model>/."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward."),
+    batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Images per forward, or auto: on a GPU the largest power of two up to 256 that fits the widest size (a trial forward decides); 32 on the CPU."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="DataLoader worker processes (default: on a GPU the cores but one; on the CPU none, each batch decoded on every core between forwards)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     amp: str = typer.Option("none", "--amp", help="Autocast: none, bf16 or fp16."),

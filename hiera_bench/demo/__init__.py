@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
+from ..cache import cache_root
 from .shapes import GENERATOR_VERSION, class_names, write_class_folders
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
@@ -19,14 +19,6 @@ DEMO_RES = "64:256:32"
 def checkpoint_dirs() -> dict[str, Path]:
     """The shipped demo checkpoints, by name (folders holding config.json + model.safetensors)."""
     return {p.name: p for p in sorted(CHECKPOINTS.iterdir()) if (p / "config.json").is_file()}
-
-
-def cache_root() -> Path:
-    """$HIERA_BENCH_CACHE, else $XDG_CACHE_HOME/hiera-bench, else ~/.cache/hiera-bench."""
-    if os.environ.get("HIERA_BENCH_CACHE"):
-        return Path(os.environ["HIERA_BENCH_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "hiera-bench"
 
 
 def val_folder(root: Path | None = None, n_images: int = VAL_IMAGES) -> Path:

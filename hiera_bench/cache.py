@@ -1,0 +1,30 @@
+"""Where hiera-bench keeps what it can rebuild: generated demo data and torch.compile's caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """$HIERA_BENCH_CACHE, else $XDG_CACHE_HOME/hiera-bench, else ~/.cache/hiera-bench."""
+    if os.environ.get("HIERA_BENCH_CACHE"):
+        return Path(os.environ["HIERA_BENCH_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "hiera-bench"
+
+
+def use_persistent_compile_cache() -> str:
+    """Point inductor's on-disk caches (FX graphs, AOT autograd, Triton kernels) at the hiera-bench cache.
+
+    torch's default is ``/tmp/torchinductor_<user>``, which a reboot or a fresh CI container empties;
+    a second sweep of the same model then compiles from scratch. ``TORCHINDUCTOR_CACHE_DIR`` set by the
+    user wins. Returns the folder in use.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # importing timm already makes inductor write its default into the environment: that one is not the user's
+    if not current or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torchinductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
