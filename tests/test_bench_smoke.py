@@ -191,3 +191,40 @@ def test_loading_plan_decodes_on_threads_on_cpu_and_in_workers_beside_an_acceler
     assert loading_plan(torch.device("cuda"), 50_000, None) == (default_workers(50_000), 1)
     assert loading_plan(torch.device("cpu"), 50_000, 3) == (3, 1)  # --workers is honoured
     assert loading_plan(torch.device("cuda"), 10, None) == (0, 1)  # tiny sets: no worker start-up
+
+
+@pytest.fixture(scope="module")
+def gpu_suite(bench):
+    path = BENCH.parent / "gpu_suite.py"
+    spec = importlib.util.spec_from_file_location("gpu_suite", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_suite"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_suite_replicates_images_under_distinct_ids(gpu_suite, jpegs, tmp_path):
+    from hiera_bench.data import open_data
+
+    pairs = [(p, w) for p, w in zip(jpegs, ["n01751748", "n02119789", "n04596742", "n01751748"])]
+    root = gpu_suite.replicate(pairs, tmp_path / "val", 10)
+    files = sorted(root.glob("*/*"))
+    assert len(files) == 10 and len({f.name for f in files}) == 10
+    assert {f.stat().st_ino for f in files} == {p.stat().st_ino for p, _ in pairs}  # hard links, no copies
+    data = open_data(str(root), ["n01751748", "n02119789", "n04596742"])
+    ids = data.dataset["image_id"]
+    assert len(ids) == len(set(ids)) == 10
+    gpu_suite.replicate(pairs, root, 10)  # staged already: nothing changes
+    assert sorted(root.glob("*/*")) == files
+
+
+def test_gpu_suite_checks_judge_only_what_was_measured(gpu_suite):
+    report = {"measured_full_val": True, "sweep_compiled_warm": {"rc": 0, "wall_s": 120.0},
+              "naive": {"scaled_to_full_s": 300.0}, "bound_full_s": 110.0}
+    got = gpu_suite.checks(report)
+    assert got["full sweep wall, compiled, warm cache (s)"]["met"] is True
+    assert got["naive loop / sweep"]["value"] == 2.5 and got["naive loop / sweep"]["met"]
+    assert got["sweep / max(data alone, floor)"]["value"] == pytest.approx(1.091, abs=1e-3)
+    # a wall not measured on the full set never passes, however short
+    assert gpu_suite.checks(dict(report, measured_full_val=False))["full sweep wall, compiled, warm cache (s)"]["met"] is False
+    assert gpu_suite.checks({"sweep_compiled_warm": {"rc": 1, "wall_s": 5.0}}) == {}
