@@ -101,10 +101,12 @@ def test_prefetch_keeps_crops_in_flight_bounded():
     from hiera_bench.engine import prefetch_factor
 
     sizes = [224, 256, 288, 320]
-    assert prefetch_factor(4, 32, sizes) == 4
-    per_batch = 256 * sum(3 * s * s for s in sizes)
-    assert prefetch_factor(15, 256, sizes) * 15 * per_batch <= (8 << 30) or prefetch_factor(15, 256, sizes) == 1
-    assert prefetch_factor(64, 1024, sizes) == 1
+    per_batch = 256 * sum(3 * s * s for s in sizes)  # 231 MB
+    assert prefetch_factor(15, 256, sizes, budget=16 << 30) == 4  # 15 x 4 batches: 13.9 GB
+    assert prefetch_factor(15, 256, sizes, budget=16 << 30) * 15 * per_batch <= 16 << 30
+    assert prefetch_factor(2, 32, sizes, budget=16 << 30) == 8  # small batches: capped
+    assert prefetch_factor(64, 1024, sizes, budget=1 << 30) == 1  # never below one
+    assert 1 <= prefetch_factor(15, 256, sizes) <= 8  # from this host's memory
 
 
 def test_class_folder_lists_what_datasets_imagefolder_lists(tmp_path):
@@ -149,3 +151,29 @@ def test_compile_cache_is_persistent_unless_the_user_chose_one(monkeypatch, tmp_
     assert use_persistent_compile_cache() == str(tmp_path / "hb" / "torchinductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert use_persistent_compile_cache() == str(tmp_path / "mine")
+
+
+def test_a_signal_inside_an_atomic_write_waits_for_the_rename(tmp_path):
+    """The handler the CLI installs: a Ctrl-C that lands mid-write is raised after the file is in place."""
+    import signal as sig
+
+    from hiera_bench import interrupts
+    from hiera_bench.results import atomic_write_bytes
+
+    target = tmp_path / "out.bin"
+    previous = sig.signal(sig.SIGINT, interrupts.on_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():
+                sig.raise_signal(sig.SIGINT)  # arrives "inside" a write
+                atomic_write_bytes(target, b"complete")
+        assert target.read_bytes() == b"complete"
+        assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temp file left behind
+        with pytest.raises(interrupts.Terminated):
+            with interrupts.deferred():
+                sig.raise_signal(sig.SIGINT)
+                interrupts.on_signal(sig.SIGTERM)  # the last signal wins
+        with pytest.raises(KeyboardInterrupt):
+            sig.raise_signal(sig.SIGINT)  # outside a write: at once
+    finally:
+        sig.signal(sig.SIGINT, previous)

@@ -13,6 +13,8 @@ import sys
 import typer
 from rich.console import Console
 
+from ..interrupts import Terminated, on_signal
+
 app = typer.Typer(
     name="hiera-bench",
     help="Measure how Hiera models hold accuracy across input sizes: window-aware (abswin) vs plain interpolation.",
@@ -32,13 +34,9 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Show full traceba
     _state["debug"] = debug or os.environ.get("HIERA_BENCH_DEBUG") == "1"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: finished work stays, the run can be resumed."""
-
-
-def _on_signal(signum, frame):  # noqa: ARG001
+def _on_signal(signum, frame):
     _state["signal"] = signum
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    on_signal(signum, frame)
 
 
 def _interrupted(signum: int) -> None:

@@ -1,0 +1,45 @@
+"""Ctrl-C and SIGTERM: raised as exceptions so finished work is kept, but never inside an atomic write.
+
+hiera-bench's CLI installs :func:`on_signal` for SIGINT and SIGTERM. Inside :func:`deferred` (every
+atomic write) a signal is remembered and raised when the block ends, so a write is never cut between
+its temporary file and the rename that publishes it.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from typing import Iterator
+
+_depth = 0
+_pending: list[int] = []
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: finished work stays, the run can be resumed."""
+
+
+def raise_for(signum: int) -> None:
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def on_signal(signum: int, frame=None) -> None:  # noqa: ARG001  (a signal handler's signature)
+    if _depth:
+        _pending.append(signum)
+        return
+    raise_for(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM (when :func:`on_signal` handles them) until the block is done."""
+    global _depth
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _pending:
+            signum = _pending[-1]
+            _pending.clear()
+            raise_for(signum)
