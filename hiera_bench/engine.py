@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pyarrow as pa
 import torch
 
 from .data import DataSource, open_data
+from .data.devicedecode import DeviceCrops, EncodedImages, collate_encoded
 from .data.loader import Batch, MultiSizeImages, collate
 from .errors import UserError
 from .cache import use_persistent_compile_cache
@@ -66,6 +68,7 @@ class SweepConfig:
     channels_last: bool = False
     compile: bool = False
     real_labels: str | None = None
+    decode: str = "pil"  # "pil" (timm's, bit-identical) or "device" (torchvision decode_jpeg + resize on the device)
     command: str = ""
 
 
@@ -483,6 +486,8 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
         raise UserError(f"--data {cfg.data} is a hub dataset but --data-format is {cfg.data_format!r}; drop one")
     schemes = parse_schemes(cfg.schemes)
     device = resolve_device(cfg.device)
+    if cfg.decode not in ("pil", "device"):
+        raise UserError(f"--decode {cfg.decode!r}: choose pil (timm's, bit-identical) or device (nvJPEG on a GPU)")
     if cfg.amp == "fp16" and device.type == "cpu":
         raise UserError("--amp fp16 conflicts with a CPU device; use --amp bf16 or none, or --device cuda")
     return schemes, device
@@ -535,10 +540,34 @@ def auto_batch_size(net: torch.nn.Module, size: int, device: torch.device, amp: 
     raise UserError(f"{size} px does not fit on {device} even one image at a time; choose smaller sizes")
 
 
-def prefetch_factor(workers: int, batch_size: int, sizes: list[int], budget: int = 8 << 30) -> int:
-    """Batches each DataLoader worker keeps ready: 4, fewer where the crops in flight would pass ``budget`` bytes."""
+#: Host memory that decoded batches waiting for the forward may hold, at most (they are pinned on a GPU host).
+PREFETCH_MAX_BYTES = 16 << 30
+
+
+def prefetch_budget() -> int:
+    """Bytes of decoded crops the workers may keep ready: :data:`PREFETCH_MAX_BYTES`, or a quarter of the
+    host's available memory or of the free shared memory (where worker batches live), whichever is least."""
+    budget = PREFETCH_MAX_BYTES
+    free = available_bytes(torch.device("cpu"))
+    if free:
+        budget = min(budget, free // 4)
+    try:
+        budget = min(budget, shutil.disk_usage("/dev/shm").free // 4)
+    except OSError:
+        pass
+    return budget
+
+
+def prefetch_factor(workers: int, batch_size: int, sizes: list[int], budget: int | None = None) -> int:
+    """Batches each DataLoader worker keeps ready, 1 to 8: as many as ``budget`` bytes of crops allow.
+
+    Deep prefetch matters on a GPU host whose decode is the bound: the workers keep decoding while the
+    main process compiles (20 s for four sizes from a warm cache on an H200 host), and the loop then
+    starts on batches already made.
+    """
+    budget = prefetch_budget() if budget is None else budget
     batch_bytes = batch_size * sum(3 * s * s for s in sizes)
-    return max(1, min(4, budget // max(1, workers * batch_bytes)))
+    return max(1, min(8, budget // max(1, workers * batch_bytes)))
 
 
 def activation_bytes(model: torch.nn.Module, size: int, batch_size: int) -> int:
@@ -597,7 +626,8 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
     spec = spec_from_model(loaded.model, native, global_size)
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device)
-    preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation)
+    decode = f"device:{device.type}" if cfg.decode == "device" else "pil"
+    preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation, decode)
     if loaded.label_names is None:
         raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
                         "give a checkpoint folder whose config.json lists label_names")
@@ -793,10 +823,15 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
         batch_size = auto_batch_size(runners[sizes[-1]].net, sizes[-1], device, amp, memory_format)
     run_info["batch_size"] = batch_size
     workers, threads = loading_plan(device, len(data) - start, cfg.workers)
+    device_crops = DeviceCrops(transform, device) if preprocess.decode != "pil" else None
+    if device_crops is None:
+        images, collate_fn = MultiSizeImages(data.dataset, transform, start, threads), collate
+    else:  # workers only read the files; the device decodes
+        images, collate_fn = EncodedImages(data.dataset, start), collate_encoded
     loader = torch.utils.data.DataLoader(
-        MultiSizeImages(data.dataset, transform, start, threads), batch_size=batch_size, shuffle=False,
-        num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
-        persistent_workers=False, prefetch_factor=prefetch_factor(workers, batch_size, sizes) if workers else None,
+        images, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_fn,
+        pin_memory=device.type == "cuda" and device_crops is None, persistent_workers=False,
+        prefetch_factor=prefetch_factor(workers, batch_size, sizes) if workers else None,
     )
     run_info["workers"] = workers
     batches = iter(loader)  # workers start decoding now, while the forwards compile
@@ -814,14 +849,17 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
     def launch(batch: Batch) -> list[tuple[Forward, int, Any]]:
         """Queue every pending forward of ``batch`` on the device; nothing here waits for it."""
         first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
+        if device_crops is None:
+            on_device = {size: crops.to(device, non_blocking=True) for size, crops in batch.crops.items()}
+        else:
+            on_device = device_crops(batch)  # marks the images no decoder could read as failed
         targets = batch.labels[batch.ok].to(device, non_blocking=True)
         queued = []
         for size in sizes:
-            crops = batch.crops.get(size)
+            crops = on_device.get(size)
             x = None
             if crops is not None:
-                x = normalise(crops.to(device, non_blocking=True), preprocess.mean, preprocess.std)
-                x = x.contiguous(memory_format=memory_format)
+                x = normalise(crops, preprocess.mean, preprocess.std).contiguous(memory_format=memory_format)
             for fwd in (f for f in pending if f.size == size):
                 if last <= fwd.start:
                     continue
@@ -862,3 +900,5 @@ def _evaluate(cfg, run_dir: RunDir, loaded, data: DataSource, preprocess, pendin
     for buf in buffers.values():
         buf.flush()
     run_info["timing"].update(prepare_s=round(t_loop - t_prepare, 3), loop_s=round(time.time() - t_loop, 3))
+    if device_crops is not None:
+        run_info["decode"] = {"decoder": preprocess.decode, "pil_fallbacks": device_crops.fallbacks}

@@ -30,19 +30,29 @@ class EvalPreprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_mode: str = "center"
+    #: "pil": timm's decode and resize, bit-identical; "device:<type>": torchvision's decode_jpeg and tensor
+    #: resize on that device (nvJPEG on CUDA), not bit-identical, so part of the cells' identity
+    decode: str = "pil"
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], crop_pct: float | None = None, interpolation: str | None = None) -> "EvalPreprocess":
+    def from_config(cls, cfg: dict[str, Any], crop_pct: float | None = None, interpolation: str | None = None,
+                    decode: str = "pil") -> "EvalPreprocess":
         return cls(
             crop_pct=float(crop_pct if crop_pct is not None else cfg.get("crop_pct", 0.875)),
             interpolation=interpolation or cfg.get("interpolation", "bicubic"),
             mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
             crop_mode=cfg.get("crop_mode") or "center",
+            decode=decode,
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields that decide the pixels; ``decode`` only where it is not timm's own (so cells of the
+        PIL path keep the keys they had before the option existed)."""
+        fields = asdict(self)
+        if fields["decode"] == "pil":
+            del fields["decode"]
+        return fields
 
     def timm_transform(self, size: int):
         """timm's own eval transform at ``size`` (the reference this module must match)."""

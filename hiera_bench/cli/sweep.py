@@ -63,6 +63,7 @@ def sweep(
     save_every: int = typer.Option(2048, "--save-every", help="Commit per-image records every N images (resume granularity)."),
     force: bool = typer.Option(False, "--force", help="Recompute cells that are already finished."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be decoded."),
+    decode: str = typer.Option("pil", "--decode", help="pil: timm's decode and resize, bit-identical (default). device: torchvision's decode_jpeg and resize on the device (nvJPEG on a GPU; for hosts whose CPUs are the bound; cells of their own)."),
     real_labels: Optional[str] = typer.Option(None, "--real-labels", help="Add ImageNet-ReaL real_top1/real_top5: 'timm' (the labels timm ships) or a path to real.json."),
     as_json: bool = typer.Option(False, "--json", help="Print the tidy table as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -80,7 +81,7 @@ def sweep(
         data_format=data_format, out=str(out_dir) if out_dir else None, batch_size=batch_size, workers=workers,
         device=device, amp=amp, limit=limit, per_class=per_class, crop_pct=crop_pct, interpolation=interpolation,
         global_size=global_size, save_every=save_every, force=force, strict=strict, channels_last=channels_last,
-        compile=compile_, real_labels=real_labels,
+        compile=compile_, real_labels=real_labels, decode=decode,
         command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     progress = RichProgress(enabled=not quiet and not as_json)

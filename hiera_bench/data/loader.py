@@ -29,6 +29,7 @@ class Batch:
     ok: torch.Tensor  # (n,) bool: decoded
     errors: list[str]  # "" where ok
     crops: dict[int, torch.Tensor]  # size -> uint8 (n_ok, 3, R, R)
+    encoded: list[torch.Tensor] | None = None  # --decode gpu: each readable file's bytes, decoded on the device
 
     def __len__(self) -> int:
         return len(self.image_ids)
