@@ -286,7 +286,7 @@ class Setup:
 
 def bench_sweep(setup: Setup, out: Path, amp: str = "none", compile_: bool = False) -> dict[str, Any]:
     """``run_sweep`` over every size x scheme, timed whole; returns wall, loop time and per-cell metrics."""
-    from hiera_bench.engine import SweepConfig, run_sweep
+    from hiera_bench.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(checkpoint=str(setup.checkpoint), res=",".join(map(str, setup.sizes)), schemes=",".join(SCHEMES),
                       data=str(setup.data), out=str(out), batch_size=setup.batch_size, workers=setup.workers,
@@ -347,7 +347,8 @@ def data_items(setup: Setup) -> list[tuple[str, int]]:
 
 def bench_naive(setup: Setup, items: Sequence[tuple[str, int]], amp: str = "none") -> dict[str, Any]:
     """One timm-validate-style pass per cell: load the checkpoint, build the net, a DataLoader, forward."""
-    from hiera_bench.engine import default_workers, plan_forwards
+    from hiera_bench.sweep.plan import plan_forwards
+    from hiera_bench.sweep.runtime import default_workers
     from hiera_bench.metrics import image_records
     from hiera_bench.models import build_at_size, load_model
     from hiera_bench.posembed import parse_schemes, spec_from_model
@@ -362,7 +363,7 @@ def bench_naive(setup: Setup, items: Sequence[tuple[str, int]], amp: str = "none
         for size in setup.sizes:
             loaded = load_model(checkpoint=str(setup.checkpoint))
             spec = spec_from_model(loaded.model, loaded.native_size)
-            fwd = plan_forwards(spec, [scheme], [size], loaded.model)[0]
+            fwd = plan_forwards(spec, [scheme], [size], loaded.geometry)[0]
             net = build_at_size(loaded, size, fwd.embedding).to(device)
             tf = EvalPreprocess.from_config(loaded.data_config()).timm_transform(size)
             loader = torch.utils.data.DataLoader(TimmValImages(items, tf), batch_size=setup.batch_size,
@@ -382,7 +383,7 @@ def bench_naive(setup: Setup, items: Sequence[tuple[str, int]], amp: str = "none
 def premade_batches(setup: Setup, items: Sequence[tuple[str, int]]) -> tuple[dict[int, list[torch.Tensor]], torch.Tensor]:
     """Normalised input batches per size on the device, made beforehand (with the engine's own pipeline)."""
     from hiera_bench.data.loader import collate
-    from hiera_bench.engine import default_workers
+    from hiera_bench.sweep.runtime import default_workers
     from hiera_bench.models import load_model
     from hiera_bench.preprocess import EvalPreprocess, MultiSizeTransform, normalise
 
@@ -421,14 +422,15 @@ def bench_floor(setup: Setup, batches: dict[int, list[torch.Tensor]], labels: to
                 compile_: bool = False) -> dict[str, Any]:
     """Pure forwards of the sweep's distinct embeddings over pre-made tensors, in the sweep's order
     (batch by batch, every forward on each batch) and with its slicing, so only the data differs."""
-    from hiera_bench.engine import forward_batch, forward_with_backoff, gflops_per_image, plan_forwards
+    from hiera_bench.sweep.plan import plan_forwards
+    from hiera_bench.sweep.runtime import forward_batch, forward_with_backoff, gflops_per_image
     from hiera_bench.models import build_at_size, load_model
     from hiera_bench.posembed import parse_schemes, spec_from_model
 
     device = setup.device
     loaded = load_model(checkpoint=str(setup.checkpoint))
     spec = spec_from_model(loaded.model, loaded.native_size)  # on the CPU, as the engine does
-    forwards = plan_forwards(spec, parse_schemes(",".join(SCHEMES)), setup.sizes, loaded.model)
+    forwards = plan_forwards(spec, parse_schemes(",".join(SCHEMES)), setup.sizes, loaded.geometry)
     loaded.model.to(device)
     n = int(labels.numel())
     nets = []
@@ -438,8 +440,8 @@ def bench_floor(setup: Setup, batches: dict[int, list[torch.Tensor]], labels: to
             gf = gflops_per_image(net, fwd.size, device)
             run = torch.compile(net) if compile_ else net
             xs = batches[fwd.size]
-            # CPU: slices clear of glibc's per-op mmap; GPU: whole batches (engine.forward_batch)
-            chunk = [forward_batch(loaded.model, fwd.size, xs[0].shape[0], device)]
+            # CPU: slices clear of glibc's per-op mmap; GPU: whole batches (sweep.runtime.forward_batch)
+            chunk = [forward_batch(loaded.geometry, fwd.size, xs[0].shape[0], device)]
             if compile_:  # the compile is set-up, not forward
                 forward_with_backoff(run, xs[0], chunk, print)
             nets.append((fwd, run, chunk, gf))
@@ -784,7 +786,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], folders: Sequence[Path], stem: str) -> list[Path]:
     """``<stem>.json`` and ``<stem>.md`` in every folder, each written atomically."""
-    from hiera_bench.results import atomic_write_json, atomic_write_bytes
+    from hiera_bench.io import atomic_write_bytes, atomic_write_json
 
     written = []
     for folder in folders:

@@ -122,7 +122,7 @@ def data_pipeline(ckpt: Path, data: Path, sizes: list[int], batch: int, n: int, 
     from hiera_bench.data import open_data
     from hiera_bench.data.devicedecode import DeviceCrops, EncodedImages, collate_encoded
     from hiera_bench.data.loader import MultiSizeImages, collate
-    from hiera_bench.engine import default_workers, prefetch_factor
+    from hiera_bench.sweep.runtime import default_workers, prefetch_factor
     from hiera_bench.models import load_model
     from hiera_bench.preprocess import EvalPreprocess, MultiSizeTransform, normalise
 
@@ -187,20 +187,21 @@ def pixel_agreement(pairs: Sequence[tuple[Path, str]], ckpt: Path, sizes: list[i
 def forward_floor(ckpt: Path, sizes: list[int], batch: int, amp: str, compile_: bool, device: torch.device,
                   reps: int = 10) -> dict[str, Any]:
     """Each distinct embedding's forward on device tensors made beforehand, ``reps`` timed batches each."""
-    from hiera_bench.engine import (AMP_DTYPES, SizeRunner, compile_runners, forward_batch, gflops_per_image,
-                                    plan_forwards)
+    from hiera_bench.sweep import AMP_DTYPES
+    from hiera_bench.sweep.plan import plan_forwards
+    from hiera_bench.sweep.runtime import SizeRunner, compile_runners, forward_batch, gflops_per_image
     from hiera_bench.models import build_at_size, load_model
     from hiera_bench.posembed import parse_schemes, spec_from_model
 
     loaded = load_model(checkpoint=str(ckpt))
     spec = spec_from_model(loaded.model, loaded.native_size)
-    forwards = plan_forwards(spec, parse_schemes("interp,abswin"), sizes, loaded.model)
+    forwards = plan_forwards(spec, parse_schemes("interp,abswin"), sizes, loaded.geometry)
     loaded.model.to(device)
     dtype = AMP_DTYPES[amp]
     runners = {}
     for size in sizes:
         net = build_at_size(loaded, size, next(f for f in forwards if f.size == size).embedding).to(device)
-        runners[size] = SizeRunner(size, net, chunk=[forward_batch(loaded.model, size, batch, device)])
+        runners[size] = SizeRunner(size, net, chunk=[forward_batch(loaded.geometry, size, batch, device)])
     gflops = {size: gflops_per_image(r.net, size, device) for size, r in runners.items()}
     compile_info = compile_runners(runners, batch, device, dtype, torch.contiguous_format, print) if compile_ else None
     per_forward = []
@@ -258,7 +259,8 @@ def naive_loop(ckpt: Path, data: Path, sizes: list[int], batch: int, amp: str, n
                device: torch.device) -> dict[str, Any]:
     """timm-validate style, one pass per cell over the first ``n`` images, each cell timed in two parts."""
     from hiera_bench.data import open_data
-    from hiera_bench.engine import default_workers, plan_forwards
+    from hiera_bench.sweep.plan import plan_forwards
+    from hiera_bench.sweep.runtime import default_workers
     from hiera_bench.metrics import image_records
     from hiera_bench.models import build_at_size, load_model
     from hiera_bench.posembed import parse_schemes, spec_from_model
@@ -277,7 +279,7 @@ def naive_loop(ckpt: Path, data: Path, sizes: list[int], batch: int, amp: str, n
             t0 = time.perf_counter()
             loaded = load_model(checkpoint=str(ckpt))
             spec = spec_from_model(loaded.model, loaded.native_size)
-            fwd = plan_forwards(spec, [scheme], [size], loaded.model)[0]
+            fwd = plan_forwards(spec, [scheme], [size], loaded.geometry)[0]
             net = build_at_size(loaded, size, fwd.embedding).to(device)
             tf = EvalPreprocess.from_config(loaded.data_config()).timm_transform(size)
             loader = torch.utils.data.DataLoader(TimmValImages(items, tf), batch_size=batch, num_workers=workers,

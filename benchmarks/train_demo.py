@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def native_top1(folder: Path, data: Path) -> float:
     """Top-1 at the native size, measured by the benchmark's own sweep (timm eval preprocessing)."""
-    from hiera_bench.engine import SweepConfig, run_sweep
+    from hiera_bench.sweep import SweepConfig, run_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         result = run_sweep(SweepConfig(checkpoint=str(folder), data=str(data), res=str(NATIVE), schemes="interp",

@@ -1,20 +1,21 @@
 """The CI gate: compare every cell of a run with a baseline and say whether accuracy held.
 
 A cell holds when its metric is no more than ``tol`` points worse than the baseline's (and, with
-``use_ci``, not below the baseline's 95 % CI). Comparing cells of different data, preprocessing or
-checkpoints would be meaningless, so that, like a baseline cell the run lacks, is a
-:class:`~hiera_bench.errors.UserError` naming what differs.
+``use_ci``, not below the baseline's 95 % CI); a run cell not evaluated, or NaN, fails. Comparing cells of
+different data, preprocessing or checkpoints would be meaningless (:data:`hiera_bench.cells.MUST_MATCH`
+says what must agree), so that, like a baseline cell the run lacks, a NaN baseline value or a table
+without provenance, is a :class:`~hiera_bench.errors.UserError` naming what is wrong.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from .cells import differences, missing_provenance, same_value, with_defaults
 from .errors import UserError
 from .report import read_table
 
@@ -41,15 +42,7 @@ METRICS = {
     "ece": Metric("ece", False),
 }
 #: A cell of the run answers a cell of the baseline with the same values here.
-CELL = ["model", "scheme", "img_size"]
-#: Fields that must agree for two cells to be comparable, and how to name them in an error.
-MUST_MATCH = {
-    "data_fingerprint": "data (fingerprint of image ids and labels)",
-    "limit": "data subset (--limit)",
-    "crop_pct": "preprocessing (crop_pct)",
-    "interpolation": "preprocessing (interpolation)",
-    "checkpoint_sha256": "checkpoint (sha256)",
-}
+CELL = ["model", "scheme", "img_size", "global_size"]
 
 
 @dataclass
@@ -77,6 +70,8 @@ class CheckResult:
     use_ci: bool
     cells: list[CellCheck] = field(default_factory=list)
     new: list[dict] = field(default_factory=list)  # run cells the baseline does not have
+    run_source: str = ""  # the files actually read
+    baseline_source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -84,6 +79,7 @@ class CheckResult:
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "metric": self.metric, "tol": self.tol, "ci": self.use_ci,
+                "run_source": self.run_source, "baseline_source": self.baseline_source,
                 "n_cells": len(self.cells), "n_failed": sum(c.failed for c in self.cells),
                 "cells": [_clean(asdict(c)) for c in self.cells], "new": self.new}
 
@@ -92,44 +88,41 @@ def _clean(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
-def _same(a, b) -> bool:
-    if pd.isna(a) and pd.isna(b):
-        return True
-    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) and not (pd.isna(a) or pd.isna(b)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return str(a) == str(b)
-
-
-def _differences(run_row: pd.Series, base_row: pd.Series) -> list[str]:
-    return [f"{what}: run {run_row[col]!s}, baseline {base_row[col]!s}" for col, what in MUST_MATCH.items()
-            if col in run_row and col in base_row and not _same(run_row[col], base_row[col])]
-
-
 def _name(row: pd.Series) -> str:
     return f"{row['model']} {row['scheme']}@{int(row['img_size'])}"
 
 
 def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
     """The run's row for a baseline cell; None when the run lacks it. Incomparable rows raise."""
-    same_cell = (run["model"] == base_row["model"]) & (run["scheme"] == base_row["scheme"]) & \
-        (run["img_size"].astype(int) == int(base_row["img_size"]))
+    same_cell = [all(same_value(r[col], base_row[col]) for col in CELL) for _, r in run.iterrows()]
     candidates = run[same_cell]
     if candidates.empty:
         return None
-    comparable = [r for _, r in candidates.iterrows() if not _differences(r, base_row)]
+    comparable = [r for _, r in candidates.iterrows() if not differences(r, base_row)]
     if len(comparable) == 1:
         return comparable[0]
     if len(comparable) > 1:
         raise UserError(f"the run has {len(comparable)} comparable rows for {_name(base_row)}; "
                         "check one run folder at a time")
-    diffs = "; ".join(_differences(candidates.iloc[0], base_row))
+    diffs = "; ".join(differences(candidates.iloc[0], base_row))
     raise UserError(f"{_name(base_row)} is not comparable with the baseline: different {diffs}; "
                     "re-run the sweep with the baseline's data and options, or make a new baseline")
 
 
+def _require_provenance(table: pd.DataFrame, which: str) -> None:
+    """A table without the fields that make cells comparable cannot vouch for a comparison."""
+    lacking = sorted({col for _, row in table[table["status"].eq("ok")].iterrows() for col in missing_provenance(row)})
+    if lacking:
+        raise UserError(f"the {which} lacks provenance ({', '.join(lacking)}): it cannot be shown to measure the "
+                        "same thing; use results written by hiera-bench sweep, or pass --allow-missing-provenance")
+
+
 def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol: float = 0.2,
-            use_ci: bool = False) -> CheckResult:
-    """Every evaluated baseline cell against the run's cell with the same model, scheme and size."""
+            use_ci: bool = False, allow_missing_provenance: bool = False) -> CheckResult:
+    """Every evaluated baseline cell against the run's cell with the same model, scheme, global grid and size.
+
+    A run cell that was not evaluated or whose value is NaN fails; a baseline cell whose value is NaN, or
+    tables without provenance, cannot be compared (a :class:`UserError`)."""
     if metric not in METRICS:
         raise UserError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
     m = METRICS[metric]
@@ -141,10 +134,19 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
                            "use a baseline made by this version (results with top1_ci_low), or drop --ci"))
     if metric not in run or metric not in baseline:
         raise UserError(f"the run or the baseline has no column {metric!r}; give results made by hiera-bench sweep")
+    run, baseline = with_defaults(run), with_defaults(baseline)
     base_ok = baseline[baseline["status"].eq("ok")]
     if base_ok.empty:
         raise UserError("the baseline has no evaluated cell; give the results of a finished sweep")
-    result = CheckResult(metric, float(tol), use_ci)
+    if not allow_missing_provenance:
+        _require_provenance(baseline, "baseline")
+        _require_provenance(run, "run")
+    nan_base = [_name(b) for _, b in base_ok.iterrows() if pd.isna(b[metric])]
+    if nan_base:
+        raise UserError(f"the baseline's {metric} is NaN for {', '.join(nan_base[:4])}: not a value to compare "
+                        "against; make a new baseline")
+    result = CheckResult(metric, float(tol), use_ci, run_source=run.attrs.get("source", ""),
+                         baseline_source=baseline.attrs.get("source", ""))
     matched, missing = set(), []
     for _, b in base_ok.iterrows():
         r = _match(run, b)
@@ -153,11 +155,12 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
             continue
         matched.add(r.name)
         low, high = (float(b[m.ci[0]]), float(b[m.ci[1]])) if use_ci else (None, None)
-        if r["status"] != "ok":
-            result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), float(b[metric]), float("nan"),
-                                          float("nan"), low, high, "not evaluated", str(r.get("reason", ""))))
+        value, base = float(r[metric]) if r["status"] == "ok" else float("nan"), float(b[metric])
+        if r["status"] != "ok" or math.isnan(value):
+            note = str(r.get("reason", "") or "") if r["status"] != "ok" else f"{metric} is NaN"
+            result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, float("nan"),
+                                          float("nan"), low, high, "not evaluated", note))
             continue
-        value, base = float(r[metric]), float(b[metric])
         worse = round(m.worse_by(value, base), 6)
         verdict = "drop" if worse > tol else "below CI" if use_ci and m.below_ci(value, low, high) else "hold"
         result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, value,
@@ -172,6 +175,7 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     return result
 
 
-def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.2, use_ci: bool = False) -> CheckResult:
+def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.2, use_ci: bool = False,
+                allow_missing_provenance: bool = False) -> CheckResult:
     """:func:`compare` on a run folder (or results file) and a baseline run folder or results file."""
-    return compare(read_table(run), read_table(baseline), metric, tol, use_ci)
+    return compare(read_table(run), read_table(baseline), metric, tol, use_ci, allow_missing_provenance)

@@ -26,7 +26,7 @@ from .errors import UserError
 from .grid import parse_grid
 from .models import LoadedModel, build_at_size, load_model
 from .posembed import get_scheme, spec_from_model
-from .results import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -152,7 +152,7 @@ def export_model(
     global_size: int | None = None,
 ) -> ExportResult:
     """Rewrite ``model`` for input size ``res`` with ``scheme`` and write it as a timm checkpoint folder."""
-    from .engine import plan_forwards
+    from .sweep.plan import plan_forwards
 
     scheme_obj = get_scheme(scheme)
     loaded = load_model(model, checkpoint)
@@ -162,7 +162,7 @@ def export_model(
     gsize = (global_size, global_size) if global_size and loaded.pos_embed_kind == "full" else None
     spec = spec_from_model(loaded.model, loaded.native_size, gsize)
     # the sweep's own planning path, so the export is the very model the sweep scored
-    embedding = plan_forwards(spec, [scheme_obj], [size], loaded.model)[0].embedding
+    embedding = plan_forwards(spec, [scheme_obj], [size], loaded.geometry)[0].embedding
     net = build_at_size(loaded, size, embedding)
     provenance = {
         "source_model": loaded.name, "source_checkpoint": loaded.checkpoint, "source_sha256": loaded.sha256,

@@ -17,11 +17,12 @@ from typing import Any, Sequence
 import torch
 
 from .errors import UserError
+from .geometry import SizeGeometry
 from .grid import invalid_reason
+from .io import atomic_write_bytes, atomic_write_json
 from .models import load_model
 from .posembed import PosEmbedSpec, get_scheme, spec_from_model, tokens_to_grid, window_periodicity
 from .posembed.ops import Size2
-from .results import atomic_write_bytes, atomic_write_json
 
 #: Schemes drawn next to the native embedding, in column order.
 FIGURE_SCHEMES = ("interp", "abswin")
@@ -140,9 +141,8 @@ def parse_channels(text: str) -> list[int]:
     return chosen
 
 
-def scheme_view(spec: PosEmbedSpec, name: str, size: int, patch: int, reference: torch.Tensor) -> SchemeView:
-    token_grid = (size // patch, size // patch)
-    mask_grid = (token_grid[0] // spec.window_size[0], token_grid[1] // spec.window_size[1])
+def scheme_view(spec: PosEmbedSpec, name: str, at: SizeGeometry, reference: torch.Tensor) -> SchemeView:
+    size, token_grid, mask_grid = at.size, at.token_grid, at.mask_grid
     with torch.no_grad():
         tokens = spec.full.float() if name == "native" else get_scheme(name)(spec, token_grid, mask_grid).float()
     return SchemeView(
@@ -179,15 +179,15 @@ def inspect_model(
         if not chosen or bad:
             raise UserError(f"--channels: {bad[0] if bad else 'none given'} is out of range; "
                             f"the embedding has channels 0..{width - 1}")
-    patch = loaded.model.patch_stride[0]
+    geometry = loaded.geometry
     reference = native_mean_window(spec)
-    views = {"native": scheme_view(spec, "native", native, patch, reference)}
+    views = {"native": scheme_view(spec, "native", geometry.at(native), reference)}
     for name in FIGURE_SCHEMES:
-        views[name] = scheme_view(spec, name, size, patch, reference)
+        views[name] = scheme_view(spec, name, geometry.at(size), reference)
     full = spec.kind == "full"
     report = Inspection(
         model=loaded.name, checkpoint=loaded.checkpoint, pos_embed_kind=loaded.pos_embed_kind, native_size=native,
-        patch_stride=patch, input_stride=stride, token_grid=spec.token_grid, mask_grid=spec.mask_grid,
+        patch_stride=geometry.patch_stride, input_stride=stride, token_grid=spec.token_grid, mask_grid=spec.mask_grid,
         window_size=spec.window_size, global_size=spec.global_size, valid_sizes=valid_sizes(native, stride),
         size=size, channels=chosen, energy=spec.energy_shares() if full else None,
         explained=spec.explained if full else None, views=views,

@@ -51,14 +51,16 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def cell_metrics(correct1, correct5, nll, confidence) -> dict[str, float]:
-    """top1/top5 in percent, mean nll and ECE over the images that decoded."""
+    """Counts of the images that decoded, and from them top1/top5 in percent, mean nll and ECE, unrounded:
+    every figure derived from these is computed from the counts, and rounded only where it is shown."""
     n = len(correct1)
     if n == 0:
-        return {"n_images": 0, "top1": float("nan"), "top5": float("nan"), "nll": float("nan"), "ece": float("nan")}
+        return {"n_images": 0, "n_correct1": 0, "n_correct5": 0, "top1": float("nan"), "top5": float("nan"),
+                "nll": float("nan"), "ece": float("nan")}
+    hits1, hits5 = int(np.sum(correct1)), int(np.sum(correct5))
     return {
-        "n_images": int(n),
-        "top1": round(100.0 * float(np.mean(correct1)), 3),
-        "top5": round(100.0 * float(np.mean(correct5)), 3),
+        "n_images": int(n), "n_correct1": hits1, "n_correct5": hits5,
+        "top1": 100.0 * hits1 / n, "top5": 100.0 * hits5 / n,
         "nll": float(np.mean(np.asarray(nll, dtype=np.float64))),
-        "ece": round(expected_calibration_error(confidence, correct1), 3),
+        "ece": expected_calibration_error(confidence, correct1),
     }

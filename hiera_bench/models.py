@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .geometry import HieraGeometry
 
 #: Short names users type, mapped to the checkpoints they mean.
 ALIASES: dict[str, str] = {
@@ -59,13 +60,6 @@ def resolve_name(name: str) -> tuple[str, str | None]:
         tags = [p.partition(".")[2] for p in timm.list_pretrained(f"{arch}.*")]
         raise UserError(f"model {arch!r} has no pretrained tag {tag!r}; known tags: {', '.join(tags) or 'none'}")
     return arch, tag or None
-
-
-def input_stride(model: nn.Module) -> int:
-    """Pixels by which the input side must be divisible: patch stride x (mask unit | q-pool strides)."""
-    patch = model.patch_stride[0]
-    unroll = math.prod(s[0] for s in model.unroll.schedule)
-    return patch * math.lcm(model.mask_unit_size[0], unroll)
 
 
 def file_sha256(path: Path) -> str:
@@ -112,8 +106,13 @@ class LoadedModel:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
     @property
+    def geometry(self) -> HieraGeometry:
+        return HieraGeometry.from_model(self.model)
+
+    @property
     def stride(self) -> int:
-        return input_stride(self.model)
+        """Pixels every input side must be a multiple of."""
+        return self.geometry.input_stride
 
     @property
     def num_classes(self) -> int:

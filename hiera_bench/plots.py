@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .results import atomic_write_bytes
+from .io import atomic_write_bytes
 
 #: A fixed colour per known scheme, so every figure of a report reads the same way.
 SCHEME_COLOURS = {"interp": "#1f77b4", "abswin": "#d62728"}

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
+from .cells import REFERENCE_SERIES, group_ids, series_keys
+
 N_RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0
@@ -24,10 +26,6 @@ SETTINGS = {"ci": "percentile bootstrap over images", "ci_level": LEVEL, "resamp
             "paired_test": "exact McNemar (two-sided binomial on discordant pairs)"}
 #: Elements of one resample-count block (resamples x images); bounds the memory of a draw to ~64 MiB.
 _BLOCK = 1 << 23
-#: The scheme other schemes are tested against at each size, when present in a group.
-REFERENCE_SCHEMES = ("interp",)
-#: Cells sharing these values (and a scheme) have one native cell; sizes within them are paired.
-GROUP_COLUMNS = ("model", "checkpoint_sha256", "data_fingerprint", "limit", "crop_pct", "interpolation", "dtype")
 #: Columns :func:`annotate` adds, all in top-1 percentage points except counts and p-values.
 STAT_COLUMNS = [
     "top1_ci_low", "top1_ci_high",
@@ -88,23 +86,16 @@ def discordant(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
 
 # --- the tidy table -----------------------------------------------------------------------------
 
-def group_ids(table: pd.DataFrame) -> pd.Series:
-    """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing)."""
-    cols = [c for c in GROUP_COLUMNS if c in table]
-    if not cols or table.empty:
-        return pd.Series(0, index=table.index)
-    return table.groupby(cols, sort=False, dropna=False).ngroup()  # missing values compare equal
-
-
 def native_deltas(table: pd.DataFrame) -> pd.Series:
-    """top-1 minus the top-1 of the native-size cell of the same scheme and group (points, 3 decimals)."""
-    df = table.assign(_g=group_ids(table))
+    """top-1 minus the top-1 of the native-size cell of the same series and group, in points, from the
+    unrounded accuracies (rounding is for display only)."""
+    df = table.assign(_g=group_ids(table), _s=series_keys(table))
     ok = df["status"].eq("ok")
-    native = df[ok & (df["img_size"] == df["native_size"])].drop_duplicates(["_g", "scheme"])
-    base = native.set_index(["_g", "scheme"])["top1"]
-    keys = pd.MultiIndex.from_arrays([df["_g"], df["scheme"]])
+    native = df[ok & (df["img_size"] == df["native_size"])].drop_duplicates(["_g", "_s"])
+    base = native.set_index(["_g", "_s"])["top1"]
+    keys = pd.MultiIndex.from_arrays([df["_g"], df["_s"]])
     delta = df["top1"].to_numpy(dtype=float) - base.reindex(keys).to_numpy(dtype=float)
-    return pd.Series(np.where(ok, np.round(delta, 3), np.nan), index=table.index)
+    return pd.Series(np.where(ok, delta, np.nan), index=table.index)
 
 
 def with_cell_keys(preds: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -156,16 +147,12 @@ class _Plan:
         for bucket in self.buckets.values():
             cis = percentile_ci(bootstrap_means(np.column_stack(bucket.columns)))
             for (row, low, high), (lo, hi) in zip(bucket.targets, cis):
-                out.at[row, low], out.at[row, high] = round(float(lo), 3), round(float(hi), 3)
+                out.at[row, low], out.at[row, high] = float(lo), float(hi)
 
 
 def _paired(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
     common = a.index.intersection(b.index)
     return a.reindex(common), b.reindex(common)
-
-
-def _reference(schemes: list[str]) -> str:
-    return next((s for s in REFERENCE_SCHEMES if s in schemes), sorted(schemes)[0])
 
 
 def annotate(table: pd.DataFrame, predictions) -> pd.DataFrame:
@@ -185,31 +172,33 @@ def annotate(table: pd.DataFrame, predictions) -> pd.DataFrame:
         return out
     outcomes = _outcomes(out, predictions)
     groups = group_ids(out)
+    series = series_keys(out)
     plan = _Plan()
     for _, part in out[out["status"].eq("ok")].groupby(groups, sort=False):
-        cell = {(r.scheme, int(r.img_size)): r.cell_key for r in part.itertuples() if r.cell_key in outcomes}
-        ref = _reference(list(dict.fromkeys(part["scheme"])))
+        cell = {(series[i], int(r.img_size)): r.cell_key for i, r in zip(part.index, part.itertuples())
+                if r.cell_key in outcomes}
+        ref = REFERENCE_SERIES if any(series[i] == REFERENCE_SERIES for i in part.index) else None
         for row in part.itertuples():
             mine = outcomes.get(row.cell_key)
             if mine is None or mine.empty:
                 continue
             plan.add(mine, row.Index, "top1_ci_low", "top1_ci_high")
-            native = cell.get((row.scheme, int(row.native_size)))
+            native = cell.get((series[row.Index], int(row.native_size)))
             if native is not None:
                 a, b = _paired(mine, outcomes[native])
                 if len(a):
                     plan.add(a.astype(float) - b.astype(float), row.Index, "delta_ci_low", "delta_ci_high")
                     gained, lost = discordant(a, b)
                     out.loc[row.Index, ["delta_b", "delta_c", "delta_p"]] = gained, lost, mcnemar_exact(gained, lost)
-            other = cell.get((ref, int(row.img_size)))
-            if row.scheme != ref and other is not None:
+            other = cell.get((ref, int(row.img_size))) if ref else None
+            if series[row.Index] != ref and other is not None:
                 a, b = _paired(mine, outcomes[other])
                 if len(a):
                     plan.add(a.astype(float) - b.astype(float), row.Index, "scheme_delta_ci_low", "scheme_delta_ci_high")
                     gained, lost = discordant(a, b)
                     out.loc[row.Index, ["mcnemar_b", "mcnemar_c", "mcnemar_p"]] = gained, lost, mcnemar_exact(gained, lost)
                     out.at[row.Index, "mcnemar_ref"] = ref
-                    out.at[row.Index, "scheme_delta"] = round(100.0 * (a.mean() - b.mean()), 3)
+                    out.at[row.Index, "scheme_delta"] = 100.0 * (a.mean() - b.mean())
     plan.fill(out)
     counts = ["delta_b", "delta_c", "mcnemar_b", "mcnemar_c"]
     out[counts] = out[counts].astype("Int64")

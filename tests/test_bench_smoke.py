@@ -119,7 +119,7 @@ def test_checks_and_markdown(bench):
 
 
 def test_forward_with_backoff_halves_on_cuda_oom():
-    from hiera_bench.engine import forward_with_backoff
+    from hiera_bench.sweep.runtime import forward_with_backoff
 
     calls = []
 
@@ -140,7 +140,7 @@ def test_forward_with_backoff_halves_on_cuda_oom():
 
 
 def test_forward_with_backoff_gives_up_at_one_image():
-    from hiera_bench.engine import forward_with_backoff
+    from hiera_bench.sweep.runtime import forward_with_backoff
 
     def net(x):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
@@ -151,7 +151,7 @@ def test_forward_with_backoff_gives_up_at_one_image():
 
 def test_records_table_keeps_failed_rows_null():
     from hiera_bench.data.loader import Batch
-    from hiera_bench.engine import _records_table
+    from hiera_bench.sweep.records import records_table as _records_table
 
     ok = torch.tensor([True, False, True])
     batch = Batch(torch.tensor([5, 6, 7]), ["a", "b", "c"], torch.tensor([1, 2, 3]), ok, ["", "bad", ""], {})
@@ -170,12 +170,13 @@ def test_cpu_forwards_are_sliced_so_the_widest_activation_stays_under_32_mib():
     """The real timm configs (built on the meta device): stage 1's MLP hidden layer, fp32, per image."""
     import timm
 
-    from hiera_bench.engine import CPU_WIDEST_TENSOR_BYTES, forward_batch
+    from hiera_bench.geometry import HieraGeometry
+    from hiera_bench.sweep.runtime import CPU_WIDEST_TENSOR_BYTES, forward_batch
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     with torch.device("meta"):
-        tiny = timm.create_model("hiera_tiny_224")
-        base_plus = timm.create_model("hiera_base_plus_224")
+        tiny = HieraGeometry.from_model(timm.create_model("hiera_tiny_224"))
+        base_plus = HieraGeometry.from_model(timm.create_model("hiera_base_plus_224"))
     assert CPU_WIDEST_TENSOR_BYTES == 32 * 2 ** 20
     # 56x56 tokens x 96 channels x 4 (MLP) x 4 bytes = 4.8 MB per image -> 6 images; 80x80 -> 3
     assert [forward_batch(tiny, s, 32, cpu) for s in (96, 224, 320, 1024)] == [32, 6, 3, 1]
@@ -185,7 +186,7 @@ def test_cpu_forwards_are_sliced_so_the_widest_activation_stays_under_32_mib():
 
 
 def test_loading_plan_decodes_on_threads_on_cpu_and_in_workers_beside_an_accelerator():
-    from hiera_bench.engine import default_workers, loading_plan
+    from hiera_bench.sweep.runtime import default_workers, loading_plan
 
     assert loading_plan(torch.device("cpu"), 50_000, None) == (0, max(1, torch.get_num_threads()))
     assert loading_plan(torch.device("cuda"), 50_000, None) == (default_workers(50_000), 1)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hiera_bench.check import compare
-from hiera_bench.engine import SweepConfig, run_sweep
+from hiera_bench.sweep import SweepConfig, run_sweep
 from hiera_bench.errors import UserError
 
 

@@ -140,12 +140,13 @@ def test_zero_byte_image_inside_parquet_fails_as_an_image(tmp_path):
 
 
 def test_sweep_counts_bad_images_and_strict_stops(full_ckpt, messy_folder, tmp_path):
-    """End to end: the run completes with the broken files counted and listed; --strict fails in one line."""
+    """End to end: the run completes with the broken files counted and listed (3 of 14 is more than the
+    default --max-failed of 1 %: written, then exit 1); --strict fails in one line."""
     root, ids = messy_folder
     sweep = ["sweep", "--checkpoint", full_ckpt, "--data", root, "--res", "64", "--schemes", "interp",
              "--device", "cpu", "--quiet"]
     normal, strict = run_cli_batch([[*sweep, "--out", tmp_path / "run"], [*sweep, "--out", tmp_path / "strict", "--strict"]])
-    assert normal["code"] == 0, normal["stderr"]
+    assert normal["code"] == 1 and "3 of 14 images (21.4 %) could not be decoded" in normal["stderr"], normal["stderr"]
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     n_total = len(list(root.glob("*/*.JPEG")))
     assert set(table["n_failed"]) == {len(broken_files())}

@@ -78,7 +78,7 @@ def test_device_decode_falls_back_to_pil_and_counts_failures():
 
 
 def test_sweep_with_device_decode_makes_cells_of_its_own(full_ckpt, class_folder, tmp_path):
-    from hiera_bench.engine import SweepConfig, run_sweep
+    from hiera_bench.sweep import SweepConfig, run_sweep
 
     common = dict(checkpoint=str(full_ckpt), data=str(class_folder), res="64,96", out=str(tmp_path / "run"),
                   batch_size=4, workers=0)
@@ -96,7 +96,7 @@ def test_sweep_with_device_decode_makes_cells_of_its_own(full_ckpt, class_folder
 
 
 def test_decode_option_is_checked():
-    from hiera_bench.engine import SweepConfig, validate_config
+    from hiera_bench.sweep import SweepConfig, validate_config
     from hiera_bench.errors import UserError
 
     with pytest.raises(UserError, match="--decode 'gpu'"):

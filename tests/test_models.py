@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from hiera_bench.errors import UserError
-from hiera_bench.models import ALIASES, build_at_size, input_stride, load_model, resolve_name
+from hiera_bench.geometry import HieraGeometry
+from hiera_bench.models import ALIASES, build_at_size, load_model, resolve_name
 from hiera_bench.testing import tiny_hiera
 
 
@@ -34,9 +35,9 @@ def test_unknown_names_suggest():
 @pytest.mark.parametrize("arch", ["hiera_tiny_224", "hiera_huge_224", "hiera_small_abswin_256"])
 def test_stride_is_derived_from_config(arch):
     with torch.device("meta"):
-        assert input_stride(timm.create_model(arch)) == 32
+        assert HieraGeometry.from_model(timm.create_model(arch)).input_stride == 32
         # a 2-stage-q-pool variant would need a different stride: derived, not hard-coded
-        assert input_stride(timm.create_model(arch, mask_unit_size=(4, 4), q_pool=2)) == 32
+        assert HieraGeometry.from_model(timm.create_model(arch, mask_unit_size=(4, 4), q_pool=2)).input_stride == 32
 
 
 def tiny_weights():

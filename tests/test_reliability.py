@@ -16,7 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from hiera_bench.engine import SweepConfig, validate_config
+from hiera_bench.sweep import SweepConfig, validate_config
 from hiera_bench.errors import UserError
 from hiera_bench.testing import make_class_folder
 
@@ -192,7 +192,7 @@ def test_disk_full_while_writing_is_one_line_and_keeps_earlier_files(cli, tmp_pa
     args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--out", tmp_path, "-q", "--res"]
     assert cli(*args, "64").code == 0
     before = {name: (tmp_path / name).read_bytes() for name in RESULT_FILES}
-    import hiera_bench.results as results
+    import hiera_bench.io as results
 
     real_fsync = os.fsync
 

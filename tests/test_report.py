@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from hiera_bench import plots
-from hiera_bench.engine import SweepConfig, run_sweep
-from hiera_bench.report import build, latex_tables
+from hiera_bench.sweep import SweepConfig, run_sweep
+from hiera_bench.pivot import latex, pivot
+from hiera_bench.report import build
 
 FULL, ABSWIN = "hiera_tiny_224", "hiera_small_abswin_256"
 
@@ -101,7 +102,7 @@ def test_the_same_run_twice_is_counted_once(runs):
 
 
 def test_latex_is_booktabs_with_one_row_per_size(runs):
-    tex = latex_tables(build([runs / "full", runs / "abswin"]))
+    tex = latex(pivot(build([runs / "full", runs / "abswin"])))
     assert tex.count(r"\begin{tabular}") == 2 == tex.count(r"\bottomrule") == tex.count(r"\toprule")
     assert r"hiera\_tiny\_224" in tex and r"$\pm$" in tex and "±" not in tex
     block = next(b for b in tex.split(r"\begin{table}") if r"hiera\_tiny\_224" in b)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hiera_bench.engine import SweepConfig, run_sweep
-from hiera_bench.results import RunDir
+from hiera_bench.sweep import SweepConfig, run_sweep
+from hiera_bench.sweep.store import RunDir
 from hiera_bench.testing import make_class_folder
 
 N_IMAGES = 3 * 40

@@ -19,11 +19,11 @@ def _loaded(ckpt: Path):
 
 
 def _embeddings(loaded, size: int) -> list[torch.Tensor]:
-    from hiera_bench.engine import plan_forwards
+    from hiera_bench.sweep.plan import plan_forwards
     from hiera_bench.posembed import parse_schemes, spec_from_model
 
     spec = spec_from_model(loaded.model, loaded.native_size)
-    forwards = plan_forwards(spec, parse_schemes("interp,abswin"), [size], loaded.model)
+    forwards = plan_forwards(spec, parse_schemes("interp,abswin"), [size], loaded.geometry)
     assert len(forwards) == 2, "the two schemes must differ away from the native size"
     return [f.embedding for f in forwards]
 
@@ -42,7 +42,7 @@ def test_build_at_size_owns_its_embedding(full_ckpt):
 
 def test_one_net_per_size_gives_each_scheme_its_own_logits(full_ckpt):
     """Swapping embeddings into one net equals a separate net per scheme, in any order."""
-    from hiera_bench.engine import SizeRunner
+    from hiera_bench.sweep.runtime import SizeRunner
     from hiera_bench.models import build_at_size
 
     loaded = _loaded(full_ckpt)
@@ -63,7 +63,7 @@ def test_compiled_runners_compile_once_per_size_not_per_scheme(full_ckpt):
     the guards and graph breaks are dynamo's, whatever backend lowers the graph)."""
     import torch._dynamo
 
-    from hiera_bench.engine import SizeRunner, compile_runners
+    from hiera_bench.sweep.runtime import SizeRunner, compile_runners
     from hiera_bench.models import build_at_size
 
     torch._dynamo.reset()
@@ -80,13 +80,14 @@ def test_compiled_runners_compile_once_per_size_not_per_scheme(full_ckpt):
                 runners[s].use(e)
                 got = runners[s](x, print)
                 assert torch.allclose(got, build_at_size(loaded, s, e)(x), atol=1e-5)
-    from hiera_bench.engine import compile_counters
+    from hiera_bench.sweep.runtime import compile_counters
 
     assert compile_counters()["graphs"] == len(sizes)
 
 
 def test_batch_size_option():
-    from hiera_bench.engine import AUTO_BATCH_CPU, auto_batch_size, parse_batch_size
+    from hiera_bench.sweep.config import parse_batch_size
+    from hiera_bench.sweep.runtime import AUTO_BATCH_CPU, auto_batch_size
 
     assert parse_batch_size("auto") == "auto" and parse_batch_size(" AUTO ") == "auto"
     assert parse_batch_size("64") == 64 and parse_batch_size(8) == 8
@@ -98,7 +99,7 @@ def test_batch_size_option():
 
 
 def test_prefetch_keeps_crops_in_flight_bounded():
-    from hiera_bench.engine import prefetch_factor
+    from hiera_bench.sweep.runtime import prefetch_factor
 
     sizes = [224, 256, 288, 320]
     per_batch = 256 * sum(3 * s * s for s in sizes)  # 231 MB
@@ -158,7 +159,7 @@ def test_a_signal_inside_an_atomic_write_waits_for_the_rename(tmp_path):
     import signal as sig
 
     from hiera_bench import interrupts
-    from hiera_bench.results import atomic_write_bytes
+    from hiera_bench.io import atomic_write_bytes
 
     target = tmp_path / "out.bin"
     previous = sig.signal(sig.SIGINT, interrupts.on_signal)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from hiera_bench.models import load_model
 from hiera_bench.posembed import get_scheme, spec_from_model
-from hiera_bench.results import COLUMNS
+from hiera_bench.sweep.rows import COLUMNS
 from hiera_bench.testing import TINY_ARGS, WNIDS, make_class_folder
 
 REQUIRED = ["model", "pretrained_tag", "scheme", "img_size", "native_size", "rel_size", "crop_pct", "interpolation",

@@ -45,15 +45,17 @@ def check(
     tol: float = typer.Option(0.2, "--tol", help="Largest allowed drop, in absolute points of --metric."),
     metric: str = typer.Option("top1", "--metric", help="top1, top5, nll or ece (lower is better for nll and ece)."),
     ci: bool = typer.Option(False, "--ci", help="Also fail a cell whose value falls outside the baseline's 95 % CI (top1)."),
+    allow_missing_provenance: bool = typer.Option(False, "--allow-missing-provenance", help="Compare tables that lack checkpoint/data/preprocessing columns (e.g. made by hand)."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
 ) -> None:
     """Compare every cell of RUN with --baseline: exit 0 if all hold, 1 if any regressed, 2 on usage errors."""
     from ..check import check_paths
 
-    result = check_paths(run, baseline, metric, tol, ci)
+    result = check_paths(run, baseline, metric, tol, ci, allow_missing_provenance)
     if as_json:
         out.print(json.dumps(result.as_dict(), indent=1), markup=False, soft_wrap=True)
     else:
+        out.print(f"run: {result.run_source}   baseline: {result.baseline_source}", markup=False, soft_wrap=True)
         out.print(diff_table(result))
         failed = [c for c in result.cells if c.failed]
         if result.new:

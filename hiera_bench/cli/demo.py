@@ -17,18 +17,16 @@ def demo(
 ) -> None:
     """Sweep two tiny shipped Hiera checkpoints (native 128 px) over 64-256 px on generated shapes, offline."""
     from ..demo.run import run_demo
-    from .display import pivot_table
+    from ..pivot import pivot, terminal
     from .sweep import RichProgress
 
     result = run_demo(out_dir, device=device, progress_factory=lambda: RichProgress(enabled=not quiet),
                       log=lambda m: err.print(m, markup=False))
-    from ..results import headline
-
     for name, part in result.table.groupby("demo_checkpoint", sort=False):
-        tidy = part.drop(columns=["demo_checkpoint"])
         out.print(f"\n{name}", markup=False)
-        out.print(pivot_table(tidy, tidy["model"].iloc[0]))
-        out.print(headline(tidy), markup=False)
+        for section in pivot(part.drop(columns=["demo_checkpoint"])):
+            out.print(terminal(section))
+            out.print(section.headline, markup=False)
     written = [f"{p}/" for p in result.runs.values()] + [str(result.out / "results.csv"), str(result.out / "summary.md")]
     written += [str(p) for p in result.plots]
     out.print("wrote " + ", ".join(written), markup=False)

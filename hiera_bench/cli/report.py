@@ -16,15 +16,14 @@ def report(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder. Default: RUN_DIR/report for one run, ./report for several."),
 ) -> None:
     """Merge RUN_DIRs; write report.md/.csv/.parquet/.tex and top-1 vs size / vs GFLOPs plots (PNG, SVG)."""
-    from ..report import build, headlines, write_report
-    from .display import pivot_table
+    from ..pivot import pivot, terminal
+    from ..report import build, write_report
 
     target = out_dir or (runs[0] / "report" if len(runs) == 1 else Path("report"))
     table = build(runs)
     paths = write_report(table, runs, target)
-    display = table.assign(model=table["label"])
-    for label, line in headlines(table).items():
-        out.print(pivot_table(display, label))
-        out.print(line, markup=False, soft_wrap=True)
+    for section in pivot(table):
+        out.print(terminal(section))
+        out.print(section.headline, markup=False, soft_wrap=True)
     out.print(f"wrote {len(paths)} files to {target}: " + ", ".join(p.relative_to(target).as_posix() for p in paths),
               markup=False, soft_wrap=True)

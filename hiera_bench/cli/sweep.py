@@ -60,6 +60,7 @@ def sweep(
     crop_pct: Optional[float] = typer.Option(None, "--crop-pct", help="Override the checkpoint's crop_pct."),
     interpolation: Optional[str] = typer.Option(None, "--interpolation", help="Override the resize interpolation (bicubic, bilinear, ...)."),
     global_size: Optional[int] = typer.Option(None, "--global-size", help="Global grid side for the abswin fit of full-grid checkpoints (default: the native mask-unit grid)."),
+    max_failed: float = typer.Option(1.0, "--max-failed", help="Percent of images that may fail to decode; above it the sweep exits 1 after writing its results."),
     save_every: int = typer.Option(2048, "--save-every", help="Commit per-image records every N images (resume granularity)."),
     force: bool = typer.Option(False, "--force", help="Recompute cells that are already finished."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be decoded."),
@@ -69,7 +70,7 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Evaluate MODEL at every size of --res under every scheme; write results.csv/.parquet/.md and run.json."""
-    from ..engine import SweepConfig, run_sweep
+    from ..sweep import SweepConfig, run_sweep
     from ..errors import UserError
 
     if save_every < 1:
@@ -81,7 +82,7 @@ def sweep(
         data_format=data_format, out=str(out_dir) if out_dir else None, batch_size=batch_size, workers=workers,
         device=device, amp=amp, limit=limit, per_class=per_class, crop_pct=crop_pct, interpolation=interpolation,
         global_size=global_size, save_every=save_every, force=force, strict=strict, channels_last=channels_last,
-        compile=compile_, real_labels=real_labels, decode=decode,
+        compile=compile_, real_labels=real_labels, decode=decode, max_failed=max_failed / 100.0,
         command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     progress = RichProgress(enabled=not quiet and not as_json)
@@ -93,15 +94,24 @@ def sweep(
 
 
 def show_result(result, as_json: bool) -> None:
-    from ..results import headline
-    from .display import pivot_table
+    """The pivot and headline of each section, then what is wrong with the numbers, if anything:
+    a sweep whose numbers cannot be trusted as they are exits 1 after writing them."""
+    from ..pivot import pivot, terminal
 
     table = result.table
     if as_json:
         out.print(json.dumps(json.loads(table.to_json(orient="records")), indent=1), markup=False)
-        return
-    for model in dict.fromkeys(table["model"]):
-        out.print(pivot_table(table, model))
-        out.print(headline(table[table["model"] == model]), markup=False)
-    out.print(f"wrote {result.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json",
-              markup=False)
+    else:
+        for section in pivot(table):
+            out.print(terminal(section))
+            out.print(section.headline, markup=False)
+        out.print(f"wrote {result.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json",
+                  markup=False)
+    failed = sum(1 for _ in result.run.get("failed_images", []))
+    if failed and result.ok:
+        err.print(f"note: {failed} of {result.run['data']['n_images']} images could not be decoded and are left out "
+                  "of every cell (run.json lists them)", markup=False)
+    for problem in result.problems:
+        err.print(f"error: {problem}", markup=False)
+    if not result.ok:
+        raise typer.Exit(1)

@@ -25,9 +25,9 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
 
     Writes the combined ``results.csv``, ``summary.md`` and ``plots/`` into ``out``.
     """
-    from ..engine import SweepConfig, run_sweep
+    from ..sweep import SweepConfig, run_sweep
     from ..errors import UserError
-    from ..results import atomic_write_text
+    from ..io import atomic_write_text
 
     ckpts = checkpoints if checkpoints is not None else checkpoint_dirs()
     if not ckpts:
@@ -59,7 +59,7 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
 
 def summary_markdown(table: pd.DataFrame) -> str:
     """Both checkpoints' pivots (top-1 by size and scheme) with a short how-to-read."""
-    from ..results import markdown_pivot
+    from ..pivot import markdown, pivot
 
     parts = ["# hiera-bench demo\n",
              "Two tiny Hiera models trained at 128 px on generated shapes (12 classes, chance 0.083), "
@@ -68,7 +68,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
              "per mask unit and resizes only the global part.\n"]
     for name, part in table.groupby("demo_checkpoint", sort=False):
         parts.append(f"## {name}\n")
-        parts.append(markdown_pivot(part.drop(columns=["demo_checkpoint"])))
+        parts.append(markdown(pivot(part.drop(columns=["demo_checkpoint"]))))
     return "\n".join(parts)
 
 

@@ -38,6 +38,9 @@ class Scheme:
     name: str
     description: str
     fn: SchemeFn
+    #: reads the global + window split, which for a full-grid checkpoint is a fit whose global grid
+    #: (``--global-size``) changes the embedding: part of such a cell's identity
+    uses_fit: bool = False
 
     def __call__(self, spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
         return self.fn(spec, token_grid, mask_grid)
@@ -46,11 +49,11 @@ class Scheme:
 _SCHEMES: dict[str, Scheme] = {}
 
 
-def register_scheme(name: str, description: str) -> Callable[[SchemeFn], SchemeFn]:
+def register_scheme(name: str, description: str, uses_fit: bool = False) -> Callable[[SchemeFn], SchemeFn]:
     """Register a scheme under ``name`` (decorator)."""
 
     def wrap(fn: SchemeFn) -> SchemeFn:
-        _SCHEMES[name] = Scheme(name, description, fn)
+        _SCHEMES[name] = Scheme(name, description, fn, uses_fit)
         return fn
 
     return wrap
@@ -84,7 +87,8 @@ def interp(spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Ten
     return _resample(spec.full, spec.token_grid, token_grid)
 
 
-@register_scheme("abswin", "window embedding tiled per mask unit + global embedding resized (window-aware)")
+@register_scheme("abswin", "window embedding tiled per mask unit + global embedding resized (window-aware)",
+                 uses_fit=True)
 def abswin(spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
     structured = grid_to_tokens(abswin_grid(spec.global_embed, spec.window, mask_grid))
     if spec.residual is None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
+from ..geometry import HieraGeometry
 from .ops import Size2, abswin_grid, energy, fit_global_window, grid_to_tokens
 
 
@@ -51,11 +52,11 @@ class PosEmbedSpec:
 
 def spec_from_model(model: torch.nn.Module, native_size: int, global_size: Size2 | None = None) -> PosEmbedSpec:
     """Read the position embedding of a timm Hiera built at its native size."""
-    window_size = tuple(model.mask_unit_size)
-    token_grid = tuple(model.tokens_spatial_shape)
-    if len(token_grid) != 2 or getattr(model, "pos_embed", None) is None:
+    if len(model.tokens_spatial_shape) != 2 or getattr(model, "pos_embed", None) is None:
         raise UserError("only 2-D image Hiera models with an absolute position embedding are supported")
-    mask_grid = (token_grid[0] // window_size[0], token_grid[1] // window_size[1])
+    geometry = HieraGeometry.from_model(model)
+    native = geometry.at(native_size)
+    window_size, token_grid, mask_grid = geometry.window, native.token_grid, native.mask_grid
     with torch.no_grad():
         if getattr(model, "pos_embed_win", None) is not None:
             global_embed = model.pos_embed.detach().float()

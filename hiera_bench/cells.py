@@ -1,0 +1,199 @@
+"""What a cell is: the one place that says which fields identify it, which cells share a native cell,
+which must agree before two cells are compared, and how a cell is labelled.
+
+A *cell* is one (checkpoint, scheme, input size) evaluated under one preprocessing on one data set.
+:class:`CellIdentity` holds those fields and hashes them into the key that names the cell's folder
+(resume and dedup). The module constants describe the same fields as columns of the tidy table, for
+everything that reads tables: statistics (:func:`group_ids`, :data:`SERIES_COLUMNS`), ``check`` and
+``compare`` (:data:`MUST_MATCH`) and reports (:func:`section_labels`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import pandas as pd
+
+#: Cells sharing these values have one native cell per series; sizes within them are paired on the same images.
+GROUP_COLUMNS = ("model", "checkpoint_sha256", "data_fingerprint", "limit", "per_class", "crop_pct", "interpolation",
+                 "decode", "dtype")
+#: Within a group, a series is one line of a plot and one column of a pivot: a scheme, and the global grid
+#: of the abswin fit where one was chosen (full-grid checkpoints only).
+SERIES_COLUMNS = ("scheme", "global_size")
+#: The series every other series is tested against at the same size, when a group has it.
+REFERENCE_SERIES = "interp"
+#: Fields two cells must agree on to be compared (``check``, ``compare``), and how to name them in an error.
+MUST_MATCH = {
+    "data_fingerprint": "data (fingerprint of image ids and labels)",
+    "limit": "data subset (--limit)",
+    "per_class": "data subset (--per-class)",
+    "crop_pct": "preprocessing (crop_pct)",
+    "interpolation": "preprocessing (interpolation)",
+    "decode": "preprocessing (--decode)",
+    "checkpoint_sha256": "checkpoint (sha256)",
+}
+#: How a group field that tells two measurements of one model apart is shown in a section label.
+LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "data_fingerprint": ("data", 8), "limit": ("limit", None),
+                "per_class": ("per class", None), "crop_pct": ("crop", None), "interpolation": ("interp", None),
+                "decode": ("decode", None), "dtype": ("dtype", None)}
+#: Columns newer than the first tables, and what a table without one means (every other identity column
+#: was always written: a table without it is missing provenance).
+COLUMN_DEFAULTS = {"decode": "pil", "per_class": None, "global_size": None}
+
+
+@dataclass(frozen=True)
+class CellIdentity:
+    """Everything that decides a cell's numbers. ``global_size`` (the abswin fit's global grid, ``"7x7"``) is
+    set only for the abswin scheme of a full-grid checkpoint, the one cell whose numbers it changes;
+    ``data_state`` (sizes and mtimes of local files) only makes a re-run recompute when the files changed."""
+
+    model: str
+    checkpoint_sha256: str
+    scheme: str
+    img_size: int
+    preprocess: Mapping[str, Any]
+    data_fingerprint: str
+    limit: int | None
+    per_class: int | None
+    dtype: str
+    global_size: str | None = None
+    data_state: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The cell's ``cell.json``: every field, ``data_state`` and ``global_size`` only where set."""
+        out = {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "preprocess": dict(self.preprocess),
+               "data_fingerprint": self.data_fingerprint, "limit": self.limit, "per_class": self.per_class,
+               "dtype": self.dtype, "global_size": self.global_size, "scheme": self.scheme, "img_size": self.img_size}
+        if self.data_state is not None:
+            out["data_state"] = self.data_state
+        return out
+
+    @property
+    def key(self) -> str:
+        """Stable id of the cell: the hash of :meth:`fields`."""
+        blob = json.dumps(self.fields(), sort_keys=True, default=_jsonable)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def columns(self) -> dict[str, Any]:
+        """The tidy-table columns this identity fills."""
+        return {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "scheme": self.scheme,
+                "img_size": self.img_size, "crop_pct": self.preprocess["crop_pct"],
+                "interpolation": self.preprocess["interpolation"], "decode": self.preprocess.get("decode", "pil"),
+                "dtype": self.dtype, "data_fingerprint": self.data_fingerprint, "limit": self.limit,
+                "per_class": self.per_class, "global_size": self.global_size, "cell_key": self.key}
+
+
+def global_size_text(size: tuple[int, int] | None) -> str | None:
+    return None if size is None else f"{int(size[0])}x{int(size[1])}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# --- the same fields as columns of a tidy table ---------------------------------------------------
+
+def with_defaults(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the identity columns an older table lacks, filled as that table meant them."""
+    missing = {c: v for c, v in COLUMN_DEFAULTS.items() if c not in table}
+    return table.assign(**missing) if missing else table
+
+
+def group_ids(table: pd.DataFrame) -> pd.Series:
+    """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing, dtype)."""
+    table = with_defaults(table)
+    cols = [c for c in GROUP_COLUMNS if c in table]
+    if table.empty:
+        return pd.Series(0, index=table.index, dtype=int)
+    return table.groupby(cols, sort=False, dropna=False).ngroup()  # missing values compare equal
+
+
+def series_keys(table: pd.DataFrame) -> pd.Series:
+    """Each row's series as a string: the scheme, ``scheme|7x7`` where the abswin fit's global grid is set."""
+    table = with_defaults(table)
+    return pd.Series([s if _missing(g) else f"{s}|{g}" for s, g in zip(table["scheme"], table["global_size"])],
+                     index=table.index, dtype=object)
+
+
+def series_names(table: pd.DataFrame) -> pd.Series:
+    """A pivot column per series: the scheme, plus its global grid when a group has several for it."""
+    table = with_defaults(table)
+    keys = series_keys(table)
+    groups = group_ids(table)
+    names = table["scheme"].astype(str).copy()
+    for _, part in keys.groupby([groups, table["scheme"]], sort=False):
+        if part.nunique() > 1:
+            for idx in part.index:
+                grid = keys[idx].partition("|")[2]
+                names[idx] = f"{table.at[idx, 'scheme']} (global {grid or 'learned'})"
+    return names
+
+
+def section_labels(table: pd.DataFrame) -> pd.Series:
+    """The model name, plus whatever tells several measurements of one model apart (e.g. ``data 1a2b3c4d``)."""
+    table = with_defaults(table)
+    groups = group_ids(table)
+    labels = table["model"].astype(str).copy()
+    for model, part in table.groupby("model", sort=False):
+        if groups[part.index].nunique() < 2:
+            continue
+        varying = [c for c in LABEL_FIELDS if c in part and part[c].astype(str).nunique(dropna=False) > 1]
+        for idx in part.index:
+            bits = []
+            for col in varying:
+                name, width = LABEL_FIELDS[col]
+                value = part.at[idx, col]
+                bits.append(f"{name} {'all' if _missing(value) else _short(value)[:width]}")
+            labels[idx] = f"{model} [{', '.join(bits)}]"
+    return labels
+
+
+def differences(a: pd.Series, b: pd.Series) -> list[str]:
+    """What makes row ``a`` not comparable with row ``b`` (empty: comparable)."""
+    present = [col for col in MUST_MATCH if (col in a.index or col in COLUMN_DEFAULTS) and (col in b.index or col in COLUMN_DEFAULTS)]
+    return [f"{MUST_MATCH[col]}: run {_shown(a, col)}, baseline {_shown(b, col)}" for col in present
+            if not same_value(_get(a, col), _get(b, col))]
+
+
+def missing_provenance(row: pd.Series) -> list[str]:
+    """The :data:`MUST_MATCH` columns a row lacks (an old or hand-made table)."""
+    return [col for col in MUST_MATCH if col not in COLUMN_DEFAULTS and (col not in row.index or _missing(row[col]))
+            and col not in ("limit", "per_class")]  # no limit is a real value: every image
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if _missing(a) and _missing(b):
+        return True
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) and not (_missing(a) or _missing(b)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def _get(row: pd.Series, col: str) -> Any:
+    return row[col] if col in row.index else COLUMN_DEFAULTS.get(col)
+
+
+def _shown(row: pd.Series, col: str) -> str:
+    value = _get(row, col)
+    return "none" if _missing(value) else str(value)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,133 @@
+"""A sweep's options, and the checks that need neither the model nor the data (they fail in milliseconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..errors import UserError
+from ..grid import parse_grid
+from ..posembed import Scheme, parse_schemes
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DECODERS = ("pil", "device")
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs; the CLI fills it from its options."""
+
+    model: str | None = None
+    checkpoint: str | None = None
+    res: str | None = None
+    schemes: str = "interp,abswin"
+    data: str | None = None
+    data_format: str | None = None
+    out: str | None = None
+    batch_size: int | str = "auto"  # "auto": the largest power of two that fits (see runtime.auto_batch_size)
+    workers: int | None = None
+    device: str = "auto"
+    amp: str = "none"
+    limit: int | None = None
+    per_class: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    global_size: int | None = None
+    save_every: int = 2048
+    force: bool = False
+    strict: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    real_labels: str | None = None
+    decode: str = "pil"  # "pil" (timm's, bit-identical) or "device" (torchvision decode_jpeg + resize on the device)
+    max_failed: float = 0.01  # share of images that may fail to decode before the sweep is not ok
+    command: str = ""
+
+    @property
+    def dtype_name(self) -> str:
+        return "float32" if self.amp == "none" else self.amp
+
+
+class Progress(Protocol):
+    def start(self, total: int, description: str) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class Quiet:
+    """A :class:`Progress` that shows nothing (the library default)."""
+
+    def start(self, total: int, description: str) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def parse_batch_size(value: int | str) -> int | str:
+    """``--batch-size``: a positive integer or ``auto``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--batch-size must be a positive integer or auto, got {value!r}") from None
+    if number < 1:
+        raise UserError(f"--batch-size must be at least 1, got {number}; or use auto")
+    return number
+
+
+def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
+    """Check every option that needs no model or data; returns the schemes and the device."""
+    cfg.batch_size = parse_batch_size(cfg.batch_size)
+    if cfg.limit is not None and cfg.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {cfg.limit}; leave it out to use every image")
+    if cfg.per_class is not None and cfg.per_class < 1:
+        raise UserError(f"--per-class must be at least 1, got {cfg.per_class}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {cfg.workers}")
+    if cfg.save_every < 1:
+        raise UserError(f"--save-every must be at least 1, got {cfg.save_every}")
+    if cfg.global_size is not None and cfg.global_size < 1:
+        raise UserError(f"--global-size must be at least 1, got {cfg.global_size}")
+    if cfg.crop_pct is not None and not 0.0 < cfg.crop_pct <= 1.0:
+        raise UserError(f"--crop-pct must be in (0, 1], got {cfg.crop_pct}")
+    if not 0.0 <= cfg.max_failed <= 1.0:
+        raise UserError(f"--max-failed must be a share in [0, 1] (0.01 is 1 %), got {cfg.max_failed}")
+    if cfg.amp not in AMP_DTYPES:
+        raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")
+    if cfg.res is not None:
+        parse_grid(cfg.res, stride=1)  # syntax and bounds now; the model's stride once it is loaded
+    if cfg.data_format and cfg.data and cfg.data.startswith("hf:") and cfg.data_format != "hub":
+        raise UserError(f"--data {cfg.data} is a hub dataset but --data-format is {cfg.data_format!r}; drop one")
+    if cfg.decode not in DECODERS:
+        raise UserError(f"--decode {cfg.decode!r}: choose pil (timm's, bit-identical) or device (nvJPEG on a GPU)")
+    schemes = parse_schemes(cfg.schemes)
+    device = resolve_device(cfg.device)
+    if cfg.amp == "fp16" and device.type == "cpu":
+        raise UserError("--amp fp16 conflicts with a CPU device; use --amp bf16 or none, or --device cuda")
+    return schemes, device

@@ -1,0 +1,171 @@
+"""The image loop: every pending forward over the data, decoded once, records committed per cell.
+
+Each batch is decoded once and cut to every size; every pending forward at a size runs on it; its
+per-image records go to each cell the forward serves. One batch stays in flight, so the device runs
+batch i+1 while the host files batch i's records, and records are committed every ``save_every``
+images: an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data import DataSource
+from ..data.devicedecode import DeviceCrops, EncodedImages, collate_encoded
+from ..data.loader import Batch, MultiSizeImages, collate
+from ..errors import UserError
+from ..models import LoadedModel, build_at_size
+from ..preprocess import EvalPreprocess, MultiSizeTransform, normalise
+from .config import AMP_DTYPES, Progress, SweepConfig
+from .plan import Forward
+from .records import CellBuffer, records_table
+from .runtime import (PendingRecords, SizeRunner, auto_batch_size, compile_runners, forward_batch, gflops_per_image,
+                      loading_plan, prefetch_factor)
+from .store import RunDir
+
+
+@dataclass
+class EvaluationReport:
+    """What the loop measured, for the rows and run.json."""
+
+    gflops: dict[int, float] = field(default_factory=dict)
+    batch_size: int | None = None
+    workers: int | None = None
+    compile: dict[str, Any] | None = None
+    decode: dict[str, Any] | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """Everything the loop reads; :meth:`run` evaluates ``pending`` and commits their records."""
+
+    cfg: SweepConfig
+    loaded: LoadedModel
+    data: DataSource
+    preprocess: EvalPreprocess
+    run_dir: RunDir
+    device: torch.device
+    progress: Progress
+
+    def run(self, pending: list[Forward]) -> EvaluationReport:
+        report = EvaluationReport()
+        t_prepare = time.time()
+        cfg, device = self.cfg, self.device
+        sizes = sorted({f.size for f in pending})
+        start = min(f.start for f in pending)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        amp = AMP_DTYPES[cfg.amp]
+        runners = self._runners(pending, sizes, memory_format, report)
+        batch_size = cfg.batch_size
+        if batch_size == "auto":
+            batch_size = auto_batch_size(runners[sizes[-1]].net, sizes[-1], device, amp, memory_format)
+        report.batch_size = batch_size
+        transform = MultiSizeTransform(self.preprocess, sizes)
+        device_crops = DeviceCrops(transform, device) if self.preprocess.decode != "pil" else None
+        loader, report.workers = self._loader(transform, device_crops, start, batch_size, sizes)
+        batches = iter(loader)  # workers start decoding now, while the forwards compile
+        geometry = self.loaded.geometry
+        for runner in runners.values():
+            runner.chunk = [forward_batch(geometry, runner.size, batch_size, device)]
+        if cfg.compile:  # after the flop count, which needs the eager module
+            report.compile = compile_runners(runners, min(batch_size, len(self.data) - start), device, amp,
+                                             memory_format, self.progress.log)
+        # each cell resumes from its own committed records: cells sharing a forward may have been
+        # interrupted between their flushes, and a finished cell is never written again
+        stores = {key: self.run_dir.cell(key) for fwd in pending for key in fwd.keys.values()}
+        buffers = {key: CellBuffer(store, store.done_upto()) for key, store in stores.items() if not store.is_done()}
+        self.progress.start(sum(len(self.data) - f.start for f in pending),
+                            f"{self.loaded.name}: {len(pending)} forwards x {len(self.data)} images")
+        t_loop = time.time()
+        self._loop(batches, pending, runners, buffers, device_crops, sizes, memory_format, amp)
+        report.timing = {"prepare_s": round(t_loop - t_prepare, 3), "loop_s": round(time.time() - t_loop, 3)}
+        if device_crops is not None:
+            report.decode = {"decoder": self.preprocess.decode, "pil_fallbacks": device_crops.fallbacks}
+        return report
+
+    def _runners(self, pending: list[Forward], sizes: list[int], memory_format: torch.memory_format,
+                 report: EvaluationReport) -> dict[int, SizeRunner]:
+        """One net per size (each scheme's embedding is copied in before its forward), its FLOPs counted."""
+        self.loaded.model.to(self.device)
+        runners = {}
+        for size in sizes:
+            first = next(f for f in pending if f.size == size)
+            net = build_at_size(self.loaded, size, first.embedding).to(self.device, memory_format=memory_format)
+            report.gflops[size] = gflops_per_image(net, size, self.device)
+            runners[size] = SizeRunner(size, net)
+        for fwd in pending:
+            fwd.embedding = fwd.embedding.to(self.device)
+        return runners
+
+    def _loader(self, transform: MultiSizeTransform, device_crops: DeviceCrops | None, start: int, batch_size: int,
+                sizes: list[int]) -> tuple[torch.utils.data.DataLoader, int]:
+        workers, threads = loading_plan(self.device, len(self.data) - start, self.cfg.workers)
+        if device_crops is None:
+            images, collate_fn = MultiSizeImages(self.data.dataset, transform, start, threads), collate
+        else:  # workers only read the files; the device decodes
+            images, collate_fn = EncodedImages(self.data.dataset, start), collate_encoded
+        loader = torch.utils.data.DataLoader(
+            images, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_fn,
+            pin_memory=self.device.type == "cuda" and device_crops is None, persistent_workers=False,
+            prefetch_factor=prefetch_factor(workers, batch_size, sizes) if workers else None,
+        )
+        return loader, workers
+
+    def _loop(self, batches, pending: list[Forward], runners: dict[int, SizeRunner], buffers: dict[str, CellBuffer],
+              device_crops: DeviceCrops | None, sizes: list[int], memory_format: torch.memory_format,
+              amp: torch.dtype | None) -> None:
+        device, log = self.device, self.progress.log
+
+        def launch(batch: Batch) -> list[tuple[Forward, int, PendingRecords | None]]:
+            """Queue every pending forward of ``batch`` on the device; nothing here waits for it."""
+            first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
+            if device_crops is None:
+                on_device = {size: crops.to(device, non_blocking=True) for size, crops in batch.crops.items()}
+            else:
+                on_device = device_crops(batch)  # marks the images no decoder could read as failed
+            targets = batch.labels[batch.ok].to(device, non_blocking=True)
+            queued = []
+            for size in sizes:
+                crops = on_device.get(size)
+                x = None if crops is None else normalise(crops, self.preprocess.mean, self.preprocess.std).contiguous(
+                    memory_format=memory_format)
+                for fwd in (f for f in pending if f.size == size and last > f.start):
+                    records = runners[size].records(fwd, x, targets, amp, log) if x is not None else None
+                    queued.append((fwd, max(0, fwd.start - first), records))
+            return queued
+
+        def finish(batch: Batch, queued: list[tuple[Forward, int, PendingRecords | None]]) -> None:
+            """Wait for ``batch``'s forwards, then turn their records into each cell's buffer."""
+            first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
+            for fwd, lo, records in queued:
+                rec, seconds = records.result() if records is not None else (None, 0.0)
+                table = records_table(batch, rec, lo)
+                for key in fwd.keys.values():
+                    if key in buffers:
+                        buffers[key].add(table, last, seconds)
+                self.progress.advance(last - max(first, fwd.start))
+
+        in_flight: tuple[Batch, list] | None = None
+        since_flush = 0
+        for batch in batches:
+            if self.cfg.strict and not bool(batch.ok.all()):
+                bad = int((~batch.ok).nonzero()[0])
+                raise UserError(f"--strict: image {batch.image_ids[bad]} cannot be decoded ({batch.errors[bad]})")
+            queued = launch(batch)
+            if in_flight is not None:
+                finish(*in_flight)
+                since_flush += len(in_flight[0])
+            in_flight = (batch, queued)
+            if since_flush >= self.cfg.save_every:
+                for buf in buffers.values():
+                    buf.flush()
+                since_flush = 0
+        if in_flight is not None:
+            finish(*in_flight)
+        for buf in buffers.values():
+            buf.flush()

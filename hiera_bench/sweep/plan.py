@@ -1,0 +1,77 @@
+"""Planning a sweep: one forward per distinct embedding per size, and the cells each forward serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from ..cells import CellIdentity, global_size_text
+from ..geometry import HieraGeometry
+from ..posembed import PosEmbedSpec, Scheme
+
+if TYPE_CHECKING:
+    from .store import RunDir
+
+
+@dataclass
+class Forward:
+    """One distinct embedding at one size, and the cells (one per scheme) it serves."""
+
+    size: int
+    embedding: torch.Tensor
+    schemes: list[str]
+    cells: dict[str, CellIdentity] = field(default_factory=dict)  # scheme -> identity
+    start: int = 0  # first position not yet committed by every cell
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return {scheme: cell.key for scheme, cell in self.cells.items()}
+
+
+def plan_forwards(spec: PosEmbedSpec, schemes: list[Scheme], sizes: list[int], geometry: HieraGeometry) -> list[Forward]:
+    """One :class:`Forward` per distinct embedding at each size (identical ones are merged)."""
+    forwards = []
+    for size in sizes:
+        at = geometry.at(size)
+        here: list[Forward] = []
+        for scheme in schemes:
+            with torch.no_grad():
+                embedding = scheme(spec, at.token_grid, at.mask_grid).float().contiguous()
+            same = next((f for f in here if torch.equal(f.embedding, embedding)), None)
+            if same is None:
+                here.append(Forward(size, embedding, [scheme.name]))
+            else:
+                same.schemes.append(scheme.name)
+        forwards.extend(here)
+    return forwards
+
+
+def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
+             cell: Callable[..., CellIdentity]) -> None:
+    """Give every forward's cells their identity: ``cell(scheme=..., img_size=..., global_size=...)`` with the
+    abswin fit's global grid only where it changes the numbers (a full-grid checkpoint, a scheme that reads it)."""
+    by_name = {s.name: s for s in schemes}
+    fitted = global_size_text(spec.global_size) if spec.kind == "full" else None
+    for fwd in forwards:
+        for name in fwd.schemes:
+            fwd.cells[name] = cell(scheme=name, img_size=fwd.size, global_size=fitted if by_name[name].uses_fit else None)
+
+
+def pending(forwards: list[Forward], run_dir: "RunDir", force: bool) -> list[Forward]:
+    """Forwards with at least one unfinished cell, each starting at its least advanced cell
+    (with ``force``, every cell's records are dropped first)."""
+    out = []
+    for fwd in forwards:
+        starts = []
+        for key in fwd.keys.values():
+            store = run_dir.cell(key)
+            if force:
+                store.clear()
+            if not store.is_done():
+                starts.append(store.done_upto())
+        if starts:
+            fwd.start = min(starts)
+            out.append(fwd)
+    return out

@@ -1,0 +1,73 @@
+"""Per-image records: their Arrow schema, built from a batch's outputs, buffered per cell until committed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from typing import TYPE_CHECKING
+
+from ..data.loader import Batch
+
+if TYPE_CHECKING:
+    from .store import CellStore
+
+#: One row per image and cell: what the cell predicted and whether it was right (``failed``: not decoded).
+PART_SCHEMA = pa.schema([
+    ("position", pa.int64()), ("image_id", pa.string()), ("target", pa.int32()),
+    ("topk", pa.list_(pa.int32())), ("correct1", pa.bool_()), ("correct5", pa.bool_()),
+    ("nll", pa.float32()), ("confidence", pa.float32()), ("failed", pa.bool_()), ("error", pa.string()),
+])
+
+
+def records_table(batch: Batch, rec: dict[str, np.ndarray] | None, lo: int) -> pa.Table:
+    """Part records for batch items ``lo:`` (failed images keep a row with ``failed=True``)."""
+    n = len(batch)
+    ok = batch.ok.numpy().astype(bool)
+    null = ~ok if rec is not None else np.ones(n, dtype=bool)
+
+    def spread(values: np.ndarray | None, dtype) -> pa.Array:
+        # arrow arrays built from whole columns: a per-item Python loop costs more than the records are worth
+        full = np.zeros(n, dtype=dtype)
+        if values is not None:
+            full[ok] = values
+        return pa.array(full, mask=null)
+
+    k = rec["topk"].shape[1] if rec is not None else 0
+    topk_flat = np.zeros((n, k), dtype=np.int32)
+    if rec is not None:
+        topk_flat[ok] = rec["topk"]
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k, type=pa.int32())
+    topk = pa.ListArray.from_arrays(offsets, pa.array(topk_flat.reshape(-1), type=pa.int32()),
+                                    mask=pa.array(null))
+    get = (lambda key: rec[key]) if rec is not None else (lambda key: None)
+    table = pa.table({
+        "position": batch.positions.numpy().astype(np.int64), "image_id": batch.image_ids,
+        "target": batch.labels.numpy().astype(np.int32), "topk": topk,
+        "correct1": spread(get("correct1"), bool), "correct5": spread(get("correct5"), bool),
+        "nll": spread(get("nll"), np.float32), "confidence": spread(get("confidence"), np.float32),
+        "failed": ~ok, "error": batch.errors,
+    }, schema=PART_SCHEMA)
+    return table.slice(lo)
+
+
+class CellBuffer:
+    """Records of one cell not yet committed."""
+
+    def __init__(self, store: "CellStore", start: int) -> None:
+        self.store, self.start, self.end = store, start, start
+        self.tables: list[pa.Table] = []
+        self.seconds = 0.0
+
+    def add(self, table: pa.Table, end: int, seconds: float) -> None:
+        """Records of positions up to ``end``; those this cell committed already are dropped."""
+        if end <= self.end:
+            return
+        first = table.column("position")[0].as_py() if table.num_rows else end
+        self.tables.append(table.slice(max(0, self.end - first)))
+        self.end, self.seconds = end, self.seconds + seconds
+
+    def flush(self) -> None:
+        if self.end > self.start:
+            self.store.write_part(self.start, self.end, pa.concat_tables(self.tables), self.seconds)
+        self.start, self.tables, self.seconds = self.end, [], 0.0

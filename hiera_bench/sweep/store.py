@@ -1,0 +1,174 @@
+"""The run folder (``--out``): one folder per cell, written atomically, resumable.
+
+Layout::
+
+    cells/<key>/cell.json        what the cell is (its identity's fields)
+    cells/<key>/part-*.parquet   per-image records, one file per committed range of positions
+    cells/<key>/row.json         the cell's finished row (present = cell done)
+    results.csv / .parquet / .md, predictions.parquet, run.json   the merged views of every finished cell
+
+Every file is written to a temporary name and renamed into place, so a crash or kill leaves either the
+old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import UserError
+from ..io import atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
+from .records import PART_SCHEMA
+
+
+@dataclass
+class CellStore:
+    """One cell's folder."""
+
+    root: Path
+
+    @property
+    def row_path(self) -> Path:
+        return self.root / "row.json"
+
+    def is_done(self) -> bool:
+        return self.row_path.is_file()
+
+    def lock(self, on_wait=None):
+        """Held while a run computes this cell: a second run on the same cell waits, then skips it."""
+        return file_lock(self.root / ".lock", on_wait)
+
+    def write_meta(self, fields: dict[str, Any]) -> None:
+        if not (self.root / "cell.json").is_file():
+            atomic_write_json(self.root / "cell.json", fields)
+
+    def parts(self) -> list[tuple[int, int, Path]]:
+        found = []
+        for p in self.root.glob("part-*.parquet"):
+            _, start, end = p.stem.split("-")
+            found.append((int(start), int(end), p))
+        return sorted(found)
+
+    def done_upto(self) -> int:
+        """Records exist for positions ``[0, done_upto)`` without a gap."""
+        upto = 0
+        for start, end, _ in self.parts():
+            if start <= upto:
+                upto = max(upto, end)
+        return upto
+
+    def write_part(self, start: int, end: int, records: pa.Table, forward_s: float) -> None:
+        meta = {b"forward_s": repr(forward_s).encode()}
+        table = records.replace_schema_metadata(meta)
+        atomic_write_parquet(self.root / f"part-{start:09d}-{end:09d}.parquet", table)
+
+    def read_records(self, upto: int | None = None) -> tuple[pd.DataFrame, float]:
+        """All records (deduplicated by position) and the forward seconds they took."""
+        frames, seconds, covered = [], 0.0, 0
+        for start, end, path in self.parts():
+            if end <= covered:
+                continue
+            table = pq.read_table(path)
+            seconds += float((table.schema.metadata or {}).get(b"forward_s", b"0"))
+            frame = table.to_pandas()
+            frames.append(frame[frame["position"] >= covered])
+            covered = end
+        if not frames:
+            return pd.DataFrame({f.name: pd.Series(dtype=object) for f in PART_SCHEMA}), 0.0
+        df = pd.concat(frames, ignore_index=True)
+        if upto is not None:
+            df = df[df["position"] < upto]
+        return df, seconds
+
+    def clear(self) -> None:
+        """Drop the cell's records and row (``--force``); its identity stays."""
+        for _, _, part in self.parts():
+            part.unlink(missing_ok=True)
+        self.row_path.unlink(missing_ok=True)
+
+    def failed_images(self, upto: int | None = None) -> dict[str, str]:
+        """Image id -> error of the images this cell could not decode."""
+        records, _ = self.read_records(upto)
+        bad = records["failed"].astype(bool)
+        return dict(zip(records.loc[bad, "image_id"], records.loc[bad, "error"]))
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        atomic_write_json(self.row_path, row)
+
+    def read_row(self) -> dict[str, Any]:
+        return json.loads(self.row_path.read_text())
+
+
+#: The merged views a run folder shows at its top (see :mod:`.views`).
+VIEWS = ("results.csv", "results.parquet", "results.md", "predictions.parquet", "run.json")
+#: A run folder's own mark: files of the names in :data:`VIEWS` elsewhere are someone else's.
+MARKER = ".hiera-bench-run"
+
+
+class RunDir:
+    """The ``--out`` folder. It carries :data:`MARKER`; a folder with view-named files but no marker (nor
+    cells of an older hiera-bench) belongs to someone else and is refused, never overwritten."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} is a file, not a folder; choose another --out")
+        self._refuse_foreign()
+        try:
+            (self.root / "cells").mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+            remove_stale_temp_files(self.root)
+            if not (self.root / MARKER).is_file():
+                atomic_write_json(self.root / MARKER, {"written_by": "hiera-bench", "layout": 2})
+        except OSError as exc:
+            raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
+
+    def _refuse_foreign(self) -> None:
+        if not self.root.is_dir() or (self.root / MARKER).is_file() or any((self.root / "cells").glob("*/cell.json")):
+            return
+        foreign = [name for name in VIEWS if (self.root / name).exists()]
+        if foreign:
+            raise UserError(f"--out {self.root} holds {', '.join(foreign)} that hiera-bench did not write; "
+                            "choose another --out, or move those files away")
+
+    def merge_lock(self):
+        """Serialises rebuilding the merged views, so the last run to finish sees every row."""
+        return file_lock(self.root / ".merge.lock")
+
+    def cell(self, key: str) -> CellStore:
+        return CellStore(self.root / "cells" / key)
+
+    def finished_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for path in sorted((self.root / "cells").glob("*/row.json")):
+            try:
+                rows.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError):
+                continue  # a row being replaced right now by another run
+        return rows
+
+    def predictions(self, keys: Iterable[str]) -> pa.Table | None:
+        tables = []
+        for key in keys:
+            store = self.cell(key)
+            if not store.is_done():
+                continue
+            row = store.read_row()
+            df, _ = store.read_records()
+            if df.empty:
+                continue
+            df.insert(0, "cell_key", key)  # names the cell exactly, even when a run dir holds several subsets
+            df.insert(0, "img_size", int(row["img_size"]))
+            df.insert(0, "scheme", row["scheme"])
+            df.insert(0, "model", row["model"])
+            tables.append(pa.Table.from_pandas(df, preserve_index=False))
+        return pa.concat_tables(tables, promote_options="default") if tables else None

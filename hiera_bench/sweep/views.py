@@ -1,0 +1,111 @@
+"""The merged views of a run folder — results.csv/.parquet/.md, predictions.parquet, run.json — written as
+one consistent set.
+
+All five are written into a new generation folder ``.views/<generation>/``; then one atomic rename
+points ``.views/current`` at it. The names at the top of the run folder are symbolic links through
+``.views/current``, so a reader sees every view of one generation or every view of the next, never a
+mix, whenever the writer is interrupted. A folder written by an older version (plain files) is first
+turned into a generation of its own, each step leaving the old views in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ..interrupts import deferred
+from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from ..pivot import markdown, pivot
+from ..stats import annotate, native_deltas
+from .rows import tidy_table
+from .store import VIEWS, RunDir
+
+GENERATIONS = ".views"
+CURRENT = "current"
+
+
+def current_views(root: Path) -> Path:
+    """The folder holding a run folder's current views (the run folder itself for older folders)."""
+    link = Path(root) / GENERATIONS / CURRENT
+    return link.resolve() if link.is_symlink() else Path(root)
+
+
+def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any]) -> pd.DataFrame:
+    """Every finished cell of the folder (other sweeps' too) merged with ``table``, annotated with the
+    statistics of the per-image records, written as one generation; returns the merged table."""
+    with run_dir.merge_lock():
+        this = set(table["cell_key"].dropna())
+        rows = [r for r in run_dir.finished_rows() if r["cell_key"] not in this] + table.to_dict("records")
+        merged = tidy_table(rows)
+        merged["top1_delta_vs_native"] = native_deltas(merged)
+        predictions = run_dir.predictions(merged["cell_key"].dropna())
+        if predictions is not None:
+            merged = annotate(merged, predictions)
+        _publish(run_dir.root, merged, predictions, run_info)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
+        atomic_write_json(run_dir.root / "runs" / f"{stamp}-{os.getpid()}.json", run_info)
+        return merged
+
+
+def _publish(root: Path, table: pd.DataFrame, predictions: pa.Table | None, run_info: dict[str, Any]) -> None:
+    generations = root / GENERATIONS
+    _adopt_plain_views(root)
+    new = generations / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    new.mkdir(parents=True)
+    atomic_write_text(new / "results.csv", table.to_csv(index=False))
+    atomic_write_parquet(new / "results.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    # several measurements of one model (other --limit, data, checkpoint) get a section each
+    atomic_write_text(new / "results.md", markdown(pivot(table)) if len(table) else "")
+    if predictions is not None:
+        atomic_write_parquet(new / "predictions.parquet", predictions)
+    atomic_write_json(new / "run.json", run_info)
+    _link(generations / CURRENT, new.name)  # the one step that publishes every view at once
+    for name in VIEWS:
+        _link(root / name, f"{GENERATIONS}/{CURRENT}/{name}")
+    for old in generations.iterdir():
+        if old.is_dir() and not old.is_symlink() and old.name != new.name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _adopt_plain_views(root: Path) -> None:
+    """Views an older version wrote as plain files become generation ``legacy`` first; every step of this
+    leaves each name showing the old content."""
+    plain = [name for name in VIEWS if (root / name).is_file() and not (root / name).is_symlink()]
+    current = root / GENERATIONS / CURRENT
+    if not plain or current.is_symlink():
+        return
+    legacy = root / GENERATIONS / "legacy"
+    legacy.mkdir(parents=True, exist_ok=True)
+    for name in plain:
+        if not (legacy / name).exists():
+            os.link(root / name, legacy / name)
+    _link(current, "legacy")
+    for name in plain:
+        _link(root / name, f"{GENERATIONS}/{CURRENT}/{name}")
+
+
+def _link(path: Path, target: str) -> None:
+    """Make ``path`` a symbolic link to ``target`` (relative), replacing what is there in one rename."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
+    with deferred():
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def this_sweeps_rows(merged: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` (this sweep's cells and skipped sizes), now with the merged statistics."""
+    mine = merged["cell_key"].isin(set(table["cell_key"].dropna())) | merged["cell_key"].isna()
+    return merged[mine].reset_index(drop=True)
