@@ -1,0 +1,182 @@
+"""No silent wrong number, no silent loss: each case was reproduced on an earlier version (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from hiera_bench.sweep import SweepConfig, run_sweep
+from hiera_bench.testing import WNIDS, make_class_folder
+
+from test_data_decoding import broken_files
+
+VIEWS = ("results.csv", "results.parquet", "results.md", "predictions.parquet", "run.json")
+
+
+def _sweep(cli, ckpt, data, out, *extra):
+    return cli("sweep", "--checkpoint", ckpt, "--data", data, "--out", out, "--res", "32,64", "-b", "4", "-j", "0",
+               "-q", *extra)
+
+
+@pytest.fixture(scope="module")
+def all_broken(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("broken") / "val"
+    for i, wnid in enumerate(sorted(WNIDS)):
+        (root / wnid).mkdir(parents=True)
+        for kind, payload in broken_files().items():
+            (root / wnid / f"ILSVRC2012_val_{10 * i + len(kind):08d}.JPEG").write_bytes(payload)
+    return root
+
+
+@pytest.fixture(scope="module")
+def one_broken(tmp_path_factory) -> Path:
+    root = make_class_folder(tmp_path_factory.mktemp("one") / "val", per_class=4)
+    (root / sorted(WNIDS)[0] / "ILSVRC2012_val_00000999.JPEG").write_bytes(b"")
+    return root
+
+
+def test_a_sweep_that_decoded_no_image_is_not_ok_and_check_says_so(cli, full_ckpt, all_broken, tmp_path):
+    result = _sweep(cli, full_ckpt, all_broken, tmp_path / "run")
+    assert result.code == 1, result.err
+    assert "evaluated no image" in result.err and "could not be decoded" in result.err and "Traceback" not in result.err
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(table["status"]) == {"failed"} and table["top1"].isna().all()  # written, never "ok"
+    # a baseline with nothing evaluated is no baseline; a run against a good baseline fails
+    assert cli("check", tmp_path / "run", "--baseline", tmp_path / "run").code == 2
+
+
+def test_failed_images_above_the_threshold_exit_1_below_it_a_note(cli, full_ckpt, one_broken, tmp_path):
+    over = _sweep(cli, full_ckpt, one_broken, tmp_path / "a")  # 1 of 13 = 7.7 % > 1 %
+    assert over.code == 1 and "1 of 13 images (7.7 %) could not be decoded" in over.err
+    assert pd.read_csv(tmp_path / "a" / "results.csv")["status"].eq("ok").all()  # the numbers are written
+    under = _sweep(cli, full_ckpt, one_broken, tmp_path / "b", "--max-failed", "10")
+    assert under.code == 0, under.err
+    assert under.err.strip().splitlines()[-1].startswith("note: 1 of 13 images could not be decoded")
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, full_ckpt, class_folder) -> Path:
+    out = tmp_path_factory.mktemp("good") / "run"
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(out), res="32,64",
+                          batch_size=4, workers=0))
+    return out
+
+
+def test_check_fails_a_nan_run_cell_and_refuses_a_nan_baseline(cli, good_run, tmp_path):
+    table = pd.read_csv(good_run / "results.csv")
+    nan_run = table.copy()
+    nan_run.loc[0, "top1"] = float("nan")
+    nan_run.to_csv(tmp_path / "run.csv", index=False)
+    result = cli("check", tmp_path / "run.csv", "--baseline", good_run, "--json")
+    assert result.code == 1
+    verdicts = json.loads(result.out)
+    assert [c["verdict"] for c in verdicts["cells"]].count("not evaluated") == 1
+    result = cli("check", good_run, "--baseline", tmp_path / "run.csv")
+    assert result.code == 2 and "NaN" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_check_refuses_tables_without_provenance_unless_told(cli, good_run, tmp_path):
+    bare = pd.read_csv(good_run / "results.csv").drop(columns=["checkpoint_sha256", "data_fingerprint"])
+    bare.to_csv(tmp_path / "bare.csv", index=False)
+    refused = cli("check", good_run, "--baseline", tmp_path / "bare.csv")
+    assert refused.code == 2 and "lacks provenance (checkpoint_sha256, data_fingerprint)" in refused.err
+    assert cli("check", good_run, "--baseline", tmp_path / "bare.csv", "--allow-missing-provenance").code == 0
+
+
+def test_check_says_which_file_it_reads_and_refuses_an_edited_csv(cli, good_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(good_run, copy, symlinks=True)
+    ok = cli("check", copy, "--baseline", good_run)
+    assert ok.code == 0 and f"run: {copy / 'results.parquet'}" in ok.out
+    csv = (copy / "results.csv").resolve()
+    edited = pd.read_csv(csv)
+    edited.loc[0, "top1"] += 5
+    csv.write_text(edited.to_csv(index=False))
+    refused = cli("check", copy, "--baseline", good_run)
+    assert refused.code == 2 and "results.csv differs from results.parquet" in refused.err
+    assert cli("check", csv, "--baseline", good_run).code == 1  # asked for the csv itself: it is read, and fails
+
+
+def test_sweep_refuses_an_out_folder_with_someone_elses_results(cli, full_ckpt, class_folder, tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "results.csv").write_text("a,b\n1,2\n")
+    (theirs / "run.json").write_text("{}")
+    result = _sweep(cli, full_ckpt, class_folder, theirs)
+    assert result.code == 2 and "hiera-bench did not write" in result.err
+    assert (theirs / "results.csv").read_text() == "a,b\n1,2\n" and (theirs / "run.json").read_text() == "{}"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("mine")  # unrelated files are left alone and do not block
+    assert _sweep(cli, full_ckpt, class_folder, mixed).code == 0 and (mixed / "notes.txt").read_text() == "mine"
+
+
+def _views_consistent(root: Path) -> None:
+    """The five views show one generation: same folder behind every name, and the same cells in each."""
+    parents = {(root / name).resolve().parent for name in VIEWS if (root / name).exists()}
+    assert len(parents) == 1, parents
+    csv, parquet = pd.read_csv(root / "results.csv"), pd.read_parquet(root / "results.parquet")
+    assert list(csv["cell_key"].fillna("")) == list(parquet["cell_key"].fillna(""))
+    ok = set(parquet.loc[parquet["status"] == "ok", "cell_key"])
+    assert set(pq.read_table(root / "predictions.parquet", columns=["cell_key"]).column(0).to_pylist()) == ok
+    assert set(json.loads((root / "run.json").read_text())["cells"]) <= set(parquet["cell_key"])
+
+
+def test_views_stay_one_set_when_writing_them_is_interrupted_at_any_step(good_run, tmp_path, monkeypatch):
+    """Interrupt the publishing of new views at every rename: each time, every view is the old one or every
+    view is the new one."""
+    from hiera_bench.sweep import views
+    from hiera_bench.sweep.rows import tidy_table
+    from hiera_bench.sweep.store import RunDir
+
+    run = json.loads((good_run / "run.json").read_text())
+    rows = RunDir(good_run).finished_rows()
+    new_rows = [dict(r, top1=0.0) for r in rows]  # what a "new" generation would say
+    real_replace, calls = os.replace, {"n": 0, "stop_at": 0}
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == calls["stop_at"]:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    stop = 1
+    while True:
+        folder = tmp_path / f"k{stop}"
+        shutil.copytree(good_run, folder, symlinks=True)
+        before = pd.read_csv(folder / "results.csv")
+        calls.update(n=0, stop_at=stop)
+        monkeypatch.setattr(views.os, "replace", replace)
+        try:
+            views.write_views(RunDir(folder), tidy_table(new_rows), run)
+            finished = True
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(views.os, "replace", real_replace)
+        _views_consistent(folder)
+        after = pd.read_csv(folder / "results.csv")
+        assert after["top1"].equals(before["top1"]) or (after.loc[after.status == "ok", "top1"] == 0).all()
+        if finished:
+            break
+        stop += 1
+    assert stop > 7  # each of the 5 views, the switch and the history file was interrupted once
+
+
+def test_an_older_folder_of_plain_files_becomes_generations_without_a_mix(good_run, tmp_path):
+    """A folder written before views were generations: its plain files are adopted, then replaced at once."""
+    from hiera_bench.sweep import views
+    from hiera_bench.sweep.store import RunDir
+
+    old = tmp_path / "old"
+    shutil.copytree(good_run, old, symlinks=False)  # plain files, as older versions wrote them
+    shutil.rmtree(old / ".views")
+    assert not (old / "results.csv").is_symlink()
+    views.write_views(RunDir(old), pd.DataFrame(RunDir(old).finished_rows()), json.loads((old / "run.json").read_text()))
+    assert (old / "results.csv").is_symlink()
+    _views_consistent(old)
