@@ -43,12 +43,24 @@ def find_label_file(root: Path, name: str) -> Path | None:
 
 
 def read_kaggle_solution(path: Path) -> dict[str, str]:
-    """``LOC_val_solution.csv`` -> {val id: wnid} (the first token of each PredictionString)."""
+    """``LOC_val_solution.csv`` -> {val id: wnid} (the first token of each PredictionString).
+
+    An image listed twice with different wnids is refused: the last row would silently relabel it.
+    A repeated row with the same wnid (other boxes, or a plain copy) changes no label and is kept.
+    """
+    truth: dict[str, str] = {}
     with path.open(newline="") as f:
         rows = csv.DictReader(f)
         if not rows.fieldnames or not {"ImageId", "PredictionString"} <= set(rows.fieldnames):
             raise UserError(f"{path}: expected the columns ImageId,PredictionString of Kaggle's LOC_val_solution.csv")
-        return {row["ImageId"]: row["PredictionString"].split()[0] for row in rows if row["PredictionString"].strip()}
+        for row in rows:
+            if not row["PredictionString"].strip():
+                continue
+            image_id, wnid = row["ImageId"], row["PredictionString"].split()[0]
+            if truth.setdefault(image_id, wnid) != wnid:
+                raise UserError(f"{path}: {image_id} is listed twice, as {truth[image_id]} and as {wnid} (line "
+                                f"{rows.line_num}); keep the right row and delete the other")
+    return truth
 
 
 def read_devkit_meta(path: Path) -> dict[int, str]:
