@@ -1,7 +1,7 @@
 """The common shape every data layout produces, and the registry layouts add themselves to.
 
 A layout turns what is on disk (or on the hub) into a ``datasets.Dataset`` with exactly the
-columns of :data:`FEATURES`: ``image_id`` (a stable id: the val number such as
+columns of :data:`FEATURES`: ``image_id`` (a stable id, unique in the set: the val number such as
 ``ILSVRC2012_val_00000001`` where the layout knows it, else the file stem), ``label`` (index
 into the model's class list, which for ImageNet is timm's sorted-wnid order) and ``image``
 (undecoded ``{bytes, path}``; decoding happens later, as timm does it).

@@ -49,7 +49,21 @@ class ClassFolderLayout:
             raise UserError(f"--data {root}: no images found in the class folders")
         # labels by folder name, never by position among the folders present
         labels = labels_for_wnids([name for name, _ in listed], classes, where=f"folder {root}")
-        return arrow_dataset([image_id_from_path(p) for _, p in listed], labels, [p for _, p in listed])
+        return arrow_dataset(_image_ids(listed), labels, [p for _, p in listed])
+
+
+def _image_ids(listed: list[tuple[str, str]]) -> list[str]:
+    """Each image's id: its val number or file stem, or ``<class folder>/<stem>`` where those repeat.
+
+    The statistics pair images by id, so the same file name in two class folders (common in
+    ImageNet-Sketch-like sets) would pair the wrong outcomes. Then every image of the set is named
+    ``<class folder>/<stem>``, one scheme for the whole set; a set whose names are unique, as ImageNet
+    val's are, keeps its ids, and so its baselines and ReaL labels.
+    """
+    ids = [image_id_from_path(path) for _, path in listed]
+    if len(set(ids)) == len(ids):
+        return ids
+    return [f"{name}/{os.path.splitext(os.path.basename(path))[0]}" for name, path in listed]
 
 
 def _images_in(folder: Path) -> list[str]:
