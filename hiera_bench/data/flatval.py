@@ -10,6 +10,7 @@ folders above them (Kaggle nests the images in ILSVRC/Data/CLS-LOC/val), also in
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +18,7 @@ import datasets
 
 from ..errors import UserError
 from .base import VAL_ID, ClassIndex, arrow_dataset, labels_for_wnids, register_layout
-from .classfolder import IMAGE_SUFFIXES
+from .classfolder import IMAGE_SUFFIXES, image_files
 
 KAGGLE_CSV = "LOC_val_solution.csv"
 DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
@@ -26,11 +27,14 @@ SEARCH_LEVELS = 4
 
 
 def val_images(root: Path) -> list[Path]:
-    """Image files directly in ``root`` whose name holds a val number, in val-number order."""
+    """Image files directly in ``root`` whose name holds a val number, in val-number order.
+
+    Listed as class folders list theirs (:func:`~.classfolder.image_files`): a dangling or looping link
+    is a failed image, not a missing one.
+    """
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and VAL_ID.search(p.name))
+    return [Path(p) for p in image_files(root, IMAGE_SUFFIXES) if VAL_ID.search(os.path.basename(p))]
 
 
 def find_label_file(root: Path, name: str) -> Path | None:
@@ -111,9 +115,7 @@ class FlatValLayout:
     description = "flat val folder ILSVRC2012_val_*.JPEG + LOC_val_solution.csv or devkit ground truth + meta.mat"
 
     def detect(self, location: str) -> bool:
-        root = Path(location)
-        return root.is_dir() and any(
-            p.is_file() and VAL_ID.search(p.name) and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+        return bool(val_images(Path(location)))
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
