@@ -50,6 +50,9 @@ class ClassFolderLayout:
         labels = labels_for_wnids([name for name, _ in listed], classes, where=f"folder {root}")
         return arrow_dataset(_image_ids(listed), labels, [p for _, p in listed])
 
+    def data_files(self, location: str) -> list[str]:
+        return []  # every row is an image file of its own
+
 
 def _image_ids(listed: list[tuple[str, str]]) -> list[str]:
     """Each image's id: its val number or file stem, or ``<class folder>/<stem>`` where those repeat.
