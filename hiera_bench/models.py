@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, listed
 
 #: Short names users type, mapped to the checkpoints they mean.
 ALIASES: dict[str, str] = {
@@ -252,9 +252,9 @@ def _load_strict(net: nn.Module, state_dict: dict[str, torch.Tensor], arch: str,
     ]
     problems = []
     if missing:
-        problems.append(f"missing {_listed(missing)}")
+        problems.append(f"missing {listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected {_listed(unexpected)}")
+        problems.append(f"unexpected {listed(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatch {', '.join(mismatched[:2])}")
     if problems:
@@ -264,11 +264,6 @@ def _load_strict(net: nn.Module, state_dict: dict[str, torch.Tensor], arch: str,
         )
     check_weights(state_dict, own, source)
     net.load_state_dict(state_dict, strict=True)
-
-
-def _listed(items: list[str], most: int = 3) -> str:
-    """The first ``most`` items and how many more: error messages stay one readable line."""
-    return ", ".join(items[:most]) + (f" (+{len(items) - most})" if len(items) > most else "")
 
 
 def _non_finite(name: str, tensor: torch.Tensor) -> str | None:
@@ -292,11 +287,11 @@ def check_weights(state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tens
         for k, v in checked if own[k].is_floating_point() and not (v.is_floating_point() or v.is_complex())
     ]
     if wrong_type:
-        raise UserError(f"checkpoint {source} holds non-float weights: {_listed(wrong_type)}; "
+        raise UserError(f"checkpoint {source} holds non-float weights: {listed(wrong_type)}; "
                         "hiera-bench does not cast weights: save them as floating point")
     non_finite = [found for k, v in checked if (found := _non_finite(k, v))]
     if non_finite:
-        raise UserError(f"checkpoint {source} holds non-finite weights: {_listed(non_finite)}; "
+        raise UserError(f"checkpoint {source} holds non-finite weights: {listed(non_finite)}; "
                         "the file is corrupt or its training diverged: use another checkpoint")
 
 
