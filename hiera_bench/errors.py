@@ -1,6 +1,8 @@
-"""The one exception type for mistakes a user can fix."""
+"""The one exception type for mistakes a user can fix, and a helper that keeps its message one line."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 
 class UserError(Exception):
@@ -12,3 +14,8 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+def listed(items: Sequence[str], most: int = 3) -> str:
+    """The first ``most`` items and how many more (``a, b, c (+4)``): a message naming them stays one line."""
+    return ", ".join(items[:most]) + (f" (+{len(items) - most})" if len(items) > most else "")

@@ -22,14 +22,22 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, listed
 from .grid import parse_grid
 from .models import LoadedModel, build_at_size, load_model
 from .posembed import get_scheme, spec_from_model
+<<<<<<< HEAD
 from .io import atomic_write_bytes, atomic_write_json
+=======
+from .results import atomic_write_bytes, atomic_write_json, atomic_write_text
+>>>>>>> defects
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: Written into every export folder: ``--force`` replaces a folder only when it is one of ours.
+MARKER_NAME = ".hiera-bench-export"
+MARKER_TEXT = "Written by `hiera-bench export`; `hiera-bench export --force` may replace this folder.\n"
+EXPORT_FILES = frozenset({WEIGHTS_NAME, CONFIG_NAME, MARKER_NAME})
 
 
 @dataclass(frozen=True)
@@ -108,10 +116,23 @@ def _weights_bytes(net: torch.nn.Module) -> bytes:
 
 
 def _check_target(out: Path, force: bool) -> None:
+    """``out`` may be written: absent, empty, or (with ``force``) an earlier export and nothing else.
+
+    ``--force`` once deleted whatever the folder held (a user's thesis.tex): it now replaces only a folder
+    that carries this tool's marker and holds no file an export does not write.
+    """
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out} is a file; choose a folder for the export")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not names:
+        return
+    if not force:
         raise UserError(f"-o {out} already exists and is not empty; choose another -o or pass --force to replace it")
+    foreign = [n for n in names if n not in EXPORT_FILES]
+    if foreign or MARKER_NAME not in names:
+        why = f"it holds {listed(foreign)}" if foreign else f"it has no {MARKER_NAME} marker"
+        raise UserError(f"-o {out} is not an export of hiera-bench ({why}); --force replaces only an earlier "
+                        "export: choose another -o, or move the files away yourself")
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -177,6 +198,7 @@ def export_model(
     try:
         atomic_write_bytes(staging / WEIGHTS_NAME, _weights_bytes(net))
         atomic_write_json(staging / CONFIG_NAME, config)
+        atomic_write_text(staging / MARKER_NAME, MARKER_TEXT)
         _readable(staging)
         _check_target(target, force)  # another export may have landed meanwhile
         _publish(staging, target)

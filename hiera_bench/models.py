@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, listed
 from .geometry import HieraGeometry
 
 #: Short names users type, mapped to the checkpoints they mean.
@@ -251,9 +251,9 @@ def _load_strict(net: nn.Module, state_dict: dict[str, torch.Tensor], arch: str,
     ]
     problems = []
     if missing:
-        problems.append(f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3})" if len(missing) > 3 else ""))
+        problems.append(f"missing {listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:3])}" + (f" (+{len(unexpected) - 3})" if len(unexpected) > 3 else ""))
+        problems.append(f"unexpected {listed(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatch {', '.join(mismatched[:2])}")
     if problems:
@@ -261,7 +261,37 @@ def _load_strict(net: nn.Module, state_dict: dict[str, torch.Tensor], arch: str,
             f"checkpoint {source} does not fit model {arch}: {'; '.join(problems)}; "
             "check --model (see 'hiera-bench models')"
         )
+    check_weights(state_dict, own, source)
     net.load_state_dict(state_dict, strict=True)
+
+
+def _non_finite(name: str, tensor: torch.Tensor) -> str | None:
+    """``"<name> has 3 NaN values, 1 inf value"``, or None for a finite (or non-float) tensor."""
+    if not (tensor.is_floating_point() or tensor.is_complex()) or bool(torch.isfinite(tensor).all()):
+        return None
+    counts = ((int(torch.isnan(tensor).sum()), "NaN"), (int(torch.isinf(tensor).sum()), "inf"))
+    return f"{name} has " + ", ".join(f"{n} {what} value{'s' if n != 1 else ''}" for n, what in counts if n)
+
+
+def check_weights(state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Refuse weights that would score a silently wrong number.
+
+    NaN or inf anywhere gives a plausible top-1 (a NaN classifier row just never wins) or crashes deep in the
+    abswin fit; an integer or bool tensor where the model's is floating would be cast by ``load_state_dict``
+    without a word. ``own`` is the model's state dict (its dtypes), ``source`` names the checkpoint.
+    """
+    checked = [(k, state_dict[k]) for k in own if k in state_dict]  # in the model's order
+    wrong_type = [
+        f"{k} is {str(v.dtype).removeprefix('torch.')} where the model's is {str(own[k].dtype).removeprefix('torch.')}"
+        for k, v in checked if own[k].is_floating_point() and not (v.is_floating_point() or v.is_complex())
+    ]
+    if wrong_type:
+        raise UserError(f"checkpoint {source} holds non-float weights: {listed(wrong_type)}; "
+                        "hiera-bench does not cast weights: save them as floating point")
+    non_finite = [found for k, v in checked if (found := _non_finite(k, v))]
+    if non_finite:
+        raise UserError(f"checkpoint {source} holds non-finite weights: {listed(non_finite)}; "
+                        "the file is corrupt or its training diverged: use another checkpoint")
 
 
 def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
@@ -286,11 +316,13 @@ def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
         ) from exc
     net.eval()
     cfg = dict(net.pretrained_cfg)
-    sha = _hub_file_sha(cfg) or state_dict_sha256(net.state_dict())
+    source, state = f"hf-hub:{cfg.get('hf_hub_id') or name}", net.state_dict()
+    check_weights(state, state, source)  # timm has cast them already: only finiteness is left to check
+    sha = _hub_file_sha(cfg) or state_dict_sha256(state)
     native = cfg["input_size"][-1]
     return LoadedModel(
         arch=arch, tag=cfg.get("tag") or tag, model=net, model_kwargs={"num_classes": net.num_classes},
-        pretrained_cfg=cfg, native_size=native, checkpoint=f"hf-hub:{cfg.get('hf_hub_id') or name}",
+        pretrained_cfg=cfg, native_size=native, checkpoint=source,
         sha256=sha, label_names=cfg.get("label_names") or _default_labels(net.num_classes),
         license=cfg.get("license"),
     )

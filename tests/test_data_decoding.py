@@ -156,3 +156,32 @@ def test_sweep_counts_bad_images_and_strict_stops(full_ckpt, messy_folder, tmp_p
     assert strict["code"] == 2
     lines = strict["stderr"].strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --strict: image ILSVRC2012_val_"), strict["stderr"]
+
+
+@pytest.mark.parametrize("layout", ["folder", "flatval"])
+def test_looping_and_dangling_links_are_failed_images(cli, full_ckpt, tmp_path, layout):
+    """A link named like an image that loops (x.JPEG -> x.JPEG) or dangles is a failed image, never dropped."""
+    src = make_class_folder(tmp_path / "src", per_class=1)
+    links = {"ILSVRC2012_val_00000201": CLASSES[0], "ILSVRC2012_val_00000202": CLASSES[1]}
+    if layout == "folder":
+        root, folder_of = src, lambda wnid: src / wnid
+    else:
+        root = tmp_path / "flat"
+        root.mkdir()
+        for p in src.glob("*/*.JPEG"):
+            (root / p.name).symlink_to(p)
+        truth = {p.stem: p.parent.name for p in src.glob("*/*.JPEG")} | links
+        (tmp_path / "LOC_val_solution.csv").write_text(
+            "ImageId,PredictionString\n" + "".join(f"{v},{w} 1 2 3 4\n" for v, w in truth.items()))
+        folder_of = lambda wnid: root  # noqa: E731
+    looping, dangling = (folder_of(w) / f"{v}.JPEG" for v, w in links.items())
+    looping.symlink_to(looping.name)
+    dangling.symlink_to(tmp_path / "gone.JPEG")
+    assert open_data(str(root), CLASSES).dataset["image_id"][-2:] == list(links)
+    result = cli("sweep", "--checkpoint", full_ckpt, "--data", root, "--res", "64", "--schemes", "interp",
+                 "--device", "cpu", "--quiet", "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert (table["n_failed"].tolist(), table["n_images"].tolist()) == ([2], [3])
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert {f["image_id"] for f in run["failed_images"]} == set(links)

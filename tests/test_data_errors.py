@@ -72,6 +72,29 @@ def test_devkit_id_not_in_meta(src, tmp_path):
     one_line_error(str(images), "devkit ID 999")
 
 
+def _kaggle_solution(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("ImageId,PredictionString\n" + "".join(f"{vid},{wnid} 1 2 30 40 \n" for vid, wnid in rows))
+    return path
+
+
+def test_kaggle_solution_duplicates(src, tmp_path, cli, full_ckpt):
+    """A second row for an image with another wnid silently relabelled it; a repeated identical label is harmless."""
+    images = flat_copy(src, tmp_path / "val")
+    truth = sorted((p.stem, p.parent.name) for p in src.glob("*/*.JPEG"))
+    (vid, wnid), other = truth[1], truth[0][1]
+    solution = _kaggle_solution(tmp_path / "LOC_val_solution.csv", [*truth, (vid, wnid)])
+    data = open_data(str(images), CLASSES)
+    assert dict(zip(data.dataset["image_id"], data.dataset["label"])) == {v: CLASSES.index(w) for v, w in truth}
+
+    _kaggle_solution(solution, [*truth, (vid, other)])
+    message = one_line_error(str(images), f"{vid}.*{wnid}.*{other}")
+    assert str(solution) in message
+    result = cli("sweep", "--checkpoint", full_ckpt, "--data", images, "--out", tmp_path / "run", "--device", "cpu",
+                 "--quiet")
+    lines = result.err.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1 and vid in lines[0] and str(solution) in lines[0], result.err
+
+
 def test_unknown_format(src):
     one_line_error(str(src), "unknown --data-format 'tfrecord'", data_format="tfrecord")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -338,3 +339,18 @@ def test_real_accuracy_maps_a_subset_models_classes():
     result = real_accuracy(real, ids, topk, class_names=MODEL_CLASSES)
     assert result == {"real_top1": 50.0, "real_top5": 100.0, "n_real": 2}
     assert real_accuracy(real, ids, topk)["real_top1"] == 0.0  # read as ImageNet indices 0..2 they are all wrong
+
+
+def test_state_follows_the_files_of_every_layout(layouts, offline_hub, recs):
+    """``state()`` is stable, then changes when the files a layout reads are touched (images, parquet, tar shards,
+    arrow files, the hub snapshot); the fingerprint, the set's identity, does not."""
+    cases = {**layouts, "hub": "hf:ILSVRC/imagenet-1k"}
+    sources = {case: open_data(location, MODEL_CLASSES) for case, location in cases.items()}
+    before = {case: data.state() for case, data in sources.items()}
+    assert before == {case: open_data(location, MODEL_CLASSES).state() for case, location in cases.items()}
+    base = Path(layouts["parquet"]).parent
+    for path in [p for _, _, p in recs] + [p for root in (base, offline_hub) for p in root.rglob("*") if p.is_file()]:
+        found = path.stat()
+        os.utime(path, ns=(found.st_atime_ns, found.st_mtime_ns + 10**10))
+    assert {case: data.state() != before[case] for case, data in sources.items()} == {case: True for case in cases}
+    assert {data.fingerprint() for data in sources.values()} == {open_data(layouts["folder"], MODEL_CLASSES).fingerprint()}

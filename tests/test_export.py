@@ -49,7 +49,7 @@ def images(size, n=3):
 def test_plain_timm_loads_the_export_with_the_sweeps_logits(kind, scheme, live_ckpts, tmp_path):
     ckpt = live_ckpts[kind]
     result = export_model(None, str(SIZE), scheme, checkpoint=ckpt, out=tmp_path / "export")
-    assert sorted(p.name for p in result.out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in result.out.iterdir()) == [".hiera-bench-export", "config.json", "model.safetensors"]
     net = timm.create_model(f"local-dir:{result.out}", pretrained=True).eval()
     x = images(SIZE)
     with torch.no_grad():
@@ -172,3 +172,37 @@ def test_abswin_checkpoint_under_abswin_says_it_is_only_a_size_change(cli, abswi
     assert (tmp_path / "a" / "model.safetensors").is_file()
     other = cli("export", "--checkpoint", full_ckpt, "--res", "128", "--scheme", "abswin", "-o", tmp_path / "b")
     assert other.code == 0 and "size change" not in other.err
+
+
+def test_force_replaces_only_an_earlier_export(cli, full_ckpt, tmp_path):
+    """``--force`` deleted whatever the folder held (a user's thesis.tex); now it replaces only hiera-bench's own export."""
+    export = ["export", "--checkpoint", full_ckpt, "--scheme", "interp", "--force", "-o"]
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "thesis.tex").write_text("\\documentclass{article}\n")
+    (paper / "model.safetensors").write_bytes(b"someone else's weights")
+    refused = cli(*export, paper, "--res", "96")
+    lines = refused.err.strip().splitlines()
+    assert refused.code == 2 and len(lines) == 1 and "not an export of hiera-bench" in lines[0], refused.err
+    assert "thesis.tex" in lines[0]
+    assert sorted(p.name for p in paper.iterdir()) == ["model.safetensors", "thesis.tex"]
+
+    ours = tmp_path / "ours"
+    assert cli(*export, ours, "--res", "96").code == 0
+    assert (ours / ".hiera-bench-export").is_file()
+    again = cli(*export, ours, "--res", "128")
+    assert again.code == 0, again.err
+    assert json.loads((ours / "config.json").read_text())["model_args"]["img_size"] == 128
+    assert sorted(p.name for p in ours.iterdir()) == [".hiera-bench-export", "config.json", "model.safetensors"]
+
+    (ours / "notes.md").write_text("results of the 128 px export\n")  # an export the user has written into
+    kept = cli(*export, ours, "--res", "96")
+    assert kept.code == 2 and "notes.md" in kept.err and (ours / "notes.md").is_file()
+
+    unmarked = tmp_path / "unmarked"  # weights and config alone are no proof of who wrote them
+    unmarked.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (unmarked / name).write_bytes((ours / name).read_bytes())
+    plain = cli(*export, unmarked, "--res", "96")
+    assert plain.code == 2 and ".hiera-bench-export" in plain.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "paper", "unmarked"]  # no staging left

@@ -142,3 +142,83 @@ def test_build_at_size_shares_weights(full_ckpt):
     assert new == ["pos_embed"]
     with pytest.raises(ValueError):
         build_at_size(loaded, 128, torch.zeros(1, 16 * 16, 16))
+
+
+def _write_checkpoint(folder: Path, source: Path, state: dict[str, torch.Tensor], fmt: str) -> Path:
+    """``state`` as a checkpoint folder in one of the local formats, with ``source``'s config.json."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text((source / "config.json").read_text())
+    if fmt == "safetensors":
+        save_file(state, folder / "model.safetensors")
+    elif fmt == "bin":
+        torch.save(state, folder / "pytorch_model.bin")
+    else:  # facebookresearch: model_state with the original key names, mapped by timm's checkpoint_filter_fn
+        original = {k.replace("head.fc.", "head.projection.").replace("head.norm.", "norm."): v
+                    for k, v in state.items()}
+        torch.save({"model_state": original, "epoch": 3}, folder / "model.pth")
+    return folder
+
+
+def _spoiled(full_ckpt: Path, **changes) -> dict[str, torch.Tensor]:
+    """The fixture checkpoint's tensors, with ``changes`` (name -> function of the tensor) applied."""
+    from safetensors.torch import load_file
+
+    state = load_file(full_ckpt / "model.safetensors")
+    for name, change in changes.items():
+        state[name.replace("__", ".")] = change(state[name.replace("__", ".")].clone())
+    return state
+
+
+def _with_nan(count: int):
+    def change(t: torch.Tensor) -> torch.Tensor:
+        t.view(-1)[:count] = float("nan")
+        return t
+    return change
+
+
+def _with_inf(t: torch.Tensor) -> torch.Tensor:
+    t.view(-1)[0] = float("-inf")
+    return t
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin", "facebookresearch"])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, full_ckpt, fmt):
+    """NaN in the classifier scored a plausible top-1; every local format is checked after loading."""
+    state = _spoiled(full_ckpt, head__fc__weight=_with_nan(3), head__fc__bias=_with_inf)
+    folder = _write_checkpoint(tmp_path / fmt, full_ckpt, state, fmt)
+    with pytest.raises(UserError, match=r"head\.fc\.weight has 3 NaN values.*head\.fc\.bias has 1 inf value") as info:
+        load_model(checkpoint=folder)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_integer_weights_are_refused_not_cast(tmp_path, full_ckpt, fmt):
+    state = _spoiled(full_ckpt, pos_embed=lambda t: t.round().to(torch.int64),
+                     head__fc__bias=lambda t: t > 0)
+    folder = _write_checkpoint(tmp_path / fmt, full_ckpt, state, fmt)
+    with pytest.raises(UserError, match=r"pos_embed is int64.*float32.*head\.fc\.bias is bool"):
+        load_model(checkpoint=folder)
+
+
+def test_hub_weights_with_nan_are_refused():
+    net = timm.create_model("hiera_tiny_224", num_classes=0)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    state["pos_embed"].view(-1)[:2] = float("nan")
+    _hub_cache_entry("timm/hiera_tiny_224.mae", "model.safetensors", state)
+    with pytest.raises(UserError, match=r"hiera_tiny_224\.mae.*pos_embed has 2 NaN values"):
+        load_model("hiera_tiny_224.mae")
+
+
+@pytest.mark.parametrize("command", ["sweep", "inspect", "export"])
+def test_cli_refuses_nan_pos_embed_in_one_line(cli, tmp_path, full_ckpt, class_folder, command):
+    """NaN in pos_embed used to crash inside torch.linalg.lstsq (the abswin fit) with a traceback."""
+    folder = _write_checkpoint(tmp_path / "ckpt", full_ckpt, _spoiled(full_ckpt, pos_embed=_with_nan(5)), "safetensors")
+    args = {
+        "sweep": ["--data", class_folder, "--res", "64:96:32", "--device", "cpu", "--quiet", "--out", tmp_path / "run"],
+        "inspect": ["--res", "96", "--out", tmp_path / "inspect"],
+        "export": ["--res", "96", "--scheme", "abswin", "--out", tmp_path / "export"],
+    }[command]
+    result = cli(command, "--checkpoint", folder, *args)
+    lines = result.err.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1, result.err
+    assert lines[0].startswith("error: ") and "pos_embed has 5 NaN values" in lines[0], lines[0]

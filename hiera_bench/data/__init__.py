@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import datasets
+import pyarrow.compute as pc
 
 from ..errors import UserError
 from .base import FEATURES, ClassIndex, DataSource, Layout, detect_layout, get_layout, list_layouts, register_layout
@@ -44,6 +45,19 @@ def _per_class(dataset, k: int):
     return dataset.select(keep)
 
 
+def _refuse_repeated_ids(dataset, location: str) -> None:
+    """The statistics pair images by id: two images under one id would pair the wrong outcomes."""
+    counts = pc.value_counts(dataset.with_format("arrow")["image_id"])
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()
+    if repeated:
+        n = len(repeated)
+        raise UserError(
+            f"--data {location}: {n} image id{' occurs' if n == 1 else 's occur'} more than once "
+            f"(e.g. {', '.join(map(str, repeated[:3]))}); every image needs an id of its own: "
+            "rename or remove the repeated images"
+        )
+
+
 def open_data(
     location: str | None,
     class_names: list[str],
@@ -66,6 +80,7 @@ def open_data(
     dataset = layout.load(location, ClassIndex(class_names))
     if len(dataset) == 0:
         raise UserError(f"--data {location}: the dataset is empty")
+    _refuse_repeated_ids(dataset, location)
     if dataset.num_rows > 1:
         dataset = dataset.sort("image_id")
     if per_class is not None:

@@ -1,7 +1,7 @@
 """The common shape every data layout produces, and the registry layouts add themselves to.
 
 A layout turns what is on disk (or on the hub) into a ``datasets.Dataset`` with exactly the
-columns of :data:`FEATURES`: ``image_id`` (a stable id: the val number such as
+columns of :data:`FEATURES`: ``image_id`` (a stable id, unique in the set: the val number such as
 ``ILSVRC2012_val_00000001`` where the layout knows it, else the file stem), ``label`` (index
 into the model's class list, which for ImageNet is timm's sorted-wnid order) and ``image``
 (undecoded ``{bytes, path}``; decoding happens later, as timm does it).
@@ -19,6 +19,7 @@ from typing import Callable, Protocol, Sequence
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets.table import InMemoryTable
 
 from ..errors import UserError
@@ -153,6 +154,13 @@ class Layout(Protocol):
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset: ...
 
+    def data_files(self, location: str) -> list[str]:
+        """The files that rows with inline image bytes are read from (parquet, tar shards, arrow files).
+
+        :meth:`DataSource.state` stats them; layouts whose rows point at image files return none.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -216,6 +224,43 @@ class DataSource:
         digest.update("\n".join(table.column("image_id").to_pylist()).encode())
         digest.update(table.column("label").to_numpy().astype("<i8").tobytes())
         return digest.hexdigest()[:16]
+
+    def state(self) -> str:
+        """Hash of (path, size, mtime_ns) of every local file the rows are read from, as it is on disk now.
+
+        The fingerprint is the set's identity across machines; the state tells whether the files behind it
+        changed since (a repaired image, a rewritten shard), so that results of the old files are not
+        reused. Files are only stat'ed: hashing 6 GB of ImageNet would take minutes, and a rewrite or a
+        touch moves the mtime. Rows with inline bytes contribute their layout's data files instead.
+        """
+        layout = get_layout(self.layout)
+        data_files = layout.data_files(self.location) if hasattr(layout, "data_files") else []  # older plug-ins
+        files = sorted(self._row_files()) + data_files
+        return hashlib.sha256("".join(f"{path}\t{_stat_key(path)}\n" for path in files).encode()).hexdigest()[:16]
+
+    def _row_files(self) -> list[str]:
+        """The path of each selected row whose image is a file, read without touching any image bytes.
+
+        The rows are picked from the whole table by id (ids are unique): the sorted and cut dataset is an
+        index over that table, and gathering its image column through the index would copy every image.
+        """
+        table = self.dataset.data
+        image = table.column("image")
+        selected = self.dataset.select_columns(["image_id"]).with_format("arrow")[:].column("image_id")
+        on_disk = pc.and_(pc.is_null(pc.struct_field(image, "bytes")),
+                          pc.is_in(table.column("image_id"), value_set=selected.combine_chunks()))
+        return [p for p in pc.struct_field(image, "path").filter(on_disk).to_pylist() if p]
+
+
+def _stat_key(path: str) -> str:
+    """``size<TAB>mtime_ns`` of ``path``; of the link itself where it dangles or loops; ``missing`` if nothing is there."""
+    for stat in (os.stat, os.lstat):
+        try:
+            found = stat(path)
+        except OSError:
+            continue
+        return f"{found.st_size}\t{found.st_mtime_ns}"
+    return "missing"
 
 
 def standardise(dataset: datasets.Dataset) -> datasets.Dataset:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Collection
 
 import datasets
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
@@ -33,9 +34,7 @@ class ClassFolderLayout:
         if not root.is_dir():
             return False
         dirs = _class_dirs(root)
-        return bool(dirs) and any(
-            f.suffix.lower() in IMAGE_SUFFIXES for d in dirs[:5] for f in d.iterdir() if f.is_file()
-        )
+        return any(image_files(d, IMAGE_SUFFIXES) for d in dirs[:5])
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
@@ -49,7 +48,24 @@ class ClassFolderLayout:
             raise UserError(f"--data {root}: no images found in the class folders")
         # labels by folder name, never by position among the folders present
         labels = labels_for_wnids([name for name, _ in listed], classes, where=f"folder {root}")
-        return arrow_dataset([image_id_from_path(p) for _, p in listed], labels, [p for _, p in listed])
+        return arrow_dataset(_image_ids(listed), labels, [p for _, p in listed])
+
+    def data_files(self, location: str) -> list[str]:
+        return []  # every row is an image file of its own
+
+
+def _image_ids(listed: list[tuple[str, str]]) -> list[str]:
+    """Each image's id: its val number or file stem, or ``<class folder>/<stem>`` where those repeat.
+
+    The statistics pair images by id, so the same file name in two class folders (common in
+    ImageNet-Sketch-like sets) would pair the wrong outcomes. Then every image of the set is named
+    ``<class folder>/<stem>``, one scheme for the whole set; a set whose names are unique, as ImageNet
+    val's are, keeps its ids, and so its baselines and ReaL labels.
+    """
+    ids = [image_id_from_path(path) for _, path in listed]
+    if len(set(ids)) == len(ids):
+        return ids
+    return [f"{name}/{os.path.splitext(os.path.basename(path))[0]}" for name, path in listed]
 
 
 def _images_in(folder: Path) -> list[str]:
@@ -58,6 +74,16 @@ def _images_in(folder: Path) -> list[str]:
     One ``scandir`` per class: datasets' imagefolder builder resolves its glob file by file in Python,
     which took 26 of the 38 s of opening a 50 000-image val folder (then 22 s again with its cache).
     """
+    return image_files(folder, IMAGEFOLDER_EXTENSIONS)
+
+
+def image_files(folder: Path, suffixes: Collection[str]) -> list[str]:
+    """Entries directly in ``folder`` named like images (a suffix in ``suffixes``), sorted by name.
+
+    Hidden names are skipped, as datasets' imagefolder skips them (macOS ``._x.JPEG`` files are not images).
+    A symlink is listed even when it dangles or loops (``x.JPEG -> x.JPEG``, which ``is_file()`` cannot
+    follow): it then fails to open and counts in ``n_failed`` instead of silently leaving the set.
+    """
     with os.scandir(folder) as entries:
-        return sorted(e.path for e in entries if not e.name.startswith(".")  # hidden, as imagefolder skips them
-                      and os.path.splitext(e.name)[1].lower() in IMAGEFOLDER_EXTENSIONS and e.is_file())
+        return sorted(e.path for e in entries if not e.name.startswith(".")
+                      and os.path.splitext(e.name)[1].lower() in suffixes and (e.is_symlink() or e.is_file()))

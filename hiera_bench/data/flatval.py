@@ -10,6 +10,7 @@ folders above them (Kaggle nests the images in ILSVRC/Data/CLS-LOC/val), also in
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +18,7 @@ import datasets
 
 from ..errors import UserError
 from .base import VAL_ID, ClassIndex, arrow_dataset, labels_for_wnids, register_layout
-from .classfolder import IMAGE_SUFFIXES
+from .classfolder import IMAGE_SUFFIXES, image_files
 
 KAGGLE_CSV = "LOC_val_solution.csv"
 DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
@@ -26,11 +27,14 @@ SEARCH_LEVELS = 4
 
 
 def val_images(root: Path) -> list[Path]:
-    """Image files directly in ``root`` whose name holds a val number, in val-number order."""
+    """Image files directly in ``root`` whose name holds a val number, in val-number order.
+
+    Listed as class folders list theirs (:func:`~.classfolder.image_files`): a dangling or looping link
+    is a failed image, not a missing one.
+    """
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and VAL_ID.search(p.name))
+    return [Path(p) for p in image_files(root, IMAGE_SUFFIXES) if VAL_ID.search(os.path.basename(p))]
 
 
 def find_label_file(root: Path, name: str) -> Path | None:
@@ -43,12 +47,24 @@ def find_label_file(root: Path, name: str) -> Path | None:
 
 
 def read_kaggle_solution(path: Path) -> dict[str, str]:
-    """``LOC_val_solution.csv`` -> {val id: wnid} (the first token of each PredictionString)."""
+    """``LOC_val_solution.csv`` -> {val id: wnid} (the first token of each PredictionString).
+
+    An image listed twice with different wnids is refused: the last row would silently relabel it.
+    A repeated row with the same wnid (other boxes, or a plain copy) changes no label and is kept.
+    """
+    truth: dict[str, str] = {}
     with path.open(newline="") as f:
         rows = csv.DictReader(f)
         if not rows.fieldnames or not {"ImageId", "PredictionString"} <= set(rows.fieldnames):
             raise UserError(f"{path}: expected the columns ImageId,PredictionString of Kaggle's LOC_val_solution.csv")
-        return {row["ImageId"]: row["PredictionString"].split()[0] for row in rows if row["PredictionString"].strip()}
+        for row in rows:
+            if not row["PredictionString"].strip():
+                continue
+            image_id, wnid = row["ImageId"], row["PredictionString"].split()[0]
+            if truth.setdefault(image_id, wnid) != wnid:
+                raise UserError(f"{path}: {image_id} is listed twice, as {truth[image_id]} and as {wnid} (line "
+                                f"{rows.line_num}); keep the right row and delete the other")
+    return truth
 
 
 def read_devkit_meta(path: Path) -> dict[int, str]:
@@ -99,9 +115,7 @@ class FlatValLayout:
     description = "flat val folder ILSVRC2012_val_*.JPEG + LOC_val_solution.csv or devkit ground truth + meta.mat"
 
     def detect(self, location: str) -> bool:
-        root = Path(location)
-        return root.is_dir() and any(
-            p.is_file() and VAL_ID.search(p.name) and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+        return bool(val_images(Path(location)))
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
@@ -119,3 +133,6 @@ class FlatValLayout:
                             "is the label file from the same ImageNet val set?")
         labels = labels_for_wnids([truth[i] for i in ids], classes, where=f"flat val {root}")
         return arrow_dataset(ids, labels, [str(p) for p in images])
+
+    def data_files(self, location: str) -> list[str]:
+        return []  # every row is an image file of its own; the labels are in the fingerprint

@@ -13,7 +13,7 @@ from pathlib import Path
 import datasets
 
 from ..errors import UserError
-from .base import ClassIndex, get_layout, register_layout
+from .base import ClassIndex, Layout, get_layout, register_layout
 
 #: Validation files of the supported repo formats: hub parquet and timm's WebDataset shards.
 VALIDATION_PATTERNS = ["data/validation-*.parquet", "imagenet1k-validation-*.tar"]
@@ -30,15 +30,16 @@ def parse_hub_location(location: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
-def fetch_validation(repo: str, revision: str | None) -> Path:
-    """Download (or find in the HF cache) only the validation files of ``repo``; the snapshot folder."""
+def fetch_validation(repo: str, revision: str | None, local_only: bool = False) -> Path:
+    """Download (or find in the HF cache; only there with ``local_only``) the validation files of ``repo``;
+    the snapshot folder."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     advice = "or point --data at a local copy (class folders, parquet, tar shards, flat val folder)"
     try:
         return Path(snapshot_download(repo, repo_type="dataset", revision=revision,
-                                      allow_patterns=VALIDATION_PATTERNS))
+                                      allow_patterns=VALIDATION_PATTERNS, local_files_only=local_only))
     except GatedRepoError:
         raise UserError(f"hf:{repo} is gated: accept its terms on https://huggingface.co/datasets/{repo} and log in "
                         f"with `hf auth login`, {advice}") from None
@@ -61,9 +62,20 @@ class HubLayout:
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         repo, revision = parse_hub_location(location)
         snapshot = fetch_validation(repo, revision)
-        for name in SNAPSHOT_LAYOUTS:
-            layout = get_layout(name)
-            if layout.detect(str(snapshot)):
-                return layout.load(str(snapshot), classes)
-        raise UserError(f"hf:{repo}: the cached snapshot {snapshot} holds no validation files "
-                        f"({' or '.join(VALIDATION_PATTERNS)}); download them online or give --data a local copy")
+        return _snapshot_layout(repo, snapshot).load(str(snapshot), classes)
+
+    def data_files(self, location: str) -> list[str]:
+        """The snapshot's validation files, found in the HF cache only (``load`` put them there)."""
+        repo, revision = parse_hub_location(location)
+        snapshot = fetch_validation(repo, revision, local_only=True)
+        return _snapshot_layout(repo, snapshot).data_files(str(snapshot))
+
+
+def _snapshot_layout(repo: str, snapshot: Path) -> Layout:
+    """The local layout the snapshot's validation files are in."""
+    for name in SNAPSHOT_LAYOUTS:
+        layout = get_layout(name)
+        if layout.detect(str(snapshot)):
+            return layout
+    raise UserError(f"hf:{repo}: the cached snapshot {snapshot} holds no validation files "
+                    f"({' or '.join(VALIDATION_PATTERNS)}); download them online or give --data a local copy")

@@ -92,3 +92,6 @@ class ParquetLayout:
             raise UserError(f"--data {location}: no .parquet files found (give a folder, a file or a glob)")
         loaded = datasets.load_dataset("parquet", data_files={"validation": files}, split="validation")
         return from_hub_schema(loaded, classes, where=f"parquet {location}")
+
+    def data_files(self, location: str) -> list[str]:
+        return parquet_files(location)

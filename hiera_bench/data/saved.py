@@ -61,3 +61,6 @@ class SavedLayout:
         if "image_id" in dataset.column_names:
             return _from_common_schema(dataset, classes, where)
         return from_hub_schema(dataset, classes, where)
+
+    def data_files(self, location: str) -> list[str]:
+        return sorted(str(p) for p in Path(location).rglob("*") if p.is_file())

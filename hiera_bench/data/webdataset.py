@@ -72,6 +72,9 @@ class WebDatasetLayout:
             raise UserError(f"{where}: samples have neither a cls label nor a json filename with a wnid")
         return common_dataset(loaded, image_key, ids, labels)
 
+    def data_files(self, location: str) -> list[str]:
+        return tar_files(location)
+
 
 def _val_id(filename: str | None, key: str) -> str:
     """The val number from the json filename or the sample key, else the key itself."""

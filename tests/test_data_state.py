@@ -1,0 +1,108 @@
+"""``DataSource.state()``: a hash of what is on disk behind a data set, so stale results are never reused.
+
+The fingerprint (ids and labels) says which set it is; the state changes when a file behind it is
+rewritten or touched, from stat alone, fast enough for ImageNet val's 50 000 files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+from timm.data import ImageNetInfo
+
+from hiera_bench.data import open_data
+from hiera_bench.testing import WNIDS, make_class_folder
+
+CLASSES = sorted(WNIDS)
+
+
+def touch(path: Path, seconds: int = 10) -> None:
+    """Move the mtime forward (explicitly: a rewrite within the file system's time resolution may not)."""
+    found = path.stat()
+    os.utime(path, ns=(found.st_atime_ns, found.st_mtime_ns + seconds * 10**9))
+
+
+@pytest.fixture
+def folder(class_folder, tmp_path) -> Path:
+    return Path(shutil.copytree(class_folder, tmp_path / "val"))
+
+
+def test_state_is_stable_while_nothing_changes(folder):
+    data = open_data(str(folder), CLASSES)
+    assert data.state() == data.state() == open_data(str(folder), CLASSES).state()
+    assert len(data.state()) == 16
+
+
+def test_state_changes_when_an_image_is_rewritten_or_touched(folder):
+    data = open_data(str(folder), CLASSES)
+    before, fingerprint = data.state(), data.fingerprint()
+    image = sorted(folder.glob("*/*.JPEG"))[3]
+    image.write_bytes(image.read_bytes())  # a repaired file, byte for byte the same size
+    touch(image)
+    rewritten = data.state()
+    assert rewritten != before
+    touch(image)
+    assert data.state() not in (before, rewritten)
+    assert open_data(str(folder), CLASSES).fingerprint() == fingerprint  # the identity stays
+
+
+def test_state_covers_only_the_selected_images(folder):
+    first_two = open_data(str(folder), CLASSES, limit=2)
+    before = first_two.state()
+    outside = sorted(folder.glob("*/*.JPEG"), key=lambda p: p.stem)[5]
+    touch(outside)
+    assert first_two.state() == before
+    touch(sorted(folder.glob("*/*.JPEG"), key=lambda p: p.stem)[1])
+    assert first_two.state() != before
+
+
+def test_a_dangling_link_has_a_state_and_repairing_it_changes_it(folder, tmp_path):
+    image = next(folder.glob("*/*.JPEG"))
+    (folder / CLASSES[0] / "ILSVRC2012_val_00000099.JPEG").symlink_to(tmp_path / "later.JPEG")
+    data = open_data(str(folder), CLASSES)
+    broken = data.state()
+    shutil.copy(image, tmp_path / "later.JPEG")
+    assert data.state() != broken
+
+
+def test_inline_images_count_through_their_data_files_only(class_folder, tmp_path, monkeypatch):
+    """Rows with bytes never stat their stored path (relative, usually absent); the parquet file counts."""
+    files = sorted(class_folder.glob("*/*.JPEG"))
+    (tmp_path / "p").mkdir()
+    shard = tmp_path / "p" / "validation-00000-of-00001.parquet"
+    datasets.Dataset.from_dict(
+        {"image": [{"bytes": p.read_bytes(), "path": f"{p.stem}_{p.parent.name}.JPEG"} for p in files]},
+        features=datasets.Features({"image": datasets.Image()})).to_parquet(str(shard))
+    monkeypatch.chdir(tmp_path)
+    data = open_data(str(tmp_path / "p"), CLASSES)
+    before = data.state()
+    (tmp_path / f"{files[0].stem}_{files[0].parent.name}.JPEG").write_bytes(b"a file the row only names")
+    assert data.state() == before
+    touch(shard)
+    assert data.state() != before
+
+
+def test_state_of_50000_files_takes_well_under_a_second(tmp_path):
+    """ImageNet val's size, as hard links over a few JPEGs: stat only, never the bytes."""
+    sources = sorted(make_class_folder(tmp_path / "src", per_class=1).glob("*/*.JPEG"))
+    classes = list(ImageNetInfo().label_names())
+    root = tmp_path / "val"
+    for c, wnid in enumerate(classes):
+        (root / wnid).mkdir(parents=True)
+        for i in range(50):
+            n = c * 50 + i + 1
+            os.link(sources[n % len(sources)], root / wnid / f"ILSVRC2012_val_{n:08d}.JPEG")
+    data = open_data(str(root), classes)
+    assert len(data) == 50_000
+    start = time.perf_counter()
+    state = data.state()
+    seconds = time.perf_counter() - start
+    print(f"state() of 50 000 files: {seconds:.3f} s")
+    assert seconds < 2.0, seconds
+    touch(root / classes[-1] / "ILSVRC2012_val_00050000.JPEG")
+    assert data.state() != state
