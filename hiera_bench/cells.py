@@ -110,6 +110,13 @@ def with_defaults(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**missing) if missing else table
 
 
+def slot(row: Mapping[str, Any]) -> tuple:
+    """The place a row fills in a table: its group, series and size. Two cells of one slot (the files changed
+    between runs, so the state differs) are two versions of one measurement: the newer one is shown."""
+    return tuple(None if _missing(row.get(c, COLUMN_DEFAULTS.get(c))) else _short(row.get(c))
+                 for c in (*GROUP_COLUMNS, *SERIES_COLUMNS, "img_size"))
+
+
 def group_ids(table: pd.DataFrame) -> pd.Series:
     """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing, dtype)."""
     table = with_defaults(table)

@@ -25,12 +25,8 @@ import torch
 from .errors import UserError, listed
 from .grid import parse_grid
 from .models import LoadedModel, build_at_size, load_model
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .posembed import get_scheme, spec_from_model
-<<<<<<< HEAD
-from .io import atomic_write_bytes, atomic_write_json
-=======
-from .results import atomic_write_bytes, atomic_write_json, atomic_write_text
->>>>>>> defects
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

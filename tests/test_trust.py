@@ -96,7 +96,7 @@ def test_check_says_which_file_it_reads_and_refuses_an_edited_csv(cli, good_run,
     assert ok.code == 0 and f"run: {copy / 'results.parquet'}" in ok.out
     csv = (copy / "results.csv").resolve()
     edited = pd.read_csv(csv)
-    edited.loc[0, "top1"] += 5
+    edited.loc[edited["status"] == "ok", "top1"] -= 5
     csv.write_text(edited.to_csv(index=False))
     refused = cli("check", copy, "--baseline", good_run)
     assert refused.code == 2 and "results.csv differs from results.parquet" in refused.err
@@ -180,3 +180,22 @@ def test_an_older_folder_of_plain_files_becomes_generations_without_a_mix(good_r
     views.write_views(RunDir(old), pd.DataFrame(RunDir(old).finished_rows()), json.loads((old / "run.json").read_text()))
     assert (old / "results.csv").is_symlink()
     _views_consistent(old)
+
+
+def test_a_repaired_image_is_read_again_on_the_next_run(cli, full_ckpt, tmp_path):
+    """The cell key covers the files' sizes and mtimes: fixing a broken file recomputes, nothing stale is reused."""
+    import numpy as np
+
+    from hiera_bench.testing import make_image
+
+    root = make_class_folder(tmp_path / "val", per_class=2)
+    broken = root / sorted(WNIDS)[1] / "ILSVRC2012_val_00000777.JPEG"
+    broken.write_bytes(b"")
+    first = _sweep(cli, full_ckpt, root, tmp_path / "run", "--max-failed", "50")
+    assert first.code == 0, first.err
+    assert set(pd.read_csv(tmp_path / "run" / "results.csv")["n_failed"]) == {1}
+    make_image(np.random.default_rng(7), (80, 60), 1).save(broken, format="JPEG")
+    again = _sweep(cli, full_ckpt, root, tmp_path / "run", "--max-failed", "50")
+    assert again.code == 0, again.err
+    table = pd.read_csv(tmp_path / "run" / "results.csv")  # the new measurement replaces the stale one
+    assert len(table) == 4 and set(table["n_failed"]) == {0} and set(table["n_images"]) == {7}

@@ -58,6 +58,12 @@ class Sweep:
     data: DataSource
     run_dir: RunDir
     progress: Progress
+    data_fingerprint: str = ""  # the set's identity (ids and labels)
+    data_state: str = ""  # the files behind it as they are now (sizes, mtimes): changed files are recomputed
+
+    def __post_init__(self) -> None:
+        self.data_fingerprint = self.data.fingerprint()
+        self.data_state = self.data.state()
 
 
 def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
@@ -124,8 +130,9 @@ def cell(sweep: Sweep, **fields: Any) -> CellIdentity:
     """The identity of one of this sweep's cells (``scheme``, ``img_size``, ``global_size`` given)."""
     cfg = sweep.cfg
     return CellIdentity(model=sweep.loaded.name, checkpoint_sha256=sweep.loaded.sha256,
-                        preprocess=sweep.preprocess.as_dict(), data_fingerprint=sweep.data.fingerprint(),
-                        limit=cfg.limit, per_class=cfg.per_class, dtype=cfg.dtype_name, **fields)
+                        preprocess=sweep.preprocess.as_dict(), data_fingerprint=sweep.data_fingerprint,
+                        limit=cfg.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
+                        data_state=sweep.data_state, **fields)
 
 
 def plan(sweep: Sweep) -> list[Forward]:
@@ -181,7 +188,8 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
         "sizes": sweep.sizes, "skipped": [{"img_size": s, "reason": r} for s, r in sweep.grid.skipped],
         "schemes": [s.name for s in sweep.schemes], "preprocess": sweep.preprocess.as_dict(),
         "data": {"location": data.location, "layout": data.layout, "n_images": len(data),
-                 "fingerprint": data.fingerprint(), "limit": cfg.limit, "per_class": cfg.per_class},
+                 "fingerprint": sweep.data_fingerprint, "state": sweep.data_state, "limit": cfg.limit,
+                 "per_class": cfg.per_class},
         "device": device_name(device), "dtype": cfg.dtype_name, "host": socket.gethostname(),
         "versions": versions(), "git_sha": git_sha(), "statistics": STATS_SETTINGS,
     }

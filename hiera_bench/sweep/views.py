@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from ..cells import slot
 from ..interrupts import deferred
 from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text
 from ..pivot import markdown, pivot
@@ -40,8 +41,9 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any]) 
     """Every finished cell of the folder (other sweeps' too) merged with ``table``, annotated with the
     statistics of the per-image records, written as one generation; returns the merged table."""
     with run_dir.merge_lock():
-        this = set(table["cell_key"].dropna())
-        rows = [r for r in run_dir.finished_rows() if r["cell_key"] not in this] + table.to_dict("records")
+        mine = table.to_dict("records")
+        taken = {slot(r) for r in mine}  # a cell this sweep measured again (the files changed) replaces the old one
+        rows = [r for r in run_dir.finished_rows() if slot(r) not in taken] + mine
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
         predictions = run_dir.predictions(merged["cell_key"].dropna())
