@@ -17,7 +17,7 @@ import pytest
 
 from hiera_bench.data import open_data
 from hiera_bench.errors import UserError
-from hiera_bench.testing import WNIDS, make_class_folder, make_image
+from hiera_bench.testing import WNIDS, make_image
 
 CLASSES = sorted(WNIDS)
 
