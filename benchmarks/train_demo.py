@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from hiera_bench.demo import CHECKPOINTS, VAL_IMAGES, VAL_SEED, class_names, val_folder  # noqa: E402
 from hiera_bench.demo.shapes import GENERATOR_VERSION  # noqa: E402
-from hiera_bench.demo.train import DEMO_MODELS, NATIVE, TRAIN_SEED, TrainConfig, render_train_set, train  # noqa: E402
+from demo_train import DEMO_MODELS, NATIVE, TRAIN_SEED, TrainConfig, render_train_set, train  # noqa: E402
 
 CARD = """# {name}
 

@@ -179,7 +179,7 @@ def test_looping_and_dangling_links_are_failed_images(cli, full_ckpt, tmp_path, 
     dangling.symlink_to(tmp_path / "gone.JPEG")
     assert open_data(str(root), CLASSES).dataset["image_id"][-2:] == list(links)
     result = cli("sweep", "--checkpoint", full_ckpt, "--data", root, "--res", "64", "--schemes", "interp",
-                 "--device", "cpu", "--quiet", "--out", tmp_path / "run")
+                 "--device", "cpu", "--quiet", "--max-failed", "100", "--out", tmp_path / "run")
     assert result.code == 0, result.err
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert (table["n_failed"].tolist(), table["n_images"].tolist()) == ([2], [3])

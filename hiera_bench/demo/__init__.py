@@ -9,7 +9,7 @@ from ..cache import cache_root
 from .shapes import GENERATOR_VERSION, class_names, write_class_folders
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
-#: The held-out split the demo evaluates (the training split uses seed 1, see :mod:`.train`).
+#: The held-out split the demo evaluates (the training split uses seed 1, see benchmarks/demo_train.py).
 VAL_SEED = 2
 VAL_IMAGES = 600
 #: Sizes around the native 128 px: -50 %, -25 %, native, +25 %, +50 %, +75 %, +100 %.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .shapes import class_names, render_jpeg
+from hiera_bench.demo.shapes import class_names, render_jpeg
 
 NATIVE = 128
 TRAIN_SEED = 1  # the held-out split is VAL_SEED in the package
