@@ -156,7 +156,7 @@ def test_real_labels_need_val_numbers(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_real_labels(tmp_path / "real.json")
     (tmp_path / "bad.json").write_text("{oops")
-    with pytest.raises(UserError, match="not JSON"):
+    with pytest.raises(UserError, match="not valid JSON"):
         load_real_labels(tmp_path / "bad.json")
 
 

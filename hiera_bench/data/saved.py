@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 
 from ..errors import UserError
+from ..untrusted import reading
 from .base import (ClassIndex, common_dataset, labels_for_imagenet_index, labels_for_wnids, register_layout,
                    wnids_for_names)
 from .parquet import from_hub_schema
@@ -51,10 +52,8 @@ class SavedLayout:
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         where = f"saved dataset {location}"
-        try:
+        with reading(location, where, "save it again with datasets' save_to_disk, or re-copy the folder"):
             loaded = datasets.load_from_disk(location)
-        except FileNotFoundError as exc:
-            raise UserError(f"--data {location}: not a save_to_disk folder ({exc})") from None
         dataset = _pick_split(loaded, where) if isinstance(loaded, datasets.DatasetDict) else loaded
         if "label" not in dataset.column_names:
             raise UserError(f"{where}: no 'label' column (columns: {', '.join(dataset.column_names)})")

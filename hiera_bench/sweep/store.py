@@ -21,11 +21,15 @@ from typing import Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
+from ..untrusted import FORCE, read_json, read_parquet, require_keys
 from .records import PART_SCHEMA
+
+
+#: What a finished cell's row.json must hold for the merged views to place it.
+ROW_KEYS = ("cell_key", "model", "scheme", "img_size", "status")
 
 
 @dataclass
@@ -75,7 +79,7 @@ class CellStore:
         for start, end, path in self.parts():
             if end <= covered:
                 continue
-            table = pq.read_table(path)
+            table = read_parquet(path, "cell records", FORCE, PART_SCHEMA.names)
             seconds += float((table.schema.metadata or {}).get(b"forward_s", b"0"))
             frame = table.to_pandas()
             frames.append(frame[frame["position"] >= covered])
@@ -103,7 +107,8 @@ class CellStore:
         atomic_write_json(self.row_path, row)
 
     def read_row(self) -> dict[str, Any]:
-        return json.loads(self.row_path.read_text())
+        row = read_json(self.row_path, "finished cell", FORCE)
+        return require_keys(row, ROW_KEYS, self.row_path, "finished cell", FORCE)
 
 
 #: The merged views a run folder shows at its top (see :mod:`.views`).
