@@ -50,7 +50,6 @@ def _bad_cases(tmp: Path, ckpt: Path, data: Path):
         "res zero": (run + ["--res", "0"], "must be positive"),
         "res huge": (run + ["--res", "100000"], "largest supported input"),
         "res not a multiple": (run + ["--res", "72"], "use 64 or 96"),
-        "res out of memory": (run + ["--res", "2048", "--batch-size", "100000"], "GiB"),
         "unknown model": (["sweep", "--model", "hiera_gigantic", "--data", data], "unknown Hiera model"),
         "unknown scheme": (run + ["--schemes", "interp,bogus"], "unknown scheme 'bogus'"),
         "empty schemes": (run + ["--schemes", ","], "--schemes is empty"),
@@ -84,7 +83,7 @@ class _Evil:
 
 def test_every_bad_input_is_one_line_exit_2(cli, tmp_path, full_ckpt, class_folder):
     cases = _bad_cases(tmp_path, full_ckpt, class_folder)
-    assert len(cases) >= 25
+    assert len(cases) >= 24
     for name, (args, expected) in cases.items():
         result = cli(*args)
         assert result.code == 2, (name, result.code, result.err)
@@ -94,6 +93,28 @@ def test_every_bad_input_is_one_line_exit_2(cli, tmp_path, full_ckpt, class_fold
             assert len(lines) == 1 and lines[0].startswith("error: "), (name, result.err)
         assert expected in result.err, (name, result.err)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_memory_check_counts_what_one_forward_holds(full_ckpt):
+    """A batch never holds more images than the data has, and a CPU forward runs in slices: the check
+    measures that, so --batch-size 1000 on 8 images is no error, and a size that cannot fit still is."""
+    from hiera_bench.models import load_model
+    from hiera_bench.geometry import HieraGeometry
+    from hiera_bench.sweep.runtime import activation_bytes, check_memory, forward_batch
+
+    model = load_model(checkpoint=str(full_ckpt)).model
+    gpu = torch.device("cuda")  # only the arithmetic: nothing is allocated
+    eight = activation_bytes(model, 64, 8)
+    check_memory(model, [64], 1000, gpu, n_images=8, free=2 * eight)
+    with pytest.raises(UserError, match="64 px at 1000 image"):
+        check_memory(model, [64], 1000, gpu, n_images=5000, free=2 * eight)
+    cpu = torch.device("cpu")
+    sliced = forward_batch(HieraGeometry.from_model(model), 512, 1000, cpu)
+    assert sliced < 1000
+    check_memory(model, [512], 1000, cpu, n_images=5000, free=2 * activation_bytes(model, 512, sliced))
+    with pytest.raises(UserError, match=r"GiB.*choose smaller sizes") as info:
+        check_memory(model, [2048], 8, torch.device("cpu"), n_images=8, free=1 << 20)
+    assert "\n" not in str(info.value)
 
 
 def test_debug_shows_the_traceback(cli, tmp_path, full_ckpt, class_folder):
