@@ -111,6 +111,10 @@ def show_result(result, as_json: bool) -> None:
     if failed and result.ok:
         err.print(f"note: {failed} of {result.run['data']['n_images']} images could not be decoded and are left out "
                   "of every cell (run.json lists them)", markup=False)
+    large = result.run.get("large_images", 0)
+    if large:
+        err.print(f"note: {large} image{'s are' if large > 1 else ' is'} larger than PIL's decompression-bomb limit "
+                  "(89 Mpx); decoded anyway, as timm does", markup=False)
     for problem in result.problems:
         err.print(f"error: {problem}", markup=False)
     if not result.ok:

@@ -88,6 +88,8 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
             run_info.update(batch_size=report.batch_size, workers=report.workers, compile=report.compile)
             if report.decode:
                 run_info["decode"] = report.decode
+            if report.large_images:
+                run_info["large_images"] = report.large_images
         rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
     rows += [skipped_row(columns(sweep, run_info["device"]), cell(sweep, scheme=s.name, img_size=size), reason)
              for size, reason in sweep.grid.skipped for s in schemes]
