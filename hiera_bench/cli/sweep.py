@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, err, out
+from .app import MODEL_HELP, app, err, out
 
 
 class RichProgress:
@@ -42,7 +42,7 @@ class RichProgress:
 
 @app.command()
 def sweep(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="timm Hiera name (with or without .tag) or alias, e.g. hiera_small."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     res: Optional[str] = typer.Option(None, "--res", "-r", help="Sizes: start:stop:step (inclusive), a,b,c or one size. Default: 0.75x to 1.5x native in stride steps."),
     schemes: str = typer.Option("interp,abswin", "--schemes", "-s", help="Comma-separated position-embedding schemes."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
