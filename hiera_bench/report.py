@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .cells import GROUP_COLUMNS, section_labels, with_defaults
+from .cells import GROUP_COLUMNS, section_labels, with_defaults, with_row_keys
 from .errors import UserError
 from .io import atomic_write_parquet, atomic_write_text
 from .pivot import headline, latex, markdown, pivot
@@ -63,7 +63,7 @@ def read_table(path: Path) -> pd.DataFrame:
     missing = [c for c in ("model", "scheme", "img_size", "native_size", "status", "top1") if c not in df]
     if missing:
         raise UserError(f"{source} is not a hiera-bench results table (no column {', '.join(missing)})")
-    df = with_defaults(df)
+    df = with_row_keys(with_defaults(df))
     df.attrs["source"] = str(source)
     return df
 

@@ -26,8 +26,6 @@ from .errors import UserError
 
 #: What fixes a file that came from elsewhere (a download, a copy).
 REDOWNLOAD = "re-download or re-copy it"
-#: What fixes a file a sweep wrote into its run folder: recomputing the cells it belongs to.
-FORCE = "re-run the same command with --force to recompute it"
 #: What fixes a merged view (results, predictions) of a run folder.
 RESWEEP = "re-run the sweep into that folder to rebuild it"
 
@@ -116,26 +114,51 @@ def read_parquet(path: str | Path, what: str, fix: str, columns: Sequence[str] =
         return pq.read_table(path, columns=wanted)
 
 
-def check_parquet(path: str | Path, what: str, fix: str) -> None:
-    """The file's footer (its last bytes) is read: a file cut short anywhere fails here, not mid-sweep."""
+def check_parquet(path: str | Path, what: str, fix: str) -> list[str]:
+    """The file's footer (its last bytes) is read: a file cut short anywhere fails here, not mid-sweep.
+    Returns its column names."""
     import pyarrow.parquet as pq
 
     with reading(path, what, fix):
-        pq.read_metadata(path)
+        return pq.read_metadata(path).schema.to_arrow_schema().names
 
 
-def check_tar(path: str | Path, what: str, fix: str) -> None:
-    """Every member's header is read and its data must lie inside the file, followed by tar's end marker.
+def odd_one_out(found: dict[str, list[str]], what: str, kind: str, fix: str) -> None:
+    """Files of one data set must agree on ``kind`` (columns, member types): name the first that does not.
+
+    Readers of a whole set (datasets) refuse a mixed one without saying which file is the odd one.
+    """
+    files = list(found)
+    odd = next((f for f in files if found[f] != found[files[0]]), None)
+    if odd is not None:
+        raise UserError(f"{what} {odd} has the {kind} {', '.join(found[odd]) or 'none'} but {files[0]} has "
+                        f"{', '.join(found[files[0]]) or 'none'}; they are not one data set: {fix}")
+
+
+def check_arrow(path: str | Path, what: str, fix: str) -> list[str]:
+    """An Arrow stream file (``save_to_disk``'s shards) read through, memory-mapped (no copy); its columns."""
+    import pyarrow as pa
+
+    with reading(path, what, fix):
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_stream(source).read_all().schema.names
+
+
+def check_tar(path: str | Path, what: str, fix: str) -> list[str]:
+    """Every member's header is read and its data must lie inside the file, followed by tar's end marker;
+    returns the members' kinds (what follows the first dot of their names: ``jpg``, ``cls``, ``json``).
 
     ``tarfile`` (and the webdataset reader on top of it) stops quietly at a shard cut between or inside
     members: the images after the cut would silently leave the set. Only headers are read (one seek per member).
     """
     path = Path(path)
+    kinds: set[str] = set()
     with reading(path, what, fix):
         size = path.stat().st_size
         with tarfile.open(path, mode="r:") as tar:
             end = 0
             for member in tar:
+                kinds.add(member.name.rpartition("/")[2].partition(".")[2])
                 end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 if member.offset_data + member.size > size:
                     raise wrong(path, what, f"is truncated inside member {member.name}", fix)
@@ -144,6 +167,7 @@ def check_tar(path: str | Path, what: str, fix: str) -> None:
             marker = fh.read(2 * tarfile.BLOCKSIZE)
     if marker != bytes(2 * tarfile.BLOCKSIZE):
         raise wrong(path, what, "is truncated (no end-of-archive marker after its last member)", fix)
+    return sorted(kinds)
 
 
 def _parses_as_pickle(path: Path) -> bool:

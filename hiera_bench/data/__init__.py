@@ -27,7 +27,9 @@ warnings.filterwarnings("ignore", message="Specifying null_placement", category=
 
 if os.environ.get("HIERA_BENCH_VERBOSE") != "1":
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # CRITICAL, not ERROR: a file datasets fails to read is logged (over many lines) and then raised, and
+    # the raise becomes hiera-bench's one-line error naming the file
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
 
 
 def default_location() -> str:

@@ -105,23 +105,24 @@ def read_devkit_truth(truth: Path, meta: Path) -> dict[str, str]:
     return out
 
 
-def _kaggle(root: Path) -> dict[str, str] | None:
+def _kaggle(root: Path) -> tuple[dict[str, str], Path] | None:
     path = find_label_file(root, KAGGLE_CSV)
-    return read_kaggle_solution(path) if path else None
+    return (read_kaggle_solution(path), path) if path else None
 
 
-def _devkit(root: Path) -> dict[str, str] | None:
+def _devkit(root: Path) -> tuple[dict[str, str], Path] | None:
     truth = find_label_file(root, DEVKIT_TRUTH)
     if truth is None:
         return None
     meta = truth.parent / DEVKIT_META if (truth.parent / DEVKIT_META).is_file() else find_label_file(root, DEVKIT_META)
     if meta is None:
         raise UserError(f"found {truth} but no {DEVKIT_META} beside it; the devkit IDs need meta.mat to become wnids")
-    return read_devkit_truth(truth, meta)
+    return read_devkit_truth(truth, meta), truth
 
 
-#: Ground-truth readers, tried in order; each returns {val id: wnid} or None when its files are absent.
-GROUND_TRUTH: tuple[Callable[[Path], dict[str, str] | None], ...] = (_kaggle, _devkit)
+#: Ground-truth readers, tried in order; each returns ({val id: wnid}, the file read) or None when its files
+#: are absent.
+GROUND_TRUTH: tuple[Callable[[Path], tuple[dict[str, str], Path] | None], ...] = (_kaggle, _devkit)
 
 
 @register_layout("flatval", priority=60)
@@ -136,15 +137,16 @@ class FlatValLayout:
         images = val_images(root)
         if not images:
             raise UserError(f"--data {root}: no ILSVRC2012_val_*.JPEG images directly in this folder")
-        truth = next((t for reader in GROUND_TRUTH if (t := reader(root)) is not None), None)
-        if truth is None:
+        found = next((t for reader in GROUND_TRUTH if (t := reader(root)) is not None), None)
+        if found is None:
             raise UserError(f"--data {root}: {len(images)} val images but no labels; put {KAGGLE_CSV} or the devkit's "
                             f"{DEVKIT_TRUTH} + {DEVKIT_META} next to them (or up to {SEARCH_LEVELS} folders above)")
+        truth, source = found
         ids = [VAL_ID.search(p.name).group(1) for p in images]
         missing = [i for i in ids if i not in truth]
         if missing:
-            raise UserError(f"--data {root}: {len(missing)} images have no ground truth (e.g. {missing[0]}); "
-                            "is the label file from the same ImageNet val set?")
+            raise UserError(f"--data {root}: {len(missing)} images have no ground truth in {source} (e.g. "
+                            f"{missing[0]}); is it complete and from the same ImageNet val set? re-download it")
         labels = labels_for_wnids([truth[i] for i in ids], classes, where=f"flat val {root}")
         return arrow_dataset(ids, labels, [str(p) for p in images])
 
