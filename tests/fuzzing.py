@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 #: How many random examples the hypothesis parts draw; CI keeps the default, ``HIERA_BENCH_FUZZ_EXAMPLES`` raises it.
-EXAMPLES = int(os.environ.get("HIERA_BENCH_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("HIERA_BENCH_FUZZ_EXAMPLES", "8"))
 #: The data every fuzzed sweep reads: 3 classes x 3 images.
 N_IMAGES = 9
 RES = "64"  # the tiny checkpoints' native size: one forward serves both schemes

@@ -113,8 +113,10 @@ def show_result(result, as_json: bool) -> None:
                   "of every cell (run.json lists them)", markup=False)
     large = result.run.get("large_images", 0)
     if large:
+        from PIL import Image
+
         err.print(f"note: {large} image{'s are' if large > 1 else ' is'} larger than PIL's decompression-bomb limit "
-                  "(89 Mpx); decoded anyway, as timm does", markup=False)
+                  f"({Image.MAX_IMAGE_PIXELS / 1e6:g} Mpx); decoded anyway, as timm does", markup=False)
     for problem in result.problems:
         err.print(f"error: {problem}", markup=False)
     if not result.ok:
