@@ -110,6 +110,15 @@ def with_defaults(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**missing) if missing else table
 
 
+def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``cell_key`` on every row: a table made by hand has none, so each row's slot names it
+    (rows of one slot are one cell, as they are when a sweep writes them)."""
+    if "cell_key" in table:
+        return table
+    keys = ["hand-" + hashlib.sha256(repr(slot(r)).encode()).hexdigest()[:16] for r in table.to_dict("records")]
+    return table.assign(cell_key=keys)
+
+
 def slot(row: Mapping[str, Any]) -> tuple:
     """The place a row fills in a table: its group, series and size. Two cells of one slot (the files changed
     between runs, so the state differs) are two versions of one measurement: the newer one is shown."""

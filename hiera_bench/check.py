@@ -109,11 +109,17 @@ def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
                     "re-run the sweep with the baseline's data and options, or make a new baseline")
 
 
+def _source(table: pd.DataFrame) -> str:
+    """`` <file>`` a table was read from, for messages about it (empty for a table built in memory)."""
+    return f" {table.attrs['source']}" if table.attrs.get("source") else ""
+
+
 def _require_provenance(table: pd.DataFrame, which: str) -> None:
     """A table without the fields that make cells comparable cannot vouch for a comparison."""
     lacking = sorted({col for _, row in table[table["status"].eq("ok")].iterrows() for col in missing_provenance(row)})
     if lacking:
-        raise UserError(f"the {which} lacks provenance ({', '.join(lacking)}): it cannot be shown to measure the "
+        raise UserError(f"the {which}{_source(table)} lacks provenance ({', '.join(lacking)}): it cannot be shown to "
+                        "measure the "
                         "same thing; use results written by hiera-bench sweep, or pass --allow-missing-provenance")
 
 
@@ -137,7 +143,7 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     run, baseline = with_defaults(run), with_defaults(baseline)
     base_ok = baseline[baseline["status"].eq("ok")]
     if base_ok.empty:
-        raise UserError("the baseline has no evaluated cell; give the results of a finished sweep")
+        raise UserError(f"the baseline{_source(baseline)} has no evaluated cell; give the results of a finished sweep")
     if not allow_missing_provenance:
         _require_provenance(baseline, "baseline")
         _require_provenance(run, "run")

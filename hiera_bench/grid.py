@@ -21,11 +21,10 @@ class Grid:
     skipped: tuple[tuple[int, str], ...] = field(default_factory=tuple)
 
 
-def nearest_valid(size: int, stride: int, min_size: int) -> tuple[int, ...]:
-    """The valid sizes just below and above ``size`` (one if ``size`` is under ``min_size``)."""
-    lo = (size // stride) * stride
-    below = (lo,) if lo >= min_size else ()
-    return below + (lo + stride,) if lo + stride >= min_size else below
+def nearest_valid(size: int, stride: int, min_size: int, max_size: int = MAX_SIZE) -> tuple[int, ...]:
+    """The valid sizes just below and above ``size`` (one at the ends of the valid range)."""
+    lo = (min(size, max_size) // stride) * stride
+    return tuple(s for s in (lo, lo + stride) if min_size <= s <= max_size) or (max(min_size, lo),)
 
 
 def invalid_reason(size: int, stride: int, min_size: int, max_size: int = MAX_SIZE) -> str | None:
@@ -51,14 +50,18 @@ def _int(text: str, spec: str, what: str) -> int:
     return value
 
 
-def parse_grid(spec: str, stride: int, min_size: int | None = None, max_size: int = MAX_SIZE) -> Grid:
-    """Parse a resolution grid and check it against the model's input ``stride``.
+@dataclass(frozen=True)
+class GridSpec:
+    """What ``--res`` says before any model is known: a range ``start:stop:step`` or a list of sizes."""
 
-    ``a:b:s`` is inclusive of ``b``; sizes inside a range that the model cannot take are
-    skipped and reported. A listed or single size the model cannot take is an error that
-    names the nearest valid sizes.
-    """
-    min_size = stride if min_size is None else min_size
+    text: str
+    sizes: tuple[int, ...] = ()
+    span: tuple[int, int, int] | None = None  # start, stop, step
+
+
+def parse_spec(spec: str) -> GridSpec:
+    """The syntax of ``--res`` (numbers, range shape, order); sizes are checked against the model later,
+    with its real stride, so that a size it cannot take is named with sizes it can."""
     spec = spec.strip()
     if not spec:
         raise UserError("--res is empty; give sizes like '224:320:32', '224,256,320' or '256'")
@@ -69,28 +72,43 @@ def parse_grid(spec: str, stride: int, min_size: int | None = None, max_size: in
         start, stop, step = (_int(p, spec, w) for p, w in zip(parts, ("start", "stop", "step")))
         if start > stop:
             raise UserError(f"--res {spec!r}: start {start} is larger than stop {stop}; swap them")
+        return GridSpec(spec, span=(start, stop, step))
+    return GridSpec(spec, sizes=tuple(sorted({_int(p, spec, "size") for p in spec.split(",")})))
+
+
+def parse_grid(spec: str, stride: int, min_size: int | None = None, max_size: int = MAX_SIZE) -> Grid:
+    """Parse a resolution grid and check it against the model's input ``stride``.
+
+    ``a:b:s`` is inclusive of ``b``; sizes inside a range that the model cannot take are
+    skipped and reported. A listed or single size the model cannot take is an error that
+    names the nearest valid sizes.
+    """
+    min_size = stride if min_size is None else min_size
+    parsed = parse_spec(spec)
+    spec = parsed.text
+    if parsed.span is not None:
+        start, stop, step = parsed.span
         if stop > max_size:
-            raise UserError(
-                f"--res {spec!r}: {stop} px is larger than the largest supported input ({max_size} px)"
-            )
+            top = nearest_valid(max_size, stride, min_size, max_size)[0]
+            raise UserError(f"--res {spec!r}: {stop} px is larger than the largest supported input ({max_size} px); "
+                            f"stop at {top}")
         sizes, skipped = [], []
         for size in range(start, stop + 1, step):
             reason = invalid_reason(size, stride, min_size, max_size)
             (skipped.append((size, reason)) if reason else sizes.append(size))
         if not sizes:
-            near = nearest_valid(start, stride, min_size)
+            near = nearest_valid(start, stride, min_size, max_size)
             raise UserError(
                 f"--res {spec!r} holds no size the model can take (multiples of {stride}); "
                 f"try e.g. {near[-1]}:{max(stop, near[-1])}:{stride}"
             )
         return Grid(tuple(sizes), tuple(skipped))
-    sizes = sorted({_int(p, spec, "size") for p in spec.split(",")})
-    for size in sizes:
+    for size in parsed.sizes:
         reason = invalid_reason(size, stride, min_size, max_size)
         if reason:
-            near = " or ".join(str(s) for s in nearest_valid(min(size, max_size), stride, min_size))
+            near = " or ".join(str(s) for s in nearest_valid(size, stride, min_size, max_size))
             raise UserError(f"--res: {size} px is {reason}; use {near}")
-    return Grid(tuple(sizes))
+    return Grid(parsed.sizes)
 
 
 def default_grid(native: int, stride: int, low: float = 0.75, high: float = 1.5) -> str:

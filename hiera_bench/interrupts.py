@@ -8,6 +8,7 @@ its temporary file and the rename that publishes it.
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -17,6 +18,17 @@ _pending: list[int] = []
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: finished work stays, the run can be resumed."""
+
+
+def exit_quietly_on_signals() -> None:
+    """Until a command runs, SIGINT/SIGTERM end the process with one line and 130/143: nothing to keep yet."""
+
+    def leave(signum: int, frame=None) -> None:  # noqa: ARG001  (a signal handler's signature)
+        sys.stderr.write("interrupted while starting; nothing had run\n")
+        raise SystemExit(143 if signum == signal.SIGTERM else 130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, leave)
 
 
 def raise_for(signum: int) -> None:

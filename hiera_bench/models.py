@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import math
-import pickle
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -22,6 +20,7 @@ from torch import nn
 
 from .errors import UserError, listed
 from .geometry import HieraGeometry
+from .untrusted import first_line, load_safetensors, load_torch_weights, read_json, wrong
 
 #: Short names users type, mapped to the checkpoints they mean.
 ALIASES: dict[str, str] = {
@@ -129,21 +128,9 @@ class LoadedModel:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors or weights-only torch file; never runs pickled code."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise UserError(f"checkpoint {path} is not a valid safetensors file ({exc})") from exc
+        return load_safetensors(path)
     if path.suffix in _PICKLE_SUFFIXES:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(
-                f"checkpoint {path} cannot be loaded as plain tensors (weights_only=True refused it: {first}); "
-                "hiera-bench never unpickles code: convert it to .safetensors"
-            ) from exc
+        obj = load_torch_weights(path)
         for key in ("model_state", "state_dict", "model", "module"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
@@ -155,6 +142,23 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         f"checkpoint {path} has an unknown file type {path.suffix!r}; "
         "use .safetensors, .pth/.pt/.bin, or a folder with config.json + model.safetensors"
     )
+
+
+#: The keys of a checkpoint folder's config.json that hiera-bench reads, and the JSON type each must have.
+CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "architecture": str, "model_name": str, "num_classes": int, "model_args": dict, "pretrained_cfg": dict,
+    "label_names": list, "model_card": (dict, str),
+}
+CONFIG_FIX = "fix it, or re-export the checkpoint folder"
+
+
+def read_folder_config(cfg_file: Path) -> dict[str, Any]:
+    """A checkpoint folder's config.json, its keys checked against :data:`CONFIG_TYPES`."""
+    config = read_json(cfg_file, "checkpoint config", CONFIG_FIX)
+    for key, kind in CONFIG_TYPES.items():
+        if key in config and config[key] is not None and not isinstance(config[key], kind):
+            raise wrong(cfg_file, "checkpoint config", f"has a {type(config[key]).__name__} as {key!r}", CONFIG_FIX)
+    return config
 
 
 def _find_weights(folder: Path) -> Path:
@@ -192,7 +196,7 @@ def load_model(
             cfg_file = path / "config.json"
             if not cfg_file.is_file():
                 raise UserError(f"checkpoint folder {path} has no config.json; pass the weights file itself")
-            folder_cfg = json.loads(cfg_file.read_text())
+            folder_cfg = read_folder_config(cfg_file)
             weights_path = _find_weights(path)
         else:
             weights_path = path
@@ -213,9 +217,15 @@ def load_model(
     head = state_dict.get("head.fc.weight")
     num_classes = head.shape[0] if head is not None else folder_cfg.get("num_classes", 1000)
     name = f"{arch}.{tag}" if tag else arch
-    with torch.device("meta"):
-        probe = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay or None,
-                                  num_classes=num_classes, **model_args)
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay or None,
+                                      num_classes=num_classes, **model_args)
+    except (TypeError, ValueError, KeyError, AssertionError) as exc:  # timm's reply to model_args it cannot take
+        if not folder_cfg:
+            raise
+        raise wrong(Path(checkpoint) / "config.json", "checkpoint config",
+                    f"gives {name} arguments timm cannot build it with ({first_line(exc)})", CONFIG_FIX) from exc
     cfg = dict(probe.pretrained_cfg)
     native = _native_size_from_weights(state_dict, probe.patch_stride[0], cfg["input_size"][-1])
     cfg["input_size"] = (3, native, native)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class EvalPreprocess:
@@ -37,14 +39,27 @@ class EvalPreprocess:
     @classmethod
     def from_config(cls, cfg: dict[str, Any], crop_pct: float | None = None, interpolation: str | None = None,
                     decode: str = "pil") -> "EvalPreprocess":
-        return cls(
-            crop_pct=float(crop_pct if crop_pct is not None else cfg.get("crop_pct", 0.875)),
-            interpolation=interpolation or cfg.get("interpolation", "bicubic"),
-            mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
-            std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
-            crop_mode=cfg.get("crop_mode") or "center",
-            decode=decode,
-        )
+        """The checkpoint's pretrained config with the user's overrides; a value timm's eval transform would
+        fail on deep inside (a bare KeyError for an unknown interpolation) is refused here, saying where it came from."""
+        source = "the checkpoint's pretrained_cfg"
+        try:
+            out = cls(
+                crop_pct=float(crop_pct if crop_pct is not None else cfg.get("crop_pct", 0.875)),
+                interpolation=interpolation or cfg.get("interpolation", "bicubic"),
+                mean=_three(cfg.get("mean", (0.485, 0.456, 0.406))),
+                std=_three(cfg.get("std", (0.229, 0.224, 0.225))),
+                crop_mode=cfg.get("crop_mode") or "center",
+                decode=decode,
+            )
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{source} has an invalid crop_pct, mean or std ({exc}); fix the checkpoint's "
+                            "config.json") from None
+        if out.interpolation not in interpolations():
+            where = "--interpolation" if interpolation else f"{source}'s interpolation"
+            raise UserError(f"{where} {out.interpolation!r} is not one of timm's: {', '.join(interpolations())}")
+        if not 0.0 < out.crop_pct <= 1.0:
+            raise UserError(f"{source}'s crop_pct {out.crop_pct} is not in (0, 1]; pass --crop-pct")
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         """The fields that decide the pixels; ``decode`` only where it is not timm's own (so cells of the
@@ -73,6 +88,21 @@ class EvalPreprocess:
         if tail != [type(steps[cut]).__name__, "Normalize"]:
             raise RuntimeError(f"unexpected timm eval transform tail {tail}")
         return transforms.Compose(steps[:cut])
+
+
+def interpolations() -> tuple[str, ...]:
+    """The resize modes timm's eval transform takes by name (its ``str_to_interp_mode`` table)."""
+    from timm.data import transforms
+
+    return tuple(getattr(transforms, "_str_to_pil_interpolation", None)
+                 or ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"))
+
+
+def _three(values: Any) -> tuple[float, float, float]:
+    out = tuple(float(v) for v in values)
+    if len(out) != 3:
+        raise ValueError(f"{len(out)} values where 3 (one per channel) belong")
+    return out  # type: ignore[return-value]
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:

@@ -16,18 +16,21 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .cells import GROUP_COLUMNS, section_labels, with_defaults
+from .cells import GROUP_COLUMNS, section_labels, with_defaults, with_row_keys
 from .errors import UserError
 from .io import atomic_write_parquet, atomic_write_text
 from .pivot import headline, latex, markdown, pivot
 from .stats import annotate, with_cell_keys
+from .untrusted import RESWEEP, read_parquet, reading
 from .sweep.rows import tidy_table
 from .sweep.views import current_views
 
 #: Per-image columns the statistics read; the rest of predictions.parquet stays on disk.
 _PRED_COLUMNS = ["cell_key", "model", "scheme", "img_size", "image_id", "correct1", "failed"]
+#: Of those, what every predictions.parquet has (``cell_key`` came later; older folders are named by model,
+#: scheme and size).
+_PRED_REQUIRED = ["model", "scheme", "img_size", "image_id", "correct1", "failed"]
 
 
 @dataclass
@@ -60,16 +63,14 @@ def read_table(path: Path) -> pd.DataFrame:
     missing = [c for c in ("model", "scheme", "img_size", "native_size", "status", "top1") if c not in df]
     if missing:
         raise UserError(f"{source} is not a hiera-bench results table (no column {', '.join(missing)})")
-    df = with_defaults(df)
+    df = with_row_keys(with_defaults(df))
     df.attrs["source"] = str(source)
     return df
 
 
 def _read_results_file(path: Path) -> pd.DataFrame:
-    try:
+    with reading(path, "results table", RESWEEP):
         return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (ValueError, OSError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} cannot be read as a results table ({type(exc).__name__}); re-run the sweep") from exc
 
 
 def _same_as_csv(table: pd.DataFrame, csv: Path, folder: Path) -> None:
@@ -89,12 +90,8 @@ def read_run(root: Path) -> Run:
     path = current_views(root) / "predictions.parquet"
     preds = None
     if path.is_file():
-        try:
-            names = pq.read_schema(path).names
-            preds = pq.read_table(path, columns=[c for c in _PRED_COLUMNS if c in names]).to_pandas()
-        except (OSError, pa.ArrowException) as exc:
-            raise UserError(f"{root / 'predictions.parquet'} cannot be read ({type(exc).__name__}); re-run the sweep "
-                            "into that folder to rebuild it") from exc
+        preds = read_parquet(path, "predictions", RESWEEP, _PRED_REQUIRED,
+                             [c for c in _PRED_COLUMNS if c not in _PRED_REQUIRED]).to_pandas()
         preds = with_cell_keys(preds, table)
     return Run(root, table, preds)
 

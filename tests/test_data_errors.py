@@ -156,7 +156,7 @@ def test_real_labels_need_val_numbers(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_real_labels(tmp_path / "real.json")
     (tmp_path / "bad.json").write_text("{oops")
-    with pytest.raises(UserError, match="not JSON"):
+    with pytest.raises(UserError, match="not valid JSON"):
         load_real_labels(tmp_path / "bad.json")
 
 
@@ -177,3 +177,12 @@ def test_cli_exits_2_with_one_line(full_ckpt, src, tmp_path):
         lines = result["stderr"].strip().splitlines()
         assert result["code"] == 2, (expected, result)
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (expected, result)
+
+
+def test_class_folders_are_found_past_empty_leading_folders(src, tmp_path):
+    """Detection looks at every class folder until one holds images, not at the first few."""
+    root = tmp_path / "val"
+    shutil.copytree(src, root)
+    for i in range(6):
+        (root / f"n0000000{i}").mkdir()  # sorts before every real class, holds nothing
+    assert open_data(str(root), CLASSES + [f"n0000000{i}" for i in range(6)]).layout == "folder"

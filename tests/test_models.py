@@ -96,7 +96,7 @@ def test_bad_paths(tmp_path, bad):
 
 def test_corrupt_safetensors(tmp_path):
     (tmp_path / "w.safetensors").write_bytes(b"\x00" * 10)
-    with pytest.raises(UserError, match="not a valid safetensors"):
+    with pytest.raises(UserError, match="w.safetensors is truncated or corrupt"):
         load_model("hiera_tiny_224", tmp_path / "w.safetensors")
 
 

@@ -6,6 +6,7 @@ shows the traceback. Torch and timm are imported inside commands so ``--help`` s
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -34,16 +35,60 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Show full traceba
     _state["debug"] = debug or os.environ.get("HIERA_BENCH_DEBUG") == "1"
 
 
+MODEL_HELP = "timm Hiera name (with or without .tag) or alias, e.g. hiera_small; optional with a --checkpoint folder."
+
+
+def one_model(positional: str | None, option: str | None) -> str | None:
+    """The model of a command that takes it as ``--model/-m`` (like every command) or, as before, positionally."""
+    from ..errors import UserError
+
+    if positional and option and positional != option:
+        raise UserError(f"two models given, {positional!r} and --model {option!r}; give one")
+    return option or positional
+
+
 def _on_signal(signum, frame):
+    if "signal" in _state:
+        # the first signal is already unwinding the run (its cleanup must finish to keep the folder
+        # resumable); a second KeyboardInterrupt would cut that cleanup and print a traceback
+        return
     _state["signal"] = signum
     on_signal(signum, frame)
 
 
 def _interrupted(signum: int) -> None:
+    # exiting: signals arriving during interpreter teardown (torch's included) would kill it mid-way with a
+    # traceback or as -SIGINT; ignored handlers survive teardown, Python ones are reset to the default
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     what = "terminated" if signum == signal.SIGTERM else "interrupted"
     err.print(f"{what}: finished cells and committed images are kept; re-run the same command to resume",
               markup=False)
     sys.exit(143 if signum == signal.SIGTERM else 130)
+
+
+#: What helps with an OS error the library did not turn into a UserError, by errno (writes, mostly).
+OS_ADVICE = {
+    errno.ENOSPC: "free space",
+    errno.EDQUOT: "free space or raise your quota",
+    errno.EACCES: "fix permissions",
+    errno.EPERM: "fix permissions",
+    errno.EROFS: "choose a writable folder",
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    advice = OS_ADVICE.get(exc.errno, "check the path")
+    return (f"error: {exc.strerror}: {exc.filename or ''} (nothing finished was lost; {advice}, then re-run to "
+            "resume)")
+
+
+def _usage_error_line(exc) -> str:
+    """click's usage error (unknown option, a value of the wrong type) as the one-line contract."""
+    ctx = getattr(exc, "ctx", None)
+    command = f"hiera-bench {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "hiera-bench"
+    message = " ".join(exc.format_message().split())
+    return f"error: {message}; see '{command} --help'"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,15 +116,14 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         if _state["debug"] or exc.errno is None:
             raise
-        err.print(f"error: {exc.strerror}: {exc.filename or ''} (nothing finished was lost; free space or fix "
-                  "permissions, then re-run to resume)", markup=False)
+        err.print(_os_error_line(exc), markup=False)
         sys.exit(2)
     except SystemExit:
         raise
     except Exception as exc:
-        # usage errors of typer's (vendored) click: they print their own message
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        # usage errors of typer's (vendored) click
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            err.print(_usage_error_line(exc), markup=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         if type(exc).__name__ == "Abort":
             err.print("aborted")

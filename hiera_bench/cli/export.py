@@ -7,12 +7,13 @@ from typing import Optional
 
 import typer
 
-from .app import app, err, out
+from .app import MODEL_HELP, app, one_model, err, out
 
 
 @app.command()
 def export(
-    model: Optional[str] = typer.Argument(None, help="timm Hiera name or alias; optional with a --checkpoint folder."),
+    model_arg: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="The model, as --model (kept for older scripts)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     res: str = typer.Option(..., "--res", "-r", help="The one input size (px) to export for, e.g. 320."),
     scheme: str = typer.Option(..., "--scheme", "-s", help="Position-embedding scheme: abswin or interp."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
@@ -23,7 +24,7 @@ def export(
     """Write model.safetensors + config.json for MODEL rewritten to --res with --scheme, loadable with plain timm."""
     from ..export import export_model
 
-    result = export_model(model, res, scheme, checkpoint=checkpoint, out=out_dir, force=force,
+    result = export_model(one_model(model_arg, model), res, scheme, checkpoint=checkpoint, out=out_dir, force=force,
                           global_size=global_size)
     if result.size_change_only:
         err.print(f"note: {result.name} learned an abs-win embedding; --scheme abswin at {result.size} px is only a "

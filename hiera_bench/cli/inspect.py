@@ -7,12 +7,13 @@ from typing import Optional
 
 import typer
 
-from .app import app, out
+from .app import MODEL_HELP, app, one_model, out
 
 
 @app.command()
 def inspect(
-    model: Optional[str] = typer.Argument(None, help="timm Hiera name or alias; optional with a --checkpoint folder."),
+    model_arg: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="The model, as --model (kept for older scripts)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
     res: Optional[int] = typer.Option(None, "--res", "-r", help="Size (px) to rewrite the embedding to. Default: 1.5x native, rounded up to the stride."),
     channels: Optional[str] = typer.Option(None, "--channels", help="Channels to draw, e.g. 0,5,9. Default: the 3 of largest variance."),
@@ -23,7 +24,7 @@ def inspect(
     from ..inspect import inspect_model, parse_channels, write_inspection
 
     chosen = parse_channels(channels) if channels is not None else None
-    report, fig = inspect_model(model, checkpoint, res, chosen, global_size=global_size)
+    report, fig = inspect_model(one_model(model_arg, model), checkpoint, res, chosen, global_size=global_size)
     target = out_dir or Path("results") / report.model / "inspect"
     paths = write_inspection(report, fig, target)
     for line in summary_lines(report):

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, err, out
+from .app import MODEL_HELP, app, err, out
 
 
 class RichProgress:
@@ -42,7 +42,7 @@ class RichProgress:
 
 @app.command()
 def sweep(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="timm Hiera name (with or without .tag) or alias, e.g. hiera_small."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     res: Optional[str] = typer.Option(None, "--res", "-r", help="Sizes: start:stop:step (inclusive), a,b,c or one size. Default: 0.75x to 1.5x native in stride steps."),
     schemes: str = typer.Option("interp,abswin", "--schemes", "-s", help="Comma-separated position-embedding schemes."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
@@ -111,6 +111,12 @@ def show_result(result, as_json: bool) -> None:
     if failed and result.ok:
         err.print(f"note: {failed} of {result.run['data']['n_images']} images could not be decoded and are left out "
                   "of every cell (run.json lists them)", markup=False)
+    large = result.run.get("large_images", 0)
+    if large:
+        from PIL import Image
+
+        err.print(f"note: {large} image{'s are' if large > 1 else ' is'} larger than PIL's decompression-bomb limit "
+                  f"({Image.MAX_IMAGE_PIXELS / 1e6:g} Mpx); decoded anyway, as timm does", markup=False)
     for problem in result.problems:
         err.print(f"error: {problem}", markup=False)
     if not result.ok:

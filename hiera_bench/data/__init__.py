@@ -27,7 +27,9 @@ warnings.filterwarnings("ignore", message="Specifying null_placement", category=
 
 if os.environ.get("HIERA_BENCH_VERBOSE") != "1":
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # CRITICAL, not ERROR: a file datasets fails to read is logged (over many lines) and then raised, and
+    # the raise becomes hiera-bench's one-line error naming the file
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
 
 
 def default_location() -> str:
@@ -77,7 +79,12 @@ def open_data(
         if Path(location).is_dir() and not any(Path(location).iterdir()):
             raise UserError(f"--data {location} is an empty folder; give the folder that holds your ImageNet val set")
         layout = detect_layout(location)
-    dataset = layout.load(location, ClassIndex(class_names))
+    try:
+        dataset = layout.load(location, ClassIndex(class_names))
+    except OSError as exc:  # a layout's own listing of the location failed: not a folder, no permission, a loop
+        raise UserError(f"--data {location} cannot be read as the {layout.name} layout "
+                        f"({exc.strerror or type(exc).__name__}: {exc.filename or location}); "
+                        "check --data and --data-format") from exc
     if len(dataset) == 0:
         raise UserError(f"--data {location}: the dataset is empty")
     _refuse_repeated_ids(dataset, location)

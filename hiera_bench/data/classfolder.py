@@ -33,11 +33,14 @@ class ClassFolderLayout:
         root = Path(location)
         if not root.is_dir():
             return False
-        dirs = _class_dirs(root)
-        return any(image_files(d, IMAGE_SUFFIXES) for d in dirs[:5])
+        # every folder until one holds images: a set may start with empty class folders
+        return any(image_files(d, IMAGE_SUFFIXES) for d in _class_dirs(root))
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
+        if not root.is_dir():
+            raise UserError(f"--data {root} is not a folder; the folder layout needs <root>/<class>/<image> "
+                            "(drop --data-format to detect the layout)")
         names = [d.name for d in _class_dirs(root)]
         if not names:
             raise UserError(f"--data {root}: no class folders inside; expected <root>/<class>/<image>")

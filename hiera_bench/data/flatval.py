@@ -10,6 +10,7 @@ folders above them (Kaggle nests the images in ILSVRC/Data/CLS-LOC/val), also in
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,7 @@ from typing import Callable
 import datasets
 
 from ..errors import UserError
+from ..untrusted import REDOWNLOAD, read_text, reading, wrong
 from .base import VAL_ID, ClassIndex, arrow_dataset, labels_for_wnids, register_layout
 from .classfolder import IMAGE_SUFFIXES, image_files
 
@@ -52,12 +54,17 @@ def read_kaggle_solution(path: Path) -> dict[str, str]:
     An image listed twice with different wnids is refused: the last row would silently relabel it.
     A repeated row with the same wnid (other boxes, or a plain copy) changes no label and is kept.
     """
+    what = "ground truth"
+    text = read_text(path, what, REDOWNLOAD)
     truth: dict[str, str] = {}
-    with path.open(newline="") as f:
-        rows = csv.DictReader(f)
-        if not rows.fieldnames or not {"ImageId", "PredictionString"} <= set(rows.fieldnames):
-            raise UserError(f"{path}: expected the columns ImageId,PredictionString of Kaggle's LOC_val_solution.csv")
+    with reading(path, what, REDOWNLOAD):  # csv.Error: a NUL byte, a quote left open
+        rows = csv.DictReader(io.StringIO(text, newline=""))
+        if not {"ImageId", "PredictionString"} <= set(rows.fieldnames or ()):
+            raise wrong(path, what, "lacks the columns ImageId,PredictionString of Kaggle's LOC_val_solution.csv",
+                        REDOWNLOAD)
         for row in rows:
+            if row["PredictionString"] is None:  # csv's mark of a line with fewer fields than the header
+                raise wrong(path, what, f"line {rows.line_num} has no PredictionString", REDOWNLOAD)
             if not row["PredictionString"].strip():
                 continue
             image_id, wnid = row["ImageId"], row["PredictionString"].split()[0]
@@ -71,19 +78,26 @@ def read_devkit_meta(path: Path) -> dict[int, str]:
     """The devkit's ``meta.mat`` -> {ILSVRC2012_ID: wnid} for the 1000 leaf synsets."""
     from scipy.io import loadmat
 
-    try:
-        synsets = loadmat(str(path), squeeze_me=True)["synsets"]
-    except (KeyError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not the devkit's meta.mat with a 'synsets' table ({exc})") from None
-    synsets = synsets.reshape(-1)
-    return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+    what = "devkit meta"
+    with reading(path, what, REDOWNLOAD):
+        found = loadmat(str(path), squeeze_me=True)
+    if "synsets" not in found:
+        raise wrong(path, what, "has no 'synsets' table (not the devkit's meta.mat)", REDOWNLOAD)
+    with reading(path, what, REDOWNLOAD):
+        synsets = found["synsets"].reshape(-1)
+        return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
 
 
 def read_devkit_truth(truth: Path, meta: Path) -> dict[str, str]:
     """Devkit ground truth (line i = devkit ID of val image i) -> {val id: wnid} through ``meta.mat``."""
     id_to_wnid = read_devkit_meta(meta)
+    text = read_text(truth, "ground truth", REDOWNLOAD)
+    if text and not text.endswith("\n"):  # the devkit's file ends its last line: a cut one would relabel an image
+        raise wrong(truth, "ground truth", "does not end with a newline (truncated?)", REDOWNLOAD)
     out = {}
-    for number, line in enumerate(truth.read_text().split(), start=1):
+    for number, line in enumerate(text.split(), start=1):
+        if not line.isdigit():
+            raise wrong(truth, "ground truth", f"line {number} is {line[:20]!r}, not a devkit class ID", REDOWNLOAD)
         devkit_id = int(line)
         if devkit_id not in id_to_wnid:
             raise UserError(f"{truth}: line {number} has devkit ID {devkit_id}, which {meta} does not list")
@@ -91,23 +105,24 @@ def read_devkit_truth(truth: Path, meta: Path) -> dict[str, str]:
     return out
 
 
-def _kaggle(root: Path) -> dict[str, str] | None:
+def _kaggle(root: Path) -> tuple[dict[str, str], Path] | None:
     path = find_label_file(root, KAGGLE_CSV)
-    return read_kaggle_solution(path) if path else None
+    return (read_kaggle_solution(path), path) if path else None
 
 
-def _devkit(root: Path) -> dict[str, str] | None:
+def _devkit(root: Path) -> tuple[dict[str, str], Path] | None:
     truth = find_label_file(root, DEVKIT_TRUTH)
     if truth is None:
         return None
     meta = truth.parent / DEVKIT_META if (truth.parent / DEVKIT_META).is_file() else find_label_file(root, DEVKIT_META)
     if meta is None:
         raise UserError(f"found {truth} but no {DEVKIT_META} beside it; the devkit IDs need meta.mat to become wnids")
-    return read_devkit_truth(truth, meta)
+    return read_devkit_truth(truth, meta), truth
 
 
-#: Ground-truth readers, tried in order; each returns {val id: wnid} or None when its files are absent.
-GROUND_TRUTH: tuple[Callable[[Path], dict[str, str] | None], ...] = (_kaggle, _devkit)
+#: Ground-truth readers, tried in order; each returns ({val id: wnid}, the file read) or None when its files
+#: are absent.
+GROUND_TRUTH: tuple[Callable[[Path], tuple[dict[str, str], Path] | None], ...] = (_kaggle, _devkit)
 
 
 @register_layout("flatval", priority=60)
@@ -122,15 +137,16 @@ class FlatValLayout:
         images = val_images(root)
         if not images:
             raise UserError(f"--data {root}: no ILSVRC2012_val_*.JPEG images directly in this folder")
-        truth = next((t for reader in GROUND_TRUTH if (t := reader(root)) is not None), None)
-        if truth is None:
+        found = next((t for reader in GROUND_TRUTH if (t := reader(root)) is not None), None)
+        if found is None:
             raise UserError(f"--data {root}: {len(images)} val images but no labels; put {KAGGLE_CSV} or the devkit's "
                             f"{DEVKIT_TRUTH} + {DEVKIT_META} next to them (or up to {SEARCH_LEVELS} folders above)")
+        truth, source = found
         ids = [VAL_ID.search(p.name).group(1) for p in images]
         missing = [i for i in ids if i not in truth]
         if missing:
-            raise UserError(f"--data {root}: {len(missing)} images have no ground truth (e.g. {missing[0]}); "
-                            "is the label file from the same ImageNet val set?")
+            raise UserError(f"--data {root}: {len(missing)} images have no ground truth in {source} (e.g. "
+                            f"{missing[0]}); is it complete and from the same ImageNet val set? re-download it")
         labels = labels_for_wnids([truth[i] for i in ids], classes, where=f"flat val {root}")
         return arrow_dataset(ids, labels, [str(p) for p in images])
 

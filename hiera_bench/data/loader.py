@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,17 @@ import torch
 from PIL import Image
 
 from ..preprocess import MultiSizeTransform
+
+
+# PIL warns (once per image, from whichever thread or worker decodes it) about images above MAX_IMAGE_PIXELS;
+# timm decodes them all the same, so a sweep does too and says how many there were once, in its summary
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def is_large(image: Image.Image) -> bool:
+    """Above PIL's decompression-bomb warning limit (89 Mpx by default): decoded, but counted."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and image.width * image.height > limit
 
 
 def decode(image: dict[str, Any]) -> Image.Image:
@@ -30,6 +42,7 @@ class Batch:
     errors: list[str]  # "" where ok
     crops: dict[int, torch.Tensor]  # size -> uint8 (n_ok, 3, R, R)
     encoded: list[torch.Tensor] | None = None  # --decode gpu: each readable file's bytes, decoded on the device
+    large: int = 0  # images above PIL's decompression-bomb limit (decoded all the same)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -77,12 +90,15 @@ class MultiSizeImages(torch.utils.data.Dataset):
         return list(self._pool.map(self._item, positions, rows))
 
     def _item(self, position: int, row: dict[str, Any]):
+        large = False
         try:
-            crops = self.transform(decode(row["image"]))
+            image = decode(row["image"])
+            large = is_large(image)
+            crops = self.transform(image)
             error = ""
         except Exception as exc:  # any undecodable file is counted, never fatal (unless --strict)
             crops, error = None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-        return position, row["image_id"], row["label"], crops, error
+        return position, row["image_id"], row["label"], crops, error, large
 
 
 def collate(items) -> Batch:
@@ -95,4 +111,5 @@ def collate(items) -> Batch:
         ok=torch.tensor([it[3] is not None for it in items], dtype=torch.bool),
         errors=[it[4] for it in items],
         crops={size: torch.stack([g[size] for g in good]) for size in sizes},
+        large=sum(bool(it[5]) for it in items),
     )

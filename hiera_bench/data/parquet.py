@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UserError
+from ..untrusted import REDOWNLOAD, check_parquet, odd_one_out, reading
 from .base import (WNID, ClassIndex, common_dataset, image_id_from_path, labels_for_wnids, register_layout,
                    wnids_for_names)
 
@@ -90,7 +91,10 @@ class ParquetLayout:
         files = parquet_files(location)
         if not files:
             raise UserError(f"--data {location}: no .parquet files found (give a folder, a file or a glob)")
-        loaded = datasets.load_dataset("parquet", data_files={"validation": files}, split="validation")
+        columns = {file: check_parquet(file, "parquet data file", REDOWNLOAD) for file in files}
+        odd_one_out(columns, "parquet data file", "columns", "re-download the odd one")
+        with reading(location, "parquet data", REDOWNLOAD):
+            loaded = datasets.load_dataset("parquet", data_files={"validation": files}, split="validation")
         return from_hub_schema(loaded, classes, where=f"parquet {location}")
 
     def data_files(self, location: str) -> list[str]:

@@ -9,13 +9,13 @@ by val number, so it needs layouts that keep it (hub, parquet, flat val, webdata
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..errors import UserError
+from ..untrusted import read_json, reading
 from .base import VAL_ID, imagenet_wnids
 
 RealLabels = Mapping[str, Sequence[int]]
@@ -34,21 +34,20 @@ def load_real_labels(path: str | Path | None = None) -> dict[str, list[int]]:
     Accepts the original list form or a dict keyed by val id or file name.
     """
     path = Path(path) if path else timm_real_labels_path()
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--real-labels {path} does not exist; leave the path out to use timm's copy") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"--real-labels {path} is not JSON ({exc})") from None
-    if isinstance(raw, list):
-        return {f"ILSVRC2012_val_{i + 1:08d}": [int(x) for x in labels] for i, labels in enumerate(raw)}
-    if isinstance(raw, dict):
-        out = {}
-        for key, labels in raw.items():
-            found = VAL_ID.search(key)
-            out[found.group(1) if found else key] = [int(x) for x in labels]
-        return out
-    raise UserError(f"--real-labels {path}: expected a list of label lists (timm's format) or a dict by val id")
+    what, fix = "--real-labels", "give the path of ReaL's real.json, or --real-labels timm for the copy timm ships"
+    raw = read_json(path, what, fix, expect=(list, dict))
+    # entries are lists of class indices; anything else (a string, a float, a nested dict) is not ReaL
+    with reading(path, what, fix):
+        if isinstance(raw, list):
+            return {f"ILSVRC2012_val_{i + 1:08d}": _indices(labels) for i, labels in enumerate(raw)}
+        return {(found.group(1) if (found := VAL_ID.search(key)) else key): _indices(labels)
+                for key, labels in raw.items()}
+
+
+def _indices(labels) -> list[int]:
+    if not isinstance(labels, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
+        raise ValueError(f"an entry is {str(labels)[:40]!r}, not a list of class indices")
+    return list(labels)
 
 
 def real_targets(real: RealLabels, image_ids: Sequence[str], layout: str = "") -> list[list[int] | None]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 
 from ..errors import UserError
+from ..untrusted import check_arrow, read_json, reading, wrong
 from .base import (ClassIndex, common_dataset, labels_for_imagenet_index, labels_for_wnids, register_layout,
                    wnids_for_names)
 from .parquet import from_hub_schema
@@ -40,6 +41,21 @@ def _from_common_schema(dataset: datasets.Dataset, classes: ClassIndex, where: s
     return common_dataset(dataset, "image", ids, labels)
 
 
+SAVE_FIX = "save it again with datasets' save_to_disk, or re-copy the folder"
+
+
+def check_files(root: Path) -> None:
+    """Every Arrow file of the folder read through, its columns those its ``dataset_info.json`` lists:
+    ``load_from_disk`` fails on a bad one without naming it."""
+    for arrow in sorted(root.rglob("*.arrow")):
+        columns = check_arrow(arrow, "saved dataset file", SAVE_FIX)
+        info = arrow.parent / "dataset_info.json"
+        features = list(read_json(info, "saved dataset info", SAVE_FIX).get("features") or {}) if info.is_file() else []
+        if features and sorted(columns) != sorted(features):
+            raise wrong(arrow, "saved dataset file", f"has the columns {', '.join(columns)} but {info.name} lists "
+                        f"{', '.join(features)}", SAVE_FIX)
+
+
 @register_layout("saved", priority=90)
 class SavedLayout:
     description = "a datasets.save_to_disk folder (common or hub schema)"
@@ -51,10 +67,9 @@ class SavedLayout:
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         where = f"saved dataset {location}"
-        try:
+        check_files(Path(location))
+        with reading(location, "saved dataset", SAVE_FIX):
             loaded = datasets.load_from_disk(location)
-        except FileNotFoundError as exc:
-            raise UserError(f"--data {location}: not a save_to_disk folder ({exc})") from None
         dataset = _pick_split(loaded, where) if isinstance(loaded, datasets.DatasetDict) else loaded
         if "label" not in dataset.column_names:
             raise UserError(f"{where}: no 'label' column (columns: {', '.join(dataset.column_names)})")

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UserError
+from ..untrusted import REDOWNLOAD, check_tar, odd_one_out, reading
 from .base import (VAL_ID, WNID, ClassIndex, common_dataset, labels_for_imagenet_index, labels_for_wnids,
                    register_layout)
 
@@ -53,7 +54,10 @@ class WebDatasetLayout:
         if not files:
             raise UserError(f"--data {location}: no .tar shards found (give a folder, a shard or a glob)")
         where = f"webdataset {location}"
-        loaded = datasets.load_dataset("webdataset", data_files={"validation": files}, split="validation")
+        kinds = {file: check_tar(file, "webdataset shard", REDOWNLOAD) for file in files}
+        odd_one_out(kinds, "webdataset shard", "member kinds", "re-download the odd one")
+        with reading(location, "webdataset", REDOWNLOAD):
+            loaded = datasets.load_dataset("webdataset", data_files={"validation": files}, split="validation")
         image_key = next((k for k in IMAGE_KEYS if k in loaded.column_names), None)
         if image_key is None:
             raise UserError(f"{where}: samples have no image ({'/'.join(IMAGE_KEYS)}); keys are {loaded.column_names}")

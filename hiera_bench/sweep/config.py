@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
 from ..errors import UserError
-from ..grid import parse_grid
+from ..grid import parse_spec
 from ..posembed import Scheme, parse_schemes
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,21 +71,41 @@ class Quiet:
         pass
 
 
+def _cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _mps_count() -> int:
+    return 1 if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else 0
+
+
+#: Device types a sweep runs on, how many of each this host has, and what to say when there is none.
+DEVICE_TYPES: dict[str, tuple[Callable[[], int], str]] = {
+    "cpu": (lambda: 1, ""),
+    "cuda": (_cuda_count, "no CUDA GPU is visible"),
+    "mps": (_mps_count, "Apple MPS is not available here"),
+}
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def resolve_device(name: str) -> torch.device:
+    """``--device``: auto picks cuda, then mps, then cpu; anything else must be a type of :data:`DEVICE_TYPES`
+    that this host has (torch also knows meta, xla, ... on which a sweep cannot run)."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+        return torch.device(next(t for t in ("cuda", "mps", "cpu") if DEVICE_TYPES[t][0]()))
     try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name!r} is not a device; use {DEVICE_CHOICES}") from None
+    if device.type not in DEVICE_TYPES:
+        raise UserError(f"--device {name}: a sweep cannot run on {device.type}; use {DEVICE_CHOICES}")
+    count, missing = DEVICE_TYPES[device.type]
+    available = count()
+    if not available:
+        raise UserError(f"--device {name}: {missing}; use --device cpu or auto")
+    if device.index is not None and device.index >= available:
+        raise UserError(f"--device {name}: this host has {available} {device.type} device(s), numbered from 0")
+    return device
 
 
 def parse_batch_size(value: int | str) -> int | str:
@@ -121,7 +141,7 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
     if cfg.amp not in AMP_DTYPES:
         raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")
     if cfg.res is not None:
-        parse_grid(cfg.res, stride=1)  # syntax and bounds now; the model's stride once it is loaded
+        parse_spec(cfg.res)  # the syntax now; sizes against the model's stride once it is loaded
     if cfg.data_format and cfg.data and cfg.data.startswith("hf:") and cfg.data_format != "hub":
         raise UserError(f"--data {cfg.data} is a hub dataset but --data-format is {cfg.data_format!r}; drop one")
     if cfg.decode not in DECODERS:

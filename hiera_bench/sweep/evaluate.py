@@ -38,6 +38,7 @@ class EvaluationReport:
     compile: dict[str, Any] | None = None
     decode: dict[str, Any] | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    large_images: int = 0  # decoded above PIL's decompression-bomb limit
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Evaluation:
         self.progress.start(sum(len(self.data) - f.start for f in pending),
                             f"{self.loaded.name}: {len(pending)} forwards x {len(self.data)} images")
         t_loop = time.time()
-        self._loop(batches, pending, runners, buffers, device_crops, sizes, memory_format, amp)
+        report.large_images = self._loop(batches, pending, runners, buffers, device_crops, sizes, memory_format, amp)
         report.timing = {"prepare_s": round(t_loop - t_prepare, 3), "loop_s": round(time.time() - t_loop, 3)}
         if device_crops is not None:
             report.decode = {"decoder": self.preprocess.decode, "pil_fallbacks": device_crops.fallbacks}
@@ -118,8 +119,10 @@ class Evaluation:
 
     def _loop(self, batches, pending: list[Forward], runners: dict[int, SizeRunner], buffers: dict[str, CellBuffer],
               device_crops: DeviceCrops | None, sizes: list[int], memory_format: torch.memory_format,
-              amp: torch.dtype | None) -> None:
+              amp: torch.dtype | None) -> int:
+        """Run every batch; returns how many images were above PIL's decompression-bomb limit."""
         device, log = self.device, self.progress.log
+        large = 0
 
         def launch(batch: Batch) -> list[tuple[Forward, int, PendingRecords | None]]:
             """Queue every pending forward of ``batch`` on the device; nothing here waits for it."""
@@ -156,6 +159,7 @@ class Evaluation:
             if self.cfg.strict and not bool(batch.ok.all()):
                 bad = int((~batch.ok).nonzero()[0])
                 raise UserError(f"--strict: image {batch.image_ids[bad]} cannot be decoded ({batch.errors[bad]})")
+            large += batch.large
             queued = launch(batch)
             if in_flight is not None:
                 finish(*in_flight)
@@ -169,3 +173,4 @@ class Evaluation:
             finish(*in_flight)
         for buf in buffers.values():
             buf.flush()
+        return large

@@ -88,6 +88,8 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
             run_info.update(batch_size=report.batch_size, workers=report.workers, compile=report.compile)
             if report.decode:
                 run_info["decode"] = report.decode
+            if report.large_images:
+                run_info["large_images"] = report.large_images
         rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
     rows += [skipped_row(columns(sweep, run_info["device"]), cell(sweep, scheme=s.name, img_size=size), reason)
              for size, reason in sweep.grid.skipped for s in schemes]
@@ -114,14 +116,14 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) ->
         progress.log("--global-size only applies to full-grid checkpoints; this one learned its own split")
         global_size = None
     spec = spec_from_model(loaded.model, native, global_size)
-    if cfg.batch_size != "auto":
-        check_memory(loaded.model, sizes, cfg.batch_size, device)
     decode = f"device:{device.type}" if cfg.decode == "device" else "pil"
     preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation, decode)
     if loaded.label_names is None:
         raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
                         "give a checkpoint folder whose config.json lists label_names")
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
+    if cfg.batch_size != "auto":
+        check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
     run_dir = RunDir(Path(cfg.out) if cfg.out else Path("results") / loaded.name)
     return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress)
 

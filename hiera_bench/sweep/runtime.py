@@ -317,17 +317,25 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_memory(model: torch.nn.Module, sizes: list[int], batch_size: int, device: torch.device) -> None:
-    """Refuse sizes whose activations cannot fit, before allocating anything."""
-    free = available_bytes(device)
+def check_memory(model: torch.nn.Module, sizes: list[int], batch_size: int, device: torch.device, n_images: int,
+                 free: int | None = None) -> None:
+    """Refuse sizes whose activations cannot fit, before allocating anything.
+
+    What one forward holds is what is measured: a batch never holds more images than the data has, and on
+    the CPU every forward runs in slices (:func:`forward_batch`), whatever ``--batch-size`` says.
+    """
+    free = available_bytes(device) if free is None else free
     if free is None:
         return
+    geometry = HieraGeometry.from_model(model)
+    batch = max(1, min(batch_size, n_images))
     for size in sorted(sizes, reverse=True):
-        need = activation_bytes(model, size, batch_size)
+        per_forward = forward_batch(geometry, size, batch, device)
+        need = activation_bytes(model, size, per_forward)
         if need > 0.9 * free:
             fits = max((b for b in (1, 2, 4, 8, 16, 32, 64) if activation_bytes(model, size, b) < 0.9 * free), default=0)
             hint = f"use --batch-size {fits}" if fits else "choose smaller sizes"
             raise UserError(
-                f"{size} px at batch size {batch_size} needs about {need / 2**30:.1f} GiB of activations but "
-                f"{device.type} has {free / 2**30:.1f} GiB free; {hint}"
+                f"{size} px at {per_forward} image(s) per forward needs about {need / 2**30:.1f} GiB of activations "
+                f"but {device.type} has {free / 2**30:.1f} GiB free; {hint}"
             )

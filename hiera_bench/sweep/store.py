@@ -13,7 +13,6 @@ old file or the new one, never a truncated one.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,15 @@ from typing import Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
+from ..untrusted import read_json, read_parquet, require_keys
 from .records import PART_SCHEMA
+
+
+#: What a finished cell's row.json must hold for the merged views to place it.
+ROW_KEYS = ("cell_key", "model", "scheme", "img_size", "status")
 
 
 @dataclass
@@ -69,13 +72,19 @@ class CellStore:
         table = records.replace_schema_metadata(meta)
         atomic_write_parquet(self.root / f"part-{start:09d}-{end:09d}.parquet", table)
 
+    @property
+    def fix(self) -> str:
+        """What recomputes a damaged file of this cell: its own sweep with --force, or any sweep once it is gone
+        (a run folder holds the cells of earlier sweeps too)."""
+        return f"delete the folder {self.root} (or re-run the sweep that made it with --force) to recompute it"
+
     def read_records(self, upto: int | None = None) -> tuple[pd.DataFrame, float]:
         """All records (deduplicated by position) and the forward seconds they took."""
         frames, seconds, covered = [], 0.0, 0
         for start, end, path in self.parts():
             if end <= covered:
                 continue
-            table = pq.read_table(path)
+            table = read_parquet(path, "cell records", self.fix, PART_SCHEMA.names)
             seconds += float((table.schema.metadata or {}).get(b"forward_s", b"0"))
             frame = table.to_pandas()
             frames.append(frame[frame["position"] >= covered])
@@ -103,7 +112,8 @@ class CellStore:
         atomic_write_json(self.row_path, row)
 
     def read_row(self) -> dict[str, Any]:
-        return json.loads(self.row_path.read_text())
+        row = read_json(self.row_path, "finished cell", self.fix)
+        return require_keys(row, ROW_KEYS, self.row_path, "finished cell", self.fix)
 
 
 #: The merged views a run folder shows at its top (see :mod:`.views`).
@@ -148,13 +158,8 @@ class RunDir:
         return CellStore(self.root / "cells" / key)
 
     def finished_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for path in sorted((self.root / "cells").glob("*/row.json")):
-            try:
-                rows.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError):
-                continue  # a row being replaced right now by another run
-        return rows
+        # rows are replaced by one rename, so a row that cannot be read is damaged, never half-written
+        return [CellStore(path.parent).read_row() for path in sorted((self.root / "cells").glob("*/row.json"))]
 
     def predictions(self, keys: Iterable[str]) -> pa.Table | None:
         tables = []
