@@ -37,7 +37,8 @@ class RichProgress:
         err.print(f"[yellow]warning:[/yellow] {message}")
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # a bar never started must not print (an error stays one line)
+            self.progress.stop()
 
 
 @app.command()
@@ -48,7 +49,8 @@ def sweep(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="ImageNet val: a path, a glob or hf:REPO. Default: $HIERA_BENCH_DATA or hf:ILSVRC/imagenet-1k."),
     data_format: Optional[str] = typer.Option(None, "--data-format", help="Force a data layout instead of detecting it."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder. Default: results/<model>/."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder. Default: results/<label>/."),
+    label: Optional[str] = typer.Option(None, "--label", "-l", help="Name of this checkpoint in tables and reports (a column group, the run folder). Default: the model's name."),
     batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Images per forward, or auto: on a GPU the largest power of two up to 256 that fits the widest size (a trial forward decides); 32 on the CPU."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="DataLoader worker processes (default: on a GPU the cores but one; on the CPU none, each batch decoded on every core between forwards)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -82,7 +84,7 @@ def sweep(
         data_format=data_format, out=str(out_dir) if out_dir else None, batch_size=batch_size, workers=workers,
         device=device, amp=amp, limit=limit, per_class=per_class, crop_pct=crop_pct, interpolation=interpolation,
         global_size=global_size, save_every=save_every, force=force, strict=strict, channels_last=channels_last,
-        compile=compile_, real_labels=real_labels, decode=decode, max_failed=max_failed / 100.0,
+        compile=compile_, real_labels=real_labels, decode=decode, max_failed=max_failed / 100.0, label=label,
         command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     progress = RichProgress(enabled=not quiet and not as_json)
@@ -102,9 +104,10 @@ def show_result(result, as_json: bool) -> None:
     if as_json:
         out.print(json.dumps(json.loads(table.to_json(orient="records")), indent=1), markup=False)
     else:
-        for section in pivot(table):
-            out.print(terminal(section))
-            out.print(section.headline, markup=False)
+        results = pivot(table)
+        out.print(terminal(results))
+        for group in results.groups:
+            out.print((f"{group.label}: " if results.several else "") + group.headline, markup=False)
         out.print(f"wrote {result.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json",
                   markup=False)
     failed = sum(1 for _ in result.run.get("failed_images", []))

@@ -44,6 +44,7 @@ class SweepConfig:
     decode: str = "pil"  # "pil" (timm's, bit-identical) or "device" (torchvision decode_jpeg + resize on the device)
     max_failed: float = 0.01  # share of images that may fail to decode before the sweep is not ok
     command: str = ""
+    label: str | None = None  # how reports name this checkpoint's runs; default: the model's name
 
     @property
     def dtype_name(self) -> str:
@@ -101,9 +102,19 @@ def parse_batch_size(value: int | str) -> int | str:
     return number
 
 
+def check_label(label: str | None) -> None:
+    """``--label`` names a run folder and a column group of reports: printable, one path component."""
+    if label is None:
+        return
+    if not label.strip() or label in (".", "..") or any(c in label for c in "/\\\0\n\t"):
+        raise UserError(f"--label {label!r} must be a non-empty name without slashes or line breaks, "
+                        "e.g. --label small-ft320")
+
+
 def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
     """Check every option that needs no model or data; returns the schemes and the device."""
     cfg.batch_size = parse_batch_size(cfg.batch_size)
+    check_label(cfg.label)
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"--limit must be at least 1, got {cfg.limit}; leave it out to use every image")
     if cfg.per_class is not None and cfg.per_class < 1:

@@ -65,6 +65,10 @@ class Sweep:
         self.data_fingerprint = self.data.fingerprint()
         self.data_state = self.data.state()
 
+    @property
+    def label(self) -> str:
+        return self.cfg.label or self.loaded.name
+
 
 def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
     """Run (or resume) a sweep and write its files; returns this sweep's tidy table."""
@@ -122,7 +126,7 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) ->
         raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
                         "give a checkpoint folder whose config.json lists label_names")
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
-    run_dir = RunDir(Path(cfg.out) if cfg.out else Path("results") / loaded.name)
+    run_dir = RunDir(Path(cfg.out) if cfg.out else Path("results") / (cfg.label or loaded.name))
     return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress)
 
 
@@ -147,9 +151,9 @@ def plan(sweep: Sweep) -> list[Forward]:
 
 def columns(sweep: Sweep, device: str) -> SweepColumns:
     loaded = sweep.loaded
-    return SweepColumns(model=loaded.name, arch=loaded.arch, pretrained_tag=loaded.tag or "",
-                        checkpoint=loaded.checkpoint, pos_embed_kind=loaded.pos_embed_kind,
-                        native_size=loaded.native_size, explained_energy=sweep.spec.explained,
+    return SweepColumns(label=sweep.label, model=loaded.name, arch=loaded.arch, pretrained_tag=loaded.tag or "",
+                        num_classes=loaded.num_classes, checkpoint=loaded.checkpoint,
+                        pos_embed_kind=loaded.pos_embed_kind, native_size=loaded.native_size, explained_energy=sweep.spec.explained,
                         data=sweep.data.location, data_layout=sweep.data.layout, device=device)
 
 
@@ -170,6 +174,7 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
                 store.write_row(row)
             else:
                 row, bad = store.read_row(), store.failed_images(n_total)
+                row.update(label=shared.label, num_classes=shared.num_classes)  # a name, not part of the cell
             failed.update(bad)
             if real is not None:
                 row.update(real_columns(real, store, sweep.loaded.label_names, n_total))
@@ -182,7 +187,8 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
     cfg, loaded, data, spec = sweep.cfg, sweep.loaded, sweep.data, sweep.spec
     return {
         "command": cfg.command or " ".join(sys.argv), "config": asdict(cfg), "started": iso_time(t_start),
-        "model": loaded.name, "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
+        "label": sweep.label, "model": loaded.name, "checkpoint": loaded.checkpoint,
+        "checkpoint_sha256": loaded.sha256,
         "license": loaded.license, "native_size": loaded.native_size, "pos_embed_kind": loaded.pos_embed_kind,
         "explained_energy": spec.explained, "energy_shares": spec.energy_shares(),
         "sizes": sweep.sizes, "skipped": [{"img_size": s, "reason": r} for s, r in sweep.grid.skipped],
