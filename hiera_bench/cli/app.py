@@ -29,8 +29,31 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: this package and the versions its numbers depend on, without importing torch (slow)."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    out.print(f"hiera-bench {__version__} (timm {of('timm')}, torch {of('torch')}, python {sys.version.split()[0]})",
+              markup=False)
+    raise typer.Exit()
+
+
 @app.callback()
-def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version of hiera-bench, timm and torch, and exit."),
+) -> None:
     _state["debug"] = debug or os.environ.get("HIERA_BENCH_DEBUG") == "1"
 
 
