@@ -162,3 +162,51 @@ def test_a_cell_with_no_correct_image_gets_a_ci_of_nonzero_width(pair):
     table = build([pair / "a"])
     zero = table[table["top1"] == 0]
     assert len(zero) and (zero["top1_ci_high"] > 20).all() and np.isclose(zero["top1_ci_low"], 0).all()
+
+
+def test_one_sweep_command_runs_several_checkpoints_into_one_table(cli, full_ckpt, abswin_ckpt, class_folder, tmp_path):
+    result = cli("sweep", "-c", full_ckpt, "-c", abswin_ckpt, "--label", "tiny", "--label", "small", "--data",
+                 class_folder, "--img-size", "64", "--device", "cpu", "--quiet", "--out", tmp_path)
+    assert result.code == 0, result.err
+    for name, model in (("tiny", "hiera_tiny_224"), ("small", "hiera_small_abswin_256")):
+        table = pd.read_csv(tmp_path / name / "results.csv")
+        assert set(table["label"]) == {name} and set(table["model"]) == {model} and set(table["img_size"]) == {64}
+    assert result.out.count("┃ size ") == 1 and "tiny: abswin" in result.out and "small: abswin" in result.out
+    assert "tiny: best: " in result.out and "small: best: " in result.out
+
+
+@pytest.mark.parametrize("args, message", [
+    (("-c", "A", "-c", "B", "--label", "x"), "1 --label for 2 checkpoints"),
+    (("-m", "hiera_tiny_224", "-m", "hiera_small_224", "-m", "hiera_base_224", "-c", "A", "-c", "B"),
+     "3 --model for 2 --checkpoint"),
+    (("-c", "a/ckpt", "-c", "b/ckpt"), "share the label 'ckpt'"),
+    (("--img-size", "64", "--res", "64,96", "-c", "A"), "--img-size and --res"),
+    (("--amp-dtype", "int8", "-c", "A"), "--amp-dtype 'int8'"),
+])
+def test_several_checkpoints_usage_errors_are_one_line(cli, args, message):
+    result = cli("sweep", *args)
+    assert result.code == 2 and result.err.count("\n") == 1 and message in result.err, result.err
+
+
+def test_timm_spellings_and_a_bare_amp(cli, full_ckpt, class_folder, tmp_path):
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--img-size", "64", "--device", "cpu", "--amp",
+                 "--torchcompile", "--quiet", "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["config"]["amp"] == "none" and run["config"]["compile"] is True  # bare --amp: fp32 on a CPU
+    assert run["sizes"] == [64]
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--img-size", "64", "--device", "cpu",
+                 "--amp-dtype", "bfloat16", "--quiet", "--out", tmp_path / "bf16")
+    assert result.code == 0, result.err
+    assert set(pd.read_csv(tmp_path / "bf16" / "results.csv")["dtype"]) == {"bf16"}
+
+
+def test_progress_in_a_log_is_plain_lines_with_a_rate_and_eta(cli, full_ckpt, class_folder, tmp_path):
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--res", "64,96", "--device", "cpu", "-b", "4",
+                 "--progress-every", "0", "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    lines = [line for line in result.err.splitlines() if "/s, eta " in line]
+    assert len(lines) == 9  # one per forward (3: interp and abswin at 96, one shared at native 64) per batch of 4
+    assert lines[-1].endswith("(100.0 %), " + lines[-1].split("(100.0 %), ")[1]) and "eta 0:00:00" in lines[-1]
+    assert result.err.splitlines()[0].endswith(": started")
+    assert "\x1b[" not in result.err  # no terminal codes in a log

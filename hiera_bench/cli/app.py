@@ -69,9 +69,25 @@ def _interrupted(signum: int) -> None:
     sys.exit(143 if signum == signal.SIGTERM else 130)
 
 
+#: Options timm users type bare that take a value here, and the value a bare one means.
+BARE_OPTIONS = {"--amp": "auto"}
+
+
+def with_bare_options(argv: list[str]) -> list[str]:
+    """``--amp`` alone (timm's habit) becomes ``--amp=auto``; ``--amp bf16`` is left as it is."""
+    fixed = []
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        bare = arg in BARE_OPTIONS and (following is None or following.startswith("-"))
+        fixed.append(f"{arg}={BARE_OPTIONS[arg]}" if bare else arg)
+    return fixed
+
+
 def main(argv: list[str] | None = None) -> None:
     from ..errors import UserError
     from . import commands  # noqa: F401  (registers the commands)
+
+    argv = with_bare_options(sys.argv[1:] if argv is None else list(argv))
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -30,10 +30,10 @@ def pair_table(result):
 def compare(
     run_a: Path = typer.Argument(..., metavar="RUN_A", help="Run folder of checkpoint A (the --out of a sweep)."),
     run_b: Path = typer.Argument(..., metavar="RUN_B", help="Run folder of checkpoint B, on the same images."),
-    at: Optional[int] = typer.Option(None, "--at", help="Only this input size (default: every size both runs have)."),
-    scheme: Optional[str] = typer.Option(None, "--scheme", "-s", help="Only this scheme (default: every scheme both have)."),
-    label_a: Optional[str] = typer.Option(None, "--label-a", help="Name of A (default: its label)."),
-    label_b: Optional[str] = typer.Option(None, "--label-b", help="Name of B (default: its label)."),
+    at: Optional[int] = typer.Option(None, "--at", metavar="PX", help="Only this input size (default: every size both runs have)."),
+    scheme: Optional[str] = typer.Option(None, "--scheme", "-s", metavar="SCHEME", help="Only this scheme (default: every scheme both have)."),
+    label_a: Optional[str] = typer.Option(None, "--label-a", metavar="NAME", help="Name of A (default: its label)."),
+    label_b: Optional[str] = typer.Option(None, "--label-b", metavar="NAME", help="Name of B (default: its label)."),
     as_json: bool = typer.Option(False, "--json", help="Print the pairs as JSON."),
     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table instead of the terminal one."),
 ) -> None:

@@ -11,8 +11,8 @@ from .app import app, err, out
 
 @app.command()
 def demo(
-    out_dir: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Where to write the results."),
-    device: str = typer.Option("cpu", "--device", help="cpu (matches the committed baseline), auto, cuda, mps."),
+    out_dir: Path = typer.Option(Path("results/demo"), "--out", "-o", metavar="DIR", help="Where to write the results."),
+    device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu (matches the committed baseline), auto, cuda, mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Sweep two tiny shipped Hiera checkpoints (native 128 px) over 64-256 px on generated shapes, offline."""

@@ -12,9 +12,9 @@ from .app import app, out
 
 @app.command()
 def report(
-    runs: List[Path] = typer.Argument(..., help="Run folders (the --out of sweeps) to merge."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder. Default: RUN_DIR/report for one run, ./report for several."),
-    labels: Optional[List[str]] = typer.Option(None, "--label", "-l", help="Name of each run in the table and figures, one per run in order (default: the label its sweep gave, else the model's name)."),
+    runs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run folders (the --out of sweeps) to merge."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Report folder. Default: RUN_DIR/report for one run, ./report for several."),
+    labels: Optional[List[str]] = typer.Option(None, "--label", "-l", metavar="NAME", help="Name of each run in the table and figures, one per run in order (default: the label its sweep gave, else the model's name)."),
 ) -> None:
     """Merge RUN_DIRs into one table (a column group per label, abswin − interp per size) and overlaid figures;
     write report.md/.csv/.parquet/.tex and plots/top1-vs-size, top1-vs-gflops (PNG, SVG)."""

@@ -120,13 +120,16 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) ->
     spec = spec_from_model(loaded.model, native, global_size)
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device)
+    if device.type == "cuda" and cfg.amp == "none":
+        progress.log("fp32 on a CUDA GPU: --amp (bf16 autocast) is the usual choice and much faster; its cells are "
+                     "cells of their own (the dtype is part of a cell)")
     decode = f"device:{device.type}" if cfg.decode == "device" else "pil"
     preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation, decode)
     if loaded.label_names is None:
         raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
                         "give a checkpoint folder whose config.json lists label_names")
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
-    run_dir = RunDir(Path(cfg.out) if cfg.out else Path("results") / (cfg.label or loaded.name))
+    run_dir = RunDir(Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name))
     return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress)
 
 
