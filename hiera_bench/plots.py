@@ -217,12 +217,12 @@ def _figure_bytes(fig: Any, fmt: str) -> bytes:
 PLOTS = {"top1-vs-size": top1_vs_size, "top1-vs-gflops": top1_vs_gflops}
 
 
-def write_plots(table: pd.DataFrame, out: Path, prefix: str = "") -> list[Path]:
+def write_plots(table: pd.DataFrame, out: Path, prefix: str = "", formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Every figure of :data:`PLOTS` as ``<prefix><name>.png`` and ``.svg``, each written atomically."""
     paths = []
     for name, draw in PLOTS.items():
         fig = draw(table)
-        for fmt in FORMATS:
+        for fmt in formats:
             path = Path(out) / f"{prefix}{name}.{fmt}"
             atomic_write_bytes(path, _figure_bytes(fig, fmt))
             paths.append(path)

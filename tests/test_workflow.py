@@ -210,3 +210,14 @@ def test_progress_in_a_log_is_plain_lines_with_a_rate_and_eta(cli, full_ckpt, cl
     assert lines[-1].endswith("(100.0 %), " + lines[-1].split("(100.0 %), ")[1]) and "eta 0:00:00" in lines[-1]
     assert result.err.splitlines()[0].endswith(": started")
     assert "\x1b[" not in result.err  # no terminal codes in a log
+
+
+def test_a_sweep_draws_its_figures_into_its_run_folder(cli, full_ckpt, class_folder, tmp_path):
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--res", "64,96", "--device", "cpu", "-q",
+                 "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    for name in ("top1-vs-size.png", "top1-vs-gflops.png"):
+        assert (tmp_path / "run" / "plots" / name).stat().st_size > 10_000
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--res", "64", "--device", "cpu", "-q",
+                 "--no-plots", "--out", tmp_path / "bare")
+    assert result.code == 0 and not (tmp_path / "bare" / "plots").exists()

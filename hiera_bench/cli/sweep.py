@@ -144,6 +144,7 @@ def sweep(
     as_json: bool = typer.Option(False, "--json", help="Print the tidy table as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     progress_every: float = typer.Option(30.0, "--progress-every", metavar="SECONDS", help="When stderr is not a terminal (SLURM, CI logs): one progress line every SECONDS."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plots/top1-vs-size.png and top1-vs-gflops.png into each run folder (report writes SVG too)."),
 ) -> None:
     """Evaluate each checkpoint at every size of --res under every scheme; write results.csv/.parquet/.md and
     run.json per checkpoint, then print one table of them all."""
@@ -175,6 +176,10 @@ def sweep(
             results.append(run_sweep(cfg, progress))
         finally:
             progress.stop()
+        if plots and not results[-1].table.empty:
+            from ..plots import write_plots
+
+            write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
     show_results(results, as_json)
 
 
@@ -194,7 +199,8 @@ def show_results(results, as_json: bool) -> None:
         for group in merged.groups:
             out.print((f"{group.label}: " if merged.several else "") + group.headline, markup=False)
         for r in results:
-            out.print(f"wrote {r.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json",
+            drawn = ", plots/" if (r.out / "plots").is_dir() else ""
+            out.print(f"wrote {r.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json{drawn}",
                       markup=False)
     failing = False
     for r in results:
