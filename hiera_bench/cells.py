@@ -105,8 +105,13 @@ def _jsonable(value: Any) -> Any:
 # --- the same fields as columns of a tidy table ---------------------------------------------------
 
 def with_defaults(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with the identity columns an older table lacks, filled as that table meant them."""
+    """``table`` with the identity columns an older table lacks, filled as that table meant them, and a
+    ``label`` (the model's name where a table has none: labels came later)."""
     missing = {c: v for c, v in COLUMN_DEFAULTS.items() if c not in table}
+    if "label" not in table and "model" in table:
+        missing["label"] = table["model"].astype(str)
+    elif "label" in table and table["label"].isna().any():
+        missing["label"] = table["label"].where(table["label"].notna(), table["model"].astype(str))
     return table.assign(**missing) if missing else table
 
 
@@ -157,11 +162,12 @@ def series_names(table: pd.DataFrame) -> pd.Series:
 
 
 def section_labels(table: pd.DataFrame) -> pd.Series:
-    """The model name, plus whatever tells several measurements of one model apart (e.g. ``data 1a2b3c4d``)."""
+    """Each row's label (``--label``, by default the model's name), plus whatever tells several measurements
+    under one label apart (e.g. ``data 1a2b3c4d``)."""
     table = with_defaults(table)
     groups = group_ids(table)
-    labels = table["model"].astype(str).copy()
-    for model, part in table.groupby("model", sort=False):
+    labels = table["label"].astype(str).copy()
+    for model, part in table.groupby(labels, sort=False):
         if groups[part.index].nunique() < 2:
             continue
         varying = [c for c in LABEL_FIELDS if c in part and part[c].astype(str).nunique(dropna=False) > 1]

@@ -151,14 +151,6 @@ def _sibling(path: Path, what: str) -> Path:
     return path.parent / f".{path.name}.{what}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _readable(folder: Path) -> None:
-    """Files written through temp files are private (0600); an export is meant to be shared like any file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~mask)
-
-
 def export_model(
     model: str | None,
     res: str,
@@ -195,7 +187,6 @@ def export_model(
         atomic_write_bytes(staging / WEIGHTS_NAME, _weights_bytes(net))
         atomic_write_json(staging / CONFIG_NAME, config)
         atomic_write_text(staging / MARKER_NAME, MARKER_TEXT)
-        _readable(staging)
         _check_target(target, force)  # another export may have landed meanwhile
         _publish(staging, target)
     except BaseException:

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,27 @@ except ImportError:  # pragma: no cover - Windows: runs into one --out are not s
     fcntl = None
 
 
+@cache
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0666 less the umask): temp files are created 0600,
+    and results on a shared filesystem must stay readable by the colleagues the umask lets read them."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def dir_mode() -> int:
+    """The mode a plain ``mkdir()`` would give a new folder (0777 less the umask)."""
+    return file_mode() | (file_mode() & 0o444) >> 2
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with deferred():  # a Ctrl-C waits for the rename: no temp file is left, no file is half-published
         # the writer's pid in the name lets a later run remove what a killed writer left behind
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         try:
+            os.fchmod(fd, file_mode())
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()

@@ -1,21 +1,24 @@
-"""The results pivot: one model of "rows = size, columns = series, cells = top-1 ± CI (Δ vs native)", and
-thin renderers of it for the terminal, markdown and LaTeX.
+"""The results pivot: one model of the table a paper shows, and thin renderers of it for the terminal,
+markdown and LaTeX.
 
-:func:`pivot` turns the annotated tidy table into :class:`Section`\\ s (one per measurement of a model, as
-:func:`hiera_bench.cells.section_labels` names them); every renderer reads only sections, so the three
-outputs agree on what a cell says, which notes it needs and how a missing value reads (:func:`fmt`).
+Rows are input sizes. Columns come in one group per *label* (a checkpoint as measured: ``--label``, by
+default the model's name, see :func:`hiera_bench.cells.section_labels`); within a group one column per
+series (top-1 ± CI, Δ vs the group's native size) and one per contrast with the reference series
+(e.g. ``abswin − interp``: the paired difference on the same images, its CI and McNemar p). Every
+renderer reads only a :class:`Pivot`, so the three outputs agree on what a cell says, which notes it
+needs and how a missing value reads (:func:`fmt`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
 
-from .cells import section_labels, series_names
+from .cells import REFERENCE_SERIES, section_labels, series_names
 from .stats import significance_mark
 
 MISSING = "–"
@@ -40,53 +43,109 @@ class PivotCell:
     half_ci: float | None = None
     delta: float | None = None  # vs the native size of the same series; None at the native size
     delta_p: float | None = None
-    differs_from_reference: bool = False  # exact McNemar p < 0.05 against the reference series
     shared: bool = False  # identical embedding to another series: evaluated once
 
 
 @dataclass(frozen=True)
-class PivotRow:
-    size: int
-    rel: float
-    native: bool
-    cells: dict[str, PivotCell]
-    gflops: float | None
-    imgs_per_s: float | None
+class Contrast:
+    """A series minus the reference series at one size, paired over the same images, in points."""
+
+    delta: float
+    low: float | None
+    high: float | None
+    p: float | None
+    shared: bool = False  # one evaluation for both: zero by construction
 
 
 @dataclass(frozen=True)
-class Section:
-    """One measurement of one model: its sizes by its series."""
+class Group:
+    """One label: one checkpoint as measured, its sizes by its series."""
 
     label: str
     native: int
+    n_images: int | None
     series: list[str]
-    rows: list[PivotRow]
     reference: str | None
+    contrasts: list[str]  # the series with a paired difference to ``reference``
+    cells: dict[tuple[int, str], PivotCell]
+    contrast_cells: dict[tuple[int, str], Contrast]
+    gflops: dict[int, float | None]
+    imgs_per_s: dict[int, float | None]
     headline: str
-    notes: list[str] = field(default_factory=list)
+
+    def contrast_name(self, series: str) -> str:
+        return f"{series} − {self.reference}"
 
 
-def pivot(table: pd.DataFrame) -> list[Section]:
-    """Sections of the annotated tidy table, in table order."""
+@dataclass(frozen=True)
+class Column:
+    """One column of the pivot: a series (``kind == "top1"``) or a contrast of a group."""
+
+    group: Group
+    kind: str
+    series: str
+
+    def title(self, several_groups: bool) -> str:
+        name = self.series if self.kind == "top1" else self.group.contrast_name(self.series)
+        return f"{self.group.label}: {name}" if several_groups else name
+
+
+@dataclass(frozen=True)
+class Pivot:
+    groups: list[Group]
+    sizes: list[int]
+    notes: list[str]
+
+    @property
+    def several(self) -> bool:
+        return len(self.groups) > 1
+
+    @property
+    def native(self) -> int | None:
+        """The native size every group shares, if they share one (then a relative-size column makes sense)."""
+        natives = {g.native for g in self.groups}
+        return natives.pop() if len(natives) == 1 else None
+
+    def columns(self) -> list[Column]:
+        return [Column(g, kind, s) for g in self.groups
+                for kind, names in (("top1", g.series), ("contrast", g.contrasts)) for s in names]
+
+    def natives_at(self, size: int) -> list[str]:
+        return [g.label for g in self.groups if g.native == size]
+
+    def value(self, column: Column, size: int) -> PivotCell | Contrast | None:
+        store = column.group.cells if column.kind == "top1" else column.group.contrast_cells
+        return store.get((size, column.series))
+
+
+def pivot(table: pd.DataFrame) -> Pivot:
+    """The pivot of an annotated tidy table: a group per label, in table order."""
     if table.empty:
-        return []
+        return Pivot([], [], [])
     df = table.assign(_label=section_labels(table), _series=series_names(table))
-    return [_section(label, part) for label, part in df.groupby("_label", sort=False)]
+    groups = [_group(label, part) for label, part in df.groupby("_label", sort=False)]
+    sizes = sorted({int(s) for s in df["img_size"]})
+    return Pivot(groups, sizes, legend(df))
 
 
-def _section(label: str, part: pd.DataFrame) -> Section:
+def _group(label: str, part: pd.DataFrame) -> Group:
     native = int(part["native_size"].iloc[0])
     series = list(dict.fromkeys(part["_series"]))
-    rows = []
+    ok = part[part["status"].eq("ok")]
+    reference = REFERENCE_SERIES if REFERENCE_SERIES in series else None
+    cells, contrasts, gflops, speed = {}, {}, {}, {}
     for size, at in part.groupby("img_size", sort=True):
-        cells = {name: _cell(r) for name, r in zip(at["_series"], (row for _, row in at.iterrows()))}
-        ok = at[at["status"].eq("ok")]
-        rows.append(PivotRow(int(size), int(size) / native, int(size) == native, cells,
-                             _value(ok["gflops"].iloc[-1]) if len(ok) else None,
-                             _value(ok["imgs_per_s"].iloc[-1]) if len(ok) else None))
-    refs = [r for r in part.get("mcnemar_ref", pd.Series(dtype=object)) if isinstance(r, str) and r]
-    return Section(label, native, series, rows, refs[0] if refs else None, headline(part), legend(part))
+        size = int(size)
+        for name, (_, r) in zip(at["_series"], at.iterrows()):
+            cells[(size, name)] = _cell(r)
+            if reference and name != reference and r["status"] == "ok" and not missing(r.get("scheme_delta")):
+                contrasts[(size, name)] = _contrast(r)
+        done = at[at["status"].eq("ok")]
+        gflops[size] = _value(done["gflops"].iloc[-1]) if len(done) else None
+        speed[size] = _value(done["imgs_per_s"].iloc[-1]) if len(done) else None
+    n = int(ok["n_images"].max()) if len(ok) and "n_images" in ok and ok["n_images"].notna().any() else None
+    with_contrast = [s for s in series if any(k[1] == s for k in contrasts)]
+    return Group(label, native, n, series, reference, with_contrast, cells, contrasts, gflops, speed, headline(part))
 
 
 def _cell(r: pd.Series) -> PivotCell:
@@ -94,13 +153,20 @@ def _cell(r: pd.Series) -> PivotCell:
         return PivotCell(str(r["status"]), str(r.get("reason", "") or ""))
     low, high = r.get("top1_ci_low"), r.get("top1_ci_high")
     native = int(r["img_size"]) == int(r["native_size"])
-    p = r.get("mcnemar_p")
     return PivotCell(
         "ok", top1=float(r["top1"]), half_ci=None if missing(low) or missing(high) else (high - low) / 2,
         delta=None if native else _value(r.get("top1_delta_vs_native")), delta_p=_value(r.get("delta_p")),
-        differs_from_reference=not missing(p) and p < 0.05,
-        shared=isinstance(r.get("shared_with"), str) and bool(r["shared_with"]),
+        shared=_shared(r),
     )
+
+
+def _contrast(r: pd.Series) -> Contrast:
+    return Contrast(float(r["scheme_delta"]), _value(r.get("scheme_delta_ci_low")),
+                    _value(r.get("scheme_delta_ci_high")), _value(r.get("mcnemar_p")), _shared(r))
+
+
+def _shared(r: pd.Series) -> bool:
+    return isinstance(r.get("shared_with"), str) and bool(r["shared_with"])
 
 
 def _value(v: Any) -> float | None:
@@ -108,142 +174,302 @@ def _value(v: Any) -> float | None:
 
 
 def legend(part: pd.DataFrame) -> list[str]:
-    """The notes a section needs, one per line."""
+    """The notes a table needs, one per line."""
     notes = []
     if "top1_ci_low" in part and part["top1_ci_low"].notna().any():
-        notes.append("± half-width of the 95 % bootstrap CI (images resampled); Δ vs the native size of the same "
-                     "scheme, paired over the same images; * p<0.05, ** p<0.01, *** p<0.001 (exact McNemar).")
-    if "mcnemar_p" in part and (part["mcnemar_p"] < 0.05).any():
-        ref = next(r for r in part["mcnemar_ref"] if isinstance(r, str) and r)
-        notes.append(f"† differs from {ref} at this size (exact McNemar, p<0.05).")
+        notes.append("± half-width of the exact 95 % binomial CI of top-1; Δ vs the native size of the same scheme, "
+                     "paired over the same images; * p<0.05, ** p<0.01, *** p<0.001 (exact McNemar).")
+    if "scheme_delta" in part and part["scheme_delta"].notna().any():
+        notes.append("a − b: top-1 of scheme a minus scheme b at the same size, paired over the same images, with its "
+                     "95 % bootstrap CI (images resampled) and exact McNemar stars.")
     if part["shared_with"].fillna("").astype(str).str.len().gt(0).any():
-        notes.append("≡ identical embedding to another scheme at this size: evaluated once, reported for both.")
+        notes.append("≡ identical embedding to another scheme at this size: evaluated once, reported for both "
+                     "(a difference of zero by construction).")
     return notes
 
 
+# --- the headline ------------------------------------------------------------------------------------
+
 def headline(part: pd.DataFrame) -> str:
-    """One line: the best size and scheme against the native size of that scheme, and whether it is significant."""
+    """One line for one label: each scheme's best size (ties go to the size nearest native, and schemes that
+    are one evaluation there are one entry), then the contrast with the reference scheme at the best size
+    that is not native (at native they are the same model)."""
     ok = part[part["status"] == "ok"]
     if ok.empty:
         return "no cell evaluated"
-    # ties go to the size closest to native: a change of size must earn its place
-    ranked = ok.assign(_dist=(ok["img_size"] / ok["native_size"] - 1.0).abs())
-    best = ranked.sort_values(["top1", "_dist", "img_size"], ascending=[False, True, True], kind="stable").iloc[0]
-    native = int(best["native_size"])
-    base = ok[ok["img_size"] == native]
-    base = base[base["scheme"] == best["scheme"]] if (base["scheme"] == best["scheme"]).any() else base
-    rel = 100.0 * (int(best["img_size"]) / native - 1.0)
-    text = f"best: {best['scheme']} @{int(best['img_size'])} ({rel:+.0f} %): {best['top1']:.3f} top-1"
+    ok = ok.assign(_series=series_names(ok), _dist=(ok["img_size"] / ok["native_size"] - 1.0).abs())
+    bests = {name: rows.sort_values(["top1", "_dist", "img_size"], ascending=[False, True, True],
+                                    kind="stable").iloc[0] for name, rows in ok.groupby("_series", sort=False)}
+    entries: list[tuple[list[str], pd.Series]] = []
+    for name, best in bests.items():
+        same = next((e for e in entries if _one_evaluation(e[1], best)), None)
+        if same:
+            same[0].append(name)
+        else:
+            entries.append(([name], best))
+    entries.sort(key=lambda e: -e[1]["top1"])  # the best of all first
+    text = "best: " + "; ".join(_best_text(" = ".join(sorted(names, key=lambda s: s == REFERENCE_SERIES)), best, ok)
+                                for names, best in entries)
+    contrast = _contrast_text(ok, bests)
+    return text + (f"; {contrast}" if contrast else "")
+
+
+def _one_evaluation(a: pd.Series, b: pd.Series) -> bool:
+    """Two series' best cells are one evaluation (identical embeddings, e.g. both schemes at native)."""
+    return int(a["img_size"]) == int(b["img_size"]) and a["top1"] == b["top1"] and (_shared(a) or _shared(b))
+
+
+def _best_text(name: str, best: pd.Series, ok: pd.DataFrame) -> str:
+    size, native = int(best["img_size"]), int(best["native_size"])
+    if size == native:
+        return f"{name} @{size} (native): {best['top1']:.3f} top-1"
+    text = f"{name} @{size} ({100.0 * (size / native - 1.0):+.0f} %): {best['top1']:.3f} top-1"
+    base = ok[(ok["img_size"] == native) & (ok["_series"] == best["_series"])]
     if not base.empty:
-        text += f", {best['top1'] - base['top1'].iloc[0]:+.3f} vs native {native} ({base['top1'].iloc[0]:.3f})"
+        text += f", {best['top1'] - base['top1'].iloc[0]:+.3f} vs native {native}"
         low, high, p = best.get("delta_ci_low"), best.get("delta_ci_high"), best.get("delta_p")
-        if int(best["img_size"]) != native and not (missing(low) or missing(p)):
-            verdict = "significant" if p < 0.05 else "not significant"
-            text += f", 95 % CI [{low:+.2f}, {high:+.2f}], p={p:.2g} ({verdict})"
+        if not (missing(low) or missing(p)):
+            text += f" (95 % CI [{low:+.2f}, {high:+.2f}], p={p:.2g}, {_verdict(p)})"
     return text
+
+
+def _contrast_text(ok: pd.DataFrame, bests: dict[str, pd.Series]) -> str:
+    """``abswin − interp @288: +1.200, 95 % CI [..], p=.. (significant)`` at the best non-native size."""
+    others = [s for s in bests if s != REFERENCE_SERIES]
+    if REFERENCE_SERIES not in bests or not others:
+        return ""
+    name = others[0]
+    rows = ok[(ok["_series"] == name) & ok["scheme_delta"].notna()] if "scheme_delta" in ok else ok.iloc[:0]
+    off = rows[rows["img_size"] != rows["native_size"]]
+    if off.empty:
+        return ""
+    best = bests[name]
+    at = off[off["img_size"] == best["img_size"]] if int(best["img_size"]) != int(best["native_size"]) else off.iloc[:0]
+    where = "" if len(at) else " (its best size off native)"
+    row = at.iloc[0] if len(at) else off.sort_values(["top1", "_dist"], ascending=[False, True]).iloc[0]
+    text = f"{name} − {REFERENCE_SERIES} @{int(row['img_size'])}{where}: {row['scheme_delta']:+.3f}"
+    low, high, p = row.get("scheme_delta_ci_low"), row.get("scheme_delta_ci_high"), row.get("mcnemar_p")
+    if not (missing(low) or missing(p)):
+        text += f", 95 % CI [{low:+.2f}, {high:+.2f}], p={p:.2g} ({_verdict(p)})"
+    return text
+
+
+def _verdict(p: float) -> str:
+    return "significant" if p < 0.05 else "not significant"
 
 
 # --- renderers -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class CellStyle:
-    """How one output writes the marks of a cell."""
+    """How one output writes the numbers and marks of a cell."""
 
     pm: str = "±"
-    dagger: str = "†"
     equiv: str = "≡"
     not_ok: Callable[[PivotCell], str] = lambda c: f"{c.status} ({c.reason})" if c.reason else c.status
-    delta: Callable[[float, str], str] = lambda d, stars: f"({d:+.3f}{stars})"
+    number: Callable[[float, str], str] = lambda v, spec: format(v, spec)
+    stars: Callable[[str], str] = lambda stars: stars
+    delta: Callable[[str], str] = lambda text: f"({text})"
     ci: Callable[[str], str] = lambda text: text
 
 
 def cell_text(cell: PivotCell, style: CellStyle = CellStyle()) -> str:
-    """top-1, ± half the 95 % CI, Δ vs native with its McNemar stars, † when it differs from the reference."""
+    """top-1, ± half the 95 % CI, Δ vs native with its McNemar stars, ≡ when shared with another series."""
     if cell.status != "ok":
         return style.not_ok(cell)
-    text = fmt(cell.top1, ".3f")
+    text = style.number(cell.top1, ".3f")
     if cell.half_ci is not None:
-        text += " " + style.ci(f"{style.pm} {cell.half_ci:.2f}")
+        text += " " + style.ci(f"{style.pm} {style.number(cell.half_ci, '.2f')}")
     if cell.delta is not None:
-        text += " " + style.delta(cell.delta, significance_mark(cell.delta_p))
-    if cell.differs_from_reference:
-        text += style.dagger
+        text += " " + style.delta(style.number(cell.delta, "+.3f") + style.stars(significance_mark(cell.delta_p)))
     if cell.shared:
         text += f" {style.equiv}"
     return text
 
 
-def markdown(sections: list[Section]) -> str:
-    """Per section: rows = size, columns = series, cells = top-1 ± CI (Δ vs native, significance); ready to paste."""
-    out = []
-    for s in sections:
-        out.append(f"### {s.label} (native {s.native} px, top-1 % and Δ vs native)\n")
-        out.append("| size | rel | " + " | ".join(s.series) + " |")
-        out.append("|---:|---:|" + "---:|" * len(s.series))
-        for row in s.rows:
-            cells = [cell_text(row.cells[name]) if name in row.cells else "" for name in s.series]
-            mark = " **native**" if row.native else ""
-            out.append(f"| {row.size}{mark} | {row.rel:.2f} | " + " | ".join(cells) + " |")
-        if s.notes:
-            out.append("\n" + "  \n".join(s.notes))
-        out.append("\n" + s.headline + "\n")
-    return "\n".join(out).rstrip() + "\n" if out else ""
+def contrast_text(c: Contrast, style: CellStyle = CellStyle()) -> str:
+    """The paired difference, its 95 % CI in brackets and McNemar stars; ≡ when it is zero by construction."""
+    if c.shared:
+        return style.equiv
+    text = style.number(c.delta, "+.3f") + style.stars(significance_mark(c.p))
+    if c.low is not None and c.high is not None:
+        text += " " + style.ci(f"[{style.number(c.low, '+.2f')}, {style.number(c.high, '+.2f')}]")
+    return text
+
+
+def render(value: PivotCell | Contrast | None, style: CellStyle, empty: str = "") -> str:
+    if value is None:
+        return empty
+    return cell_text(value, style) if isinstance(value, PivotCell) else contrast_text(value, style)
+
+
+def _n(n: int | None) -> str:
+    return "n unknown" if n is None else f"n = {n:,} images"
+
+
+def describe(p: Pivot) -> list[str]:
+    """What each column group is: its label, native size and number of images."""
+    return [f"{g.label}: native {g.native} px, {_n(g.n_images)}" for g in p.groups]
+
+
+def size_text(p: Pivot, size: int, bold: Callable[[str], str], escape: Callable[[str], str] = str) -> str:
+    """The size, marked native where it is every group's native size, or naming the groups it is native for."""
+    natives = p.natives_at(size)
+    if not natives:
+        return str(size)
+    if len(natives) == len(p.groups):
+        return bold(str(size))
+    return f"{size} (native: {escape(', '.join(natives))})"
+
+
+def markdown(p: Pivot) -> str:
+    """rows = size, columns = label × series and contrasts; cells = top-1 ± CI (Δ vs native, significance)."""
+    if not p.groups:
+        return ""
+    g = p.groups[0]
+    if p.several:
+        out = ["### " + ", ".join(x.label for x in p.groups) + " (top-1 % and Δ vs each one's native size)\n",
+               "\n".join(f"- {line}" for line in describe(p)) + "\n"]
+    else:
+        out = [f"### {g.label} (native {g.native} px, {_n(g.n_images)}; top-1 % and Δ vs native)\n"]
+    columns = p.columns()
+    rel = p.native is not None
+    out.append("| size |" + (" rel |" if rel else "") + "".join(f" {c.title(p.several)} |" for c in columns))
+    out.append("|---:|" + ("---:|" if rel else "") + "---:|" * len(columns))
+    for size in p.sizes:
+        label = size_text(p, size, lambda s: f"{s} **native**")
+        cells = [render(p.value(c, size), CellStyle()) for c in columns]
+        out.append(f"| {label} |" + (f" {size / p.native:.2f} |" if rel else "") + "".join(f" {c} |" for c in cells))
+    if p.notes:
+        out.append("\n" + "  \n".join(p.notes))
+    out.append("\n" + "\n".join((f"{x.label}: " if p.several else "") + x.headline for x in p.groups) + "\n")
+    return "\n".join(out).rstrip() + "\n"
 
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_TEX = CellStyle(pm=r"$\pm$", dagger=r"$^\dagger$", equiv=r"$\equiv$", not_ok=lambda c: "--")
 
 
 def tex_escape(text: str) -> str:
-    return re.sub(r"[\\_%&#${}~^]", lambda m: _TEX_ESCAPES[m.group()], str(text))
+    return re.sub(r"[\\_%&#${}~^]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "--")
 
 
-def latex(sections: list[Section]) -> str:
-    """One booktabs table per section."""
-    blocks = ["% hiera-bench report: needs \\usepackage{booktabs}"]
-    for s in sections:
-        lines = [r"\begin{table}[t]", r"\centering", r"\small",
-                 rf"\caption{{{tex_escape(s.label)}: top-1 accuracy (\%) by input size, native {s.native}\,px. "
-                 r"$\pm$: half-width of the 95\,\% bootstrap CI; in brackets: $\Delta$ vs native, paired; "
-                 r"* $p<0.05$, ** $p<0.01$, *** $p<0.001$ (exact McNemar); $^\dagger$ differs from the reference "
-                 r"scheme at that size ($p<0.05$).}",
-                 r"\begin{tabular}{rr" + "r" * len(s.series) + "}", r"\toprule",
-                 "Size (px) & Rel. & " + " & ".join(tex_escape(name) for name in s.series) + r" \\", r"\midrule"]
-        for row in s.rows:
-            cells = [cell_text(row.cells[name], _TEX).replace("−", "-") if name in row.cells else "--"
-                     for name in s.series]
-            size = rf"\textbf{{{row.size}}}" if row.native else str(row.size)
-            lines.append(f"{size} & {row.rel:.2f} & " + " & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
+def _tex_number(value: float, spec: str) -> str:
+    """A number in math mode: its minus is a minus sign, not a hyphen."""
+    return "$" + format(value, spec) + "$"
 
 
-def _rich_delta(delta: float, stars: str) -> str:
-    colour = "green" if delta > 0 else "red" if delta < 0 else "white"
-    return f"[{colour}]({delta:+.3f}{stars})[/{colour}]"
+def _tex_count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}".replace(",", r"\,")
 
 
-_TERMINAL = CellStyle(dagger="", not_ok=lambda c: f"[dim]{c.status}[/dim]", delta=_rich_delta,
-                      ci=lambda text: f"[dim]{text}[/dim]")
+def _tex_stars(stars: str) -> str:
+    """Stars in an ``\\rlap`` take no width, so the decimal points of a column stay aligned."""
+    return rf"\rlap{{$^{{{stars}}}$}}" if stars else ""
 
 
-def terminal(section: Section):
-    """A rich ``Table`` of one section, with GFLOPs and images/s per size."""
+def tex_label(text: str) -> str:
+    """A ``\\label`` key: letters, digits and dashes."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "table"
+
+
+def _tex_cells(value: PivotCell | Contrast | None) -> list[str]:
+    """The three sub-columns of a cell (value, CI, Δ), each right-aligned so decimals line up."""
+    if value is None:
+        return ["", "", ""]
+    if isinstance(value, Contrast):
+        if value.shared:
+            return [r"$\equiv$", "", ""]
+        ci = "" if value.low is None or value.high is None else \
+            rf"{{\scriptsize [{_tex_number(value.low, '+.2f')}, {_tex_number(value.high, '+.2f')}]}}"
+        return [_tex_number(value.delta, "+.3f") + _tex_stars(significance_mark(value.p)), ci, ""]
+    if value.status != "ok":
+        return ["--", "", ""]
+    ci = "" if value.half_ci is None else rf"{{\scriptsize $\pm${_tex_number(value.half_ci, '.2f')}}}"
+    if value.delta is None:
+        delta = r"$\equiv$" if value.shared else ""
+    else:
+        delta = _tex_number(value.delta, "+.3f") + _tex_stars(significance_mark(value.delta_p))
+    return [_tex_number(value.top1, ".3f"), ci, delta]
+
+
+def latex(p: Pivot, key: str = "hiera-bench") -> str:
+    """One booktabs table: a column group per label (\\cmidrule under its name), three right-aligned
+    sub-columns per series (top-1, ± CI, Δ vs native) so decimal points align; ``\\label{tab:<key>}``."""
+    if not p.groups:
+        return "% hiera-bench: no results\n"
+    columns = p.columns()
+    rel = p.native is not None
+    lead = 2 if rel else 1
+    spec = "r" * lead + "@{\\quad}".join("r@{\\,}r@{\\;}r" for _ in columns)
+    head1, head2, rules, at = [], [], [], lead + 1
+    for g in p.groups:
+        width = 3 * (len(g.series) + len(g.contrasts))
+        head1.append(rf"\multicolumn{{{width}}}{{c}}{{{tex_escape(g.label)} (native {g.native}\,px, "
+                     rf"$n={_tex_count(g.n_images)}$)}}")
+        rules.append(rf"\cmidrule(lr){{{at}-{at + width - 1}}}")
+        at += width
+    for c in columns:
+        name = tex_escape(c.series) if c.kind == "top1" else tex_escape(c.group.contrast_name(c.series))
+        head2.append(rf"\multicolumn{{3}}{{c}}{{{name}}}")
+    what = "; ".join(f"{tex_escape(g.label)}: native {g.native}\\,px, $n={_tex_count(g.n_images)}$ images"
+                     for g in p.groups)
+    caption = (rf"Top-1 accuracy (\%) by input size; {what}. $\pm$: half-width of the exact 95\,\% binomial CI; "
+               r"then $\Delta$ vs the native size of the same scheme, paired over the same images. "
+               r"$a-b$ columns: the paired difference of two schemes at one size with its 95\,\% bootstrap CI. "
+               r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "
+               r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero).")
+    lines = ["% hiera-bench: needs \\usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{caption}}}", rf"\label{{tab:{tex_label(key)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    if p.several:
+        lines.append(" & " * (lead - 1) + " & " + " & ".join(head1) + r" \\")
+        lines.append(" ".join(rules))
+    lines.append("Size (px)" + (" & Rel." if rel else "") + " & " + " & ".join(head2) + r" \\")
+    lines.append(r"\midrule")
+    for size in p.sizes:
+        label = size_text(p, size, lambda s: rf"\textbf{{{s}}}", tex_escape)
+        cells = [x for c in columns for x in _tex_cells(p.value(c, size))]
+        lines.append(label + (f" & {size / p.native:.2f}" if rel else "") + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _rich_delta(text: str) -> str:
+    value = float(re.match(r"[+-]?[0-9.]+", text).group())
+    colour = "green" if value > 0 else "red" if value < 0 else "white"
+    return f"[{colour}]({text})[/{colour}]"
+
+
+_TERMINAL = CellStyle(not_ok=lambda c: f"[dim]{c.status}[/dim]", delta=_rich_delta, ci=lambda text: f"[dim]{text}[/dim]")
+
+
+def terminal(p: Pivot):
+    """A rich ``Table`` of the pivot; with one group, GFLOPs and images/s per size too."""
     from rich.table import Table
 
-    table = Table(title=f"{section.label} — top-1 % (Δ vs native {section.native} px)", title_justify="left")
+    if p.several:
+        title = "top-1 % (Δ vs each one's native size) — " + "; ".join(describe(p))
+    else:
+        g = p.groups[0]
+        title = f"{g.label} — top-1 % (Δ vs native {g.native} px, {_n(g.n_images)})"
+    table = Table(title=title, title_justify="left")
+    columns = p.columns()
+    rel = p.native is not None
     table.add_column("size", justify="right")
-    table.add_column("rel", justify="right")
-    for name in section.series:
-        table.add_column(name, justify="right")
-    table.add_column("GFLOPs", justify="right")
-    table.add_column("img/s", justify="right")
-    for row in section.rows:
-        cells = [cell_text(row.cells[name], _TERMINAL) if name in row.cells else "" for name in section.series]
-        label = f"[bold]{row.size}*[/bold]" if row.native else str(row.size)
-        table.add_row(label, f"{row.rel:.2f}", *cells, fmt(row.gflops, ".2f"), fmt(row.imgs_per_s, ".1f"))
-    table.caption = ("* native size   ± half the 95 % bootstrap CI   */**/*** Δ significant at p<0.05/0.01/0.001 "
-                     "(exact McNemar)   ≡ identical embedding to another scheme: evaluated once")
+    if rel:
+        table.add_column("rel", justify="right")
+    for c in columns:
+        table.add_column(c.title(p.several), justify="right")
+    if not p.several:
+        table.add_column("GFLOPs", justify="right")
+        table.add_column("img/s", justify="right")
+    for size in p.sizes:
+        row = [size_text(p, size, lambda s: f"[bold]{s}*[/bold]")] + ([f"{size / p.native:.2f}"] if rel else [])
+        row += [render(p.value(c, size), _TERMINAL) for c in columns]
+        if not p.several:
+            g = p.groups[0]
+            row += [fmt(g.gflops.get(size), ".2f"), fmt(g.imgs_per_s.get(size), ".1f")]
+        table.add_row(*row)
+    table.caption = ("* native size   ± half the exact 95 % CI   */**/*** significant at p<0.05/0.01/0.001 "
+                     "(exact McNemar)   a − b: paired difference [95 % CI]   ≡ identical embedding: evaluated once")
     return table

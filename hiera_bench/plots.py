@@ -1,117 +1,229 @@
-"""Report figures: top-1 against input size (CI bands, native size marked) and against compute.
+"""Report figures, ready for a paper: top-1 against input size with the paired scheme difference under
+it, and top-1 against compute. Every label of a report is overlaid in one figure.
 
-Each function takes the annotated tidy rows of one model and returns a matplotlib ``Figure`` (Agg, no
-pyplot state), so callers can save it and tests can read its lines and labels.
+Each function takes the annotated tidy table (a ``label`` column names the groups, see
+:func:`hiera_bench.report.build`) and returns a matplotlib ``Figure`` (Agg, no pyplot state), so callers
+can save it and tests can read its lines and labels. Colour tells labels apart, line style and marker
+tell schemes apart; the caption says n, the data and what the bands are.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
+from .cells import REFERENCE_SERIES
 from .io import atomic_write_bytes
 
-#: A fixed colour per known scheme, so every figure of a report reads the same way.
-SCHEME_COLOURS = {"interp": "#1f77b4", "abswin": "#d62728"}
-_FALLBACK = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+#: Colours per label (colour-blind safe, Okabe–Ito), in report order.
+LABEL_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+#: Line style and marker per scheme: the reference is dashed and hollow, so a scheme drawn on it stays visible.
+SCHEME_STYLES = {"interp": ("--", "o", "none"), "abswin": ("-", "s", None)}
+_FALLBACK_STYLES = ((":", "^", None), ("-.", "D", None), ((0, (1, 1)), "v", None))
 FORMATS = ("png", "svg")
 
 
-def _series(ok: pd.DataFrame):
-    """(scheme, its rows by size, its colour) for each scheme, in table order."""
-    schemes = list(dict.fromkeys(ok["scheme"]))
-    for i, scheme in enumerate(schemes):
-        yield scheme, ok[ok["scheme"] == scheme], SCHEME_COLOURS.get(scheme) or _FALLBACK[i % len(_FALLBACK)]
+def _ok(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"].eq("ok")].sort_values("img_size")
 
 
-def _ok(part: pd.DataFrame) -> pd.DataFrame:
-    return part[part["status"].eq("ok")].sort_values("img_size")
+def _labels(table: pd.DataFrame) -> list[str]:
+    col = table["label"] if "label" in table else table["model"]
+    return list(dict.fromkeys(col.astype(str)))
 
 
-def _has_ci(rows: pd.DataFrame) -> bool:
-    return "top1_ci_low" in rows and rows["top1_ci_low"].notna().all() and rows["top1_ci_high"].notna().all()
+def _rows_of(table: pd.DataFrame, label: str) -> pd.DataFrame:
+    col = table["label"] if "label" in table else table["model"]
+    return table[col.astype(str) == label]
 
 
-def _figure(title: str) -> tuple[Any, Any]:
+def _style(scheme: str, index: int) -> tuple[Any, str, str | None]:
+    return SCHEME_STYLES.get(scheme) or _FALLBACK_STYLES[index % len(_FALLBACK_STYLES)]
+
+
+def _lines(ok: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, str, tuple[Any, str, str | None]]]:
+    """(label, scheme, rows by size, colour, style) per line; the reference scheme first so others draw on it."""
+    labels = _labels(ok)
+    schemes = sorted(dict.fromkeys(ok["scheme"]), key=lambda s: s != REFERENCE_SERIES)
+    for i, label in enumerate(labels):
+        mine = _rows_of(ok, label)
+        for j, scheme in enumerate(schemes):
+            rows = mine[mine["scheme"] == scheme]
+            if len(rows):
+                yield label, scheme, rows, LABEL_COLOURS[i % len(LABEL_COLOURS)], _style(scheme, j)
+
+
+def _name(label: str, scheme: str, several: bool) -> str:
+    return f"{label}: {scheme}" if several else scheme
+
+
+def _has_ci(rows: pd.DataFrame, low: str = "top1_ci_low", high: str = "top1_ci_high") -> bool:
+    return low in rows and rows[low].notna().all() and rows[high].notna().all()
+
+
+def caption(table: pd.DataFrame) -> str:
+    """n, data and what the intervals are, for the foot of a figure."""
+    ok = _ok(table)
+    parts = []
+    for label in _labels(ok):
+        rows = _rows_of(ok, label)
+        n = int(rows["n_images"].max()) if "n_images" in rows and rows["n_images"].notna().any() else None
+        data = str(rows["data"].iloc[0]) if "data" in rows and rows["data"].notna().any() else "?"
+        parts.append(f"{label}: n = {n:,} images of {_short_path(data)}" if n else f"{label}: {data}")
+    return "; ".join(parts) + ". Bands/bars: 95 % CI (top-1: exact binomial; differences: paired bootstrap)."
+
+
+def _short_path(path: str, keep: int = 38) -> str:
+    return path if len(path) <= keep else "…" + path[-keep + 1:]
+
+
+def chance(table: pd.DataFrame) -> float | None:
+    """Chance top-1 in %, when every label has the same number of classes."""
+    if "num_classes" not in table or table["num_classes"].isna().all():
+        return None
+    classes = set(table["num_classes"].dropna().astype(int))
+    return 100.0 / classes.pop() if len(classes) == 1 else None
+
+
+def _accuracy_axis(ax: Any, ok: pd.DataFrame, level: float | None) -> None:
+    """Chance level drawn; the y range within [0, 100] around the values, their CIs and chance."""
+    if level is not None:
+        ax.axhline(level, color="0.6", linestyle=(0, (4, 3)), linewidth=0.8, label=f"chance {level:.3g} %")
+    if ok.empty:
+        return
+    low = min(ok["top1_ci_low"].min() if _has_ci(ok) else ok["top1"].min(), level if level is not None else 100.0)
+    high = ok["top1_ci_high"].max() if _has_ci(ok) else ok["top1"].max()
+    pad = max(1.0, 0.05 * (high - low))
+    ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    ax.set_ylabel("top-1 accuracy (%)")
+
+
+def _size_ticks(ax: Any, sizes: list[int]) -> None:
+    step = int(np.ceil(len(sizes) / 10)) if sizes else 1
+    ax.set_xticks(sizes[::step])
+
+
+def top1_vs_size(table: pd.DataFrame, title: str = "") -> Any:
+    """Top panel: a line per label and scheme with its 95 % CI band, native sizes marked. Bottom panel (when
+    a label has the reference scheme and another): the other minus the reference, paired, with its CI."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def top1_vs_size(part: pd.DataFrame, label: str) -> Any:
-    """One line per scheme with its 95 % CI band; a dashed vertical line at the native size."""
-    ok = _ok(part)
-    native = int(part["native_size"].iloc[0])
-    fig, ax = _figure(f"{label}: top-1 vs input size")
-    for scheme, rows, colour in _series(ok):
-        ax.plot(rows["img_size"], rows["top1"], marker="o", color=colour, label=scheme)
+    ok = _ok(table)
+    several = len(_labels(ok)) > 1
+    has_contrast = "scheme_delta" in ok and ok["scheme_delta"].notna().any()
+    fig = Figure(figsize=(6.8, 6.4 if has_contrast else 4.6), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1]) if has_contrast else [fig.add_subplot()]
+    ax = axes[0]
+    ax.set_title(title or "top-1 vs input size", fontsize=10)
+    for label, scheme, rows, colour, (dash, marker, fill) in _lines(ok):
+        ax.plot(rows["img_size"], rows["top1"], linestyle=dash, marker=marker, markerfacecolor=fill or colour,
+                color=colour, label=_name(label, scheme, several), zorder=3 if scheme != REFERENCE_SERIES else 2)
         if _has_ci(rows):
-            ax.fill_between(rows["img_size"], rows["top1_ci_low"], rows["top1_ci_high"], color=colour, alpha=0.18,
-                            linewidth=0)
-    ax.axvline(native, color="0.35", linestyle="--", linewidth=1.0, label=f"native {native} px")
-    ax.set_xlabel("input size (px)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    sizes = sorted(ok["img_size"].unique())
-    if sizes:
-        ax.set_xticks(sizes if len(sizes) <= 12 else sizes[:: int(np.ceil(len(sizes) / 12))])
-    top = ax.secondary_xaxis("top", functions=(lambda s: s / native, lambda r: r * native))
-    top.set_xlabel("size relative to native (×)")
-    ax.legend(title="scheme (95 % CI band)" if _has_ci(ok) else "scheme", fontsize=9)
+            ax.fill_between(rows["img_size"], rows["top1_ci_low"], rows["top1_ci_high"], color=colour,
+                            alpha=0.10 if scheme == REFERENCE_SERIES else 0.18, linewidth=0)
+    natives = sorted({int(n) for n in table["native_size"]})
+    for native in natives:
+        ax.axvline(native, color="0.35", linestyle=":", linewidth=1.0,
+                   label=f"native {native} px" if len(natives) == 1 else None)
+    _accuracy_axis(ax, ok, chance(table))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncols=2 if several else 1)
+    if len(natives) == 1:
+        top = ax.secondary_xaxis("top", functions=(lambda s: s / natives[0], lambda r: r * natives[0]))
+        top.set_xlabel("size relative to native (×)")
+    if has_contrast:
+        _contrast_panel(axes[1], ok, several)
+    axes[-1].set_xlabel("input size (px)")
+    _size_ticks(axes[-1], sorted({int(s) for s in ok["img_size"]}))
+    fig.text(0.01, 0.0, caption(table), fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
     return fig
 
 
-def top1_vs_gflops(part: pd.DataFrame, label: str) -> Any:
-    """Accuracy against compute: one line per scheme over sizes, each point labelled with its size."""
-    ok = _ok(part)
+def _contrast_panel(ax: Any, ok: pd.DataFrame, several: bool) -> None:
+    """Each label's non-reference scheme minus the reference at each size, paired, with its 95 % CI."""
+    rows_all = ok[ok["scheme_delta"].notna()]
+    labels = _labels(rows_all)
+    width = 0.0 if len(labels) == 1 else 2.0  # px offsets keep several labels' bars apart
+    for i, label in enumerate(_labels(ok)):
+        rows = _rows_of(rows_all, label)
+        for scheme, part in rows.groupby("scheme", sort=False):
+            colour = LABEL_COLOURS[_labels(ok).index(label) % len(LABEL_COLOURS)]
+            x = part["img_size"] + width * (i - (len(labels) - 1) / 2)
+            yerr = None
+            if _has_ci(part, "scheme_delta_ci_low", "scheme_delta_ci_high"):
+                yerr = np.vstack([part["scheme_delta"] - part["scheme_delta_ci_low"],
+                                  part["scheme_delta_ci_high"] - part["scheme_delta"]]).clip(0)
+            ax.errorbar(x, part["scheme_delta"], yerr=yerr, marker="s", color=colour, capsize=3, linestyle="-",
+                        label=f"{label}: {scheme} − {REFERENCE_SERIES}" if several else f"{scheme} − {REFERENCE_SERIES}")
+    ax.axhline(0.0, color="0.2", linewidth=0.8)
+    ax.set_ylabel("difference (points)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def top1_vs_gflops(table: pd.DataFrame, title: str = "") -> Any:
+    """Accuracy against compute: a line per label and scheme over sizes; the native size starred, the
+    smallest and largest size named (naming every point overlaps)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ok = _ok(table)
     ok = ok[ok["gflops"].notna() & (ok["gflops"] > 0)]
-    native = int(part["native_size"].iloc[0])
-    fig, ax = _figure(f"{label}: top-1 vs compute")
-    for scheme, rows, colour in _series(ok):
+    several = len(_labels(ok)) > 1
+    fig = Figure(figsize=(6.8, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title or "top-1 vs compute", fontsize=10)
+    for label, scheme, rows, colour, (dash, marker, fill) in _lines(ok):
         yerr = None
         if _has_ci(rows):
             yerr = np.vstack([rows["top1"] - rows["top1_ci_low"], rows["top1_ci_high"] - rows["top1"]]).clip(0)
-        ax.errorbar(rows["gflops"], rows["top1"], yerr=yerr, marker="o", color=colour, capsize=3, label=scheme)
-        at_native = rows[rows["img_size"] == native]
-        ax.plot(at_native["gflops"], at_native["top1"], linestyle="none", marker="*", markersize=14,
-                color=colour, markeredgecolor="black")
-    for size, at in ok.groupby("img_size"):
-        ax.annotate(f"{int(size)} px", (at["gflops"].iloc[0], at["top1"].min()), textcoords="offset points",
-                    xytext=(7, -12), ha="left", fontsize=7, color="0.3")
-    if len(ok) and ok["gflops"].max() / ok["gflops"].min() > 8:
+        ax.errorbar(rows["gflops"], rows["top1"], yerr=yerr, marker=marker, markerfacecolor=fill or colour,
+                    linestyle=dash, color=colour, capsize=2, label=_name(label, scheme, several))
+        at_native = rows[rows["img_size"] == rows["native_size"]]
+        ax.plot(at_native["gflops"], at_native["top1"], linestyle="none", marker="*", markersize=13,
+                color=colour, markeredgecolor="black", zorder=4)
+        if scheme == REFERENCE_SERIES or REFERENCE_SERIES not in set(_rows_of(ok, label)["scheme"]):
+            for _, r in rows.iloc[[0, -1]].iterrows() if len(rows) > 1 else rows.iterrows():
+                ax.annotate(f"{int(r['img_size'])} px", (r["gflops"], r["top1"]), textcoords="offset points",
+                            xytext=(6, -11), ha="left", fontsize=7, color="0.3")
+    if len(ok) and ok["gflops"].max() / ok["gflops"].min() > 4:
         ax.set_xscale("log")
-    ax.set_xlabel("compute per image (GFLOPs)")
-    ax.set_ylabel("top-1 accuracy (%)")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled 1-2-5 steps, none on the minors
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("compute per image (GFLOPs = 2 × GMACs)")
+    _accuracy_axis(ax, ok, chance(table))
+    ax.grid(True, alpha=0.3)
     ax.plot([], [], linestyle="none", marker="*", markersize=10, color="white", markeredgecolor="black",
-            label=f"native {native} px")
-    ax.legend(title="scheme (labels: size in px)", fontsize=9)
+            label="native size")
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.0, caption(table), fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+    fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     return fig
 
 
-def _png_svg_bytes(fig: Any, fmt: str) -> bytes:
+def _figure_bytes(fig: Any, fmt: str) -> bytes:
     buffer = io.BytesIO()  # torch-free twin of inspect.figure_bytes: a report never loads a model
     fig.savefig(buffer, format=fmt, dpi=150)
     return buffer.getvalue()
 
 
-#: Figure name -> function drawing it for one model.
+#: Figure name -> function drawing it.
 PLOTS = {"top1-vs-size": top1_vs_size, "top1-vs-gflops": top1_vs_gflops}
 
 
-def write_plots(part: pd.DataFrame, label: str, slug: str, out: Path) -> list[Path]:
-    """Every figure of :data:`PLOTS` for one model as ``<slug>-<name>.png`` and ``.svg``, each atomically."""
+def write_plots(table: pd.DataFrame, out: Path, prefix: str = "", formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Every figure of :data:`PLOTS` as ``<prefix><name>.png`` and ``.svg``, each written atomically."""
     paths = []
     for name, draw in PLOTS.items():
-        fig = draw(part, label)
-        for fmt in FORMATS:
-            path = out / f"{slug}-{name}.{fmt}"
-            atomic_write_bytes(path, _png_svg_bytes(fig, fmt))
+        fig = draw(table)
+        for fmt in formats:
+            path = Path(out) / f"{prefix}{name}.{fmt}"
+            atomic_write_bytes(path, _figure_bytes(fig, fmt))
             paths.append(path)
     return paths

@@ -2,14 +2,15 @@
 
 Runs may hold different models, checkpoints or data subsets: cells are merged by their key, and
 statistics only pair cells of the same model, checkpoint, data and preprocessing
-(:data:`hiera_bench.cells.GROUP_COLUMNS`). A model measured under several of those gets one section
-per combination, labelled by what differs (:func:`hiera_bench.cells.section_labels`).
+(:data:`hiera_bench.cells.GROUP_COLUMNS`). Each run is named by its label (``sweep --label``, or
+``report --label`` per run; by default the model's name); one label measured under several of those gets
+one column group per combination, named by what differs (:func:`hiera_bench.cells.section_labels`).
+Everything goes into one table and one set of overlaid figures.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -19,8 +20,9 @@ import pyarrow as pa
 
 from .cells import GROUP_COLUMNS, section_labels, with_defaults, with_row_keys
 from .errors import UserError
+from .sweep.config import check_label
 from .io import atomic_write_parquet, atomic_write_text
-from .pivot import headline, latex, markdown, pivot
+from .pivot import latex, markdown, pivot
 from .stats import annotate, with_cell_keys
 from .untrusted import RESWEEP, read_parquet, reading
 from .sweep.rows import tidy_table
@@ -83,10 +85,13 @@ def _same_as_csv(table: pd.DataFrame, csv: Path, folder: Path) -> None:
                         "hiera-bench reads — re-run the sweep to rebuild both, or give the .csv file itself")
 
 
-def read_run(root: Path) -> Run:
-    """A run folder; its predictions are named by cell key (older folders: by model, scheme and size)."""
+def read_run(root: Path, label: str | None = None) -> Run:
+    """A run folder, named ``label`` when given; its predictions are named by cell key (older folders: by
+    model, scheme and size)."""
     root = Path(root)
     table = read_table(root)
+    if label is not None:
+        table = table.assign(label=label)
     path = current_views(root) / "predictions.parquet"
     preds = None
     if path.is_file():
@@ -113,28 +118,34 @@ def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return table, merged[merged["cell_key"].isin(set(ok["cell_key"]))]
 
 
-def build(paths: list[Path]) -> pd.DataFrame:
-    """The merged, annotated tidy table of the given run folders, with a ``label`` column per section."""
+def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
+    """The merged, annotated tidy table of the given run folders; ``labels`` (one per run) rename them, and
+    the ``label`` column tells every column group of the report apart."""
     if not paths:
         raise UserError("give at least one run folder (the --out of a sweep)")
-    table, preds = merge_runs([read_run(Path(p)) for p in paths])
+    labels = list(labels or [])
+    if labels and len(labels) != len(paths):
+        raise UserError(f"{len(labels)} --label for {len(paths)} runs; give one --label per run, in the same order")
+    for label in labels:
+        check_label(label)
+    runs = [read_run(Path(p), labels[i] if labels else None) for i, p in enumerate(paths)]
+    for i, run in enumerate(runs):
+        run.table = run.table.assign(_run=i)  # the report keeps the order the runs were given in
+    table, preds = merge_runs(runs)
     out = annotate(table, None if preds is None else pa.Table.from_pandas(preds, preserve_index=False))
-    out.insert(0, "label", section_labels(out))
-    return out
+    out["label"] = section_labels(out)
+    out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
+    return out[["label"] + [c for c in out.columns if c != "label"]]
 
 
 def markdown_report(df: pd.DataFrame, sources: list[Path]) -> str:
-    """The pivots of every section, their headlines and the runs they came from."""
+    """The combined pivot, its headlines and the runs it came from."""
     lines = ["# hiera-bench report", "", "Runs: " + ", ".join(f"`{p}`" for p in sources), "", markdown(pivot(df))]
     return "\n".join(lines)
 
 
 def headlines(df: pd.DataFrame) -> dict[str, str]:
-    return {label: headline(part) for label, part in df.groupby("label", sort=False)}
-
-
-def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._]+", "-", label).strip("-") or "model"
+    return {group.label: group.headline for group in pivot(df).groups}
 
 
 def write_report(df: pd.DataFrame, sources: list[Path], out: Path) -> list[Path]:
@@ -148,9 +159,8 @@ def write_report(df: pd.DataFrame, sources: list[Path], out: Path) -> list[Path]
     atomic_write_text(paths[0], markdown_report(df, sources))
     atomic_write_text(paths[1], df.to_csv(index=False))
     atomic_write_parquet(paths[2], pa.Table.from_pandas(df, preserve_index=False))
-    atomic_write_text(paths[3], latex(pivot(df)))
-    for label, part in df.groupby("label", sort=False):
-        paths += write_plots(part, label, slug(label), out / "plots")
+    atomic_write_text(paths[3], latex(pivot(df), key="hiera-bench-" + "-".join(dict.fromkeys(df["label"]))))
+    paths += write_plots(df, out / "plots")
     atomic_write_text(out / "headlines.json", json.dumps(headlines(df), indent=1, ensure_ascii=False) + "\n")
     return paths + [out / "headlines.json"]
 

@@ -1,7 +1,9 @@
-"""Statistics over per-image records: bootstrap CIs, paired differences and exact McNemar tests.
+"""Statistics over per-image records: CIs, paired differences and exact McNemar tests.
 
 Every statistic is computed on the images that decoded (``failed`` is false) and, for a paired
-statistic, on the images both cells share. The bootstrap resamples images with replacement; it is
+statistic, on the images both cells share. A cell's top-1 gets the exact (Clopper–Pearson) binomial
+interval: a bootstrap collapses to zero width at 0 % or 100 % (0 of 64 is not "exactly 0 ± 0").
+Paired differences get a percentile bootstrap that resamples images with replacement; it is
 vectorised as a matrix product of resample counts with the per-image values, so all statistics over
 one image set share one draw. Its seed is fixed, so the same records always give the same intervals.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom
+from scipy.stats import beta, binom
 
 from .cells import REFERENCE_SERIES, group_ids, series_keys
 
@@ -22,7 +24,8 @@ N_RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0
 #: How the statistics were made, recorded in run.json.
-SETTINGS = {"ci": "percentile bootstrap over images", "ci_level": LEVEL, "resamples": N_RESAMPLES, "seed": SEED,
+SETTINGS = {"top1_ci": "exact binomial (Clopper-Pearson)", "ci": "percentile bootstrap over images (paired differences)",
+            "ci_level": LEVEL, "resamples": N_RESAMPLES, "seed": SEED,
             "paired_test": "exact McNemar (two-sided binomial on discordant pairs)"}
 #: Elements of one resample-count block (resamples x images); bounds the memory of a draw to ~64 MiB.
 _BLOCK = 1 << 23
@@ -68,6 +71,16 @@ def bootstrap_ci(values, n_resamples: int = N_RESAMPLES, level: float = LEVEL, s
     """Percentile bootstrap CI of the mean of ``values``; for paired 0/1 outcomes pass ``a - b``."""
     low, high = percentile_ci(bootstrap_means(values, n_resamples, seed), level)[0]
     return float(low), float(high)
+
+
+def binomial_ci(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a proportion ``k / n``, in percent; NaN for ``n == 0``."""
+    if n <= 0:
+        return math.nan, math.nan
+    alpha = (1.0 - level) / 2.0
+    low = 0.0 if k <= 0 else float(beta.ppf(alpha, k, n - k + 1))
+    high = 1.0 if k >= n else float(beta.ppf(1.0 - alpha, k + 1, n - k))
+    return 100.0 * low, 100.0 * high
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -158,7 +171,7 @@ def _paired(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
 def annotate(table: pd.DataFrame, predictions) -> pd.DataFrame:
     """The tidy table with :data:`STAT_COLUMNS` from the per-image predictions (NaN where not computable).
 
-    ``top1_ci_*``: 95 % bootstrap CI of the cell's top-1. ``delta_*``: the paired difference to the native-size
+    ``top1_ci_*``: exact 95 % binomial CI of the cell's top-1. ``delta_*``: the paired difference to the native-size
     cell of the same scheme (CI, discordant counts gained ``b`` / lost ``c``, exact McNemar p). ``scheme_delta``
     and ``mcnemar_*``: the paired difference to the reference scheme (``mcnemar_ref``) at the same size.
     """
@@ -182,7 +195,7 @@ def annotate(table: pd.DataFrame, predictions) -> pd.DataFrame:
             mine = outcomes.get(row.cell_key)
             if mine is None or mine.empty:
                 continue
-            plan.add(mine, row.Index, "top1_ci_low", "top1_ci_high")
+            out.loc[row.Index, ["top1_ci_low", "top1_ci_high"]] = binomial_ci(int(mine.sum()), len(mine))
             native = cell.get((series[row.Index], int(row.native_size)))
             if native is not None:
                 a, b = _paired(mine, outcomes[native])

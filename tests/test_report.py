@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -32,8 +33,7 @@ def test_report_on_two_runs_writes_every_file(cli, runs, tmp_path):
     result = cli("report", runs / "full", runs / "abswin", "-o", out)
     assert result.code == 0, result.err
     expected = ["report.md", "report.csv", "report.parquet", "report.tex", "headlines.json"] + [
-        f"plots/{model}-{fig}.{fmt}" for model in (FULL, ABSWIN) for fig in ("top1-vs-size", "top1-vs-gflops")
-        for fmt in ("png", "svg")]
+        f"plots/{fig}.{fmt}" for fig in ("top1-vs-size", "top1-vs-gflops") for fmt in ("png", "svg")]
     for name in expected:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for png in out.glob("plots/*.png"):
@@ -41,17 +41,20 @@ def test_report_on_two_runs_writes_every_file(cli, runs, tmp_path):
             img.verify()
         with Image.open(png) as img:
             assert img.format == "PNG" and img.size[0] >= 600
-    assert "<svg" in (out / f"plots/{FULL}-top1-vs-size.svg").read_text()
+    assert "<svg" in (out / "plots/top1-vs-size.svg").read_text()
 
     table = pd.read_csv(out / "report.csv")
     assert sorted(table.groupby("model").size().items()) == [(ABSWIN, 6), (FULL, 6)]
+    assert list(dict.fromkeys(table["label"])) == [FULL, ABSWIN]  # the order the runs were given in
     assert table["top1_ci_low"].notna().all() and (table["top1_ci_low"] <= table["top1"]).all()
     assert (table["top1"] <= table["top1_ci_high"]).all()
     md = (out / "report.md").read_text()
-    assert f"### {FULL} (native 64 px" in md and f"### {ABSWIN} (native 64 px" in md and " ± " in md
-    assert md.count("best: ") == 2 and "95 % bootstrap CI" in md
+    assert md.count("| size |") == 1, "one table for every run"
+    assert f"| {FULL}: interp |" in md and f"| {ABSWIN}: abswin − interp |" in md
+    assert f"- {FULL}: native 64 px, n = 12 images" in md
+    assert md.count("best: ") == 2 and "95 % bootstrap CI" in md and "exact 95 % binomial CI" in md
     heads = json.loads((out / "headlines.json").read_text())
-    assert set(heads) == {FULL, ABSWIN} and all(h.startswith("best: ") for h in heads.values())
+    assert list(heads) == [FULL, ABSWIN] and all(h.startswith("best: ") for h in heads.values())
     assert all(h in result.out for h in heads.values())
 
 
@@ -65,25 +68,44 @@ def test_report_statistics_equal_the_sweeps_own(runs, tmp_path):
 
 def test_figures_have_one_line_per_scheme_a_native_marker_and_labelled_axes(runs):
     table = build([runs / "full"])
-    fig = plots.top1_vs_size(table, FULL)
-    ax = fig.axes[0]
+    fig = plots.top1_vs_size(table)
+    ax, diff = fig.axes[0], fig.axes[1]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["abswin", "interp", "native 64 px"]
+    assert labels == ["interp", "abswin", "native 64 px", "chance 33.3 %"]
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert list(lines["interp"].get_xdata()) == [32, 64, 96]
     assert list(lines["abswin"].get_ydata()) == list(table[table["scheme"] == "abswin"].sort_values("img_size")["top1"])
     assert list(lines["native 64 px"].get_xdata()) == [64, 64]
+    assert list(lines["chance 33.3 %"].get_ydata()) == pytest.approx([100 / 3] * 2)
     assert len(ax.collections) == 2  # a CI band per scheme
-    assert ax.get_xlabel() == "input size (px)" and ax.get_ylabel() == "top-1 accuracy (%)"
+    assert ax.get_ylim()[0] >= 0.0 and ax.get_ylim()[1] <= 100.0
+    assert ax.get_ylabel() == "top-1 accuracy (%)" and diff.get_xlabel() == "input size (px)"
+    # the panel under it: abswin − interp per size, paired, with its CI
+    (bars,) = diff.containers
+    abswin = table[table["scheme"] == "abswin"].sort_values("img_size")
+    assert list(bars.lines[0].get_ydata()) == list(abswin["scheme_delta"]) and bars.has_yerr
+    assert bars.get_label() == "abswin − interp"
+    assert any("n = 12 images" in t.get_text() for t in fig.texts)
 
-    fig = plots.top1_vs_gflops(table, FULL)
+    fig = plots.top1_vs_gflops(table)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["native 64 px", "abswin", "interp"]
-    assert ax.get_xlabel() == "compute per image (GFLOPs)"
+    assert ax.get_xlabel() == "compute per image (GFLOPs = 2 × GMACs)"
     gflops = sorted(table[table["scheme"] == "interp"]["gflops"])
     series = {c.get_label(): c for c in ax.containers}  # errorbar containers: data line + CI bars
     assert set(series) == {"abswin", "interp"}
     assert list(series["interp"].lines[0].get_xdata()) == gflops and series["interp"].has_yerr
+    assert "native size" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len([t for t in ax.texts if t.get_text().endswith(" px")]) == 2  # smallest and largest size only
+
+
+def test_overlaid_figures_name_each_label_and_scheme(runs):
+    table = build([runs / "full", runs / "abswin"], labels=["tiny", "small"])
+    fig = plots.top1_vs_size(table)
+    names = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert names[:4] == ["tiny: interp", "tiny: abswin", "small: interp", "small: abswin"]
+    assert {c.get_label() for c in fig.axes[1].containers} == {"tiny: abswin − interp", "small: abswin − interp"}
+    colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert colours["tiny: interp"] == colours["tiny: abswin"] != colours["small: abswin"]
 
 
 def test_one_model_on_two_data_subsets_gets_two_sections(runs, tmp_path):
@@ -101,14 +123,20 @@ def test_the_same_run_twice_is_counted_once(runs):
     assert len(build([runs / "full", runs / "full"])) == len(build([runs / "full"]))
 
 
-def test_latex_is_booktabs_with_one_row_per_size(runs):
-    tex = latex(pivot(build([runs / "full", runs / "abswin"])))
-    assert tex.count(r"\begin{tabular}") == 2 == tex.count(r"\bottomrule") == tex.count(r"\toprule")
-    assert r"hiera\_tiny\_224" in tex and r"$\pm$" in tex and "±" not in tex
-    block = next(b for b in tex.split(r"\begin{table}") if r"hiera\_tiny\_224" in b)
-    body = block.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
-    assert [line.split(" & ")[0] for line in body] == ["32", r"\textbf{64}", "96"]
-    assert all(line.count(" & ") == 3 and line.endswith(r"\\") for line in body)
+def test_latex_is_one_booktabs_table_with_aligned_columns_and_a_label(runs):
+    tex = latex(pivot(build([runs / "full", runs / "abswin"])), key="two runs")
+    assert tex.count(r"\begin{tabular}") == 1 == tex.count(r"\bottomrule") == tex.count(r"\toprule")
+    assert r"\label{tab:two-runs}" in tex and r"hiera\_tiny\_224" in tex and r"$\pm$" in tex and "±" not in tex
+    assert r"\cmidrule(lr){3-11} \cmidrule(lr){12-20}" in tex  # a column group per run: 3 series x 3 sub-columns
+    assert r"$\equiv$: both schemes use the identical embedding" in tex
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert [line.split(" & ")[0] for line in body] == ["32", r"\textbf{64}", "96", "128"]
+    assert all(line.count(" & ") == 19 and line.endswith(r"\\") for line in body)
+    spec = tex.split(r"\begin{tabular}{")[1].split("}\n")[0]
+    assert spec.count("r") == 20 and "l" not in spec.replace("@{\\quad}", "")  # right-aligned: decimals line up
+    outside_math = re.sub(r"\$[^$]*\$", "", "\n".join(body))
+    assert re.search(r"\$-[0-9]", tex) and not re.search(r"-[0-9]", outside_math), "minus signs in math mode"
+    assert not re.search(r"[0-9]\*", tex), "stars are superscripts in math mode, never text after a number"
 
 
 def test_report_usage_errors(cli, runs, tmp_path):

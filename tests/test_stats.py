@@ -121,9 +121,9 @@ def test_annotate_matches_brute_force_references():
         scheme, size = key.split("-")
         r = by[key]
         assert len(series) == N_IMAGES - len(FAILED)
-        (low, high), = loop_bootstrap([_sorted(series)], stats.N_RESAMPLES)
-        assert (r.top1_ci_low, r.top1_ci_high) == pytest.approx((low, high), abs=1e-9)
-        assert low < r.top1 < high
+        exact = binomtest(int(series.sum()), len(series)).proportion_ci(0.95, method="exact")
+        assert (r.top1_ci_low, r.top1_ci_high) == pytest.approx((100 * exact.low, 100 * exact.high), abs=1e-9)
+        assert r.top1_ci_low < r.top1 < r.top1_ci_high
 
         native = outcomes[f"{scheme}-64"]
         (dlow, dhigh), = loop_bootstrap([_sorted(series.astype(float) - native.astype(float))], stats.N_RESAMPLES)
@@ -180,3 +180,9 @@ def test_annotate_without_predictions_leaves_statistics_empty():
 
 def test_significance_marks():
     assert [stats.significance_mark(p) for p in (0.2, 0.04, 0.005, 1e-5, float("nan"))] == ["", "*", "**", "***", ""]
+
+
+@pytest.mark.parametrize("k", [0, 64])
+def test_a_cell_at_0_or_100_percent_gets_an_interval_of_nonzero_width(k):
+    low, high = stats.binomial_ci(k, 64)
+    assert high - low > 4.0 and low <= 100.0 * k / 64 <= high and 0.0 <= low and high <= 100.0

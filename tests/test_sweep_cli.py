@@ -153,12 +153,12 @@ def test_real_labels_need_val_numbers(cli, full_ckpt, tmp_path):
     assert result.code == 2 and "ImageNet val number" in result.err
 
 
-def test_two_subsets_in_one_out_get_separate_sections(cli, full_ckpt, class_folder, tmp_path):
+def test_two_subsets_in_one_out_get_a_column_group_each(cli, full_ckpt, class_folder, tmp_path):
     for limit in ("4", "8"):
         assert cli("sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--res", "96", "--out", tmp_path,
                    "--limit", limit, "-q").code == 0
     md = (tmp_path / "results.md").read_text()
-    assert md.count("### ") == 2 and "limit 4]" in md and "limit 8]" in md
+    assert md.count("| size |") == 1 and "limit 4]: abswin |" in md and "limit 8]: interp |" in md
     df = pd.read_csv(tmp_path / "results.csv")
     for _, part in df.groupby("limit"):  # every delta is against the native cell of its own subset
         native = part[part.img_size == part.native_size].set_index("scheme").top1

@@ -30,8 +30,31 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: this package and the versions its numbers depend on, without importing torch (slow)."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    out.print(f"hiera-bench {__version__} (timm {of('timm')}, torch {of('torch')}, python {sys.version.split()[0]})",
+              markup=False)
+    raise typer.Exit()
+
+
 @app.callback()
-def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version of hiera-bench, timm and torch, and exit."),
+) -> None:
     _state["debug"] = debug or os.environ.get("HIERA_BENCH_DEBUG") == "1"
 
 
@@ -91,9 +114,25 @@ def _usage_error_line(exc) -> str:
     return f"error: {message}; see '{command} --help'"
 
 
+#: Options timm users type bare that take a value here, and the value a bare one means.
+BARE_OPTIONS = {"--amp": "auto"}
+
+
+def with_bare_options(argv: list[str]) -> list[str]:
+    """``--amp`` alone (timm's habit) becomes ``--amp=auto``; ``--amp bf16`` is left as it is."""
+    fixed = []
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        bare = arg in BARE_OPTIONS and (following is None or following.startswith("-"))
+        fixed.append(f"{arg}={BARE_OPTIONS[arg]}" if bare else arg)
+    return fixed
+
+
 def main(argv: list[str] | None = None) -> None:
     from ..errors import UserError
     from . import commands  # noqa: F401  (registers the commands)
+
+    argv = with_bare_options(sys.argv[1:] if argv is None else list(argv))
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

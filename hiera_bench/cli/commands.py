@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-for _name in ("sweep", "models", "report", "check", "inspect", "export", "demo"):
+for _name in ("sweep", "models", "report", "compare", "check", "inspect", "export", "demo"):
     try:
         import_module(f"{__package__}.{_name}")
     except ModuleNotFoundError as _exc:

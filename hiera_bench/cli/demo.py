@@ -11,8 +11,8 @@ from .app import app, err, out
 
 @app.command()
 def demo(
-    out_dir: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Where to write the results."),
-    device: str = typer.Option("cpu", "--device", help="cpu (matches the committed baseline), auto, cuda, mps."),
+    out_dir: Path = typer.Option(Path("results/demo"), "--out", "-o", metavar="DIR", help="Where to write the results."),
+    device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu (matches the committed baseline), auto, cuda, mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Sweep two tiny shipped Hiera checkpoints (native 128 px) over 64-256 px on generated shapes, offline."""
@@ -24,9 +24,10 @@ def demo(
                       log=lambda m: err.print(m, markup=False))
     for name, part in result.table.groupby("demo_checkpoint", sort=False):
         out.print(f"\n{name}", markup=False)
-        for section in pivot(part.drop(columns=["demo_checkpoint"])):
-            out.print(terminal(section))
-            out.print(section.headline, markup=False)
+        table = pivot(part.drop(columns=["demo_checkpoint"]))
+        out.print(terminal(table))
+        for group in table.groups:
+            out.print(group.headline, markup=False)
     written = [f"{p}/" for p in result.runs.values()] + [str(result.out / "results.csv"), str(result.out / "summary.md")]
     written += [str(p) for p in result.plots]
     out.print("wrote " + ", ".join(written), markup=False)

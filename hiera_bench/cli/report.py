@@ -12,18 +12,21 @@ from .app import app, out
 
 @app.command()
 def report(
-    runs: List[Path] = typer.Argument(..., help="Run folders (the --out of sweeps) to merge."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder. Default: RUN_DIR/report for one run, ./report for several."),
+    runs: List[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run folders (the --out of sweeps) to merge."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Report folder. Default: RUN_DIR/report for one run, ./report for several."),
+    labels: Optional[List[str]] = typer.Option(None, "--label", "-l", metavar="NAME", help="Name of each run in the table and figures, one per run in order (default: the label its sweep gave, else the model's name)."),
 ) -> None:
-    """Merge RUN_DIRs; write report.md/.csv/.parquet/.tex and top-1 vs size / vs GFLOPs plots (PNG, SVG)."""
+    """Merge RUN_DIRs into one table (a column group per label, abswin − interp per size) and overlaid figures;
+    write report.md/.csv/.parquet/.tex and plots/top1-vs-size, top1-vs-gflops (PNG, SVG)."""
     from ..pivot import pivot, terminal
     from ..report import build, write_report
 
     target = out_dir or (runs[0] / "report" if len(runs) == 1 else Path("report"))
-    table = build(runs)
+    table = build(runs, labels)
     paths = write_report(table, runs, target)
-    for section in pivot(table):
-        out.print(terminal(section))
-        out.print(section.headline, markup=False, soft_wrap=True)
+    results = pivot(table)
+    out.print(terminal(results))
+    for group in results.groups:
+        out.print(f"{group.label}: {group.headline}", markup=False, soft_wrap=True)
     out.print(f"wrote {len(paths)} files to {target}: " + ", ".join(p.relative_to(target).as_posix() for p in paths),
               markup=False, soft_wrap=True)

@@ -1,123 +1,226 @@
-"""``hiera-bench sweep``: evaluate a checkpoint over a grid of sizes under each position-embedding scheme."""
+"""``hiera-bench sweep``: evaluate checkpoints over a grid of sizes under each position-embedding scheme."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from .app import MODEL_HELP, app, err, out
 
 
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=max(0, int(seconds))))
+
+
 class RichProgress:
-    """Progress bar with ETA over all (image x forward) work, on stderr."""
+    """Progress on stderr: a spinner while the model loads, then a bar with the rate and an ETA from the
+    measured rate; when stderr is not a terminal (SLURM logs, CI), one plain line every ``every`` seconds."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    def __init__(self, enabled: bool = True, every: float = 30.0) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+        from rich.text import Text
 
+        owner = self
+
+        class Eta(ProgressColumn):
+            """Time left at the rate measured since the first images were counted (rich's own estimate needs
+            two updates within 30 s, which large CPU batches never give: it showed -:--:-- all run long)."""
+
+            def render(self, task) -> Text:
+                rate = owner.rate()
+                if task.total is None or not rate:
+                    return Text("eta -:--:--", style="progress.remaining")
+                return Text(f"eta {_clock((task.total - task.completed) / rate)}", style="progress.remaining")
+
+        class Rate(ProgressColumn):
+            def render(self, task) -> Text:
+                rate = owner.rate()
+                return Text(f"{rate:,.0f}/s" if rate else "", style="progress.data.speed")
+
+        self.lines = enabled and not err.is_terminal
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), console=err, transient=False, disable=not enabled,
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+            TimeElapsedColumn(), Eta(), console=err, transient=False, disable=not enabled or self.lines,
         )
+        self.every = every
         self.task = None
+        self.total = 0
+        self.done = 0
+        self.description = ""
+        self._first: tuple[float, int] | None = None  # (time, done) when the first images were counted
+        self._end: float | None = None  # when the last was: the rate stops there
+        self._last_line = 0.0
+
+    def loading(self, description: str) -> None:
+        """A spinner (no total yet) while the checkpoint and data load and the forwards are prepared."""
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(description, total=None)
 
     def start(self, total: int, description: str) -> None:
-        self.progress.start()
-        self.task = self.progress.add_task(description, total=total)
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(description, total=total)
+        else:
+            self.progress.reset(self.task, total=total, completed=0, description=description)
+        self.total, self.done, self.description, self._first, self._end = total, 0, description, None, None
+        self._last_line = time.monotonic()
+        if self.lines:
+            err.print(f"{description}: started", markup=False)
 
     def advance(self, n: int) -> None:
+        now = time.monotonic()
+        self.done += n
+        if self._first is None:
+            self._first = (now, self.done)
+        if self.done >= self.total:
+            self._end = now
         if self.task is not None:
             self.progress.advance(self.task, n)
+        if self.lines and (now - self._last_line >= self.every or self.done >= self.total):
+            self._last_line = now
+            rate = self.rate()
+            eta = _clock((self.total - self.done) / rate) if rate else "-:--:--"
+            share = 100.0 * self.done / self.total if self.total else 100.0
+            err.print(f"{self.description}: {self.done:,}/{self.total:,} ({share:.1f} %), "
+                      f"{rate or 0:,.0f}/s, eta {eta}", markup=False)
+
+    def rate(self) -> float | None:
+        """Images × forwards per second since the first batch was counted (the first batch's wait excluded)."""
+        if self._first is None:
+            return None
+        t0, done0 = self._first
+        elapsed = (self._end or time.monotonic()) - t0
+        return (self.done - done0) / elapsed if elapsed > 0 and self.done > done0 else None
 
     def log(self, message: str) -> None:
         err.print(f"[yellow]warning:[/yellow] {message}")
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            if self.progress.tasks[0].total is None:  # still loading: an error stays one line, no spinner left
+                self.progress.update(self.task, visible=False)
+            self.progress.stop()
+            self.task = None
 
 
 @app.command()
 def sweep(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    res: Optional[str] = typer.Option(None, "--res", "-r", help="Sizes: start:stop:step (inclusive), a,b,c or one size. Default: 0.75x to 1.5x native in stride steps."),
-    schemes: str = typer.Option("interp,abswin", "--schemes", "-s", help="Comma-separated position-embedding schemes."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="ImageNet val: a path, a glob or hf:REPO. Default: $HIERA_BENCH_DATA or hf:ILSVRC/imagenet-1k."),
-    data_format: Optional[str] = typer.Option(None, "--data-format", help="Force a data layout instead of detecting it."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder. Default: results/<model>/."),
-    batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Images per forward, or auto: on a GPU the largest power of two up to 256 that fits the widest size (a trial forward decides); 32 on the CPU."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="DataLoader worker processes (default: on a GPU the cores but one; on the CPU none, each batch decoded on every core between forwards)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    amp: str = typer.Option("none", "--amp", help="Autocast: none, bf16 or fp16."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", metavar="MODEL", help=MODEL_HELP + " Repeat it (or give a comma list) to sweep several, one after the other."),
+    res: Optional[str] = typer.Option(None, "--res", "-r", metavar="SIZES", help="Sizes: start:stop:step (inclusive), a,b,c or one size. Default: 0.75x to 1.5x native in stride steps."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", metavar="PX", help="One size (timm's name for it): the same as --res PX."),
+    schemes: str = typer.Option("interp,abswin", "--schemes", "-s", metavar="A,B", help="Comma-separated position-embedding schemes."),
+    checkpoint: Optional[List[Path]] = typer.Option(None, "--checkpoint", "-c", metavar="PATH", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder. Repeat it for several checkpoints (one --model for all, or one per checkpoint in order)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA", help="ImageNet val: a path, a glob or hf:REPO. Default: $HIERA_BENCH_DATA or hf:ILSVRC/imagenet-1k."),
+    data_format: Optional[str] = typer.Option(None, "--data-format", metavar="LAYOUT", help="Force a data layout instead of detecting it."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Run folder. Default: results/<label>/. With several checkpoints: the folder their run folders <label>/ go in."),
+    label: Optional[List[str]] = typer.Option(None, "--label", "-l", metavar="NAME", help="Name of a checkpoint in tables and reports (a column group, the run folder); one per checkpoint, in order. Default: the model's name (several checkpoints: each one's file or folder name)."),
+    batch_size: str = typer.Option("auto", "--batch-size", "-b", metavar="N|auto", help="Images per forward, or auto: on a GPU the largest power of two up to 256 that fits the widest size (a trial forward decides); 32 on the CPU."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", metavar="N", help="DataLoader worker processes (default: on a GPU the cores but one; on the CPU none, each batch decoded on every core between forwards)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    amp: str = typer.Option("none", "--amp", metavar="DTYPE", help="Autocast: none, bf16 or fp16; a bare --amp is auto: bf16 on a CUDA GPU, none elsewhere."),
+    amp_dtype: Optional[str] = typer.Option(None, "--amp-dtype", metavar="DTYPE", help="timm's spelling: bfloat16/bf16 or float16/fp16 (implies --amp)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels-last memory format."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile every forward (falls back to eager if compiling fails)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N images (by image id)."),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="Evaluate only the first K images of every class."),
-    crop_pct: Optional[float] = typer.Option(None, "--crop-pct", help="Override the checkpoint's crop_pct."),
-    interpolation: Optional[str] = typer.Option(None, "--interpolation", help="Override the resize interpolation (bicubic, bilinear, ...)."),
-    global_size: Optional[int] = typer.Option(None, "--global-size", help="Global grid side for the abswin fit of full-grid checkpoints (default: the native mask-unit grid)."),
-    max_failed: float = typer.Option(1.0, "--max-failed", help="Percent of images that may fail to decode; above it the sweep exits 1 after writing its results."),
-    save_every: int = typer.Option(2048, "--save-every", help="Commit per-image records every N images (resume granularity)."),
+    compile_: bool = typer.Option(False, "--compile", "--torchcompile", help="torch.compile every forward (falls back to eager if compiling fails)."),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="Evaluate only the first N images (by image id)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", metavar="K", help="Evaluate only the first K images of every class."),
+    crop_pct: Optional[float] = typer.Option(None, "--crop-pct", metavar="FRACTION", help="Override the checkpoint's crop_pct."),
+    interpolation: Optional[str] = typer.Option(None, "--interpolation", metavar="MODE", help="Override the resize interpolation (bicubic, bilinear, ...)."),
+    global_size: Optional[int] = typer.Option(None, "--global-size", metavar="SIDE", help="Global grid side for the abswin fit of full-grid checkpoints (default: the native mask-unit grid)."),
+    max_failed: float = typer.Option(1.0, "--max-failed", metavar="PERCENT", help="Percent of images that may fail to decode; above it the sweep exits 1 after writing its results."),
+    save_every: int = typer.Option(2048, "--save-every", metavar="N", help="Commit per-image records every N images (resume granularity)."),
     force: bool = typer.Option(False, "--force", help="Recompute cells that are already finished."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be decoded."),
-    decode: str = typer.Option("pil", "--decode", help="pil: timm's decode and resize, bit-identical (default). device: torchvision's decode_jpeg and resize on the device (nvJPEG on a GPU; for hosts whose CPUs are the bound; cells of their own)."),
-    real_labels: Optional[str] = typer.Option(None, "--real-labels", help="Add ImageNet-ReaL real_top1/real_top5: 'timm' (the labels timm ships) or a path to real.json."),
+    decode: str = typer.Option("pil", "--decode", metavar="pil|device", help="pil: timm's decode and resize, bit-identical (default). device: torchvision's decode_jpeg and resize on the device (nvJPEG on a GPU; for hosts whose CPUs are the bound; cells of their own)."),
+    real_labels: Optional[str] = typer.Option(None, "--real-labels", metavar="timm|PATH", help="Add ImageNet-ReaL real_top1/real_top5: 'timm' (the labels timm ships) or a path to real.json."),
     as_json: bool = typer.Option(False, "--json", help="Print the tidy table as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    progress_every: float = typer.Option(30.0, "--progress-every", metavar="SECONDS", help="When stderr is not a terminal (SLURM, CI logs): one progress line every SECONDS."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plots/top1-vs-size.png and top1-vs-gflops.png into each run folder (report writes SVG too)."),
 ) -> None:
-    """Evaluate MODEL at every size of --res under every scheme; write results.csv/.parquet/.md and run.json."""
-    from ..sweep import SweepConfig, run_sweep
+    """Evaluate each checkpoint at every size of --res under every scheme; write results.csv/.parquet/.md and
+    run.json per checkpoint, then print one table of them all."""
     from ..errors import UserError
+    from ..sweep import SweepConfig, run_sweep, several
 
-    if save_every < 1:
-        raise UserError(f"--save-every must be at least 1, got {save_every}")
-    if limit is not None and per_class is not None and limit < 1:
-        raise UserError("--limit must be at least 1")
-    cfg = SweepConfig(
-        model=model, checkpoint=str(checkpoint) if checkpoint else None, res=res, schemes=schemes, data=data,
-        data_format=data_format, out=str(out_dir) if out_dir else None, batch_size=batch_size, workers=workers,
-        device=device, amp=amp, limit=limit, per_class=per_class, crop_pct=crop_pct, interpolation=interpolation,
-        global_size=global_size, save_every=save_every, force=force, strict=strict, channels_last=channels_last,
-        compile=compile_, real_labels=real_labels, decode=decode, max_failed=max_failed / 100.0,
-        command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    if img_size is not None:
+        if res is not None:
+            raise UserError("--img-size and --res both give sizes; keep one (--img-size N is --res N)")
+        res = str(img_size)
+    if amp_dtype is not None:
+        dtypes = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16"}
+        if amp_dtype not in dtypes:
+            raise UserError(f"--amp-dtype {amp_dtype!r}: choose bfloat16 or float16")
+        amp = dtypes[amp_dtype]
+    base = SweepConfig(
+        res=res, schemes=schemes, data=data, data_format=data_format, out=str(out_dir) if out_dir else None,
+        batch_size=batch_size, workers=workers, device=device, amp=amp, limit=limit, per_class=per_class,
+        crop_pct=crop_pct, interpolation=interpolation, global_size=global_size, save_every=save_every, force=force,
+        strict=strict, channels_last=channels_last, compile=compile_, real_labels=real_labels, decode=decode,
+        max_failed=max_failed / 100.0, command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    progress = RichProgress(enabled=not quiet and not as_json)
-    try:
-        result = run_sweep(cfg, progress)
-    finally:
-        progress.stop()
-    show_result(result, as_json)
+    configs = several(base, list(model or []), [str(c) for c in checkpoint or []], list(label or []))
+    results = []
+    for cfg in configs:
+        progress = RichProgress(enabled=not quiet and not as_json, every=progress_every)
+        progress.loading(f"loading {cfg.label or cfg.model or Path(cfg.checkpoint or '').name}")
+        try:
+            results.append(run_sweep(cfg, progress))
+        finally:
+            progress.stop()
+        if plots and not results[-1].table.empty:
+            from ..plots import write_plots
+
+            write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
+    show_results(results, as_json)
 
 
-def show_result(result, as_json: bool) -> None:
-    """The pivot and headline of each section, then what is wrong with the numbers, if anything:
-    a sweep whose numbers cannot be trusted as they are exits 1 after writing them."""
+def show_results(results, as_json: bool) -> None:
+    """One pivot of every checkpoint's cells and a headline each, then what is wrong with the numbers, if
+    anything: a sweep whose numbers cannot be trusted as they are exits 1 after writing them."""
+    import pandas as pd
+
     from ..pivot import pivot, terminal
 
-    table = result.table
+    table = pd.concat([r.table for r in results], ignore_index=True)
     if as_json:
         out.print(json.dumps(json.loads(table.to_json(orient="records")), indent=1), markup=False)
     else:
-        for section in pivot(table):
-            out.print(terminal(section))
-            out.print(section.headline, markup=False)
-        out.print(f"wrote {result.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json",
-                  markup=False)
-    failed = sum(1 for _ in result.run.get("failed_images", []))
-    if failed and result.ok:
-        err.print(f"note: {failed} of {result.run['data']['n_images']} images could not be decoded and are left out "
-                  "of every cell (run.json lists them)", markup=False)
-    large = result.run.get("large_images", 0)
-    if large:
-        from PIL import Image
+        merged = pivot(table)
+        out.print(terminal(merged))
+        for group in merged.groups:
+            out.print((f"{group.label}: " if merged.several else "") + group.headline, markup=False)
+        for r in results:
+            drawn = ", plots/" if (r.out / "plots").is_dir() else ""
+            out.print(f"wrote {r.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json{drawn}",
+                      markup=False)
+    failing = False
+    for r in results:
+        failed = len(r.run.get("failed_images", []))
+        name = f"{r.out}: " if len(results) > 1 else ""
+        if failed and r.ok:
+            err.print(f"note: {name}{failed} of {r.run['data']['n_images']} images could not be decoded and are left "
+                      "out of every cell (run.json lists them)", markup=False)
+        large = r.run.get("large_images", 0)
+        if large:
+            from PIL import Image
 
-        err.print(f"note: {large} image{'s are' if large > 1 else ' is'} larger than PIL's decompression-bomb limit "
-                  f"({Image.MAX_IMAGE_PIXELS / 1e6:g} Mpx); decoded anyway, as timm does", markup=False)
-    for problem in result.problems:
-        err.print(f"error: {problem}", markup=False)
-    if not result.ok:
+            err.print(f"note: {name}{large} image{'s are' if large > 1 else ' is'} larger than PIL's decompression-bomb "
+                      f"limit ({Image.MAX_IMAGE_PIXELS / 1e6:g} Mpx); decoded anyway, as timm does", markup=False)
+        for problem in r.problems:
+            err.print(f"error: {name}{problem}", markup=False)
+        failing |= not r.ok
+    if failing:
         raise typer.Exit(1)
+
+
+def show_result(result, as_json: bool) -> None:
+    show_results([result], as_json)

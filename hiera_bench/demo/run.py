@@ -73,14 +73,11 @@ def summary_markdown(table: pd.DataFrame) -> str:
 
 
 def _plot(runs: list[Path], out: Path, log: Callable[[str], None]) -> list[Path]:
-    """The report's figures (top-1 vs size, top-1 vs GFLOPs) for each checkpoint, under ``out/plots``."""
+    """The report's figures (top-1 vs size with abswin − interp, top-1 vs GFLOPs), both checkpoints overlaid,
+    under ``out/plots``."""
     try:
         from ..plots import write_plots
-        from ..report import build, slug
+        from ..report import build
     except ImportError:  # an installation without the report module still gets its tables
         return []
-    df = build(runs)
-    paths = []
-    for label, part in df.groupby("label", sort=False):
-        paths += [p for p in write_plots(part, label, slug(label), out / "plots") if p.suffix == ".png"]
-    return paths
+    return [p for p in write_plots(build(runs), out / "plots") if p.suffix == ".png"]

@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..io import dir_mode
+
 #: Bump when the rendering changes: cached sets and baselines are keyed on it.
 GENERATOR_VERSION = 1
 MIN_SIDE, MAX_SIDE = 150, 400
@@ -211,6 +213,7 @@ def write_class_folders(root: Path, seed: int, n_images: int) -> Path:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+    tmp.chmod(dir_mode())  # mkdtemp's folder is private; the finished one is shared like any other
     try:
         names = class_names()
         for name in names:

@@ -4,10 +4,11 @@ Each scheme is a pure function ``(spec, token_grid, mask_grid) -> (1, H*W, C) fl
 registers itself with :func:`register_scheme`.
 
 ``interp``
-    Plain interpolation, what transformers' ``interpolate_pos_encoding`` and timm's loading
-    path do: the full token-grid embedding at the native size, resampled bicubic (antialias)
-    with timm's ``resample_abs_pos_embed``. It stretches the window pattern so that windows
-    no longer see the embedding they were trained with (arXiv 2311.05613).
+    Plain interpolation as timm's ``resample_abs_pos_embed`` does it: the full token-grid
+    embedding at the native size, resampled bicubic with antialias. It stretches the window
+    pattern so that windows no longer see the embedding they were trained with (arXiv
+    2311.05613). transformers' ``interpolate_pos_encoding`` resamples without antialias (a
+    slightly different embedding); timm 1.0.31 does not resample Hiera checkpoints at all.
 
 ``abswin``
     Window-aware: the window embedding is tiled once per mask unit of the new grid and the

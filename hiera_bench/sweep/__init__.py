@@ -7,7 +7,7 @@ writes the run folder's views. Modules: ``config`` (options), ``plan`` (forwards
 table), ``views`` (merged outputs), ``provenance`` (run.json), ``run`` (the flow).
 """
 
-from .config import AMP_DTYPES, Progress, SweepConfig, validate_config
+from .config import AMP_DTYPES, Progress, SweepConfig, several, validate_config
 from .run import SweepResult, run_sweep
 
-__all__ = ["AMP_DTYPES", "Progress", "SweepConfig", "SweepResult", "run_sweep", "validate_config"]
+__all__ = ["AMP_DTYPES", "Progress", "SweepConfig", "SweepResult", "run_sweep", "several", "validate_config"]

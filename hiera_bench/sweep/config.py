@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
@@ -12,6 +13,8 @@ from ..grid import parse_spec
 from ..posembed import Scheme, parse_schemes
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``--amp auto`` (a bare ``--amp``): bf16 autocast where it pays (CUDA), fp32 elsewhere.
+AUTO_AMP = {"cuda": "bf16"}
 DECODERS = ("pil", "device")
 
 
@@ -44,6 +47,8 @@ class SweepConfig:
     decode: str = "pil"  # "pil" (timm's, bit-identical) or "device" (torchvision decode_jpeg + resize on the device)
     max_failed: float = 0.01  # share of images that may fail to decode before the sweep is not ok
     command: str = ""
+    label: str | None = None  # how reports name this checkpoint's runs; default: the model's name
+    root: str = "results"  # where the run folder <root>/<label>/ goes when ``out`` is not given
 
     @property
     def dtype_name(self) -> str:
@@ -121,9 +126,54 @@ def parse_batch_size(value: int | str) -> int | str:
     return number
 
 
+def check_label(label: str | None) -> None:
+    """``--label`` names a run folder and a column group of reports: printable, one path component."""
+    if label is None:
+        return
+    if not label.strip() or label in (".", "..") or any(c in label for c in "/\\\0\n\t"):
+        raise UserError(f"--label {label!r} must be a non-empty name without slashes or line breaks, "
+                        "e.g. --label small-ft320")
+
+
+def several(cfg: SweepConfig, models: list[str], checkpoints: list[str], labels: list[str]) -> list[SweepConfig]:
+    """One config per checkpoint of ``sweep -m A -m B`` / ``-c X -c Y`` (one model for every checkpoint, or
+    paired by order), each labelled (``--label`` in order, else the checkpoint's or model's name) and given
+    its own run folder ``<out>/<label>/``. One model or checkpoint: ``cfg`` itself, ``--out`` its run folder."""
+    from dataclasses import replace
+
+    models = [m.strip() for arg in models for m in arg.split(",") if m.strip()]
+    if len(models) <= 1 and len(checkpoints) <= 1:
+        if len(labels) > 1:
+            raise UserError(f"{len(labels)} --label for one checkpoint; give one --label per checkpoint")
+        return [replace(cfg, model=models[0] if models else None, checkpoint=checkpoints[0] if checkpoints else None,
+                        label=labels[0] if labels else None)]
+    if checkpoints and len(models) not in (0, 1, len(checkpoints)):
+        raise UserError(f"{len(models)} --model for {len(checkpoints)} --checkpoint; give one model for all "
+                        "checkpoints or one per checkpoint, in the same order")
+    pairs = ([(models[i] if len(models) > 1 else (models[0] if models else None), c) for i, c in enumerate(checkpoints)]
+             or [(m, None) for m in models])
+    if labels and len(labels) != len(pairs):
+        raise UserError(f"{len(labels)} --label for {len(pairs)} checkpoints; give one --label per checkpoint, in order")
+    names = labels or [_default_label(m, c) for m, c in pairs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"two checkpoints would share the label {repeated[0]!r} (and its run folder); "
+                        "name each with --label, in the order of the checkpoints")
+    root = cfg.out or cfg.root
+    return [replace(cfg, model=m, checkpoint=c, label=name, out=None, root=root) for (m, c), name in zip(pairs, names)]
+
+
+def _default_label(model: str | None, checkpoint: str | None) -> str:
+    if checkpoint is None:
+        return str(model)
+    path = Path(checkpoint)
+    return path.name if path.is_dir() or not path.suffix else path.stem
+
+
 def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
     """Check every option that needs no model or data; returns the schemes and the device."""
     cfg.batch_size = parse_batch_size(cfg.batch_size)
+    check_label(cfg.label)
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"--limit must be at least 1, got {cfg.limit}; leave it out to use every image")
     if cfg.per_class is not None and cfg.per_class < 1:
@@ -138,8 +188,8 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
         raise UserError(f"--crop-pct must be in (0, 1], got {cfg.crop_pct}")
     if not 0.0 <= cfg.max_failed <= 1.0:
         raise UserError(f"--max-failed must be a share in [0, 1] (0.01 is 1 %), got {cfg.max_failed}")
-    if cfg.amp not in AMP_DTYPES:
-        raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16")
+    if cfg.amp not in AMP_DTYPES and cfg.amp != "auto":
+        raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16 (or a bare --amp: bf16 on a CUDA GPU)")
     if cfg.res is not None:
         parse_spec(cfg.res)  # the syntax now; sizes against the model's stride once it is loaded
     if cfg.data_format and cfg.data and cfg.data.startswith("hf:") and cfg.data_format != "hub":
@@ -148,6 +198,8 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
         raise UserError(f"--decode {cfg.decode!r}: choose pil (timm's, bit-identical) or device (nvJPEG on a GPU)")
     schemes = parse_schemes(cfg.schemes)
     device = resolve_device(cfg.device)
+    if cfg.amp == "auto":
+        cfg.amp = AUTO_AMP.get(device.type, "none")
     if cfg.amp == "fp16" and device.type == "cpu":
         raise UserError("--amp fp16 conflicts with a CPU device; use --amp bf16 or none, or --device cuda")
     return schemes, device

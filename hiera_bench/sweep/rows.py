@@ -19,10 +19,10 @@ from .store import CellStore
 
 #: Columns of the tidy table, in order.
 COLUMNS = [
-    "model", "arch", "pretrained_tag", "checkpoint", "checkpoint_sha256", "pos_embed_kind",
+    "label", "model", "arch", "pretrained_tag", "checkpoint", "checkpoint_sha256", "pos_embed_kind",
     "scheme", "global_size", "img_size", "native_size", "rel_size", "crop_pct", "interpolation", "decode",
-    "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll", "ece", "top1_delta_vs_native",
-    "real_top1", "real_top5", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
+    "num_classes", "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll", "ece",
+    "top1_delta_vs_native", "real_top1", "real_top5", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
     "explained_energy", "data", "data_layout", "data_fingerprint", "limit", "per_class", "cell_key",
 ]
 
@@ -31,6 +31,7 @@ COLUMNS = [
 class SweepColumns:
     """What every row of one sweep shares: the checkpoint and data as loaded, and where it ran."""
 
+    label: str
     model: str
     arch: str
     pretrained_tag: str
@@ -41,9 +42,11 @@ class SweepColumns:
     data: str
     data_layout: str
     device: str
+    num_classes: int
 
     def for_size(self, size: int) -> dict[str, Any]:
-        return {"model": self.model, "arch": self.arch, "pretrained_tag": self.pretrained_tag,
+        return {"label": self.label, "model": self.model, "num_classes": self.num_classes, "arch": self.arch,
+                "pretrained_tag": self.pretrained_tag,
                 "checkpoint": self.checkpoint, "pos_embed_kind": self.pos_embed_kind, "img_size": size,
                 "native_size": self.native_size, "rel_size": round(size / self.native_size, 4),
                 "data": self.data, "data_layout": self.data_layout, "device": self.device}

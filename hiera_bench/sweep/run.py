@@ -65,6 +65,10 @@ class Sweep:
         self.data_fingerprint = self.data.fingerprint()
         self.data_state = self.data.state()
 
+    @property
+    def label(self) -> str:
+        return self.cfg.label or self.loaded.name
+
 
 def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
     """Run (or resume) a sweep and write its files; returns this sweep's tidy table."""
@@ -116,6 +120,9 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) ->
         progress.log("--global-size only applies to full-grid checkpoints; this one learned its own split")
         global_size = None
     spec = spec_from_model(loaded.model, native, global_size)
+    if device.type == "cuda" and cfg.amp == "none":
+        progress.log("fp32 on a CUDA GPU: --amp (bf16 autocast) is the usual choice and much faster; its cells are "
+                     "cells of their own (the dtype is part of a cell)")
     decode = f"device:{device.type}" if cfg.decode == "device" else "pil"
     preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation, decode)
     if loaded.label_names is None:
@@ -124,7 +131,7 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) ->
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
-    run_dir = RunDir(Path(cfg.out) if cfg.out else Path("results") / loaded.name)
+    run_dir = RunDir(Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name))
     return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress)
 
 
@@ -149,9 +156,9 @@ def plan(sweep: Sweep) -> list[Forward]:
 
 def columns(sweep: Sweep, device: str) -> SweepColumns:
     loaded = sweep.loaded
-    return SweepColumns(model=loaded.name, arch=loaded.arch, pretrained_tag=loaded.tag or "",
-                        checkpoint=loaded.checkpoint, pos_embed_kind=loaded.pos_embed_kind,
-                        native_size=loaded.native_size, explained_energy=sweep.spec.explained,
+    return SweepColumns(label=sweep.label, model=loaded.name, arch=loaded.arch, pretrained_tag=loaded.tag or "",
+                        num_classes=loaded.num_classes, checkpoint=loaded.checkpoint,
+                        pos_embed_kind=loaded.pos_embed_kind, native_size=loaded.native_size, explained_energy=sweep.spec.explained,
                         data=sweep.data.location, data_layout=sweep.data.layout, device=device)
 
 
@@ -172,6 +179,7 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
                 store.write_row(row)
             else:
                 row, bad = store.read_row(), store.failed_images(n_total)
+                row.update(label=shared.label, num_classes=shared.num_classes)  # a name, not part of the cell
             failed.update(bad)
             if real is not None:
                 row.update(real_columns(real, store, sweep.loaded.label_names, n_total))
@@ -184,7 +192,8 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
     cfg, loaded, data, spec = sweep.cfg, sweep.loaded, sweep.data, sweep.spec
     return {
         "command": cfg.command or " ".join(sys.argv), "config": asdict(cfg), "started": iso_time(t_start),
-        "model": loaded.name, "checkpoint": loaded.checkpoint, "checkpoint_sha256": loaded.sha256,
+        "label": sweep.label, "model": loaded.name, "checkpoint": loaded.checkpoint,
+        "checkpoint_sha256": loaded.sha256,
         "license": loaded.license, "native_size": loaded.native_size, "pos_embed_kind": loaded.pos_embed_kind,
         "explained_energy": spec.explained, "energy_shares": spec.energy_shares(),
         "sizes": sweep.sizes, "skipped": [{"img_size": s, "reason": r} for s, r in sweep.grid.skipped],

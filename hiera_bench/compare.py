@@ -1,0 +1,158 @@
+"""Two checkpoints on the same images: the paired difference of their top-1 at each size and scheme.
+
+``check`` asks "did this checkpoint hold its numbers"; this asks "is checkpoint B better than A", e.g.
+``hiera_small`` evaluated at 320 px against a checkpoint fine-tuned at 320. The two runs must have
+evaluated the same images (same data fingerprint and subset, same image ids); their preprocessing may
+differ (each checkpoint brings its own crop), which is then said. Statistics are the tool's own: the
+exact McNemar test on the discordant images and a paired bootstrap CI of the difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cells import MUST_MATCH, same_value
+from .errors import UserError
+from .report import Run, read_run
+from .stats import bootstrap_ci, discordant, mcnemar_exact
+
+#: The fields that make two runs' images the same images; the rest of MUST_MATCH may differ here.
+SAME_IMAGES = ("data_fingerprint", "limit", "per_class")
+#: Preprocessing a comparison of checkpoints may legitimately change, said in a note.
+PREPROCESSING = tuple(c for c in MUST_MATCH if c not in SAME_IMAGES and c != "checkpoint_sha256")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A's cell and B's cell at one scheme and size, on the images both decoded. Points are top-1 %."""
+
+    scheme: str
+    img_size: int
+    n_images: int
+    top1_a: float
+    top1_b: float
+    delta: float  # B minus A
+    delta_ci_low: float
+    delta_ci_high: float
+    b_only: int  # images B gets right and A does not
+    a_only: int
+    p: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p < 0.05
+
+
+@dataclass
+class Comparison:
+    label_a: str
+    label_b: str
+    pairs: list[Pair]
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        rows = [asdict(p) | {"label_a": self.label_a, "label_b": self.label_b} for p in self.pairs]
+        return pd.DataFrame(rows)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.label_b} − {self.label_a} (top-1 %, paired over the same images)\n",
+                 f"| scheme | size | n | {self.label_a} | {self.label_b} | Δ | 95 % CI | b / c | p |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for p in self.pairs:
+            lines.append(f"| {p.scheme} | {p.img_size} | {p.n_images:,} | {p.top1_a:.3f} | {p.top1_b:.3f} | "
+                         f"{p.delta:+.3f} | [{p.delta_ci_low:+.2f}, {p.delta_ci_high:+.2f}] | {p.b_only} / {p.a_only} "
+                         f"| {p.p:.2g} |")
+        lines.append("\nΔ: B − A; b / c: images only B / only A gets right (exact McNemar p); CI: paired bootstrap.")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | None = None,
+                 labels: tuple[str | None, str | None] = (None, None)) -> Comparison:
+    """Pair every (scheme, size) cell the two runs share (or only ``scheme`` / ``at``) on the same images."""
+    a, b = read_run(Path(run_a), labels[0]), read_run(Path(run_b), labels[1])
+    for run in (a, b):
+        if run.predictions is None:
+            raise UserError(f"{run.root} has no predictions.parquet; a paired comparison needs the per-image records "
+                            "of both runs (re-run its sweep)")
+    cells_a, cells_b = _cells(a, scheme, at), _cells(b, scheme, at)
+    common = sorted(set(cells_a) & set(cells_b), key=lambda k: (k[1], k[0]))
+    if not common:
+        raise UserError(f"{a.root} and {b.root} share no evaluated cell" + _which(scheme, at)
+                        + f"; they have {_keys(cells_a)} and {_keys(cells_b)}")
+    notes = _same_images(a, b, cells_a[common[0]], cells_b[common[0]])
+    pairs = [_pair(a, b, cells_a[k], cells_b[k]) for k in common]
+    label_a, label_b = _label(a), _label(b)
+    if label_a == label_b:
+        label_a, label_b = f"A ({label_a})", f"B ({label_b})"
+    return Comparison(label_a, label_b, pairs, notes)
+
+
+def _cells(run: Run, scheme: str | None, at: int | None) -> dict[tuple[str, int], pd.Series]:
+    ok = run.table[run.table["status"].eq("ok")]
+    if scheme is not None:
+        ok = ok[ok["scheme"] == scheme]
+    if at is not None:
+        ok = ok[ok["img_size"] == at]
+    cells: dict[tuple[str, int], pd.Series] = {}
+    for _, row in ok.iterrows():
+        key = (str(row["scheme"]), int(row["img_size"]))
+        if key in cells and cells[key]["cell_key"] != row["cell_key"]:
+            raise UserError(f"{run.root} holds two measurements of {key[0]} @{key[1]} (other data or preprocessing); "
+                            "compare run folders that hold one each")
+        cells[key] = row
+    return cells
+
+
+def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str]:
+    """Refuse runs on different images; the notes on what else differs."""
+    differ = [f"{MUST_MATCH[c]}: {row_a.get(c)} vs {row_b.get(c)}" for c in SAME_IMAGES
+              if not same_value(row_a.get(c), row_b.get(c))]
+    if differ:
+        raise UserError(f"{a.root} and {b.root} were evaluated on different images ({'; '.join(differ)}); "
+                        "run both sweeps on the same --data, --limit and --per-class")
+    notes = [f"{MUST_MATCH[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — the comparison is of each checkpoint "
+             "with its own preprocessing" for c in PREPROCESSING if not same_value(row_a.get(c), row_b.get(c))]
+    if same_value(row_a.get("checkpoint_sha256"), row_b.get("checkpoint_sha256")):
+        notes.append("both runs evaluated the same checkpoint (same sha256)")
+    return notes
+
+
+def _outcomes(run: Run, cell_key: str) -> tuple[set[str], pd.Series]:
+    """Every image id of a cell, and correct@1 of those that decoded."""
+    preds = run.predictions[run.predictions["cell_key"] == cell_key]
+    ok = preds[~preds["failed"].fillna(True).astype(bool)]
+    return set(preds["image_id"]), ok.drop_duplicates("image_id").set_index("image_id")["correct1"].astype(bool)
+
+
+def _pair(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> Pair:
+    ids_a, right_a = _outcomes(a, row_a["cell_key"])
+    ids_b, right_b = _outcomes(b, row_b["cell_key"])
+    if ids_a != ids_b:
+        only = sorted(ids_a ^ ids_b)
+        raise UserError(f"{a.root} and {b.root} hold different images at {row_a['scheme']} @{int(row_a['img_size'])} "
+                        f"({len(only)} in one only, e.g. {only[0]}); run both sweeps on the same data")
+    common = right_a.index.intersection(right_b.index)
+    x, y = right_a.reindex(common).to_numpy(), right_b.reindex(common).to_numpy()
+    b_only, a_only = discordant(y, x)
+    low, high = bootstrap_ci(100.0 * (y.astype(float) - x.astype(float))) if len(common) else (np.nan, np.nan)
+    return Pair(str(row_a["scheme"]), int(row_a["img_size"]), len(common), 100.0 * x.mean(), 100.0 * y.mean(),
+                100.0 * (y.mean() - x.mean()), low, high, b_only, a_only, mcnemar_exact(b_only, a_only))
+
+
+def _label(run: Run) -> str:
+    labels = run.table["label"].dropna().astype(str).unique() if "label" in run.table else []
+    return labels[0] if len(labels) == 1 else run.root.name
+
+
+def _which(scheme: str | None, at: int | None) -> str:
+    bits = ([f"scheme {scheme}"] if scheme else []) + ([f"size {at}"] if at else [])
+    return f" ({', '.join(bits)})" if bits else ""
+
+
+def _keys(cells: dict[tuple[str, int], pd.Series]) -> str:
+    return ", ".join(f"{s}@{n}" for s, n in sorted(cells)) or "none"
