@@ -75,7 +75,9 @@ CLASSES: dict[str, Callable[[], st.SearchStrategy[str]]] = {
     "schemes": lambda: _values("interp", "abswin", "interp,abswin", "abswin,interp", ",", "interp,", "bogus"),
     "scheme": lambda: _values("interp", "abswin", "bogus"),
     "device": lambda: _values("auto", "cpu", "cpu:0", "cpu:1", "cuda", "cuda:0", "cuda:x", "mps", "meta", "xla"),
-    "amp": lambda: _values("none", "bf16", "fp16", "int8"),
+    "amp": lambda: _values("none", "bf16", "fp16", "auto", "int8"),
+    "amp dtype": lambda: _values("bfloat16", "float16", "bf16", "half", "int8"),
+    "label": lambda: _values("tiny", "ft-320", "a b", "a/b", "..", ".", "☃", "x\ty"),
     "decode": lambda: _values("pil", "device", "nvjpeg"),
     "interpolation": lambda: _values("bicubic", "bilinear", "nearest", "lanczos", "random", "bogus"),
     "data format": lambda: _values("folder", "parquet", "webdataset", "flatval", "saved", "hub", "tfrecord"),
@@ -97,18 +99,22 @@ COMMANDS: dict[str, dict[str, str]] = {
               "--crop-pct": "share", "--max-failed": "points", "--interpolation": "interpolation", "--device": "device",
               "--amp": "amp", "--decode": "decode", "--data-format": "data format", "--real-labels": "labels file",
               "--checkpoint": "checkpoint", "--data": "data", "--out": "out folder", "--channels-last": "flag",
-              "--force": "flag", "--strict": "flag", "--json": "flag"},
+              "--force": "flag", "--strict": "flag", "--json": "flag", "--label": "label", "--img-size": "single size",
+              "--amp-dtype": "amp dtype", "--progress-every": "points", "--plots": "flag"},
     "inspect": {"--model": "model", "--res": "single size", "--channels": "channels", "--global-size": "count",
                 "--checkpoint": "checkpoint", "--out": "out folder"},
     "export": {"--model": "model", "--res": "single size", "--scheme": "scheme", "--global-size": "count", "--checkpoint": "checkpoint",
                "--out": "out folder", "--force": "flag"},
     "check": {"--tol": "points", "--metric": "metric", "--ci": "flag", "--baseline": "run folder",
               "--allow-missing-provenance": "flag", "--json": "flag"},
-    "report": {"--out": "out folder"},
+    "report": {"--out": "out folder", "--label": "label"},
+    "compare": {"--at": "single size", "--scheme": "scheme", "--label-a": "label", "--label-b": "label",
+                "--json": "flag", "--markdown": "flag"},
 }
 #: Options every draw of a command sets (to a drawn value): without them the command would reach for the hub.
 REQUIRED = {"sweep": ("--checkpoint", "--data", "--out"), "inspect": ("--checkpoint", "--out"),
-            "export": ("--checkpoint", "--out", "--res", "--scheme"), "check": ("--baseline",), "report": ("--out",)}
+            "export": ("--checkpoint", "--out", "--res", "--scheme"), "check": ("--baseline",), "report": ("--out",),
+            "compare": ()}
 #: A draw picks the valid value of a required option this often, so that most draws get past it.
 VALID_REQUIRED = 0.8
 
@@ -193,14 +199,16 @@ def test_random_sweep_options_keep_the_promise(cli, places, options):
 
 
 @SETTINGS
-@given(command=st.sampled_from(["inspect", "export", "check", "report"]), data=st.data())
+@given(command=st.sampled_from(["inspect", "export", "check", "report", "compare"]), data=st.data())
 def test_random_options_of_the_other_commands_keep_the_promise(cli, places, command, data):
     options = data.draw(_options(command))
-    positional = {"check": [places["<run>"]], "report": [places["<run>"]]}.get(command, [])
+    positional = {"check": [places["<run>"]], "report": [places["<run>"]],
+                  "compare": [places["<run>"], places["<run>"]]}.get(command, [])
     result = cli(*_argv(command, options, places, positional))
     assert_promise(result, f"{command} {options}")
     if result.code == 0:
-        assert "wrote" in result.out or "ok: all" in result.out or options.get("--json"), result.out
+        assert ("wrote" in result.out or "ok: all" in result.out or options.get("--json")
+                or (command == "compare" and "on the same images" in result.out)), result.out
 
 
 def test_the_classes_cover_every_option_of_every_command():
@@ -213,5 +221,5 @@ def test_the_classes_cover_every_option_of_every_command():
     group = typer.main.get_command(app)
     for name, options in COMMANDS.items():
         declared = {opt for p in group.commands[name].params for opt in p.opts if opt.startswith("--")}
-        assert declared - {"--help", "--compile", "--quiet"} - set(options) == set(), name
+        assert declared - {"--help", "--compile", "--torchcompile", "--quiet"} - set(options) == set(), name
         assert {kind for kind in options.values()} <= set(CLASSES)
