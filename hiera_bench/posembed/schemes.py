@@ -10,6 +10,14 @@ registers itself with :func:`register_scheme`.
     2311.05613). transformers' ``interpolate_pos_encoding`` resamples without antialias (a
     slightly different embedding); timm 1.0.31 does not resample Hiera checkpoints at all.
 
+``interp-hf``
+    Plain interpolation as transformers' ``HieraModel(interpolate_pos_encoding=True)`` does it:
+    ``F.interpolate(bicubic, align_corners=False)`` *without* antialias, in float32. Torch's
+    antialiased bicubic is a different kernel (a = -0.5, PIL's) from the plain one (a = -0.75), so
+    the two plain interpolations differ even when upsampling; this scheme shows which one a
+    number came from. For abs-win checkpoints (which transformers does not implement) it starts
+    from the same materialised full grid as ``interp``.
+
 ``abswin``
     Window-aware: the window embedding is tiled once per mask unit of the new grid and the
     global embedding is resized (bicubic, antialias) to the token grid, exactly as timm's
@@ -86,6 +94,18 @@ def _resample(tokens: torch.Tensor, old: Size2, new: Size2) -> torch.Tensor:
 @register_scheme("interp", "full-grid embedding resampled bicubic to the new token grid (timm resample_abs_pos_embed)")
 def interp(spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
     return _resample(spec.full, spec.token_grid, token_grid)
+
+
+@register_scheme("interp-hf", "full-grid embedding resampled bicubic without antialias (transformers' "
+                 "interpolate_pos_encoding)")
+def interp_hf(spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
+    full = spec.full.float()
+    if tuple(token_grid) == tuple(spec.token_grid):  # transformers returns the table itself at its own size
+        return full
+    channels = full.shape[-1]
+    grid = full.reshape(1, *spec.token_grid, channels).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(grid, size=tuple(token_grid), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).reshape(1, -1, channels)
 
 
 @register_scheme("abswin", "window embedding tiled per mask unit + global embedding resized (window-aware)",
