@@ -1,7 +1,9 @@
 """Class folders ``val/<wnid>/*.JPEG``: one ``scandir`` per class folder, labels by folder name.
 
 Labels map the folder *name* to the model's classes, so a missing class folder never shifts the
-others (datasets' imagefolder numbers classes by position among the folders present).
+others (datasets' imagefolder numbers classes by position among the folders present). ImageNet-V2's
+release names its folders by class *index* instead (``imagenetv2-*-format-val/<0..999>/<file>.jpeg``,
+in timm's class order): the ``imagenetv2`` layout reads those.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import datasets
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
 from ..errors import UserError
-from .base import ClassIndex, arrow_dataset, image_id_from_path, labels_for_wnids, register_layout
+from .base import (ClassIndex, arrow_dataset, image_id_from_path, imagenet_wnids, labels_for_imagenet_index,
+                   labels_for_wnids, register_layout)
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 #: what datasets' imagefolder loader counts as an image (this layout used it until it was the slow part)
@@ -55,6 +58,39 @@ class ClassFolderLayout:
 
     def data_files(self, location: str) -> list[str]:
         return []  # every row is an image file of its own
+
+
+def _index_folders(root: Path) -> list[Path] | None:
+    """The class folders of an ImageNet-V2 style set (every folder named by an ImageNet index), else None."""
+    folders = _class_dirs(root)
+    if not folders or not all(d.name.isdigit() and int(d.name) < len(imagenet_wnids()) for d in folders):
+        return None
+    return folders
+
+
+@register_layout("imagenetv2", priority=45)
+class IndexFolderLayout:
+    description = "ImageNet-V2: <root>/<class index 0..999 in timm's order>/<image>"
+
+    def detect(self, location: str) -> bool:
+        root = Path(location)
+        folders = _index_folders(root) if root.is_dir() else None
+        return bool(folders) and any(image_files(d, IMAGE_SUFFIXES) for d in folders)
+
+    def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
+        root = Path(location)
+        folders = _index_folders(root) if root.is_dir() else None
+        if not folders:
+            raise UserError(f"--data {root}: not an ImageNet-V2 folder (<root>/<0..999>/<image>); drop --data-format "
+                            "to detect the layout")
+        listed = [(d.name, path) for d in sorted(folders, key=lambda d: int(d.name)) for path in _images_in(d)]
+        if not listed:
+            raise UserError(f"--data {root}: no images found in the class folders")
+        labels = labels_for_imagenet_index([int(name) for name, _ in listed], classes, where=f"folder {root}")
+        return arrow_dataset(_image_ids(listed), labels, [p for _, p in listed])
+
+    def data_files(self, location: str) -> list[str]:
+        return []
 
 
 def _image_ids(listed: list[tuple[str, str]]) -> list[str]:
