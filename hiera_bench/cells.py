@@ -38,7 +38,7 @@ MUST_MATCH = {
     "checkpoint_sha256": "checkpoint (sha256)",
 }
 #: How a group field that tells two measurements of one model apart is shown in a section label.
-LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "data_fingerprint": ("data", 8), "limit": ("limit", None),
+LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "data_name": ("data", None), "data_fingerprint": ("data", 8), "limit": ("limit", None),
                 "per_class": ("per class", None), "crop_pct": ("crop", None), "interpolation": ("interp", None),
                 "decode": ("decode", None), "dtype": ("dtype", None)}
 #: Columns newer than the first tables, and what a table without one means (every other identity column
@@ -171,6 +171,8 @@ def section_labels(table: pd.DataFrame) -> pd.Series:
         if groups[part.index].nunique() < 2:
             continue
         varying = [c for c in LABEL_FIELDS if c in part and part[c].astype(str).nunique(dropna=False) > 1]
+        if "data_name" in varying:  # the names the user gave tell the data sets apart; their hashes need not
+            varying.remove("data_fingerprint")
         for idx in part.index:
             bits = []
             for col in varying:

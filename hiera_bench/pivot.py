@@ -445,13 +445,14 @@ _TERMINAL = CellStyle(not_ok=lambda c: f"[dim]{c.status}[/dim]", delta=_rich_del
 
 def terminal(p: Pivot):
     """A rich ``Table`` of the pivot; with one group, GFLOPs and images/s per size too."""
+    from rich.markup import escape
     from rich.table import Table
 
-    if p.several:
-        title = "top-1 % (Δ vs each one's native size) — " + "; ".join(describe(p))
+    if p.several:  # labels are text, not markup: "tiny [data v2]" must not lose its brackets
+        title = "top-1 % (Δ vs each one's native size) — " + escape("; ".join(describe(p)))
     else:
         g = p.groups[0]
-        title = f"{g.label} — top-1 % (Δ vs native {g.native} px, {_n(g.n_images)})"
+        title = f"{escape(g.label)} — top-1 % (Δ vs native {g.native} px, {_n(g.n_images)})"
     table = Table(title=title, title_justify="left")
     columns = p.columns()
     rel = p.native is not None
@@ -459,12 +460,12 @@ def terminal(p: Pivot):
     if rel:
         table.add_column("rel", justify="right")
     for c in columns:
-        table.add_column(c.title(p.several), justify="right")
+        table.add_column(escape(c.title(p.several)), justify="right")
     if not p.several:
         table.add_column("GFLOPs", justify="right")
         table.add_column("img/s", justify="right")
     for size in p.sizes:
-        row = [size_text(p, size, lambda s: f"[bold]{s}*[/bold]")] + ([f"{size / p.native:.2f}"] if rel else [])
+        row = [size_text(p, size, lambda s: f"[bold]{s}*[/bold]", escape)] + ([f"{size / p.native:.2f}"] if rel else [])
         row += [render(p.value(c, size), _TERMINAL) for c in columns]
         if not p.several:
             g = p.groups[0]

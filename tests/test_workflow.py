@@ -221,3 +221,22 @@ def test_a_sweep_draws_its_figures_into_its_run_folder(cli, full_ckpt, class_fol
     result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--res", "64", "--device", "cpu", "-q",
                  "--no-plots", "--out", tmp_path / "bare")
     assert result.code == 0 and not (tmp_path / "bare" / "plots").exists()
+
+
+def test_several_data_sets_in_one_sweep_get_a_run_folder_and_a_column_group_each(cli, full_ckpt, class_folder,
+                                                                                  tmp_path):
+    import shutil
+
+    v2 = tmp_path / "v2"
+    shutil.copytree(class_folder, v2)
+    for extra in sorted(v2.glob("*/*.JPEG"))[::3]:
+        extra.unlink()  # another set: fewer images
+    result = cli("sweep", "-c", full_ckpt, "--data", f"val={class_folder}", "--data", f"v2={v2}", "--res", "64",
+                 "--device", "cpu", "-q", "--no-plots", "--label", "tiny", "--out", tmp_path / "runs")
+    assert result.code == 0, result.err
+    for name, n in (("val", 12), ("v2", 8)):
+        table = pd.read_csv(tmp_path / "runs" / name / "results.csv")
+        assert set(table["data_name"]) == {name} and set(table["n_images"]) == {n} and set(table["label"]) == {"tiny"}
+    assert "tiny [data val]: abswin" in result.out and "tiny [data v2]: abswin" in result.out
+    result = cli("sweep", "-c", full_ckpt, "--data", f"a={class_folder}", "--data", f"a={v2}")
+    assert result.code == 2 and "both named 'a'" in result.err

@@ -12,10 +12,12 @@ from .app import app, out
 
 
 def pair_table(result):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{result.label_b} − {result.label_a}: top-1 % on the same images", title_justify="left")
-    for name in ("scheme", "size", "n", result.label_a, result.label_b, "Δ (B − A)", "95 % CI", "b / c", "p"):
+    a, b = escape(result.label_a), escape(result.label_b)
+    table = Table(title=f"{b} − {a}: top-1 % on the same images", title_justify="left")
+    for name in ("scheme", "size", "n", a, b, "Δ (B − A)", "95 % CI", "b / c", "p"):
         table.add_column(name, justify="left" if name == "scheme" else "right")
     for p in result.pairs:
         colour = "green" if p.significant and p.delta > 0 else "red" if p.significant else "white"

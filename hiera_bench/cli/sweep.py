@@ -119,7 +119,7 @@ def sweep(
     img_size: Optional[int] = typer.Option(None, "--img-size", metavar="PX", help="One size (timm's name for it): the same as --res PX."),
     schemes: str = typer.Option("interp,abswin", "--schemes", "-s", metavar="A,B", help="Comma-separated position-embedding schemes."),
     checkpoint: Optional[List[Path]] = typer.Option(None, "--checkpoint", "-c", metavar="PATH", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder. Repeat it for several checkpoints (one --model for all, or one per checkpoint in order)."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA", help="ImageNet val: a path, a glob or hf:REPO. Default: $HIERA_BENCH_DATA or hf:ILSVRC/imagenet-1k."),
+    data: Optional[List[str]] = typer.Option(None, "--data", "-d", metavar="[NAME=]DATA", help="ImageNet val: a path, a glob or hf:REPO. Default: $HIERA_BENCH_DATA or hf:ILSVRC/imagenet-1k. Repeat it for several data sets (val=/data/val v2=/data/imagenetv2): each gets a run folder <label>/<name>/ and a column group."),
     data_format: Optional[str] = typer.Option(None, "--data-format", metavar="LAYOUT", help="Force a data layout instead of detecting it."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Run folder. Default: results/<label>/. With several checkpoints: the folder their run folders <label>/ go in."),
     label: Optional[List[str]] = typer.Option(None, "--label", "-l", metavar="NAME", help="Name of a checkpoint in tables and reports (a column group, the run folder); one per checkpoint, in order. Default: the model's name (several checkpoints: each one's file or folder name)."),
@@ -161,13 +161,13 @@ def sweep(
             raise UserError(f"--amp-dtype {amp_dtype!r}: choose bfloat16 or float16")
         amp = dtypes[amp_dtype]
     base = SweepConfig(
-        res=res, schemes=schemes, data=data, data_format=data_format, out=str(out_dir) if out_dir else None,
+        res=res, schemes=schemes, data_format=data_format, out=str(out_dir) if out_dir else None,
         batch_size=batch_size, workers=workers, device=device, amp=amp, limit=limit, per_class=per_class,
         crop_pct=crop_pct, interpolation=interpolation, global_size=global_size, save_every=save_every, force=force,
         strict=strict, channels_last=channels_last, compile=compile_, real_labels=real_labels, decode=decode,
         max_failed=max_failed / 100.0, command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    configs = several(base, list(model or []), [str(c) for c in checkpoint or []], list(label or []))
+    configs = several(base, list(model or []), [str(c) for c in checkpoint or []], list(label or []), list(data or []))
     results = []
     for cfg in configs:
         progress = RichProgress(enabled=not quiet and not as_json, every=progress_every)

@@ -49,6 +49,7 @@ class SweepConfig:
     command: str = ""
     label: str | None = None  # how reports name this checkpoint's runs; default: the model's name
     root: str = "results"  # where the run folder <root>/<label>/ goes when ``out`` is not given
+    data_name: str | None = None  # how reports name this data set (``--data NAME=PATH``)
 
     @property
     def dtype_name(self) -> str:
@@ -135,10 +136,51 @@ def check_label(label: str | None) -> None:
                         "e.g. --label small-ft320")
 
 
-def several(cfg: SweepConfig, models: list[str], checkpoints: list[str], labels: list[str]) -> list[SweepConfig]:
+def named_data(values: list[str]) -> list[tuple[str | None, str]]:
+    """``--data`` values: ``PATH`` or ``NAME=PATH``; several data sets need distinct names (given, else each
+    path's last part)."""
+    pairs = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if sep and name and "/" not in name and not name.startswith("hf:"):
+            check_label(name)
+            pairs.append((name, path))
+        else:
+            pairs.append((None, value))
+    if len(pairs) > 1:
+        pairs = [(name or Path(path.rstrip("/")).name or path, path) for name, path in pairs]
+        names = [name for name, _ in pairs]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise UserError(f"two --data sets are both named {repeated[0]!r}; name each, e.g. --data val=/data/val "
+                            "--data v2=/data/imagenetv2")
+    return pairs
+
+
+def several(cfg: SweepConfig, models: list[str], checkpoints: list[str], labels: list[str],
+            data: list[str] | None = None) -> list[SweepConfig]:
     """One config per checkpoint of ``sweep -m A -m B`` / ``-c X -c Y`` (one model for every checkpoint, or
     paired by order), each labelled (``--label`` in order, else the checkpoint's or model's name) and given
-    its own run folder ``<out>/<label>/``. One model or checkpoint: ``cfg`` itself, ``--out`` its run folder."""
+    its own run folder ``<out>/<label>/``; one per data set too with several ``--data NAME=PATH``
+    (``<out>/<label>/<name>/``). One model or checkpoint: ``cfg`` itself, ``--out`` its run folder."""
+    from dataclasses import replace
+
+    sets = named_data(data or ([cfg.data] if cfg.data else []))
+    per_checkpoint = _several_checkpoints(cfg, models, checkpoints, labels)
+    if len(sets) <= 1:
+        name, path = sets[0] if sets else (None, cfg.data)
+        return [replace(c, data=path, data_name=name) for c in per_checkpoint]
+    return [replace(c, data=path, data_name=name, out=str(_run_base(c) / name))
+            for c in per_checkpoint for name, path in sets]
+
+
+def _run_base(cfg: SweepConfig) -> Path:
+    """The folder a checkpoint's run folders go in when it is swept over several data sets."""
+    return Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or _default_label(cfg.model, cfg.checkpoint))
+
+
+def _several_checkpoints(cfg: SweepConfig, models: list[str], checkpoints: list[str],
+                         labels: list[str]) -> list[SweepConfig]:
     from dataclasses import replace
 
     models = [m.strip() for arg in models for m in arg.split(",") if m.strip()]

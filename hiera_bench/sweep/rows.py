@@ -23,7 +23,7 @@ COLUMNS = [
     "scheme", "global_size", "img_size", "native_size", "rel_size", "crop_pct", "interpolation", "decode",
     "num_classes", "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll", "ece",
     "top1_delta_vs_native", "real_top1", "real_top5", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
-    "explained_energy", "data", "data_layout", "data_fingerprint", "limit", "per_class", "cell_key",
+    "explained_energy", "data", "data_name", "data_layout", "data_fingerprint", "limit", "per_class", "cell_key",
 ]
 
 
@@ -43,13 +43,14 @@ class SweepColumns:
     data_layout: str
     device: str
     num_classes: int
+    data_name: str | None = None
 
     def for_size(self, size: int) -> dict[str, Any]:
         return {"label": self.label, "model": self.model, "num_classes": self.num_classes, "arch": self.arch,
                 "pretrained_tag": self.pretrained_tag,
                 "checkpoint": self.checkpoint, "pos_embed_kind": self.pos_embed_kind, "img_size": size,
                 "native_size": self.native_size, "rel_size": round(size / self.native_size, 4),
-                "data": self.data, "data_layout": self.data_layout, "device": self.device}
+                "data": self.data, "data_name": self.data_name, "data_layout": self.data_layout, "device": self.device}
 
 
 def cell_row(shared: SweepColumns, cell: CellIdentity, store: CellStore, n_total: int, shared_with: list[str],

@@ -159,7 +159,8 @@ def columns(sweep: Sweep, device: str) -> SweepColumns:
     return SweepColumns(label=sweep.label, model=loaded.name, arch=loaded.arch, pretrained_tag=loaded.tag or "",
                         num_classes=loaded.num_classes, checkpoint=loaded.checkpoint,
                         pos_embed_kind=loaded.pos_embed_kind, native_size=loaded.native_size, explained_energy=sweep.spec.explained,
-                        data=sweep.data.location, data_layout=sweep.data.layout, device=device)
+                        data=sweep.data.location, data_layout=sweep.data.layout, device=device,
+                        data_name=sweep.cfg.data_name)
 
 
 def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
@@ -179,7 +180,8 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
                 store.write_row(row)
             else:
                 row, bad = store.read_row(), store.failed_images(n_total)
-                row.update(label=shared.label, num_classes=shared.num_classes)  # a name, not part of the cell
+                row.update(label=shared.label, num_classes=shared.num_classes,  # names, not part of the cell
+                           data_name=shared.data_name)
             failed.update(bad)
             if real is not None:
                 row.update(real_columns(real, store, sweep.loaded.label_names, n_total))
@@ -198,7 +200,7 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
         "explained_energy": spec.explained, "energy_shares": spec.energy_shares(),
         "sizes": sweep.sizes, "skipped": [{"img_size": s, "reason": r} for s, r in sweep.grid.skipped],
         "schemes": [s.name for s in sweep.schemes], "preprocess": sweep.preprocess.as_dict(),
-        "data": {"location": data.location, "layout": data.layout, "n_images": len(data),
+        "data": {"name": cfg.data_name, "location": data.location, "layout": data.layout, "n_images": len(data),
                  "fingerprint": sweep.data_fingerprint, "state": sweep.data_state, "limit": cfg.limit,
                  "per_class": cfg.per_class},
         "device": device_name(device), "dtype": cfg.dtype_name, "host": socket.gethostname(),
