@@ -1,4 +1,5 @@
-"""ImageNet-V2's integer class folders (timm order) read as the same labels as wnid folders."""
+"""ImageNet variants as released: V2's integer class folders (timm order) read as the same labels as wnid folders;
+Sketch's wnid folders whose file names repeat across classes keep every image, paired by unique ids."""
 
 from __future__ import annotations
 
@@ -48,3 +49,19 @@ def test_a_sweep_on_v2_folders_equals_the_sweep_on_wnid_folders(cli, full_ckpt, 
     a, b = (pd.read_parquet(tmp_path / n / "predictions.parquet").sort_values(["scheme", "image_id"]) for n in "ab")
     assert list(a["image_id"]) == list(b["image_id"]) and list(a["target"]) == list(b["target"])
     assert list(a["correct1"]) == list(b["correct1"])
+
+
+def test_a_sketch_style_folder_sweeps_with_class_prefixed_ids(cli, full_ckpt, tmp_path):
+    src = make_class_folder(tmp_path / "src", per_class=3)
+    sketch = tmp_path / "imagenet-sketch" / "sketch"
+    for folder in src.iterdir():  # ImageNet-Sketch names files sketch_<n>.JPEG within each wnid folder
+        (sketch / folder.name).mkdir(parents=True)
+        for i, image in enumerate(sorted(folder.iterdir())):
+            shutil.copyfile(image, sketch / folder.name / f"sketch_{i}.JPEG")
+    result = cli("sweep", "-c", full_ckpt, "--data", sketch, "--res", "64", "--device", "cpu", "-q", "--no-plots",
+                 "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    preds = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    ids = set(preds["image_id"])
+    assert len(ids) == 9 and all(i.split("/")[0] in WNIDS and i.split("/")[1].startswith("sketch_") for i in ids)
+    assert set(pd.read_csv(tmp_path / "run" / "results.csv")["n_images"]) == {9}
