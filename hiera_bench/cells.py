@@ -21,7 +21,7 @@ import pandas as pd
 
 #: Cells sharing these values have one native cell per series; sizes within them are paired on the same images.
 GROUP_COLUMNS = ("model", "checkpoint_sha256", "data_fingerprint", "limit", "per_class", "crop_pct", "interpolation",
-                 "decode", "dtype")
+                 "decode", "dtype", "class_subset")
 #: Within a group, a series is one line of a plot and one column of a pivot: a scheme, and the global grid
 #: of the abswin fit where one was chosen (full-grid checkpoints only).
 SERIES_COLUMNS = ("scheme", "global_size")
@@ -36,14 +36,15 @@ MUST_MATCH = {
     "interpolation": "preprocessing (interpolation)",
     "decode": "preprocessing (--decode)",
     "checkpoint_sha256": "checkpoint (sha256)",
+    "class_subset": "scoring (--class-subset)",
 }
 #: How a group field that tells two measurements of one model apart is shown in a section label.
 LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "data_name": ("data", None), "data_fingerprint": ("data", 8), "limit": ("limit", None),
                 "per_class": ("per class", None), "crop_pct": ("crop", None), "interpolation": ("interp", None),
-                "decode": ("decode", None), "dtype": ("dtype", None)}
+                "decode": ("decode", None), "dtype": ("dtype", None), "class_subset": ("classes", None)}
 #: Columns newer than the first tables, and what a table without one means (every other identity column
 #: was always written: a table without it is missing provenance).
-COLUMN_DEFAULTS = {"decode": "pil", "per_class": None, "global_size": None}
+COLUMN_DEFAULTS = {"decode": "pil", "per_class": None, "global_size": None, "class_subset": None}
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,18 @@ class CellIdentity:
     dtype: str
     global_size: str | None = None
     data_state: str | None = None
+    class_subset: str | None = None  # scored over these classes only (ImageNet-R/-A); None: all of the model's
 
     def fields(self) -> dict[str, Any]:
-        """The cell's ``cell.json``: every field, ``data_state`` and ``global_size`` only where set."""
+        """The cell's ``cell.json``: every field; ``data_state`` and ``class_subset`` only where set (the keys
+        of cells made before they existed stay the same)."""
         out = {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "preprocess": dict(self.preprocess),
                "data_fingerprint": self.data_fingerprint, "limit": self.limit, "per_class": self.per_class,
                "dtype": self.dtype, "global_size": self.global_size, "scheme": self.scheme, "img_size": self.img_size}
         if self.data_state is not None:
             out["data_state"] = self.data_state
+        if self.class_subset is not None:
+            out["class_subset"] = self.class_subset
         return out
 
     @property
@@ -85,7 +90,8 @@ class CellIdentity:
                 "img_size": self.img_size, "crop_pct": self.preprocess["crop_pct"],
                 "interpolation": self.preprocess["interpolation"], "decode": self.preprocess.get("decode", "pil"),
                 "dtype": self.dtype, "data_fingerprint": self.data_fingerprint, "limit": self.limit,
-                "per_class": self.per_class, "global_size": self.global_size, "cell_key": self.key}
+                "per_class": self.per_class, "global_size": self.global_size, "class_subset": self.class_subset,
+                "cell_key": self.key}
 
 
 def global_size_text(size: tuple[int, int] | None) -> str | None:

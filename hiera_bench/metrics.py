@@ -8,9 +8,13 @@ import torch
 ECE_BINS = 15
 
 
-def device_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5) -> dict[str, torch.Tensor]:
-    """Per image, on the logits' device: top-k class ids, correct@1, correct@k, nll and confidence (max softmax)."""
+def device_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5,
+                   valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per image, on the logits' device: top-k class ids, correct@1, correct@k, nll and confidence (max softmax);
+    over the classes ``valid`` marks when given (the rest get -inf, as if sliced away)."""
     logits = logits.float()
+    if valid is not None:
+        logits = logits.masked_fill(~valid.to(logits.device), float("-inf"))
     targets = targets.to(logits.device)
     log_probs = torch.log_softmax(logits, dim=1)
     k = min(k, logits.shape[1])

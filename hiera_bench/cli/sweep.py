@@ -140,6 +140,7 @@ def sweep(
     force: bool = typer.Option(False, "--force", help="Recompute cells that are already finished."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be decoded."),
     decode: str = typer.Option("pil", "--decode", metavar="pil|device", help="pil: timm's decode and resize, bit-identical (default). device: torchvision's decode_jpeg and resize on the device (nvJPEG on a GPU; for hosts whose CPUs are the bound; cells of their own)."),
+    class_subset: Optional[str] = typer.Option(None, "--class-subset", metavar="imagenet-r|imagenet-a|FILE", help="Score over these classes only (logits of the others left out), as ImageNet-R and -A are scored; detected when the data's classes are exactly one of them."),
     real_labels: Optional[str] = typer.Option(None, "--real-labels", metavar="timm|PATH", help="Add ImageNet-ReaL real_top1/real_top5: 'timm' (the labels timm ships) or a path to real.json."),
     as_json: bool = typer.Option(False, "--json", help="Print the tidy table as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -165,7 +166,8 @@ def sweep(
         batch_size=batch_size, workers=workers, device=device, amp=amp, limit=limit, per_class=per_class,
         crop_pct=crop_pct, interpolation=interpolation, global_size=global_size, save_every=save_every, force=force,
         strict=strict, channels_last=channels_last, compile=compile_, real_labels=real_labels, decode=decode,
-        max_failed=max_failed / 100.0, command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        class_subset=class_subset, max_failed=max_failed / 100.0,
+        command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     configs = several(base, list(model or []), [str(c) for c in checkpoint or []], list(label or []), list(data or []))
     results = []

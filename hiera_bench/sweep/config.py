@@ -50,6 +50,7 @@ class SweepConfig:
     label: str | None = None  # how reports name this checkpoint's runs; default: the model's name
     root: str = "results"  # where the run folder <root>/<label>/ goes when ``out`` is not given
     data_name: str | None = None  # how reports name this data set (``--data NAME=PATH``)
+    class_subset: str | None = None  # imagenet-r, imagenet-a or a wnid file: score over those classes only
 
     @property
     def dtype_name(self) -> str:

@@ -52,6 +52,7 @@ class Evaluation:
     run_dir: RunDir
     device: torch.device
     progress: Progress
+    valid: torch.Tensor | None = None  # the classes scored (--class-subset); None: every class
 
     def run(self, pending: list[Forward]) -> EvaluationReport:
         report = EvaluationReport()
@@ -98,7 +99,7 @@ class Evaluation:
             first = next(f for f in pending if f.size == size)
             net = build_at_size(self.loaded, size, first.embedding).to(self.device, memory_format=memory_format)
             report.gflops[size] = gflops_per_image(net, size, self.device)
-            runners[size] = SizeRunner(size, net)
+            runners[size] = SizeRunner(size, net, valid=None if self.valid is None else self.valid.to(self.device))
         for fwd in pending:
             fwd.embedding = fwd.embedding.to(self.device)
         return runners

@@ -23,7 +23,7 @@ COLUMNS = [
     "scheme", "global_size", "img_size", "native_size", "rel_size", "crop_pct", "interpolation", "decode",
     "num_classes", "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll", "ece",
     "top1_delta_vs_native", "real_top1", "real_top5", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
-    "explained_energy", "data", "data_name", "data_layout", "data_fingerprint", "limit", "per_class", "cell_key",
+    "explained_energy", "data", "data_name", "data_layout", "data_fingerprint", "limit", "per_class", "class_subset", "cell_key",
 ]
 
 

@@ -20,6 +20,7 @@ from ..models import LoadedModel, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
 from ..preprocess import EvalPreprocess
 from ..stats import SETTINGS as STATS_SETTINGS
+from ..subsets import ClassSubset, detect, subset
 from .config import Progress, Quiet, SweepConfig, validate_config
 from .evaluate import Evaluation
 from .plan import Forward, identify, pending, plan_forwards
@@ -58,6 +59,7 @@ class Sweep:
     data: DataSource
     run_dir: RunDir
     progress: Progress
+    subset: ClassSubset | None = None  # scored over these classes only (--class-subset, or detected)
     data_fingerprint: str = ""  # the set's identity (ids and labels)
     data_state: str = ""  # the files behind it as they are now (sizes, mtimes): changed files are recomputed
 
@@ -86,7 +88,9 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
         gflops: dict[int, float] = {}
         if todo:
             run_info["timing"] = {"load_s": round(time.time() - t_start, 3)}
-            report = Evaluation(cfg, sweep.loaded, sweep.data, sweep.preprocess, sweep.run_dir, device, progress).run(todo)
+            valid = sweep.subset.mask(sweep.loaded.label_names) if sweep.subset else None
+            report = Evaluation(cfg, sweep.loaded, sweep.data, sweep.preprocess, sweep.run_dir, device, progress,
+                                valid).run(todo)
             gflops = report.gflops
             run_info["timing"].update(report.timing)
             run_info.update(batch_size=report.batch_size, workers=report.workers, compile=report.compile)
@@ -132,7 +136,24 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) ->
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
     run_dir = RunDir(Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name))
-    return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress)
+    return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,
+                 scoring(cfg, loaded, data, progress))
+
+
+def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: Progress) -> ClassSubset | None:
+    """The classes images are scored over: ``--class-subset``, or ImageNet-R/-A when the data's classes are
+    exactly one of them; otherwise all, with a note when the data holds far fewer classes than the model."""
+    present = {loaded.label_names[int(i)] for i in set(data.dataset["label"])}
+    chosen = subset(cfg.class_subset) if cfg.class_subset else detect(present)
+    if chosen is not None:
+        chosen.mask(loaded.label_names)  # its classes must be the model's
+        if not cfg.class_subset:
+            progress.log(f"the data's {len(present)} classes are exactly {chosen.name}'s: scored over those classes, "
+                         f"as {chosen.name} is (logits of the others left out)")
+    elif len(present) < loaded.num_classes / 2:
+        progress.log(f"the data holds {len(present)} of the model's {loaded.num_classes} classes and is scored over all "
+                     f"{loaded.num_classes}; --class-subset imagenet-r|imagenet-a|FILE restricts the logits")
+    return chosen
 
 
 def cell(sweep: Sweep, **fields: Any) -> CellIdentity:
@@ -141,7 +162,8 @@ def cell(sweep: Sweep, **fields: Any) -> CellIdentity:
     return CellIdentity(model=sweep.loaded.name, checkpoint_sha256=sweep.loaded.sha256,
                         preprocess=sweep.preprocess.as_dict(), data_fingerprint=sweep.data_fingerprint,
                         limit=cfg.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
-                        data_state=sweep.data_state, **fields)
+                        data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
+                        **fields)
 
 
 def plan(sweep: Sweep) -> list[Forward]:
@@ -200,6 +222,7 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
         "explained_energy": spec.explained, "energy_shares": spec.energy_shares(),
         "sizes": sweep.sizes, "skipped": [{"img_size": s, "reason": r} for s, r in sweep.grid.skipped],
         "schemes": [s.name for s in sweep.schemes], "preprocess": sweep.preprocess.as_dict(),
+        "class_subset": sweep.subset.name if sweep.subset else None,
         "data": {"name": cfg.data_name, "location": data.location, "layout": data.layout, "n_images": len(data),
                  "fingerprint": sweep.data_fingerprint, "state": sweep.data_state, "limit": cfg.limit,
                  "per_class": cfg.per_class},

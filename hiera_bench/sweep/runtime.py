@@ -138,6 +138,7 @@ class SizeRunner:
     run: Callable[[torch.Tensor], torch.Tensor] | None = None
     chunk: list[int] = field(default_factory=lambda: [1])
     loaded_embedding: torch.Tensor | None = None
+    valid: torch.Tensor | None = None  # the classes scored (--class-subset), on the device
 
     def use(self, embedding: torch.Tensor) -> None:
         if self.loaded_embedding is not embedding:
@@ -155,7 +156,7 @@ class SizeRunner:
         self.use(fwd.embedding)
         with torch.no_grad(), (torch.autocast(x.device.type, dtype=amp) if amp else nullcontext()):
             logits = self(x, log)
-        return PendingRecords(device_records(logits, targets), started, x.device)
+        return PendingRecords(device_records(logits, targets, valid=self.valid), started, x.device)
 
 
 def compile_counters() -> dict[str, int]:

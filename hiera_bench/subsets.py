@@ -1,0 +1,73 @@
+"""Scoring over a subset of the model's classes, as ImageNet-R and ImageNet-A are scored.
+
+Both sets hold 200 of the 1000 ImageNet classes; their papers and timm's ``validate.py --valid-labels``
+restrict the logits to those 200 before top-k, softmax and NLL. Here the other logits are set to
+``-inf``, which gives the same top-k, probabilities and NLL as slicing while class ids stay the model's.
+The class lists are timm's own (``timm/data/_info/imagenet_{r,a}_synsets.txt``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .errors import UserError
+
+#: Named subsets and the timm file listing their wnids.
+KNOWN = {"imagenet-r": "imagenet_r_synsets.txt", "imagenet-a": "imagenet_a_synsets.txt"}
+
+
+@dataclass(frozen=True)
+class ClassSubset:
+    """The classes a cell is scored over: its name (part of the cell's identity) and their wnids."""
+
+    name: str
+    wnids: tuple[str, ...]
+
+    def mask(self, class_names: Sequence[str]) -> torch.Tensor:
+        """Bool (num_classes,): True for the model's classes in the subset."""
+        index = {name: i for i, name in enumerate(class_names)}
+        missing = [w for w in self.wnids if w not in index]
+        if missing:
+            raise UserError(f"--class-subset {self.name}: {len(missing)} of its classes are not the model's "
+                            f"(e.g. {missing[0]}); it needs a model with ImageNet-1k classes")
+        mask = torch.zeros(len(class_names), dtype=torch.bool)
+        mask[[index[w] for w in self.wnids]] = True
+        return mask
+
+
+def _timm_list(filename: str) -> tuple[str, ...]:
+    text = resources.files("timm.data").joinpath("_info", filename).read_text()
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def subset(spec: str) -> ClassSubset:
+    """``imagenet-r``, ``imagenet-a`` or a text file of wnids, one per line."""
+    if spec in KNOWN:
+        return ClassSubset(spec, _timm_list(KNOWN[spec]))
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--class-subset {spec!r}: give imagenet-r, imagenet-a or a text file of wnids, one per line")
+    try:
+        wnids = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--class-subset {path} cannot be read as text ({type(exc).__name__}); give a text file of "
+                        "wnids, one per line") from None
+    if not wnids:
+        raise UserError(f"--class-subset {path} lists no class; give one wnid per line")
+    digest = hashlib.sha256("\n".join(sorted(wnids)).encode()).hexdigest()[:8]
+    return ClassSubset(f"{path.name}:{digest}", wnids)
+
+
+def detect(data_wnids: set[str]) -> ClassSubset | None:
+    """The named subset whose classes are exactly the data's (an ImageNet-R or -A folder), else None."""
+    for name in KNOWN:
+        known = subset(name)
+        if set(known.wnids) == data_wnids:
+            return known
+    return None
