@@ -132,6 +132,9 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     for i, run in enumerate(runs):
         run.table = run.table.assign(_run=i)  # the report keeps the order the runs were given in
     table, preds = merge_runs(runs)
+    if table.empty:
+        raise UserError(f"{', '.join(str(r.root) for r in runs)}: no cell to report (the results table has no rows); "
+                        "re-run the sweep into that folder")
     out = annotate(table, None if preds is None else pa.Table.from_pandas(preds, preserve_index=False))
     out["label"] = section_labels(out)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)

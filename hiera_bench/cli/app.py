@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     from . import commands  # noqa: F401  (registers the commands)
 
     argv = with_bare_options(sys.argv[1:] if argv is None else list(argv))
+    _state.pop("signal", None)  # a new command (tests run several in one process)
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             err.print_exception()
         _interrupted(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except OSError as exc:
+        if "signal" in _state and not _state["debug"]:
+            _interrupted(_state["signal"])
         if _state["debug"] or exc.errno is None:
             raise
         err.print(_os_error_line(exc), markup=False)
@@ -160,6 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
+        if "signal" in _state and not _state["debug"]:
+            # a Ctrl-C inside an import (numpy's, torch's) can surface as another error (a RecursionError from
+            # a half-initialised module): once a signal came, the run was interrupted, whatever broke after it
+            _interrupted(_state["signal"])
         # usage errors of typer's (vendored) click
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
             err.print(_usage_error_line(exc), markup=False, soft_wrap=True)
