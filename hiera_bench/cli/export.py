@@ -13,12 +13,12 @@ from .app import MODEL_HELP, app, one_model, err, out
 @app.command()
 def export(
     model_arg: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="The model, as --model (kept for older scripts)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    res: str = typer.Option(..., "--res", "-r", help="The one input size (px) to export for, e.g. 320."),
-    scheme: str = typer.Option(..., "--scheme", "-s", help="Position-embedding scheme: abswin or interp."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder. Default: exports/<model>-<res>-<scheme>/."),
-    global_size: Optional[int] = typer.Option(None, "--global-size", help="Global grid side for the abswin fit of full-grid checkpoints (as in sweep)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="MODEL", help=MODEL_HELP),
+    res: str = typer.Option(..., "--res", "-r", metavar="PX", help="The one input size (px) to export for, e.g. 320."),
+    scheme: str = typer.Option(..., "--scheme", "-s", metavar="SCHEME", help="Position-embedding scheme: abswin or interp."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", metavar="PATH", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Export folder. Default: exports/<model>-<res>-<scheme>/."),
+    global_size: Optional[int] = typer.Option(None, "--global-size", metavar="SIDE", help="Global grid side for the abswin fit of full-grid checkpoints (as in sweep)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty export folder."),
 ) -> None:
     """Write model.safetensors + config.json for MODEL rewritten to --res with --scheme, loadable with plain timm."""

@@ -13,12 +13,12 @@ from .app import MODEL_HELP, app, one_model, out
 @app.command()
 def inspect(
     model_arg: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="The model, as --model (kept for older scripts)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Size (px) to rewrite the embedding to. Default: 1.5x native, rounded up to the stride."),
-    channels: Optional[str] = typer.Option(None, "--channels", help="Channels to draw, e.g. 0,5,9. Default: the 3 of largest variance."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG, SVG and JSON. Default: results/<model>/inspect/."),
-    global_size: Optional[int] = typer.Option(None, "--global-size", help="Global grid side for the abswin fit of full-grid checkpoints (as in sweep)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="MODEL", help=MODEL_HELP),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", metavar="PATH", help="Local weights: .safetensors, .pth/.pt/.bin, or a hub-style folder."),
+    res: Optional[int] = typer.Option(None, "--res", "-r", metavar="PX", help="Size (px) to rewrite the embedding to. Default: 1.5x native, rounded up to the stride."),
+    channels: Optional[str] = typer.Option(None, "--channels", metavar="I,J,K", help="Channels to draw, e.g. 0,5,9. Default: the 3 of largest variance."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Folder for the PNG, SVG and JSON. Default: results/<model>/inspect/."),
+    global_size: Optional[int] = typer.Option(None, "--global-size", metavar="SIDE", help="Global grid side for the abswin fit of full-grid checkpoints (as in sweep)."),
 ) -> None:
     """Print MODEL's position-embedding structure; draw it at native size, after interp and after abswin to --res."""
     from ..inspect import inspect_model, parse_channels, write_inspection

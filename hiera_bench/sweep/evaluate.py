@@ -81,8 +81,8 @@ class Evaluation:
         # interrupted between their flushes, and a finished cell is never written again
         stores = {key: self.run_dir.cell(key) for fwd in pending for key in fwd.keys.values()}
         buffers = {key: CellBuffer(store, store.done_upto()) for key, store in stores.items() if not store.is_done()}
-        self.progress.start(sum(len(self.data) - f.start for f in pending),
-                            f"{self.loaded.name}: {len(pending)} forwards x {len(self.data)} images")
+        self.progress.start(sum(len(self.data) - f.start for f in pending), describe_work(self.loaded.name, pending,
+                                                                                           len(self.data)))
         t_loop = time.time()
         report.large_images = self._loop(batches, pending, runners, buffers, device_crops, sizes, memory_format, amp)
         report.timing = {"prepare_s": round(t_loop - t_prepare, 3), "loop_s": round(time.time() - t_loop, 3)}
@@ -175,3 +175,12 @@ class Evaluation:
         for buf in buffers.values():
             buf.flush()
         return large
+
+
+def describe_work(name: str, pending: list[Forward], n_images: int) -> str:
+    """What the progress bar counts: every pending forward runs on every batch (the loop is image-major), so
+    it names the sizes and schemes in flight rather than one "current" cell."""
+    sizes = sorted({f.size for f in pending})
+    schemes = sorted({s for f in pending for s in f.schemes})
+    span = f"{sizes[0]} px" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]} px ({len(sizes)} sizes)"
+    return f"{name}: {span} × {', '.join(schemes)} = {len(pending)} forwards × {n_images:,} images"
