@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
