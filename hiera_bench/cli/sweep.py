@@ -9,18 +9,21 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.progress import ProgressColumn
+from rich.text import Text
 
 from .app import app, err, out
 
 
 class RichProgress:
-    """Progress bar with ETA over all (image x forward) work, on stderr."""
+    """Progress bar with rate and ETA over all (image x forward) work, on stderr (under torchrun: rank 0's,
+    counting every rank's work)."""
 
     def __init__(self, enabled: bool = True) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), console=err, transient=False, disable=not enabled,
         )
         self.task = None
@@ -38,6 +41,13 @@ class RichProgress:
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+class _RateColumn(ProgressColumn):
+    """(image x forward) pairs per second, over the whole job."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
 
 
 @app.command()
@@ -99,6 +109,10 @@ def show_result(result, as_json: bool) -> None:
     from ..pivot import pivot, terminal
 
     table = result.table
+    if not result.primary:  # another rank of a torchrun job: rank 0 shows the result
+        if not result.ok:
+            raise typer.Exit(1)
+        return
     if as_json:
         out.print(json.dumps(json.loads(table.to_json(orient="records")), indent=1), markup=False)
     else:
