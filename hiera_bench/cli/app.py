@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         if _state["debug"]:
             err.print_exception()
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        if not getattr(exc, "quiet", False):  # a torchrun rank whose error rank 0 prints
+            err.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         if _state["debug"]:

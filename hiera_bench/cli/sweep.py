@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -21,7 +22,8 @@ def _clock(seconds: float) -> str:
 
 class RichProgress:
     """Progress on stderr: a spinner while the model loads, then a bar with the rate and an ETA from the
-    measured rate; when stderr is not a terminal (SLURM logs, CI), one plain line every ``every`` seconds."""
+    measured rate; when stderr is not a terminal (SLURM logs, CI), one plain line every ``every`` seconds.
+    Under torchrun it is rank 0's, counting every rank's work; the other ranks show nothing."""
 
     def __init__(self, enabled: bool = True, every: float = 30.0) -> None:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn,
@@ -45,6 +47,7 @@ class RichProgress:
                 rate = owner.rate()
                 return Text(f"{rate:,.0f}/s" if rate else "", style="progress.data.speed")
 
+        enabled = enabled and os.environ.get("RANK", "0") == "0"
         self.lines = enabled and not err.is_terminal
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
@@ -178,7 +181,7 @@ def sweep(
             results.append(run_sweep(cfg, progress))
         finally:
             progress.stop()
-        if plots and not results[-1].table.empty:
+        if plots and results[-1].primary and not results[-1].table.empty:
             from ..plots import write_plots
 
             write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
@@ -192,6 +195,10 @@ def show_results(results, as_json: bool) -> None:
 
     from ..pivot import pivot, terminal
 
+    if not all(r.primary for r in results):  # another rank of a torchrun job: rank 0 shows the result
+        if not all(r.ok for r in results):
+            raise typer.Exit(1)
+        return
     table = pd.concat([r.table for r in results], ignore_index=True)
     if as_json:
         out.print(json.dumps(json.loads(table.to_json(orient="records")), indent=1), markup=False)

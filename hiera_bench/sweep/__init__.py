@@ -4,7 +4,8 @@
 distinct embedding per size, evaluates them over images decoded once, builds one tidy row per cell and
 writes the run folder's views. Modules: ``config`` (options), ``plan`` (forwards and cells), ``runtime``
 (the device), ``evaluate`` (the image loop), ``records``, ``store`` (the run folder), ``rows`` (the tidy
-table), ``views`` (merged outputs), ``provenance`` (run.json), ``run`` (the flow).
+table), ``views`` (merged outputs), ``provenance`` (run.json), ``run`` (the flow), ``shards`` (which
+positions each cell lacks and each rank evaluates), ``distributed`` (the ranks of a torchrun job).
 """
 
 from .config import AMP_DTYPES, Progress, SweepConfig, several, validate_config

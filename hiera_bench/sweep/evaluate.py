@@ -1,14 +1,16 @@
-"""The image loop: every pending forward over the data, decoded once, records committed per cell.
+"""The image loop: every pending forward over this rank's segments of the data, decoded once, records
+committed per cell.
 
-Each batch is decoded once and cut to every size; every pending forward at a size runs on it; its
-per-image records go to each cell the forward serves. One batch stays in flight, so the device runs
-batch i+1 while the host files batch i's records, and records are committed every ``save_every``
-images: an interrupted sweep resumes where it stopped.
+Each batch is decoded once and cut to every size; every pending forward at a size runs on it where one
+of its cells lacks those images; the per-image records go to each such cell. One batch stays in flight,
+so the device runs batch i+1 while the host files batch i's records, and records are committed every
+``save_every`` images: an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +25,9 @@ from ..preprocess import EvalPreprocess, MultiSizeTransform, normalise
 from .config import AMP_DTYPES, Progress, SweepConfig
 from .plan import Forward
 from .records import CellBuffer, records_table
+from .shards import Segment, batches, length
 from .runtime import (PendingRecords, SizeRunner, auto_batch_size, compile_runners, forward_batch, gflops_per_image,
-                      loading_plan, prefetch_factor)
+                      loading_plan, prefetch_budget, prefetch_factor)
 from .store import RunDir
 
 
@@ -39,6 +42,8 @@ class EvaluationReport:
     decode: dict[str, Any] | None = None
     timing: dict[str, float] = field(default_factory=dict)
     large_images: int = 0  # decoded above PIL's decompression-bomb limit
+    images: int = 0  # images this process evaluated
+    evaluated: int = 0  # (image, forward) pairs it evaluated
 
 
 @dataclass
@@ -53,13 +58,16 @@ class Evaluation:
     device: torch.device
     progress: Progress
     valid: torch.Tensor | None = None  # the classes scored (--class-subset); None: every class
+    cores: int | None = None  # host cores this process may use (a share of the node's under torchrun)
+    host_share: float = 1.0  # the share of the host's memory its prefetched batches may take (1 / ranks on it)
 
-    def run(self, pending: list[Forward]) -> EvaluationReport:
-        report = EvaluationReport()
+    def run(self, pending: list[Forward], segs: list[Segment], total: int) -> EvaluationReport:
+        """Evaluate ``pending`` over ``segs`` (this rank's); ``total``: the (image, forward) pairs of every
+        rank, for the progress bar."""
+        report = EvaluationReport(images=length((s.start, s.end) for s in segs))
         t_prepare = time.time()
         cfg, device = self.cfg, self.device
         sizes = sorted({f.size for f in pending})
-        start = min(f.start for f in pending)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         amp = AMP_DTYPES[cfg.amp]
         runners = self._runners(pending, sizes, memory_format, report)
@@ -69,22 +77,21 @@ class Evaluation:
         report.batch_size = batch_size
         transform = MultiSizeTransform(self.preprocess, sizes)
         device_crops = DeviceCrops(transform, device) if self.preprocess.decode != "pil" else None
-        loader, report.workers = self._loader(transform, device_crops, start, batch_size, sizes)
+        loader, report.workers = self._loader(transform, device_crops, segs, batch_size, sizes)
         batches = iter(loader)  # workers start decoding now, while the forwards compile
         geometry = self.loaded.geometry
         for runner in runners.values():
             runner.chunk = [forward_batch(geometry, runner.size, batch_size, device)]
         if cfg.compile:  # after the flop count, which needs the eager module
-            report.compile = compile_runners(runners, min(batch_size, len(self.data) - start), device, amp,
+            report.compile = compile_runners(runners, min(batch_size, report.images), device, amp,
                                              memory_format, self.progress.log)
-        # each cell resumes from its own committed records: cells sharing a forward may have been
-        # interrupted between their flushes, and a finished cell is never written again
-        stores = {key: self.run_dir.cell(key) for fwd in pending for key in fwd.keys.values()}
-        buffers = {key: CellBuffer(store, store.done_upto()) for key, store in stores.items() if not store.is_done()}
-        self.progress.start(sum(len(self.data) - f.start for f in pending), describe_work(self.loaded.name, pending,
-                                                                                           len(self.data)))
+        # each cell gets exactly the records it lacks: cells sharing a forward may have been interrupted
+        # between their flushes, and a finished cell is never written again
+        buffers = {key: CellBuffer(self.run_dir.cell(key)) for seg in segs for key in seg.keys}
+        self.progress.start(total, describe_work(self.loaded.name, pending, len(self.data)))
         t_loop = time.time()
-        report.large_images = self._loop(batches, pending, runners, buffers, device_crops, sizes, memory_format, amp)
+        report.evaluated, report.large_images = self._loop(batches, pending, segs, runners, buffers, device_crops,
+                                                           sizes, memory_format, amp)
         report.timing = {"prepare_s": round(t_loop - t_prepare, 3), "loop_s": round(time.time() - t_loop, 3)}
         if device_crops is not None:
             report.decode = {"decoder": self.preprocess.decode, "pil_fallbacks": device_crops.fallbacks}
@@ -104,30 +111,39 @@ class Evaluation:
             fwd.embedding = fwd.embedding.to(self.device)
         return runners
 
-    def _loader(self, transform: MultiSizeTransform, device_crops: DeviceCrops | None, start: int, batch_size: int,
-                sizes: list[int]) -> tuple[torch.utils.data.DataLoader, int]:
-        workers, threads = loading_plan(self.device, len(self.data) - start, self.cfg.workers)
+    def _loader(self, transform: MultiSizeTransform, device_crops: DeviceCrops | None, segs: list[Segment],
+                batch_size: int, sizes: list[int]) -> tuple[torch.utils.data.DataLoader, int]:
+        workers, threads = loading_plan(self.device, length((s.start, s.end) for s in segs), self.cfg.workers,
+                                        self.cores)
         if device_crops is None:
-            images, collate_fn = MultiSizeImages(self.data.dataset, transform, start, threads), collate
+            images, collate_fn = MultiSizeImages(self.data.dataset, transform, 0, threads), collate
         else:  # workers only read the files; the device decodes
-            images, collate_fn = EncodedImages(self.data.dataset, start), collate_encoded
-        loader = torch.utils.data.DataLoader(
-            images, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_fn,
+            images, collate_fn = EncodedImages(self.data.dataset, 0), collate_encoded
+        loader = torch.utils.data.DataLoader(  # batches never cross a segment: see shards
+            images, batch_sampler=batches(segs, batch_size), num_workers=workers, collate_fn=collate_fn,
             pin_memory=self.device.type == "cuda" and device_crops is None, persistent_workers=False,
-            prefetch_factor=prefetch_factor(workers, batch_size, sizes) if workers else None,
+            prefetch_factor=prefetch_factor(workers, batch_size, sizes, int(prefetch_budget() * self.host_share))
+            if workers else None,
         )
         return loader, workers
 
-    def _loop(self, batches, pending: list[Forward], runners: dict[int, SizeRunner], buffers: dict[str, CellBuffer],
-              device_crops: DeviceCrops | None, sizes: list[int], memory_format: torch.memory_format,
-              amp: torch.dtype | None) -> int:
-        """Run every batch; returns how many images were above PIL's decompression-bomb limit."""
+    def _loop(self, batches, pending: list[Forward], segs: list[Segment], runners: dict[int, SizeRunner],
+              buffers: dict[str, CellBuffer], device_crops: DeviceCrops | None, sizes: list[int],
+              memory_format: torch.memory_format, amp: torch.dtype | None) -> tuple[int, int]:
+        """Returns the (image, forward) pairs evaluated and how many images were above PIL's
+        decompression-bomb limit."""
         device, log = self.device, self.progress.log
+        starts = [s.start for s in segs]
+        evaluated = 0
         large = 0
 
-        def launch(batch: Batch) -> list[tuple[Forward, int, PendingRecords | None]]:
-            """Queue every pending forward of ``batch`` on the device; nothing here waits for it."""
-            first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
+        def lacking(batch: Batch) -> frozenset[str]:
+            """The cells that lack ``batch``'s images (all of them: a batch lies in one segment)."""
+            return segs[bisect_right(starts, int(batch.positions[0])) - 1].keys
+
+        def launch(batch: Batch) -> list[tuple[Forward, PendingRecords | None]]:
+            """Queue every forward ``batch`` needs on the device; nothing here waits for it."""
+            need = lacking(batch)
             if device_crops is None:
                 on_device = {size: crops.to(device, non_blocking=True) for size, crops in batch.crops.items()}
             else:
@@ -138,21 +154,23 @@ class Evaluation:
                 crops = on_device.get(size)
                 x = None if crops is None else normalise(crops, self.preprocess.mean, self.preprocess.std).contiguous(
                     memory_format=memory_format)
-                for fwd in (f for f in pending if f.size == size and last > f.start):
+                for fwd in (f for f in pending if f.size == size and need & set(f.keys.values())):
                     records = runners[size].records(fwd, x, targets, amp, log) if x is not None else None
-                    queued.append((fwd, max(0, fwd.start - first), records))
+                    queued.append((fwd, records))
             return queued
 
-        def finish(batch: Batch, queued: list[tuple[Forward, int, PendingRecords | None]]) -> None:
-            """Wait for ``batch``'s forwards, then turn their records into each cell's buffer."""
+        def finish(batch: Batch, queued: list[tuple[Forward, PendingRecords | None]]) -> None:
+            """Wait for ``batch``'s forwards, then turn their records into the buffers of the cells lacking them."""
+            nonlocal evaluated
             first, last = int(batch.positions[0]), int(batch.positions[-1]) + 1
-            for fwd, lo, records in queued:
+            need = lacking(batch)
+            for fwd, records in queued:
                 rec, seconds = records.result() if records is not None else (None, 0.0)
-                table = records_table(batch, rec, lo)
-                for key in fwd.keys.values():
-                    if key in buffers:
-                        buffers[key].add(table, last, seconds)
-                self.progress.advance(last - max(first, fwd.start))
+                table = records_table(batch, rec)
+                for key in need.intersection(fwd.keys.values()):
+                    buffers[key].add(table, first, last, seconds)
+                self.progress.advance(last - first)
+                evaluated += last - first
 
         in_flight: tuple[Batch, list] | None = None
         since_flush = 0
@@ -174,7 +192,7 @@ class Evaluation:
             finish(*in_flight)
         for buf in buffers.values():
             buf.flush()
-        return large
+        return evaluated, large
 
 
 def describe_work(name: str, pending: list[Forward], n_images: int) -> str:

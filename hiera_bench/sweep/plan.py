@@ -10,6 +10,7 @@ import torch
 from ..cells import CellIdentity, global_size_text
 from ..geometry import HieraGeometry
 from ..posembed import PosEmbedSpec, Scheme
+from .shards import Span
 
 if TYPE_CHECKING:
     from .store import RunDir
@@ -23,7 +24,6 @@ class Forward:
     embedding: torch.Tensor
     schemes: list[str]
     cells: dict[str, CellIdentity] = field(default_factory=dict)  # scheme -> identity
-    start: int = 0  # first position not yet committed by every cell
 
     @property
     def keys(self) -> dict[str, str]:
@@ -59,19 +59,20 @@ def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
             fwd.cells[name] = cell(scheme=name, img_size=fwd.size, global_size=fitted if by_name[name].uses_fit else None)
 
 
-def pending(forwards: list[Forward], run_dir: "RunDir", force: bool) -> list[Forward]:
-    """Forwards with at least one unfinished cell, each starting at its least advanced cell
-    (with ``force``, every cell's records are dropped first)."""
-    out = []
+def missing_records(forwards: list[Forward], run_dir: "RunDir", force: bool, n: int) -> dict[str, list[Span]]:
+    """Every unfinished cell and the positions of ``[0, n)`` it has no records of (with ``force``, every
+    cell's records are dropped first). A cell with nothing missing but no row yet only needs its row built."""
+    out = {}
     for fwd in forwards:
-        starts = []
         for key in fwd.keys.values():
             store = run_dir.cell(key)
             if force:
                 store.clear()
             if not store.is_done():
-                starts.append(store.done_upto())
-        if starts:
-            fwd.start = min(starts)
-            out.append(fwd)
+                out[key] = store.missing(n)
     return out
+
+
+def forward_cells(forwards: list[Forward]) -> list[frozenset[str]]:
+    """Each forward's cells by key: a forward runs wherever one of them lacks records."""
+    return [frozenset(f.keys.values()) for f in forwards]

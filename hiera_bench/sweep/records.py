@@ -20,7 +20,7 @@ PART_SCHEMA = pa.schema([
 ])
 
 
-def records_table(batch: Batch, rec: dict[str, np.ndarray] | None, lo: int) -> pa.Table:
+def records_table(batch: Batch, rec: dict[str, np.ndarray] | None, lo: int = 0) -> pa.Table:
     """Part records for batch items ``lo:`` (failed images keep a row with ``failed=True``)."""
     n = len(batch)
     ok = batch.ok.numpy().astype(bool)
@@ -52,22 +52,28 @@ def records_table(batch: Batch, rec: dict[str, np.ndarray] | None, lo: int) -> p
 
 
 class CellBuffer:
-    """Records of one cell not yet committed."""
+    """Records of one cell not yet committed: one contiguous run of positions, committed as one part.
 
-    def __init__(self, store: "CellStore", start: int) -> None:
-        self.store, self.start, self.end = store, start, start
+    Records arrive only for positions the cell lacks (see :mod:`.shards`); a record that does not follow
+    the run (the rank's share skipped positions the cell already has) commits the run first, so every
+    part names exactly the positions it holds.
+    """
+
+    def __init__(self, store: "CellStore") -> None:
+        self.store, self.start, self.end = store, 0, 0
         self.tables: list[pa.Table] = []
         self.seconds = 0.0
 
-    def add(self, table: pa.Table, end: int, seconds: float) -> None:
-        """Records of positions up to ``end``; those this cell committed already are dropped."""
-        if end <= self.end:
-            return
-        first = table.column("position")[0].as_py() if table.num_rows else end
-        self.tables.append(table.slice(max(0, self.end - first)))
+    def add(self, table: pa.Table, start: int, end: int, seconds: float) -> None:
+        """Records of positions ``[start, end)``."""
+        if self.tables and start != self.end:
+            self.flush()
+        if not self.tables:
+            self.start = start
+        self.tables.append(table)
         self.end, self.seconds = end, self.seconds + seconds
 
     def flush(self) -> None:
-        if self.end > self.start:
+        if self.tables:
             self.store.write_part(self.start, self.end, pa.concat_tables(self.tables), self.seconds)
         self.start, self.tables, self.seconds = self.end, [], 0.0

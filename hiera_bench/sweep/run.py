@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from ..cells import CellIdentity
 from ..data import DataSource, open_data
@@ -22,11 +23,13 @@ from ..preprocess import EvalPreprocess
 from ..stats import SETTINGS as STATS_SETTINGS
 from ..subsets import ClassSubset, detect, subset
 from .config import Progress, Quiet, SweepConfig, validate_config
-from .evaluate import Evaluation
-from .plan import Forward, identify, pending, plan_forwards
+from .distributed import Cluster
+from .evaluate import Evaluation, EvaluationReport
+from .plan import Forward, forward_cells, identify, missing_records, plan_forwards
 from .provenance import device_name, git_sha, iso_time, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory
+from .shards import Assignment, assign
 from .store import RunDir
 from .views import this_sweeps_rows, write_views
 
@@ -39,6 +42,7 @@ class SweepResult:
     loaded: LoadedModel
     run: dict[str, Any]
     problems: list[str] = field(default_factory=list)  # why these numbers must not be trusted as they are
+    primary: bool = True  # rank 0 of a torchrun job (or the one process): the rank that shows the result
 
     @property
     def ok(self) -> bool:
@@ -73,46 +77,145 @@ class Sweep:
 
 
 def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
-    """Run (or resume) a sweep and write its files; returns this sweep's tidy table."""
-    progress = progress or Quiet()
-    schemes, device = validate_config(cfg)
+    """Run (or resume) a sweep and write its files; returns this sweep's tidy table.
+
+    Under torchrun every rank calls it (``torchrun ... -m hiera_bench sweep``): each evaluates its share of
+    the images and commits their records, rank 0 alone builds the rows and views, and every rank returns
+    rank 0's result (see :mod:`.distributed`)."""
+    cluster = Cluster.join(cfg.device)
+    try:
+        result = _sweep(cfg, cluster, cluster.progress(progress or Quiet()))
+    except BaseException as exc:
+        instead = cluster.explain(exc)
+        if instead is None:
+            raise
+        raise instead from exc
+    cluster.leave()
+    return result
+
+
+def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress) -> SweepResult:
     t_start = time.time()
-    sweep = load(cfg, schemes, device, progress)
-    forwards = plan(sweep)
+
+    def prepare() -> tuple[Sweep, list[Forward], torch.device]:
+        schemes, device = validate_config(cfg)
+        device = cluster.place(device)
+        sweep = load(cfg, schemes, device, progress, cluster.primary)
+        return sweep, plan(sweep, cluster.primary), device
+
+    sweep, forwards, device = cluster.agree(prepare)
+    cluster.check_same({"checkpoint (sha256)": sweep.loaded.sha256, "data (ids and labels)": sweep.data_fingerprint,
+                        "data files (sizes and mtimes)": sweep.data_state,
+                        "cells": ",".join(k for fwd in forwards for k in fwd.keys.values())})
+    cluster.check_shared(sweep.run_dir.root)
     run_info = provenance(sweep, device, t_start)
+    n_images = len(sweep.data)
     with ExitStack() as locks:
-        for key in sorted(k for fwd in forwards for k in fwd.keys.values()):
-            locks.enter_context(sweep.run_dir.cell(key).lock(
-                on_wait=lambda key=key: progress.log(f"cell {key} is being computed by another run; waiting for it")))
-        todo = pending(forwards, sweep.run_dir, cfg.force)
-        gflops: dict[int, float] = {}
-        if todo:
-            run_info["timing"] = {"load_s": round(time.time() - t_start, 3)}
-            valid = sweep.subset.mask(sweep.loaded.label_names) if sweep.subset else None
-            report = Evaluation(cfg, sweep.loaded, sweep.data, sweep.preprocess, sweep.run_dir, device, progress,
-                                valid).run(todo)
-            gflops = report.gflops
-            run_info["timing"].update(report.timing)
-            run_info.update(batch_size=report.batch_size, workers=report.workers, compile=report.compile)
-            if report.decode:
-                run_info["decode"] = report.decode
-            if report.large_images:
-                run_info["large_images"] = report.large_images
-        rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
-    rows += [skipped_row(columns(sweep, run_info["device"]), cell(sweep, scheme=s.name, img_size=size), reason)
-             for size, reason in sweep.grid.skipped for s in schemes]
+        if cluster.primary:  # against other runs into the folder; the job's own ranks share it by the plan
+            for key in sorted(k for fwd in forwards for k in fwd.keys.values()):
+                locks.enter_context(sweep.run_dir.cell(key).lock(
+                    on_wait=lambda key=key: progress.log(f"cell {key} is being computed by another run; waiting")))
+        work = cluster.broadcast(assign(missing_records(forwards, sweep.run_dir, cfg.force, n_images),
+                                        forward_cells(forwards), n_images, cluster.world_size)
+                                 if cluster.primary else None)
+        report = evaluate(sweep, forwards, work, cluster, device, progress, time.time() - t_start)
+        cluster.wait_for_ranks()
+        evaluated = cluster.sum_on_devices(report.evaluated)
+        reports = cluster.gather(rank_report(cluster, device, work, report))
+        if cluster.primary:
+            if evaluated != work.total:
+                raise RuntimeError(f"the ranks evaluated {evaluated} (image, forward) pairs of the {work.total} planned")
+            run_info.update(job_info(cluster, work, reports))
+            await_records(sweep.run_dir, work, n_images, cluster.distributed)
+            gflops = {size: g for r in reports for size, g in r["gflops"].items()}
+            rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
+    outcome = write_results(sweep, rows, failed, run_info, t_start) if cluster.primary else None
+    table, run_info, problems_found = cluster.broadcast(outcome)
+    return SweepResult(table, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info, problems_found, cluster.primary)
+
+
+def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: Cluster, device: torch.device,
+             progress: Progress, load_s: float) -> EvaluationReport:
+    """This rank's share of ``work``: the forwards its segments need, over those segments."""
+    segs = work.segments_of(cluster.rank)
+    if not segs:
+        if cluster.distributed:
+            progress.start(work.total, f"{sweep.loaded.name}: waiting for the other ranks")
+        return EvaluationReport()
+    pending = [fwd for fwd, keys in zip(forwards, forward_cells(forwards)) if any(keys & s.keys for s in segs)]
+    valid = sweep.subset.mask(sweep.loaded.label_names) if sweep.subset else None
+    report = Evaluation(sweep.cfg, sweep.loaded, sweep.data, sweep.preprocess, sweep.run_dir, device, progress,
+                        valid=valid, cores=cluster.cores if cluster.distributed else None,
+                        host_share=1 / cluster.local_world_size).run(pending, segs, work.total)
+    report.timing = {"load_s": round(load_s, 3), **report.timing}
+    return report
+
+
+def rank_report(cluster: Cluster, device: torch.device, work: Assignment, report: EvaluationReport) -> dict[str, Any]:
+    """What one rank tells rank 0 for run.json."""
+    share = work.shares[cluster.rank]
+    return {"rank": cluster.rank, "host": cluster.host, "device": device_name(device), "share": list(share),
+            "images": share[1] - share[0], "evaluated_images": report.images, "gflops": report.gflops,
+            "batch_size": report.batch_size, "workers": report.workers, "compile": report.compile,
+            "decode": report.decode, "timing": report.timing, "large_images": report.large_images}
+
+
+def job_info(cluster: Cluster, work: Assignment, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """run.json's account of who did what: world size, backend, per-rank devices and shares (one process: one
+    rank); the loop's settings and timing from the first rank that evaluated anything (each rank's in ``ranks``)."""
+    info: dict[str, Any] = {"world_size": cluster.world_size, "backend": cluster.backend,
+                            "devices": [r["device"] for r in reports], "images_per_rank": work.images_per_rank()}
+    worked = next((r for r in reports if r["evaluated_images"]), None)
+    if worked is not None:
+        info.update(batch_size=worked["batch_size"], workers=worked["workers"], compile=worked["compile"],
+                    timing=worked["timing"])
+        if worked["decode"]:
+            info["decode"] = worked["decode"]
+    large = sum(r["large_images"] for r in reports)
+    if large:
+        info["large_images"] = large
+    info["ranks"] = [{k: v for k, v in r.items() if k != "gflops"} for r in reports]
+    return info
+
+
+#: How long rank 0 waits for the other ranks' committed parts to show in --out (a network filesystem's cache).
+RECORDS_GRACE_S = 60.0
+
+
+def await_records(run_dir: RunDir, work: Assignment, n_images: int, distributed: bool) -> None:
+    """Rank 0 builds rows only from complete cells; parts another node wrote may take a moment to show."""
+    if not distributed:
+        return
+    deadline = time.monotonic() + RECORDS_GRACE_S
+    while True:
+        short = [key for key in work.missing if not run_dir.cell(key).is_done() and run_dir.cell(key).missing(n_images)]
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise UserError(f"every rank finished, but after {RECORDS_GRACE_S:.0f} s rank 0 still misses records of "
+                            f"{len(short)} cell(s) in {run_dir.root}; is --out one folder on a filesystem every "
+                            "node shares?")
+        time.sleep(1.0)
+
+
+def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, str], run_info: dict[str, Any],
+                  t_start: float) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
+    """The tidy table with the skipped sizes, merged into the run folder's views; this sweep's rows,
+    run.json and what is wrong with the numbers."""
+    rows = rows + [skipped_row(columns(sweep, run_info["device"]), cell(sweep, scheme=s.name, img_size=size), reason)
+                   for size, reason in sweep.grid.skipped for s in sweep.schemes]
     table = tidy_table(rows)
     run_info.update(finished=iso_time(time.time()), wall_s=round(time.time() - t_start, 3),
                     failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
     merged = write_views(sweep.run_dir, table, run_info)
     mine = this_sweeps_rows(merged, table)
-    return SweepResult(mine, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info,
-                       problems(mine, len(failed), len(sweep.data), cfg.max_failed))
+    return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
 
 
-def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) -> Sweep:
-    """The checkpoint, its grid of sizes and embedding spec, the preprocessing, the data and the run folder."""
+def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, primary: bool = True) -> Sweep:
+    """The checkpoint, its grid of sizes and embedding spec, the preprocessing, the data and the run folder
+    (``primary``: this process prepares the run folder; the other ranks of a job only write into it)."""
     loaded = load_model(cfg.model, cfg.checkpoint)
     native = loaded.native_size
     grid = parse_grid(cfg.res or default_grid(native, loaded.stride), loaded.stride)
@@ -135,7 +238,7 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress) ->
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
-    run_dir = RunDir(Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name))
+    run_dir = RunDir(Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name), primary)
     return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,
                  scoring(cfg, loaded, data, progress))
 
@@ -166,11 +269,12 @@ def cell(sweep: Sweep, **fields: Any) -> CellIdentity:
                         **fields)
 
 
-def plan(sweep: Sweep) -> list[Forward]:
-    """One forward per distinct embedding per size; every cell identified, its identity on disk."""
+def plan(sweep: Sweep, primary: bool = True) -> list[Forward]:
+    """One forward per distinct embedding per size; every cell identified, its identity on disk (written
+    by the primary process: the other ranks of a job plan the same cells)."""
     forwards = plan_forwards(sweep.spec, sweep.schemes, sweep.sizes, sweep.loaded.geometry)
     identify(forwards, sweep.schemes, sweep.spec, lambda **fields: cell(sweep, **fields))
-    for fwd in forwards:
+    for fwd in forwards if primary else ():
         for identity in fwd.cells.values():
             sweep.run_dir.cell(identity.key).write_meta(identity.fields())
     return forwards

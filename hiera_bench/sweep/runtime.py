@@ -23,15 +23,17 @@ from .plan import Forward
 MAX_WORKERS = 16
 
 
-def default_workers(n_images: int) -> int:
+def default_workers(n_images: int, cores: int | None = None) -> int:
     """DataLoader worker processes: none for tiny sets (start-up costs more than it saves), else the
-    cores but one (at most :data:`MAX_WORKERS`): on a GPU host decoding is the sweep's other bound."""
+    cores but one (at most :data:`MAX_WORKERS`): on a GPU host decoding is the sweep's other bound.
+    ``cores``: this process's share of the host (under torchrun, the node's cores / ranks on the node)."""
     if n_images < 256:
         return 0
-    return max(1, min(MAX_WORKERS, (os.cpu_count() or 2) - 1))
+    return max(1, min(MAX_WORKERS, (cores or os.cpu_count() or 2) - 1))
 
 
-def loading_plan(device: torch.device, n_images: int, workers: int | None) -> tuple[int, int]:
+def loading_plan(device: torch.device, n_images: int, workers: int | None,
+                 cores: int | None = None) -> tuple[int, int]:
     """``(worker processes, decode threads per batch)`` for a sweep on ``device``.
 
     An accelerator computes while worker processes decode on the host's otherwise idle cores. On the
@@ -43,7 +45,7 @@ def loading_plan(device: torch.device, n_images: int, workers: int | None) -> tu
         return workers, 1
     if device.type == "cpu":
         return 0, max(1, torch.get_num_threads())
-    return default_workers(n_images), 1
+    return default_workers(n_images, cores), 1
 
 
 def gflops_per_image(net: torch.nn.Module, size: int, device: torch.device) -> float:

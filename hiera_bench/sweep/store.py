@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
 from .records import PART_SCHEMA
+from .shards import Span, complement, merge
 
 
 #: What a finished cell's row.json must hold for the merged views to place it.
@@ -59,13 +60,18 @@ class CellStore:
             found.append((int(start), int(end), p))
         return sorted(found)
 
+    def covered(self) -> list[Span]:
+        """The positions committed parts hold records of (parts of several ranks leave several spans)."""
+        return merge((start, end) for start, end, _ in self.parts())
+
+    def missing(self, n: int) -> list[Span]:
+        """The positions of ``[0, n)`` this cell has no records of."""
+        return complement(self.covered(), n)
+
     def done_upto(self) -> int:
         """Records exist for positions ``[0, done_upto)`` without a gap."""
-        upto = 0
-        for start, end, _ in self.parts():
-            if start <= upto:
-                upto = max(upto, end)
-        return upto
+        spans = self.covered()
+        return spans[0][1] if spans and spans[0][0] == 0 else 0
 
     def write_part(self, start: int, end: int, records: pa.Table, forward_s: float) -> None:
         meta = {b"forward_s": repr(forward_s).encode()}
@@ -124,12 +130,17 @@ MARKER = ".hiera-bench-run"
 
 class RunDir:
     """The ``--out`` folder. It carries :data:`MARKER`; a folder with view-named files but no marker (nor
-    cells of an older hiera-bench) belongs to someone else and is refused, never overwritten."""
+    cells of an older hiera-bench) belongs to someone else and is refused, never overwritten.
 
-    def __init__(self, root: Path) -> None:
+    Only the primary process (rank 0 of a torchrun job) checks, creates and cleans it: the other ranks
+    only write cell parts into it, and another node's temp files must not look like a dead writer's."""
+
+    def __init__(self, root: Path, primary: bool = True) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"--out {self.root} is a file, not a folder; choose another --out")
+        if not primary:
+            return
         self._refuse_foreign()
         try:
             (self.root / "cells").mkdir(parents=True, exist_ok=True)

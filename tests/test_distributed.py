@@ -1,0 +1,216 @@
+"""A sweep across torchrun ranks (real gloo process groups on the CPU): the same numbers as one process,
+every image evaluated once, a killed rank costs nothing committed, and any world size resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import hiera_bench
+from hiera_bench.sweep import SweepConfig, run_sweep
+from hiera_bench.sweep.shards import assign, batches, complement, merge, segments, units
+from hiera_bench.sweep.store import RunDir
+from hiera_bench.testing import make_class_folder
+
+N_IMAGES = 3 * 16
+GRID = "64,96,128,160"  # 4 sizes x 2 schemes: 7 forwards (the native size is shared)
+TABLE = ["model", "scheme", "img_size", "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll",
+         "ece", "status", "top1_delta_vs_native", "top1_ci_low", "top1_ci_high", "mcnemar_p", "cell_key"]
+PREDICTIONS = ["cell_key", "position", "image_id", "target", "correct1", "correct5", "failed"]
+
+
+# -- the shares: pure functions ------------------------------------------------------------------------
+
+def test_spans_merge_and_complement():
+    assert merge([(5, 9), (0, 5), (20, 30), (25, 26), (7, 7)]) == [(0, 9), (20, 30)]
+    assert complement([(0, 8), (60, 72)], 120) == [(8, 60), (72, 120)]
+    assert complement([], 5) == [(0, 5)] and complement([(0, 5)], 5) == []
+
+
+def test_a_fresh_job_splits_the_data_evenly_into_contiguous_shares_without_padding():
+    for n, world in [(120, 2), (7, 2), (50_000, 8), (5, 8)]:
+        work = assign({"a": [(0, n)], "b": [(0, n)]}, [frozenset({"a", "b"})], n, world)
+        sizes = work.images_per_rank()
+        assert sum(sizes) == n and max(sizes) - min(sizes) <= 1
+        assert work.shares[0][0] == 0 and all(a[1] == b[0] for a, b in zip(work.shares, work.shares[1:]))
+        covered = [p for r in range(world) for s in work.segments_of(r) for p in range(s.start, s.end)]
+        assert covered == list(range(n))  # every image exactly once
+
+
+def test_a_resume_spreads_only_the_missing_work_and_batches_never_cross_a_segment():
+    # a 2-rank run killed mid-way: each cell has the start of each half; a third cell is new
+    half = [(8, 60), (72, 120)]
+    forwards = [frozenset({"a", "b"}), frozenset({"c"})]
+    work = assign({"a": half, "b": half, "c": [(0, 120)], "done": []}, forwards, 120, 3)
+    assert sum(work.images_per_rank()) == 120
+    per_rank = [units(work.segments_of(r), forwards) for r in range(3)]
+    assert sum(per_rank) == work.total == 100 + 120  # forward (a, b) on the 100 images they lack, c on all
+    assert max(per_rank) - min(per_rank) <= 2
+    for r in range(3):
+        segs = work.segments_of(r)
+        for batch in batches(segs, 16):
+            seg = next(s for s in segs if s.start <= batch[0] < s.end)
+            assert batch[-1] < seg.end and batch == list(range(batch[0], batch[-1] + 1))
+    assert segments({"a": half}, 0, 120)[0].keys == frozenset({"a"})
+    nothing = assign({"a": []}, [frozenset({"a"})], 10, 4)
+    assert nothing.total == 0 and nothing.images_per_rank() == [2, 3, 2, 3]
+
+
+# -- real torchrun jobs over gloo ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """Generated images, one undecodable in each rank's half (positions 5 and 39): failures must add up."""
+    root = make_class_folder(tmp_path_factory.mktemp("dist") / "val", per_class=N_IMAGES // 3)
+    for n in (6, 40):
+        next(root.glob(f"*/ILSVRC2012_val_{n:08d}.JPEG")).write_bytes(b"")
+    return root
+
+
+def _args(ckpt: Path, data: Path, out: Path) -> list[str]:
+    return ["sweep", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--res", GRID,
+            "-b", "4", "--save-every", "4", "-j", "0", "--max-failed", "10", "-q"]
+
+
+def _torchrun(nproc: int, args: list[str], log_dir: Path) -> subprocess.Popen:
+    """``torchrun --standalone --nproc-per-node N -m hiera_bench ARGS``: a free port, each rank's output in a file."""
+    root = str(Path(hiera_bench.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    env.pop("OMP_NUM_THREADS", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "--log-dir", str(log_dir), "--redirects", "3", "-m", "hiera_bench", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def _rank_output(log_dir: Path, local_rank: int) -> str:
+    files = sorted(log_dir.glob(f"*/attempt_0/{local_rank}/stderr.log"))
+    assert files, f"no log of rank {local_rank} in {log_dir}"
+    return files[-1].read_text()
+
+
+def _worker(parent: int, rank: int) -> int | None:
+    """The pid of rank ``rank`` among ``parent``'s children (torchrun starts its ranks itself)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def _table(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "results.parquet")[TABLE].sort_values(["scheme", "img_size"]).reset_index(drop=True)
+
+
+def _predictions(out: Path) -> pd.DataFrame:
+    df = pd.read_parquet(out / "predictions.parquet")
+    return df.sort_values(["cell_key", "position"]).reset_index(drop=True)
+
+
+def _assert_same_numbers(out: Path, reference: Path) -> None:
+    pd.testing.assert_frame_equal(_table(out), _table(reference), check_exact=False, rtol=0, atol=1e-6)
+    mine, ref = _predictions(out), _predictions(reference)
+    pd.testing.assert_frame_equal(mine[PREDICTIONS], ref[PREDICTIONS])
+    assert [None if t is None else list(t) for t in mine["topk"]] == [None if t is None else list(t) for t in ref["topk"]]
+    # float32 nll: another batch composition or thread count may move the last bits (one ulp at 20 is 2e-6)
+    ok = ~ref["failed"]  # failed images have no nll (the failed column matched above)
+    assert ((mine["nll"] - ref["nll"])[ok].abs() <= 1e-6 * ref["nll"][ok].abs().clip(lower=1.0)).all()
+
+
+def _parts(out: Path) -> dict[tuple[str, int, int], int]:
+    """Every committed part: (cell, start, end) -> mtime."""
+    run = RunDir(out, primary=False)  # read only: the job is still writing
+    return {(meta.parent.name, s, e): p.stat().st_mtime_ns for meta in (out / "cells").glob("*/cell.json")
+            for s, e, p in run.cell(meta.parent.name).parts()}
+
+
+@pytest.fixture(scope="module")
+def reference(full_ckpt, images, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "one-process"
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(images), out=str(out), res=GRID, batch_size=4,
+                          save_every=4, workers=0, max_failed=0.1))
+    return out
+
+
+def test_two_gloo_ranks_give_the_one_process_table_and_predictions(cli, full_ckpt, images, reference, tmp_path):
+    out = tmp_path / "two-ranks"
+    code, err = _finish(_torchrun(2, _args(full_ckpt, images, out), tmp_path / "logs"))
+    assert code == 0, err + _rank_output(tmp_path / "logs", 0) + _rank_output(tmp_path / "logs", 1)
+    _assert_same_numbers(out, reference)
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["world_size"] == 2 and run["backend"] == "gloo"
+    assert run["images_per_rank"] == [N_IMAGES // 2, N_IMAGES // 2]
+    assert [r["device"] for r in run["ranks"]] == run["devices"] and len(run["devices"]) == 2
+    assert all(d.startswith("cpu") for d in run["devices"])
+    assert [r["share"] for r in run["ranks"]] == [[0, N_IMAGES // 2], [N_IMAGES // 2, N_IMAGES]]
+    one = json.loads((reference / "run.json").read_text())
+    assert run["cells"] == one["cells"]  # cell keys do not depend on the world size
+    assert run["failed_images"] == one["failed_images"] and len(one["failed_images"]) == 2  # one of each rank
+    assert one["world_size"] == 1 and one["images_per_rank"] == [N_IMAGES]
+    # each rank committed its own half of every cell
+    spans = {(s, e) for _, s, e in _parts(out)}
+    assert all(e <= N_IMAGES // 2 or s >= N_IMAGES // 2 for s, e in spans)
+    assert _rank_output(tmp_path / "logs", 1).strip() == ""  # messages on rank 0 only
+
+    # another world size (one process) reuses everything: nothing evaluated, nothing rewritten
+    parts, rows = _parts(out), {p: p.stat().st_mtime_ns for p in out.glob("cells/*/row.json")}
+    assert cli(*_args(full_ckpt, images, out)).code == 0
+    assert _parts(out) == parts
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/row.json")} == rows
+    _assert_same_numbers(out, reference)
+
+
+def test_a_killed_rank_fails_the_job_in_one_line_and_a_rerun_evaluates_only_what_is_missing(cli, full_ckpt, images,
+                                                                                         reference, tmp_path):
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    job = _torchrun(2, _args(full_ckpt, images, out), logs)
+    deadline, victim = time.time() + 180, None
+    while time.time() < deadline and job.poll() is None:
+        victim = victim or _worker(job.pid, 1)
+        if victim and any(s >= N_IMAGES // 2 for _, s, _ in _parts(out)):  # rank 1 committed its first part
+            os.kill(victim, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    code, err = _finish(job)
+    assert victim is not None and code != 0, f"the job ended before rank 1 could be killed: {err}"
+    rank0 = [line for line in _rank_output(logs, 0).splitlines() if line.strip()]
+    assert len(rank0) == 1 and rank0[0].startswith("error: "), rank0
+    assert "re-run the same command to resume" in rank0[0]
+    committed = _parts(out)
+    assert committed and not (out / "results.csv").exists()
+    cells = [meta.parent.name for meta in out.glob("cells/*/cell.json")]
+    lacking = {p for key in cells for a, b in RunDir(out).cell(key).missing(N_IMAGES) for p in range(a, b)}
+
+    # the same command in one process (any world size resumes): only the missing ranges, every committed
+    # part kept as it was, the same numbers
+    result = cli(*_args(full_ckpt, images, out))
+    assert result.code == 0, result.err
+    after = _parts(out)
+    assert all(after.get(part) == mtime for part, mtime in committed.items())
+    for key in {k for k, _, _ in after}:
+        spans = sorted((s, e) for k, s, e in after if k == key)
+        assert spans[0][0] == 0 and spans[-1][1] == N_IMAGES
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), f"an image evaluated twice: {spans}"
+    run = json.loads((out / "run.json").read_text())
+    assert run["world_size"] == 1 and run["images_per_rank"] == [N_IMAGES]
+    assert run["ranks"][0]["evaluated_images"] == len(lacking)  # images some cell lacked, each decoded once
+    _assert_same_numbers(out, reference)
