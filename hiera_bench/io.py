@@ -1,14 +1,17 @@
 """Files hiera-bench writes, written so that a crash, a kill or a full disk never leaves a torn one.
 
 Every file goes to a temporary name in its folder, is fsynced, then renamed into place: a reader sees
-the old file or the new one. Temporary names carry the writer's pid, so a later run removes what a
-killed writer left behind. Locks serialise runs that share a folder.
+the old file or the new one. Temporary names carry the writer's host and pid, so a later run on the same
+host removes what a killed writer left behind (and never a live writer's file on another node of a
+torchrun job sharing the folder). Locks serialise runs that share a folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from functools import cache
@@ -45,7 +48,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with deferred():  # a Ctrl-C waits for the rename: no temp file is left, no file is half-published
         # the writer's pid in the name lets a later run remove what a killed writer left behind
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer()}.", suffix=".tmp")
         try:
             os.fchmod(fd, file_mode())
             with os.fdopen(fd, "wb") as fh:
@@ -56,6 +59,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
+def writer() -> str:
+    """``<host>-<pid>``: who writes a temp file, in its name (no dots: names are split on them)."""
+    return f"{_host()}-{os.getpid()}"
+
+
+_WRITER = re.compile(r"^(?:(?P<host>[A-Za-z0-9-]+)-)?(?P<pid>\d+)$")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -69,12 +84,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(root: Path) -> int:
-    """Delete temp files whose writer process is gone (killed mid-write); returns how many."""
-    removed = 0
+    """Delete temp files whose writer process on this host is gone (killed mid-write); returns how many.
+    Files of writers on other hosts are left: their pids mean nothing here. Names without a host (older
+    versions) count as this host's."""
+    removed, here = 0, _host()
     for tmp in root.rglob(".*.tmp"):
-        parts = tmp.name.split(".")
-        pid = next((int(p) for p in parts if p.isdigit()), None)
-        if pid is not None and not _pid_alive(pid):
+        parts = tmp.name.split(".")  # .<name>.<writer>.<random or "link">.tmp: the writer is third from the end
+        match = _WRITER.match(parts[-3]) if len(parts) >= 4 else None
+        if match is None or (match["host"] or here) != here:
+            continue
+        if not _pid_alive(int(match["pid"])):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed

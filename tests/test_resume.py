@@ -112,3 +112,21 @@ def test_ctrl_c_keeps_finished_work_and_the_rerun_computes_only_the_rest(cli, tm
     pd.testing.assert_frame_equal(_table(out), _table(reference), check_exact=False, rtol=1e-6)
     assert len(pd.read_parquet(out / "predictions.parquet")) == 6 * N_IMAGES
 
+
+
+def test_stale_temp_files_are_removed_only_for_dead_writers_on_this_host(tmp_path):
+    import subprocess
+    import sys
+
+    from hiera_bench.io import _host, remove_stale_temp_files, writer
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that has exited
+    mine = tmp_path / f".results.csv.{_host()}-{dead}.abc123.tmp"
+    legacy = tmp_path / f".run.json.{dead}.abc123.tmp"
+    other_node = tmp_path / f".results.csv.othernode-{dead}.abc123.tmp"
+    alive = tmp_path / f".results.csv.{writer()}.abc123.tmp"
+    for path in (mine, legacy, other_node, alive):
+        path.write_text("x")
+    assert remove_stale_temp_files(tmp_path) == 2
+    assert not mine.exists() and not legacy.exists() and other_node.exists() and alive.exists()

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..cells import slot
 from ..interrupts import deferred
-from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text, writer
 from ..pivot import markdown, pivot
 from ..stats import annotate, native_deltas
 from .rows import tidy_table
@@ -96,7 +96,7 @@ def _link(path: Path, target: str) -> None:
     """Make ``path`` a symbolic link to ``target`` (relative), replacing what is there in one rename."""
     if path.is_symlink() and os.readlink(path) == target:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
+    tmp = path.with_name(f".{path.name}.{writer()}.link.tmp")
     with deferred():
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
