@@ -66,7 +66,10 @@ def test_compiled_runners_compile_once_per_size_not_per_scheme(full_ckpt):
     from hiera_bench.sweep.runtime import SizeRunner, compile_runners
     from hiera_bench.models import build_at_size
 
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()  # the totals are per process: another test in this worker may have compiled before
     loaded = _loaded(full_ckpt)
     sizes = (96, 128)
     embeddings = {s: _embeddings(loaded, s) for s in sizes}
