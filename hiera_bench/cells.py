@@ -133,7 +133,7 @@ def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
 def slot(row: Mapping[str, Any]) -> tuple:
     """The place a row fills in a table: its group, series and size. Two cells of one slot (the files changed
     between runs, so the state differs) are two versions of one measurement: the newer one is shown."""
-    return tuple(None if _missing(row.get(c, COLUMN_DEFAULTS.get(c))) else _short(row.get(c))
+    return tuple(None if missing(row.get(c, COLUMN_DEFAULTS.get(c))) else _short(row.get(c))
                  for c in (*GROUP_COLUMNS, *SERIES_COLUMNS, "img_size"))
 
 
@@ -149,7 +149,7 @@ def group_ids(table: pd.DataFrame) -> pd.Series:
 def series_keys(table: pd.DataFrame) -> pd.Series:
     """Each row's series as a string: the scheme, ``scheme|7x7`` where the abswin fit's global grid is set."""
     table = with_defaults(table)
-    return pd.Series([s if _missing(g) else f"{s}|{g}" for s, g in zip(table["scheme"], table["global_size"])],
+    return pd.Series([s if missing(g) else f"{s}|{g}" for s, g in zip(table["scheme"], table["global_size"])],
                      index=table.index, dtype=object)
 
 
@@ -184,7 +184,7 @@ def section_labels(table: pd.DataFrame) -> pd.Series:
             for col in varying:
                 name, width = LABEL_FIELDS[col]
                 value = part.at[idx, col]
-                bits.append(f"{name} {'all' if _missing(value) else _short(value)[:width]}")
+                bits.append(f"{name} {'all' if missing(value) else _short(value)[:width]}")
             labels[idx] = f"{model} [{', '.join(bits)}]"
     return labels
 
@@ -198,14 +198,14 @@ def differences(a: pd.Series, b: pd.Series) -> list[str]:
 
 def missing_provenance(row: pd.Series) -> list[str]:
     """The :data:`MUST_MATCH` columns a row lacks (an old or hand-made table)."""
-    return [col for col in MUST_MATCH if col not in COLUMN_DEFAULTS and (col not in row.index or _missing(row[col]))
+    return [col for col in MUST_MATCH if col not in COLUMN_DEFAULTS and (col not in row.index or missing(row[col]))
             and col not in ("limit", "per_class")]  # no limit is a real value: every image
 
 
 def same_value(a: Any, b: Any) -> bool:
-    if _missing(a) and _missing(b):
+    if missing(a) and missing(b):
         return True
-    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) and not (_missing(a) or _missing(b)):
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) and not (missing(a) or missing(b)):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     return str(a) == str(b)
 
@@ -216,7 +216,7 @@ def _get(row: pd.Series, col: str) -> Any:
 
 def _shown(row: pd.Series, col: str) -> str:
     value = _get(row, col)
-    return "none" if _missing(value) else str(value)
+    return "none" if missing(value) else str(value)
 
 
 def _short(value: Any) -> str:
@@ -225,5 +225,6 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
+    """None, NaN or NA: a value a table does not have."""
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))

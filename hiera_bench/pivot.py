@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .cells import REFERENCE_SERIES, section_labels, series_names
+from .cells import REFERENCE_SERIES, missing, section_labels, series_names
 from .stats import significance_mark
 
 MISSING = "–"
@@ -27,10 +27,6 @@ MISSING = "–"
 def fmt(value: Any, spec: str) -> str:
     """``value`` formatted with ``spec``, or :data:`MISSING` for None/NaN/NA."""
     return MISSING if missing(value) else format(value, spec)
-
-
-def missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 @dataclass(frozen=True)
@@ -262,13 +258,9 @@ def _verdict(p: float) -> str:
 
 @dataclass(frozen=True)
 class CellStyle:
-    """How one output writes the numbers and marks of a cell."""
+    """How markdown and the terminal write the marks of a cell (LaTeX has its own sub-columns, :func:`latex`)."""
 
-    pm: str = "±"
-    equiv: str = "≡"
     not_ok: Callable[[PivotCell], str] = lambda c: f"{c.status} ({c.reason})" if c.reason else c.status
-    number: Callable[[float, str], str] = lambda v, spec: format(v, spec)
-    stars: Callable[[str], str] = lambda stars: stars
     delta: Callable[[str], str] = lambda text: f"({text})"
     ci: Callable[[str], str] = lambda text: text
 
@@ -277,29 +269,29 @@ def cell_text(cell: PivotCell, style: CellStyle = CellStyle()) -> str:
     """top-1, ± half the 95 % CI, Δ vs native with its McNemar stars, ≡ when shared with another series."""
     if cell.status != "ok":
         return style.not_ok(cell)
-    text = style.number(cell.top1, ".3f")
+    text = f"{cell.top1:.3f}"
     if cell.half_ci is not None:
-        text += " " + style.ci(f"{style.pm} {style.number(cell.half_ci, '.2f')}")
+        text += " " + style.ci(f"± {cell.half_ci:.2f}")
     if cell.delta is not None:
-        text += " " + style.delta(style.number(cell.delta, "+.3f") + style.stars(significance_mark(cell.delta_p)))
+        text += " " + style.delta(f"{cell.delta:+.3f}{significance_mark(cell.delta_p)}")
     if cell.shared:
-        text += f" {style.equiv}"
+        text += " ≡"
     return text
 
 
 def contrast_text(c: Contrast, style: CellStyle = CellStyle()) -> str:
     """The paired difference, its 95 % CI in brackets and McNemar stars; ≡ when it is zero by construction."""
     if c.shared:
-        return style.equiv
-    text = style.number(c.delta, "+.3f") + style.stars(significance_mark(c.p))
+        return "≡"
+    text = f"{c.delta:+.3f}{significance_mark(c.p)}"
     if c.low is not None and c.high is not None:
-        text += " " + style.ci(f"[{style.number(c.low, '+.2f')}, {style.number(c.high, '+.2f')}]")
+        text += " " + style.ci(f"[{c.low:+.2f}, {c.high:+.2f}]")
     return text
 
 
-def render(value: PivotCell | Contrast | None, style: CellStyle, empty: str = "") -> str:
+def render(value: PivotCell | Contrast | None, style: CellStyle) -> str:
     if value is None:
-        return empty
+        return ""
     return cell_text(value, style) if isinstance(value, PivotCell) else contrast_text(value, style)
 
 
