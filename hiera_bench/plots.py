@@ -65,6 +65,13 @@ def _has_ci(rows: pd.DataFrame, low: str = "top1_ci_low", high: str = "top1_ci_h
     return low in rows and rows[low].notna().all() and rows[high].notna().all()
 
 
+def _yerr(rows: pd.DataFrame, value: str, low: str, high: str) -> np.ndarray | None:
+    """Asymmetric error bars (below, above ``value``) from a CI, or None where a row lacks one."""
+    if not _has_ci(rows, low, high):
+        return None
+    return np.vstack([rows[value] - rows[low], rows[high] - rows[value]]).clip(0)
+
+
 def caption(table: pd.DataFrame) -> str:
     """n, data and what the intervals are, for the foot of a figure."""
     ok = _ok(table)
@@ -146,19 +153,14 @@ def top1_vs_size(table: pd.DataFrame, title: str = "") -> Any:
 
 def _contrast_panel(ax: Any, ok: pd.DataFrame, several: bool) -> None:
     """Each label's non-reference scheme minus the reference at each size, paired, with its 95 % CI."""
-    rows_all = ok[ok["scheme_delta"].notna()]
-    labels = _labels(rows_all)
-    width = 0.0 if len(labels) == 1 else 2.0  # px offsets keep several labels' bars apart
-    for i, label in enumerate(_labels(ok)):
-        rows = _rows_of(rows_all, label)
-        for scheme, part in rows.groupby("scheme", sort=False):
-            colour = LABEL_COLOURS[_labels(ok).index(label) % len(LABEL_COLOURS)]
-            x = part["img_size"] + width * (i - (len(labels) - 1) / 2)
-            yerr = None
-            if _has_ci(part, "scheme_delta_ci_low", "scheme_delta_ci_high"):
-                yerr = np.vstack([part["scheme_delta"] - part["scheme_delta_ci_low"],
-                                  part["scheme_delta_ci_high"] - part["scheme_delta"]]).clip(0)
-            ax.errorbar(x, part["scheme_delta"], yerr=yerr, marker="s", color=colour, capsize=3, linestyle="-",
+    contrasts = ok[ok["scheme_delta"].notna()]
+    labels = _labels(ok)
+    for i, label in enumerate(labels):
+        shift = 2.0 * (i - (len(labels) - 1) / 2)  # px: several labels' bars side by side, not on top
+        for scheme, part in _rows_of(contrasts, label).groupby("scheme", sort=False):
+            yerr = _yerr(part, "scheme_delta", "scheme_delta_ci_low", "scheme_delta_ci_high")
+            ax.errorbar(part["img_size"] + shift, part["scheme_delta"], yerr=yerr, marker="s",
+                        color=LABEL_COLOURS[i % len(LABEL_COLOURS)], capsize=3, linestyle="-",
                         label=f"{label}: {scheme} − {REFERENCE_SERIES}" if several else f"{scheme} − {REFERENCE_SERIES}")
     ax.axhline(0.0, color="0.2", linewidth=0.8)
     ax.set_ylabel("difference (points)")
@@ -179,9 +181,7 @@ def top1_vs_gflops(table: pd.DataFrame, title: str = "") -> Any:
     ax = fig.add_subplot()
     ax.set_title(title or "top-1 vs compute", fontsize=10)
     for label, scheme, rows, colour, (dash, marker, fill) in _lines(ok):
-        yerr = None
-        if _has_ci(rows):
-            yerr = np.vstack([rows["top1"] - rows["top1_ci_low"], rows["top1_ci_high"] - rows["top1"]]).clip(0)
+        yerr = _yerr(rows, "top1", "top1_ci_low", "top1_ci_high")
         ax.errorbar(rows["gflops"], rows["top1"], yerr=yerr, marker=marker, markerfacecolor=fill or colour,
                     linestyle=dash, color=colour, capsize=2, label=_name(label, scheme, several))
         at_native = rows[rows["img_size"] == rows["native_size"]]
