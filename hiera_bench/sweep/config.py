@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -137,6 +137,11 @@ def check_label(label: str | None) -> None:
                         "e.g. --label small-ft320")
 
 
+def first_repeated(names: list[str]) -> str | None:
+    """The first name (in sorted order) that occurs more than once: each names a run folder."""
+    return min((n for n in set(names) if names.count(n) > 1), default=None)
+
+
 def named_data(values: list[str]) -> list[tuple[str | None, str]]:
     """``--data`` values: ``PATH`` or ``NAME=PATH``; several data sets need distinct names (given, else each
     path's last part)."""
@@ -150,10 +155,9 @@ def named_data(values: list[str]) -> list[tuple[str | None, str]]:
             pairs.append((None, value))
     if len(pairs) > 1:
         pairs = [(name or Path(path.rstrip("/")).name or path, path) for name, path in pairs]
-        names = [name for name, _ in pairs]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        repeated = first_repeated([name for name, _ in pairs])
         if repeated:
-            raise UserError(f"two --data sets are both named {repeated[0]!r}; name each, e.g. --data val=/data/val "
+            raise UserError(f"two --data sets are both named {repeated!r}; name each, e.g. --data val=/data/val "
                             "--data v2=/data/imagenetv2")
     return pairs
 
@@ -164,8 +168,6 @@ def several(cfg: SweepConfig, models: list[str], checkpoints: list[str], labels:
     paired by order), each labelled (``--label`` in order, else the checkpoint's or model's name) and given
     its own run folder ``<out>/<label>/``; one per data set too with several ``--data NAME=PATH``
     (``<out>/<label>/<name>/``). One model or checkpoint: ``cfg`` itself, ``--out`` its run folder."""
-    from dataclasses import replace
-
     sets = named_data(data or ([cfg.data] if cfg.data else []))
     per_checkpoint = _several_checkpoints(cfg, models, checkpoints, labels)
     if len(sets) <= 1:
@@ -182,8 +184,6 @@ def _run_base(cfg: SweepConfig) -> Path:
 
 def _several_checkpoints(cfg: SweepConfig, models: list[str], checkpoints: list[str],
                          labels: list[str]) -> list[SweepConfig]:
-    from dataclasses import replace
-
     models = [m.strip() for arg in models for m in arg.split(",") if m.strip()]
     if len(models) <= 1 and len(checkpoints) <= 1:
         if len(labels) > 1:
@@ -198,9 +198,9 @@ def _several_checkpoints(cfg: SweepConfig, models: list[str], checkpoints: list[
     if labels and len(labels) != len(pairs):
         raise UserError(f"{len(labels)} --label for {len(pairs)} checkpoints; give one --label per checkpoint, in order")
     names = labels or [_default_label(m, c) for m, c in pairs]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = first_repeated(names)
     if repeated:
-        raise UserError(f"two checkpoints would share the label {repeated[0]!r} (and its run folder); "
+        raise UserError(f"two checkpoints would share the label {repeated!r} (and its run folder); "
                         "name each with --label, in the order of the checkpoints")
     root = cfg.out or cfg.root
     return [replace(cfg, model=m, checkpoint=c, label=name, out=None, root=root) for (m, c), name in zip(pairs, names)]
