@@ -18,7 +18,7 @@ import pandas as pd
 from .cells import MUST_MATCH, same_value
 from .errors import UserError
 from .report import Run, read_run
-from .stats import bootstrap_ci, discordant, mcnemar_exact
+from .stats import bootstrap_ci, discordant, mcnemar_exact, outcomes
 
 #: The fields that make two runs' images the same images; the rest of MUST_MATCH may differ here.
 SAME_IMAGES = ("data_fingerprint", "limit", "per_class")
@@ -85,7 +85,8 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
         raise UserError(f"{a.root} and {b.root} share no evaluated cell" + _which(scheme, at)
                         + f"; they have {_keys(cells_a)} and {_keys(cells_b)}")
     notes = _same_images(a, b, cells_a[common[0]], cells_b[common[0]])
-    pairs = [_pair(a, b, cells_a[k], cells_b[k]) for k in common]
+    records_a, records_b = _Records.of(a), _Records.of(b)
+    pairs = [_pair(records_a, records_b, cells_a[k], cells_b[k]) for k in common]
     label_a, label_b = _label(a), _label(b)
     if label_a == label_b:
         label_a, label_b = f"A ({label_a})", f"B ({label_b})"
@@ -122,20 +123,29 @@ def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str
     return notes
 
 
-def _outcomes(run: Run, cell_key: str) -> tuple[set[str], pd.Series]:
-    """Every image id of a cell, and correct@1 of those that decoded."""
-    preds = run.predictions[run.predictions["cell_key"] == cell_key]
-    ok = preds[~preds["failed"].fillna(True).astype(bool)]
-    return set(preds["image_id"]), ok.drop_duplicates("image_id").set_index("image_id")["correct1"].astype(bool)
+@dataclass(frozen=True)
+class _Records:
+    """One run's per-image records by cell: every image id, and correct@1 of those that decoded (the
+    statistics' own reading, :func:`hiera_bench.stats.outcomes`)."""
+
+    root: Path
+    ids: dict[str, set[str]]
+    correct: dict[str, pd.Series]
+
+    @classmethod
+    def of(cls, run: Run) -> _Records:
+        ids = run.predictions.groupby("cell_key")["image_id"].agg(set).to_dict()
+        return cls(run.root, ids, outcomes(run.table, run.predictions))
 
 
-def _pair(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> Pair:
-    ids_a, right_a = _outcomes(a, row_a["cell_key"])
-    ids_b, right_b = _outcomes(b, row_b["cell_key"])
+def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series) -> Pair:
+    ids_a, ids_b = a.ids.get(row_a["cell_key"], set()), b.ids.get(row_b["cell_key"], set())
     if ids_a != ids_b:
         only = sorted(ids_a ^ ids_b)
         raise UserError(f"{a.root} and {b.root} hold different images at {row_a['scheme']} @{int(row_a['img_size'])} "
                         f"({len(only)} in one only, e.g. {only[0]}); run both sweeps on the same data")
+    empty = pd.Series(dtype=bool)
+    right_a, right_b = a.correct.get(row_a["cell_key"], empty), b.correct.get(row_b["cell_key"], empty)
     common = right_a.index.intersection(right_b.index)
     x, y = right_a.reindex(common).to_numpy(), right_b.reindex(common).to_numpy()
     b_only, a_only = discordant(y, x)

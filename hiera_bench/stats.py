@@ -122,7 +122,7 @@ def with_cell_keys(preds: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return preds.assign(cell_key=keymap.reindex(where).to_numpy())
 
 
-def _outcomes(table: pd.DataFrame, predictions) -> dict[str, pd.Series]:
+def outcomes(table: pd.DataFrame, predictions) -> dict[str, pd.Series]:
     """cell_key -> correct@1 (bool) indexed by image id, over the images that decoded."""
     preds = predictions.to_pandas() if hasattr(predictions, "to_pandas") else pd.DataFrame(predictions)
     if preds.empty:
@@ -183,29 +183,29 @@ def annotate(table: pd.DataFrame, predictions) -> pd.DataFrame:
     out["top1_delta_vs_native"] = native_deltas(out)
     if predictions is None or "cell_key" not in out:
         return out
-    outcomes = _outcomes(out, predictions)
+    right = outcomes(out, predictions)
     groups = group_ids(out)
     series = series_keys(out)
     plan = _Plan()
     for _, part in out[out["status"].eq("ok")].groupby(groups, sort=False):
         cell = {(series[i], int(r.img_size)): r.cell_key for i, r in zip(part.index, part.itertuples())
-                if r.cell_key in outcomes}
+                if r.cell_key in right}
         ref = REFERENCE_SERIES if any(series[i] == REFERENCE_SERIES for i in part.index) else None
         for row in part.itertuples():
-            mine = outcomes.get(row.cell_key)
+            mine = right.get(row.cell_key)
             if mine is None or mine.empty:
                 continue
             out.loc[row.Index, ["top1_ci_low", "top1_ci_high"]] = binomial_ci(int(mine.sum()), len(mine))
             native = cell.get((series[row.Index], int(row.native_size)))
             if native is not None:
-                a, b = _paired(mine, outcomes[native])
+                a, b = _paired(mine, right[native])
                 if len(a):
                     plan.add(a.astype(float) - b.astype(float), row.Index, "delta_ci_low", "delta_ci_high")
                     gained, lost = discordant(a, b)
                     out.loc[row.Index, ["delta_b", "delta_c", "delta_p"]] = gained, lost, mcnemar_exact(gained, lost)
             other = cell.get((ref, int(row.img_size))) if ref else None
             if series[row.Index] != ref and other is not None:
-                a, b = _paired(mine, outcomes[other])
+                a, b = _paired(mine, right[other])
                 if len(a):
                     plan.add(a.astype(float) - b.astype(float), row.Index, "scheme_delta_ci_low", "scheme_delta_ci_high")
                     gained, lost = discordant(a, b)
