@@ -153,6 +153,9 @@ def sweep(
     """Evaluate each checkpoint at every size of --res under every scheme; write results.csv/.parquet/.md and
     run.json per checkpoint, then print one table of them all."""
     from ..errors import UserError
+    from rich.markup import escape
+
+    from ..data.shared import SharedDecodes
     from ..sweep import SweepConfig, run_sweep, several
 
     if img_size is not None:
@@ -174,17 +177,18 @@ def sweep(
     )
     configs = several(base, list(model or []), [str(c) for c in checkpoint or []], list(label or []), list(data or []))
     results = []
-    for cfg in configs:
-        progress = RichProgress(enabled=not quiet and not as_json, every=progress_every)
-        progress.loading(f"loading {cfg.label or cfg.model or Path(cfg.checkpoint or '').name}")
-        try:
-            results.append(run_sweep(cfg, progress))
-        finally:
-            progress.stop()
-        if plots and results[-1].primary and not results[-1].table.empty:
-            from ..plots import write_plots
+    with SharedDecodes(len(configs), log=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}")) as shared:
+        for cfg in configs:
+            progress = RichProgress(enabled=not quiet and not as_json, every=progress_every)
+            progress.loading(f"loading {cfg.label or cfg.model or Path(cfg.checkpoint or '').name}")
+            try:
+                results.append(run_sweep(cfg, progress, shared))
+            finally:
+                progress.stop()
+            if plots and results[-1].primary and not results[-1].table.empty:
+                from ..plots import write_plots
 
-            write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
+                write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
     show_results(results, as_json)
 
 

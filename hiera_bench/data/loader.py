@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ..preprocess import MultiSizeTransform
+from .shared import DecodedCrops
 
 
 # PIL warns (once per image, from whichever thread or worker decodes it) about images above MAX_IMAGE_PIXELS;
@@ -43,6 +44,7 @@ class Batch:
     crops: dict[int, torch.Tensor]  # size -> uint8 (n_ok, 3, R, R)
     encoded: list[torch.Tensor] | None = None  # --decode gpu: each readable file's bytes, decoded on the device
     large: int = 0  # images above PIL's decompression-bomb limit (decoded all the same)
+    shared: int = 0  # images whose crops an earlier checkpoint of the command kept (not decoded again)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -62,9 +64,11 @@ class MultiSizeImages(torch.utils.data.Dataset):
     stall its intra-op threads, the batch is decoded on every core between forwards instead.
     """
 
-    def __init__(self, dataset, transform: MultiSizeTransform, start: int = 0, threads: int = 1) -> None:
+    def __init__(self, dataset, transform: MultiSizeTransform, start: int = 0, threads: int = 1,
+                 shared: DecodedCrops | None = None) -> None:
         self.dataset = dataset.with_format(None)
         self.transform = transform
+        self.shared = shared
         self.start = start
         self.threads = max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
@@ -90,6 +94,9 @@ class MultiSizeImages(torch.utils.data.Dataset):
         return list(self._pool.map(self._item, positions, rows))
 
     def _item(self, position: int, row: dict[str, Any]):
+        kept = self.shared.read(position) if self.shared is not None else None
+        if kept is not None:
+            return position, row["image_id"], row["label"], kept[0], "", kept[1], True
         large = False
         try:
             image = decode(row["image"])
@@ -98,7 +105,9 @@ class MultiSizeImages(torch.utils.data.Dataset):
             error = ""
         except Exception as exc:  # any undecodable file is counted, never fatal (unless --strict)
             crops, error = None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-        return position, row["image_id"], row["label"], crops, error, large
+        if crops is not None and self.shared is not None:
+            self.shared.keep(position, crops, large)
+        return position, row["image_id"], row["label"], crops, error, large, False
 
 
 def collate(items) -> Batch:
@@ -112,4 +121,5 @@ def collate(items) -> Batch:
         errors=[it[4] for it in items],
         crops={size: torch.stack([g[size] for g in good]) for size in sizes},
         large=sum(bool(it[5]) for it in items),
+        shared=sum(bool(it[6]) for it in items),
     )

@@ -19,6 +19,7 @@ import torch
 from ..data import DataSource
 from ..data.devicedecode import DeviceCrops, EncodedImages, collate_encoded
 from ..data.loader import Batch, MultiSizeImages, collate
+from ..data.shared import DecodedCrops
 from ..errors import UserError
 from ..models import LoadedModel, build_at_size
 from ..preprocess import EvalPreprocess, MultiSizeTransform, normalise
@@ -60,6 +61,7 @@ class Evaluation:
     valid: torch.Tensor | None = None  # the classes scored (--class-subset); None: every class
     cores: int | None = None  # host cores this process may use (a share of the node's under torchrun)
     host_share: float = 1.0  # the share of the host's memory its prefetched batches may take (1 / ranks on it)
+    shared: DecodedCrops | None = None  # crops an earlier checkpoint of the command kept, and where to keep ours
 
     def run(self, pending: list[Forward], segs: list[Segment], total: int) -> EvaluationReport:
         """Evaluate ``pending`` over ``segs`` (this rank's); ``total``: the (image, forward) pairs of every
@@ -90,11 +92,13 @@ class Evaluation:
         buffers = {key: CellBuffer(self.run_dir.cell(key)) for seg in segs for key in seg.keys}
         self.progress.start(total, describe_work(self.loaded.name, pending, len(self.data)))
         t_loop = time.time()
-        report.evaluated, report.large_images = self._loop(batches, pending, segs, runners, buffers, device_crops,
-                                                           sizes, memory_format, amp)
+        report.evaluated, report.large_images, shared = self._loop(batches, pending, segs, runners, buffers,
+                                                                   device_crops, sizes, memory_format, amp)
         report.timing = {"prepare_s": round(t_loop - t_prepare, 3), "loop_s": round(time.time() - t_loop, 3)}
         if device_crops is not None:
             report.decode = {"decoder": self.preprocess.decode, "pil_fallbacks": device_crops.fallbacks}
+        elif self.shared is not None:
+            report.decode = {"decoder": "pil", "shared_crops": shared, "decoded": report.images - shared}
         return report
 
     def _runners(self, pending: list[Forward], sizes: list[int], memory_format: torch.memory_format,
@@ -116,7 +120,7 @@ class Evaluation:
         workers, threads = loading_plan(self.device, length((s.start, s.end) for s in segs), self.cfg.workers,
                                         self.cores)
         if device_crops is None:
-            images, collate_fn = MultiSizeImages(self.data.dataset, transform, 0, threads), collate
+            images, collate_fn = MultiSizeImages(self.data.dataset, transform, 0, threads, self.shared), collate
         else:  # workers only read the files; the device decodes
             images, collate_fn = EncodedImages(self.data.dataset, 0), collate_encoded
         loader = torch.utils.data.DataLoader(  # batches never cross a segment: see shards
@@ -129,13 +133,13 @@ class Evaluation:
 
     def _loop(self, batches, pending: list[Forward], segs: list[Segment], runners: dict[int, SizeRunner],
               buffers: dict[str, CellBuffer], device_crops: DeviceCrops | None, sizes: list[int],
-              memory_format: torch.memory_format, amp: torch.dtype | None) -> tuple[int, int]:
-        """Returns the (image, forward) pairs evaluated and how many images were above PIL's
-        decompression-bomb limit."""
+              memory_format: torch.memory_format, amp: torch.dtype | None) -> tuple[int, int, int]:
+        """Returns the (image, forward) pairs evaluated, how many images were above PIL's
+        decompression-bomb limit and how many were read from crops an earlier checkpoint kept."""
         device, log = self.device, self.progress.log
         starts = [s.start for s in segs]
         evaluated = 0
-        large = 0
+        large = shared = 0
 
         def lacking(batch: Batch) -> frozenset[str]:
             """The cells that lack ``batch``'s images (all of them: a batch lies in one segment)."""
@@ -179,6 +183,7 @@ class Evaluation:
                 bad = int((~batch.ok).nonzero()[0])
                 raise UserError(f"--strict: image {batch.image_ids[bad]} cannot be decoded ({batch.errors[bad]})")
             large += batch.large
+            shared += batch.shared
             queued = launch(batch)
             if in_flight is not None:
                 finish(*in_flight)
@@ -192,7 +197,7 @@ class Evaluation:
             finish(*in_flight)
         for buf in buffers.values():
             buf.flush()
-        return evaluated, large
+        return evaluated, large, shared
 
 
 def describe_work(name: str, pending: list[Forward], n_images: int) -> str:

@@ -15,6 +15,7 @@ import torch
 
 from ..cells import CellIdentity
 from ..data import DataSource, open_data
+from ..data.shared import SharedDecodes
 from ..errors import UserError
 from ..grid import Grid, default_grid, parse_grid
 from ..models import LoadedModel, load_model
@@ -76,15 +77,16 @@ class Sweep:
         return self.cfg.label or self.loaded.name
 
 
-def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult:
-    """Run (or resume) a sweep and write its files; returns this sweep's tidy table.
+def run_sweep(cfg: SweepConfig, progress: Progress | None = None, shared: SharedDecodes | None = None) -> SweepResult:
+    """Run (or resume) a sweep and write its files; returns this sweep's tidy table. ``shared``: the decoded
+    crops of the checkpoints a command sweeps one after the other (see :mod:`hiera_bench.data.shared`).
 
     Under torchrun every rank calls it (``torchrun ... -m hiera_bench sweep``): each evaluates its share of
     the images and commits their records, rank 0 alone builds the rows and views, and every rank returns
     rank 0's result (see :mod:`.distributed`)."""
     cluster = Cluster.join(cfg.device)
     try:
-        result = _sweep(cfg, cluster, cluster.progress(progress or Quiet()))
+        result = _sweep(cfg, cluster, cluster.progress(progress or Quiet()), shared)
     except BaseException as exc:
         instead = cluster.explain(exc)
         if instead is None:
@@ -94,7 +96,7 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepResult
     return result
 
 
-def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress) -> SweepResult:
+def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: SharedDecodes | None) -> SweepResult:
     t_start = time.time()
 
     def prepare() -> tuple[Sweep, list[Forward], torch.device]:
@@ -118,7 +120,7 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress) -> SweepResul
         work = cluster.broadcast(assign(missing_records(forwards, sweep.run_dir, cfg.force, n_images),
                                         forward_cells(forwards), n_images, cluster.world_size)
                                  if cluster.primary else None)
-        report = evaluate(sweep, forwards, work, cluster, device, progress, time.time() - t_start)
+        report = evaluate(sweep, forwards, work, cluster, device, progress, time.time() - t_start, shared)
         cluster.wait_for_ranks()
         evaluated = cluster.sum_on_devices(report.evaluated)
         reports = cluster.gather(rank_report(cluster, device, work, report))
@@ -135,8 +137,9 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress) -> SweepResul
 
 
 def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: Cluster, device: torch.device,
-             progress: Progress, load_s: float) -> EvaluationReport:
-    """This rank's share of ``work``: the forwards its segments need, over those segments."""
+             progress: Progress, load_s: float, shared: SharedDecodes | None = None) -> EvaluationReport:
+    """This rank's share of ``work``: the forwards its segments need, over those segments (decoded once per
+    command where ``shared``; a torchrun job's ranks decode their own)."""
     segs = work.segments_of(cluster.rank)
     if not segs:
         if cluster.distributed:
@@ -144,9 +147,13 @@ def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: C
         return EvaluationReport()
     pending = [fwd for fwd, keys in zip(forwards, forward_cells(forwards)) if any(keys & s.keys for s in segs)]
     valid = sweep.subset.mask(sweep.loaded.label_names) if sweep.subset else None
+    kept = None
+    if shared is not None and not cluster.distributed and sweep.preprocess.decode == "pil":
+        kept = shared.crops(sweep.preprocess.as_dict(), sweep.data_fingerprint, sweep.data_state, len(sweep.data),
+                            sorted({f.size for f in pending}))
     report = Evaluation(sweep.cfg, sweep.loaded, sweep.data, sweep.preprocess, sweep.run_dir, device, progress,
                         valid=valid, cores=cluster.cores if cluster.distributed else None,
-                        host_share=1 / cluster.local_world_size).run(pending, segs, work.total)
+                        host_share=1 / cluster.local_world_size, shared=kept).run(pending, segs, work.total)
     report.timing = {"load_s": round(load_s, 3), **report.timing}
     return report
 
