@@ -179,8 +179,8 @@ def multi_size_batch(paths: Sequence[Path], preprocess, transform) -> dict[int, 
     from hiera_bench.preprocess import normalise
 
     crops = [transform(decode({"path": str(p), "bytes": None})) for p in paths]
-    return {size: normalise(torch.stack([c[size] for c in crops]), preprocess.mean, preprocess.std)
-            for size in transform.sizes}
+    return {view[0]: normalise(torch.stack([c[view] for c in crops]), preprocess.mean, preprocess.std)
+            for view in transform.views}
 
 
 def naive_batch(paths: Sequence[Path], transforms: dict[int, Callable]) -> dict[int, torch.Tensor]:
@@ -412,7 +412,7 @@ def premade_batches(setup: Setup, items: Sequence[tuple[str, int]]) -> tuple[dic
     for b in loader:
         labels.append(b.labels)
         for s in setup.sizes:
-            batches[s].append(normalise(b.crops[s].to(setup.device), pre.mean, pre.std))
+            batches[s].append(normalise(b.crops[s, pre.crop_pct].to(setup.device), pre.mean, pre.std))
     sync(setup.device)
     setup.data_s = time.perf_counter() - t0
     return batches, torch.cat(labels)

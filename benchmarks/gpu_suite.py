@@ -142,8 +142,8 @@ def data_pipeline(ckpt: Path, data: Path, sizes: list[int], batch: int, n: int, 
     seen, t_first, n_first = 0, None, 0
     for b in loader:
         crops = on_device(b) if on_device else {s: c.to(device, non_blocking=True) for s, c in b.crops.items()}
-        for size in sizes:
-            normalise(crops[size], pre.mean, pre.std)
+        for view in transform.views:
+            normalise(crops[view], pre.mean, pre.std)
         seen += len(b)
         if t_first is None:
             sync(device)
@@ -175,7 +175,8 @@ def pixel_agreement(pairs: Sequence[tuple[Path, str]], ckpt: Path, sizes: list[i
     out: dict[str, Any] = {"n_images": int(ok.sum()), "failed": int((~ok).sum()), "pil_fallbacks": crops.fallbacks,
                            "per_size": {}}
     for size in sizes:
-        diff = (got[size].cpu().int() - torch.stack([r[size] for r in ref]).int()).abs()
+        view = (size, pre.crop_pct)
+        diff = (got[view].cpu().int() - torch.stack([r[view] for r in ref]).int()).abs()
         per_image = diff.flatten(1).float().mean(1)
         out["per_size"][str(size)] = {
             "mean_abs_levels": round(float(diff.float().mean()), 4), "share_equal": round(float((diff == 0).float().mean()), 4),

@@ -15,7 +15,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import pandas as pd
 
@@ -137,10 +137,11 @@ def slot(row: Mapping[str, Any]) -> tuple:
                  for c in (*GROUP_COLUMNS, *SERIES_COLUMNS, "img_size"))
 
 
-def group_ids(table: pd.DataFrame) -> pd.Series:
-    """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing, dtype)."""
+def group_ids(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Series:
+    """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing, dtype);
+    ``ignore``: group columns left out (the crop of ``--crop-pct`` lists, to gather a label's crops)."""
     table = with_defaults(table)
-    cols = [c for c in GROUP_COLUMNS if c in table]
+    cols = [c for c in GROUP_COLUMNS if c in table and c not in ignore]
     if table.empty:
         return pd.Series(0, index=table.index, dtype=int)
     return table.groupby(cols, sort=False, dropna=False).ngroup()  # missing values compare equal
@@ -167,16 +168,16 @@ def series_names(table: pd.DataFrame) -> pd.Series:
     return names
 
 
-def section_labels(table: pd.DataFrame) -> pd.Series:
+def section_labels(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Series:
     """Each row's label (``--label``, by default the model's name), plus whatever tells several measurements
-    under one label apart (e.g. ``data 1a2b3c4d``)."""
+    under one label apart (e.g. ``data 1a2b3c4d``), except the fields in ``ignore``."""
     table = with_defaults(table)
-    groups = group_ids(table)
+    groups = group_ids(table, ignore)
     labels = table["label"].astype(str).copy()
     for model, part in table.groupby(labels, sort=False):
         if groups[part.index].nunique() < 2:
             continue
-        varying = [c for c in LABEL_FIELDS if c in part and part[c].astype(str).nunique(dropna=False) > 1]
+        varying = [c for c in LABEL_FIELDS if c in part and c not in ignore and part[c].astype(str).nunique(dropna=False) > 1]
         if "data_name" in varying:  # the names the user gave tell the data sets apart; their hashes need not
             varying.remove("data_fingerprint")
         for idx in part.index:

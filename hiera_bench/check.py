@@ -42,7 +42,7 @@ METRICS = {
     "ece": Metric("ece", False),
 }
 #: A cell of the run answers a cell of the baseline with the same values here.
-CELL = ["model", "scheme", "img_size", "global_size"]
+CELL = ["model", "scheme", "img_size", "global_size", "crop_pct"]
 
 
 @dataclass
@@ -89,7 +89,8 @@ def _clean(d: dict) -> dict:
 
 
 def _name(row: pd.Series) -> str:
-    return f"{row['model']} {row['scheme']}@{int(row['img_size'])}"
+    crop = row.get("crop_pct")
+    return f"{row['model']} {row['scheme']}@{int(row['img_size'])}" + ("" if pd.isna(crop) else f" crop {crop:g}")
 
 
 def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
@@ -107,6 +108,17 @@ def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
     diffs = "; ".join(differences(candidates.iloc[0], base_row))
     raise UserError(f"{_name(base_row)} is not comparable with the baseline: different {diffs}; "
                     "re-run the sweep with the baseline's data and options, or make a new baseline")
+
+
+def _crops_hint(missing: list[pd.Series], run: pd.DataFrame) -> str:
+    """`` and crops (--crop-pct 0.95; the run has 0.875)`` when the run lacks a crop_pct the missing cells have."""
+    wanted = sorted({float(b["crop_pct"]) for b in missing if not pd.isna(b.get("crop_pct"))})
+    have = sorted({float(c) for c in run.get("crop_pct", pd.Series(dtype=float)).dropna()})
+    lacking = [c for c in wanted if c not in have]
+    if not lacking:
+        return ""
+    return (f" and crops (--crop-pct {','.join(f'{c:g}' for c in lacking)}; the run has "
+            f"{','.join(f'{c:g}' for c in have) or 'none'})")
 
 
 def _source(table: pd.DataFrame) -> str:
@@ -157,7 +169,7 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     for _, b in base_ok.iterrows():
         r = _match(run, b)
         if r is None:
-            missing.append(_name(b))
+            missing.append(b)
             continue
         matched.add(r.name)
         low, high = (float(b[m.ci[0]]), float(b[m.ci[1]])) if use_ci else (None, None)
@@ -172,9 +184,9 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
         result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, value,
                                       round(value - base, 6), low, high, verdict))
     if missing:
-        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown}; sweep those sizes and schemes "
-                        "into the run folder, or make a new baseline")
+        shown = ", ".join(_name(b) for b in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown}; sweep those sizes, schemes"
+                        f"{_crops_hint(missing, run)} into the run folder, or make a new baseline")
     extra = run[run["status"].eq("ok") & ~run.index.isin(matched)]
     result.new = [{"model": r["model"], "scheme": r["scheme"], "img_size": int(r["img_size"]), metric: float(r[metric])}
                   for _, r in extra.iterrows()]

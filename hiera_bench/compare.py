@@ -41,6 +41,7 @@ class Pair:
     b_only: int  # images B gets right and A does not
     a_only: int
     p: float
+    crop_pct: float | None = None  # set when a run holds several crops (``--crop-pct`` lists): pairs are per crop
 
     @property
     def significant(self) -> bool:
@@ -59,11 +60,13 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def markdown(self) -> str:
+        crops = any(p.crop_pct is not None for p in self.pairs)
         lines = [f"### {self.label_b} − {self.label_a} (top-1 %, paired over the same images)\n",
-                 f"| scheme | size | n | {self.label_a} | {self.label_b} | Δ | 95 % CI | b / c | p |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 f"| scheme | size |{' crop |' if crops else ''} n | {self.label_a} | {self.label_b} | Δ | 95 % CI | b / c | p |",
+                 "|---|---:|" + ("---:|" if crops else "") + "---:|---:|---:|---:|---:|---:|---:|"]
         for p in self.pairs:
-            lines.append(f"| {p.scheme} | {p.img_size} | {p.n_images:,} | {p.top1_a:.3f} | {p.top1_b:.3f} | "
+            crop = f" {p.crop_pct:g} |" if crops else ""
+            lines.append(f"| {p.scheme} | {p.img_size} |{crop} {p.n_images:,} | {p.top1_a:.3f} | {p.top1_b:.3f} | "
                          f"{p.delta:+.3f} | [{p.delta_ci_low:+.2f}, {p.delta_ci_high:+.2f}] | {p.b_only} / {p.a_only} "
                          f"| {p.p:.2g} |")
         lines.append("\nΔ: B − A; b / c: images only B / only A gets right (exact McNemar p); CI: paired bootstrap.")
@@ -79,29 +82,31 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
         if run.predictions is None:
             raise UserError(f"{run.root} has no predictions.parquet; a paired comparison needs the per-image records "
                             "of both runs (re-run its sweep)")
-    cells_a, cells_b = _cells(a, scheme, at), _cells(b, scheme, at)
-    common = sorted(set(cells_a) & set(cells_b), key=lambda k: (k[1], k[0]))
+    by_crop = any(run.table["crop_pct"].nunique() > 1 for run in (a, b) if "crop_pct" in run.table)
+    cells_a, cells_b = _cells(a, scheme, at, by_crop), _cells(b, scheme, at, by_crop)
+    common = sorted(set(cells_a) & set(cells_b), key=lambda k: (k[2] or 0, k[1], k[0]))
     if not common:
         raise UserError(f"{a.root} and {b.root} share no evaluated cell" + _which(scheme, at)
                         + f"; they have {_keys(cells_a)} and {_keys(cells_b)}")
     notes = _same_images(a, b, cells_a[common[0]], cells_b[common[0]])
     records_a, records_b = _Records.of(a), _Records.of(b)
-    pairs = [_pair(records_a, records_b, cells_a[k], cells_b[k]) for k in common]
+    pairs = [_pair(records_a, records_b, cells_a[k], cells_b[k], k[2]) for k in common]
     label_a, label_b = _label(a), _label(b)
     if label_a == label_b:
         label_a, label_b = f"A ({label_a})", f"B ({label_b})"
     return Comparison(label_a, label_b, pairs, notes)
 
 
-def _cells(run: Run, scheme: str | None, at: int | None) -> dict[tuple[str, int], pd.Series]:
+def _cells(run: Run, scheme: str | None, at: int | None,
+           by_crop: bool = False) -> dict[tuple[str, int, float | None], pd.Series]:
     ok = run.table[run.table["status"].eq("ok")]
     if scheme is not None:
         ok = ok[ok["scheme"] == scheme]
     if at is not None:
         ok = ok[ok["img_size"] == at]
-    cells: dict[tuple[str, int], pd.Series] = {}
+    cells: dict[tuple[str, int, float | None], pd.Series] = {}
     for _, row in ok.iterrows():
-        key = (str(row["scheme"]), int(row["img_size"]))
+        key = (str(row["scheme"]), int(row["img_size"]), float(row["crop_pct"]) if by_crop else None)
         if key in cells and cells[key]["cell_key"] != row["cell_key"]:
             raise UserError(f"{run.root} holds two measurements of {key[0]} @{key[1]} (other data or preprocessing); "
                             "compare run folders that hold one each")
@@ -138,7 +143,7 @@ class _Records:
         return cls(run.root, ids, outcomes(run.table, run.predictions))
 
 
-def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series) -> Pair:
+def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series, crop: float | None = None) -> Pair:
     ids_a, ids_b = a.ids.get(row_a["cell_key"], set()), b.ids.get(row_b["cell_key"], set())
     if ids_a != ids_b:
         only = sorted(ids_a ^ ids_b)
@@ -151,7 +156,7 @@ def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series) -> Pair:
     b_only, a_only = discordant(y, x)
     low, high = bootstrap_ci(100.0 * (y.astype(float) - x.astype(float))) if len(common) else (np.nan, np.nan)
     return Pair(str(row_a["scheme"]), int(row_a["img_size"]), len(common), 100.0 * x.mean(), 100.0 * y.mean(),
-                100.0 * (y.mean() - x.mean()), low, high, b_only, a_only, mcnemar_exact(b_only, a_only))
+                100.0 * (y.mean() - x.mean()), low, high, b_only, a_only, mcnemar_exact(b_only, a_only), crop)
 
 
 def _label(run: Run) -> str:
@@ -164,5 +169,6 @@ def _which(scheme: str | None, at: int | None) -> str:
     return f" ({', '.join(bits)})" if bits else ""
 
 
-def _keys(cells: dict[tuple[str, int], pd.Series]) -> str:
-    return ", ".join(f"{s}@{n}" for s, n in sorted(cells)) or "none"
+def _keys(cells: dict[tuple[str, int, float | None], pd.Series]) -> str:
+    return ", ".join(f"{s}@{n}" + ("" if c is None else f" crop {c:g}")
+                     for s, n, c in sorted(cells, key=lambda k: (k[2] or 0, k[1], k[0]))) or "none"

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
 
 from .cells import REFERENCE_SERIES, missing, section_labels, series_names
+from .published import reference_checks
 from .stats import significance_mark
 
 MISSING = "–"
@@ -87,10 +88,24 @@ class Column:
 
 
 @dataclass(frozen=True)
+class BestCrop:
+    """The crop_pct(s) with the highest top-1 of one label and series at one size (several when tied)."""
+
+    crops: tuple[float, ...]
+    top1: float
+    of: int  # how many crops were evaluated there
+
+    def text(self) -> str:
+        return f"{self.top1:.3f} @{'/'.join(f'{c:g}' for c in self.crops)}"
+
+
+@dataclass(frozen=True)
 class Pivot:
     groups: list[Group]
     sizes: list[int]
     notes: list[str]
+    #: ``(label without its crop, series) -> size -> best crop``, for labels measured at several crop_pcts
+    best_crops: dict[tuple[str, str], dict[int, BestCrop]] = field(default_factory=dict)
 
     @property
     def several(self) -> bool:
@@ -121,7 +136,37 @@ def pivot(table: pd.DataFrame) -> Pivot:
     df = table.assign(_label=section_labels(table), _series=series_names(table))
     groups = [_group(label, part) for label, part in df.groupby("_label", sort=False)]
     sizes = sorted({int(s) for s in df["img_size"]})
-    return Pivot(groups, sizes, legend(df))
+    return Pivot(groups, sizes, legend(df), best_crops(df))
+
+
+def best_crops(df: pd.DataFrame) -> dict[tuple[str, str], dict[int, BestCrop]]:
+    """For each label measured at several crop_pcts (``--crop-pct 0.875,0.95,1.0``): per series and size, the
+    crop with the best top-1. Labels are taken without their crop, so a label's crops meet in one entry."""
+    if "crop_pct" not in df or df["crop_pct"].nunique() < 2:
+        return {}
+    ok = df[df["status"].eq("ok")]
+    ok = ok.assign(_base=section_labels(ok, ignore=("crop_pct",)))
+    out: dict[tuple[str, str], dict[int, BestCrop]] = {}
+    for (base, series), part in ok.groupby(["_base", "_series"], sort=False):
+        if part["crop_pct"].nunique() < 2:
+            continue
+        at_size = {}
+        for size, at in part.groupby("img_size", sort=True):
+            best = at["top1"].max()
+            crops = tuple(sorted(float(c) for c in at.loc[at["top1"].eq(best), "crop_pct"]))
+            at_size[int(size)] = BestCrop(crops, float(best), int(at["crop_pct"].nunique()))
+        out[(str(base), str(series))] = at_size
+    return out
+
+
+def best_crop_rows(p: Pivot) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The best-crop table as column titles and ``(size, cells)`` rows (empty without several crops)."""
+    keys = list(p.best_crops)
+    several = len({label for label, _ in keys}) > 1
+    titles = [f"{label}: {series}" if several else series for label, series in keys]
+    rows = [(size, [p.best_crops[k][size].text() if size in p.best_crops[k] else MISSING for k in keys])
+            for size in p.sizes if any(size in p.best_crops[k] for k in keys)]
+    return titles, rows
 
 
 def _group(label: str, part: pd.DataFrame) -> Group:
@@ -207,7 +252,8 @@ def headline(part: pd.DataFrame) -> str:
     text = "best: " + "; ".join(_best_text(" = ".join(sorted(names, key=lambda s: s == REFERENCE_SERIES)), best, ok)
                                 for names, best in entries)
     contrast = _contrast_text(ok, bests)
-    return text + (f"; {contrast}" if contrast else "")
+    published = "; ".join(check.text() for check in reference_checks(part))
+    return text + (f"; {contrast}" if contrast else "") + (f"; {published}" if published else "")
 
 
 def _one_evaluation(a: pd.Series, b: pd.Series) -> bool:
@@ -335,6 +381,12 @@ def markdown(p: Pivot) -> str:
     if p.notes:
         out.append("\n" + "  \n".join(p.notes))
     out.append("\n" + "\n".join((f"{x.label}: " if p.several else "") + x.headline for x in p.groups) + "\n")
+    titles, rows = best_crop_rows(p)
+    if rows:
+        out.append("#### Best crop_pct per size (top-1 % @crop; ties joined by /)\n")
+        out.append("| size |" + "".join(f" {t} |" for t in titles))
+        out.append("|---:|" + "---:|" * len(titles))
+        out += [f"| {size} |" + "".join(f" {c} |" for c in cells) for size, cells in rows]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -465,4 +517,15 @@ def terminal(p: Pivot):
         table.add_row(*row)
     table.caption = ("* native size   ± half the exact 95 % CI   */**/*** significant at p<0.05/0.01/0.001 "
                      "(exact McNemar)   a − b: paired difference [95 % CI]   ≡ identical embedding: evaluated once")
-    return table
+    titles, rows = best_crop_rows(p)
+    if not rows:
+        return table
+    from rich.console import Group as Renderables
+
+    best = Table(title="best crop_pct per size (top-1 % @crop; ties joined by /)", title_justify="left")
+    best.add_column("size", justify="right")
+    for t in titles:
+        best.add_column(escape(t), justify="right")
+    for size, cells in rows:
+        best.add_row(str(size), *cells)
+    return Renderables(table, best)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from .cells import REFERENCE_SERIES
+from .cells import REFERENCE_SERIES, section_labels
 from .io import atomic_write_bytes
 
 #: Colours per label (colour-blind safe, Okabe–Ito), in report order.
@@ -28,6 +28,8 @@ FORMATS = ("png", "svg")
 
 
 def _ok(table: pd.DataFrame) -> pd.DataFrame:
+    """The evaluated rows, each labelled by its section (a label's crops or data sets are lines of their own)."""
+    table = table.assign(label=section_labels(table))
     return table[table["status"].eq("ok")].sort_values("img_size")
 
 

@@ -13,7 +13,7 @@ the pass order by the scale factors, so the crop's pixels move by 1-16 levels on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -115,15 +115,21 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)))
 
 
+#: A crop the loop cuts: ``(size, crop_pct)``.
+View = tuple[int, float]
+
+
 class MultiSizeTransform:
-    """One decoded image -> a uint8 crop per size, each exactly timm's geometry at that size."""
+    """One decoded image -> a uint8 crop per view ``(size, crop_pct)``, each exactly timm's geometry for it
+    (``crops``: the crop_pcts of ``--crop-pct 0.875,0.95``; by default the preprocessing's own)."""
 
-    def __init__(self, preprocess: EvalPreprocess, sizes: Sequence[int]) -> None:
-        self.sizes = tuple(sizes)
-        self.steps = {size: preprocess.geometric(size) for size in self.sizes}
+    def __init__(self, preprocess: EvalPreprocess, sizes: Sequence[int], crops: Sequence[float] | None = None) -> None:
+        crops = tuple(crops or (preprocess.crop_pct,))
+        self.views: tuple[View, ...] = tuple((size, crop) for crop in crops for size in sizes)
+        self.steps = {view: replace(preprocess, crop_pct=view[1]).geometric(view[0]) for view in self.views}
 
-    def __call__(self, image: Image.Image) -> dict[int, torch.Tensor]:
-        return {size: pil_to_uint8(self.steps[size](image)) for size in self.sizes}
+    def __call__(self, image: Image.Image) -> dict[View, torch.Tensor]:
+        return {view: pil_to_uint8(self.steps[view](image)) for view in self.views}
 
 
 def normalise(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -136,7 +136,7 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
         raise UserError(f"{', '.join(str(r.root) for r in runs)}: no cell to report (the results table has no rows); "
                         "re-run the sweep into that folder")
     out = annotate(table, None if preds is None else pa.Table.from_pandas(preds, preserve_index=False))
-    out["label"] = section_labels(out)
+    out["label"] = section_labels(out, ignore=("crop_pct",))  # crops of one label stay one label (a column apart)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
     return out[["label"] + [c for c in out.columns if c != "label"]]
 

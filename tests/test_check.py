@@ -80,7 +80,7 @@ def test_lower_is_better_metrics_fail_when_they_rise(cli, run_dir, results, tmp_
 
 @pytest.mark.parametrize("change, expected", [
     (lambda b: b.assign(data_fingerprint="0123456789abcdef"), "different data (fingerprint"),
-    (lambda b: b.assign(crop_pct=0.95), "preprocessing (crop_pct)"),
+    (lambda b: b.assign(crop_pct=0.95), "crops (--crop-pct 0.95; the run has 0.875)"),
     (lambda b: b.assign(interpolation="bilinear"), "preprocessing (interpolation)"),
     (lambda b: b.assign(checkpoint_sha256="f" * 64), "checkpoint (sha256)"),
     (lambda b: b.assign(limit=100), "data subset (--limit)"),

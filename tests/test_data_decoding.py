@@ -107,7 +107,8 @@ def test_broken_files_are_reported_not_raised(messy_folder):
     assert failed == {ids[k] for k in broken_files()}
     assert all(e and "\n" not in e for e, ok in zip(batch.errors, batch.ok.tolist()) if not ok)
     n_ok = len(data) - len(failed)
-    assert {s: tuple(t.shape) for s, t in batch.crops.items()} == {32: (n_ok, 3, 32, 32), 48: (n_ok, 3, 48, 48)}
+    assert {v: tuple(t.shape) for v, t in batch.crops.items()} == {(32, 0.875): (n_ok, 3, 32, 32),
+                                                                    (48, 0.875): (n_ok, 3, 48, 48)}
 
 
 def test_threaded_batches_equal_one_by_one_items_in_order(messy_folder):
@@ -124,7 +125,7 @@ def test_threaded_batches_equal_one_by_one_items_in_order(messy_folder):
     for g, i in zip(got, indices):
         assert (g[3] is None) == (serial[i][3] is None)
         if g[3] is not None:
-            assert all(torch.equal(g[3][s], serial[i][3][s]) for s in (32, 48))
+            assert all(torch.equal(g[3][view], serial[i][3][view]) for view in transform.views)
     loader = torch.utils.data.DataLoader(threaded, batch_size=4, collate_fn=collate)  # the fetcher uses __getitems__
     assert [pid for b in loader for pid in b.image_ids] == [s[1] for s in serial]
 

@@ -28,8 +28,9 @@ def _device_and_pil(paths, sizes):
     transform = MultiSizeTransform(PRE, sizes)
     batch = collate_encoded([(i, str(p), 0, read_bytes({"bytes": None, "path": str(p)}), "") for i, p in enumerate(paths)])
     crops = DeviceCrops(transform, torch.device("cpu"))
-    got = crops(batch)
-    ref = {s: torch.stack([transform(decode({"bytes": None, "path": str(p)}))[s] for p in paths]) for s in sizes}
+    got = {size: crop for (size, _), crop in crops(batch).items()}
+    ref = {s: torch.stack([transform(decode({"bytes": None, "path": str(p)}))[s, PRE.crop_pct] for p in paths])
+           for s in sizes}
     return got, ref, crops, batch
 
 
@@ -71,7 +72,7 @@ def test_device_decode_falls_back_to_pil_and_counts_failures():
     ok = dict(zip(names + ["unreadable"], batch.ok.tolist()))
     assert all(ok[n] for n in odd_files()), ok  # grey, CMYK, 1x1, a PNG named .JPEG, EXIF: all decode
     assert not any(ok[n] for n in broken_files()) and not ok["unreadable"]
-    assert out[32].shape == (len(odd_files()), 3, 32, 32)
+    assert out[32, PRE.crop_pct].shape == (len(odd_files()), 3, 32, 32)
     assert crops.fallbacks >= 1  # at least the PNG went through PIL
     errors = dict(zip(names + ["unreadable"], batch.errors))
     assert all(errors[n] for n in broken_files()) and errors["unreadable"].startswith("FileNotFoundError")

@@ -31,8 +31,8 @@ def test_identical_to_timm_transform_for_pretrained_cfg(model_name):
         for size in SIZES:
             # resolve_data_config(model=...) gives the pretrained size: the size must be passed explicitly
             reference = create_transform(**resolve_data_config({"input_size": (3, size, size)}, model=net))(img)
-            ours = normalise(crops[size][None], pre.mean, pre.std)[0]
-            assert crops[size].dtype == torch.uint8
+            ours = normalise(crops[size, pre.crop_pct][None], pre.mean, pre.std)[0]
+            assert crops[size, pre.crop_pct].dtype == torch.uint8
             assert torch.equal(ours, reference), (model_name, img.size, size)
 
 
@@ -41,7 +41,7 @@ def test_identical_with_overrides(crop_pct, interpolation):
     pre = EvalPreprocess.from_config({}, crop_pct=crop_pct, interpolation=interpolation)
     multi = MultiSizeTransform(pre, [64, 224, 320])
     img = images()[0]
-    for size, crop in multi(img).items():
+    for (size, _), crop in multi(img).items():
         assert torch.equal(normalise(crop[None], pre.mean, pre.std)[0], pre.timm_transform(size)(img))
 
 

@@ -80,11 +80,11 @@ def test_crops_read_back_are_the_decoded_bytes_in_worker_processes(class_folder,
     data = open_data(str(class_folder), WNIDS)
     transform = MultiSizeTransform(EvalPreprocess.from_config({}), (64, 96))
     with SharedDecodes(runs=2, root=tmp_path) as decodes:
-        keep = decodes.crops(EvalPreprocess.from_config({}).as_dict(), "fp", "state", len(data), [64, 96])
+        keep = decodes.crops(EvalPreprocess.from_config({}).as_dict(), "fp", "state", len(data), [(64, 0.875), (96, 0.875)])
         loader = torch.utils.data.DataLoader(MultiSizeImages(data.dataset, transform, shared=keep), batch_size=5,
                                              num_workers=2, collate_fn=collate)
         decoded = list(loader)
-        read = decodes.crops(EvalPreprocess.from_config({}).as_dict(), "fp", "state", len(data), [64, 96])
+        read = decodes.crops(EvalPreprocess.from_config({}).as_dict(), "fp", "state", len(data), [(64, 0.875), (96, 0.875)])
         again = list(torch.utils.data.DataLoader(MultiSizeImages(data.dataset, transform, shared=read), batch_size=5,
                                                  collate_fn=collate))
         assert len(list(tmp_path.glob(f"{PREFIX}*"))) == 1
@@ -92,29 +92,31 @@ def test_crops_read_back_are_the_decoded_bytes_in_worker_processes(class_folder,
     for a, b in zip(decoded, again):
         assert a.image_ids == b.image_ids
         for size in (64, 96):
-            assert torch.equal(a.crops[size], b.crops[size])
+            assert torch.equal(a.crops[size, 0.875], b.crops[size, 0.875])
     assert not list(tmp_path.glob(f"{PREFIX}*"))
 
 
 def test_another_geometry_data_state_or_size_never_reads_them(class_folder, tmp_path):
     data = open_data(str(class_folder), WNIDS)
     base = EvalPreprocess.from_config({})
-    crop = {64: torch.full((3, 64, 64), 7, dtype=torch.uint8)}
-    with SharedDecodes(runs=5, root=tmp_path) as decodes:
-        first = decodes.crops(base.as_dict(), "fp", "state", len(data), [64])
+    crop = {(64, 0.875): torch.full((3, 64, 64), 7, dtype=torch.uint8)}
+    with SharedDecodes(runs=6, root=tmp_path) as decodes:
+        first = decodes.crops(base.as_dict(), "fp", "state", len(data), [(64, 0.875)])
         first.keep(0, crop, True)
-        assert torch.equal(first.read(0)[0][64], crop[64]) and first.read(0)[1] is True
+        assert torch.equal(first.read(0)[0][64, 0.875], crop[64, 0.875]) and first.read(0)[1] is True
         assert first.read(1) is None
-        other_crop = decodes.crops(EvalPreprocess.from_config({"crop_pct": 1.0}).as_dict(), "fp", "state", len(data),
-                                   [64])
-        other_files = decodes.crops(base.as_dict(), "fp", "touched", len(data), [64])
-        assert other_crop.read(0) is None and other_files.read(0) is None
-        wider = decodes.crops(base.as_dict(), "fp", "state", len(data), [64, 96])
+        other_crop = decodes.crops(base.as_dict(), "fp", "state", len(data), [(64, 1.0)])
+        other_interp = decodes.crops(EvalPreprocess.from_config({"interpolation": "bilinear"}).as_dict(), "fp", "state",
+                                     len(data), [(64, 0.875)])
+        other_files = decodes.crops(base.as_dict(), "fp", "touched", len(data), [(64, 0.875)])
+        assert other_crop.read(0) is None and other_interp.read(0) is None and other_files.read(0) is None
+        wider = decodes.crops(base.as_dict(), "fp", "state", len(data), [(64, 0.875), (96, 0.875)])
         assert wider.read(0) is None  # 96 px was never cut: decoded, and both sizes kept
-        wider.keep(0, {64: crop[64], 96: torch.ones(3, 96, 96, dtype=torch.uint8)}, True)
-        assert set(wider.read(0)[0]) == {64, 96} and torch.equal(wider.read(0)[0][64], crop[64])
+        wider.keep(0, {(64, 0.875): crop[64, 0.875], (96, 0.875): torch.ones(3, 96, 96, dtype=torch.uint8)}, True)
+        assert set(wider.read(0)[0]) == {(64, 0.875), (96, 0.875)}
+        assert torch.equal(wider.read(0)[0][64, 0.875], crop[64, 0.875])
         # the command's last checkpoint keeps nothing: at a size no one kept it has nothing to read either
-        assert decodes.crops(base.as_dict(), "fp", "state", len(data), [64, 128]) is None
+        assert decodes.crops(base.as_dict(), "fp", "state", len(data), [(64, 0.875), (128, 0.875)]) is None
     # mean and std are applied on the device, after the crops: they do not part them
     key = shared_mod.geometry_key
     assert key(base.as_dict(), "fp", "s") == key(EvalPreprocess.from_config({"mean": (0.5,) * 3}).as_dict(), "fp", "s")
@@ -125,14 +127,14 @@ def test_no_sharing_without_the_space_one_checkpoint_or_when_turned_off(class_fo
     fields = EvalPreprocess.from_config({}).as_dict()
     monkeypatch.setattr(shared_mod, "SPARE_BYTES", 1 << 62)
     with SharedDecodes(runs=2, log=said.append, root=tmp_path) as decodes:
-        assert decodes.crops(fields, "fp", "s", 10, [64]) is None
+        assert decodes.crops(fields, "fp", "s", 10, [(64, 0.875)]) is None
     assert len(said) == 1 and "TMPDIR" in said[0] and "GB" in said[0]
     monkeypatch.setattr(shared_mod, "SPARE_BYTES", 0)
     with SharedDecodes(runs=1, root=tmp_path) as decodes:
-        assert decodes.crops(fields, "fp", "s", 10, [64]) is None
+        assert decodes.crops(fields, "fp", "s", 10, [(64, 0.875)]) is None
     monkeypatch.setenv("HIERA_BENCH_SHARE_DECODES", "0")
     with SharedDecodes(runs=2, root=tmp_path) as decodes:
-        assert decodes.crops(fields, "fp", "s", 10, [64]) is None
+        assert decodes.crops(fields, "fp", "s", 10, [(64, 0.875)]) is None
 
 
 def test_a_killed_commands_crops_are_removed_by_the_next_and_a_live_ones_kept(tmp_path):

@@ -17,11 +17,13 @@ def pair_table(result):
 
     a, b = escape(result.label_a), escape(result.label_b)
     table = Table(title=f"{b} − {a}: top-1 % on the same images", title_justify="left")
-    for name in ("scheme", "size", "n", a, b, "Δ (B − A)", "95 % CI", "b / c", "p"):
+    crops = any(p.crop_pct is not None for p in result.pairs)
+    for name in ("scheme", "size") + (("crop",) if crops else ()) + ("n", a, b, "Δ (B − A)", "95 % CI", "b / c", "p"):
         table.add_column(name, justify="left" if name == "scheme" else "right")
     for p in result.pairs:
         colour = "green" if p.significant and p.delta > 0 else "red" if p.significant else "white"
-        table.add_row(p.scheme, str(p.img_size), f"{p.n_images:,}", f"{p.top1_a:.3f}", f"{p.top1_b:.3f}",
+        crop = (f"{p.crop_pct:g}",) if crops else ()
+        table.add_row(p.scheme, str(p.img_size), *crop, f"{p.n_images:,}", f"{p.top1_a:.3f}", f"{p.top1_b:.3f}",
                       f"[{colour}]{p.delta:+.3f}[/{colour}]", f"[{p.delta_ci_low:+.2f}, {p.delta_ci_high:+.2f}]",
                       f"{p.b_only} / {p.a_only}", f"{p.p:.2g}")
     table.caption = "b / c: images only B / only A gets right; p: exact McNemar; CI: paired bootstrap over images"

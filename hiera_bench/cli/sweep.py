@@ -135,7 +135,7 @@ def sweep(
     compile_: bool = typer.Option(False, "--compile", "--torchcompile", help="torch.compile every forward (falls back to eager if compiling fails)."),
     limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="Evaluate only the first N images (by image id)."),
     per_class: Optional[int] = typer.Option(None, "--per-class", metavar="K", help="Evaluate only the first K images of every class."),
-    crop_pct: Optional[float] = typer.Option(None, "--crop-pct", metavar="FRACTION", help="Override the checkpoint's crop_pct."),
+    crop_pct: Optional[str] = typer.Option(None, "--crop-pct", metavar="FRACTION[,...]", help="crop_pct instead of the checkpoint's; a comma list (0.875,0.95,1.0) makes crop a second grid axis: every size under every scheme at every crop, from one decode per image."),
     interpolation: Optional[str] = typer.Option(None, "--interpolation", metavar="MODE", help="Override the resize interpolation (bicubic, bilinear, ...)."),
     global_size: Optional[int] = typer.Option(None, "--global-size", metavar="SIDE", help="Global grid side for the abswin fit of full-grid checkpoints (default: the native mask-unit grid)."),
     max_failed: float = typer.Option(1.0, "--max-failed", metavar="PERCENT", help="Percent of images that may fail to decode; above it the sweep exits 1 after writing its results."),

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..preprocess import MultiSizeTransform, pil_to_uint8
+from ..preprocess import MultiSizeTransform, View, pil_to_uint8
 from .loader import Batch, decode
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -75,7 +75,7 @@ class DeviceCrops:
         self.transform, self.device = transform, device
         self.fallbacks = 0  # images PIL decoded because nvJPEG could not
 
-    def __call__(self, batch: Batch) -> dict[int, torch.Tensor]:
+    def __call__(self, batch: Batch) -> dict[View, torch.Tensor]:
         """Crops of ``batch``'s images on the device; images neither decoder can read are marked failed."""
         readable = np.flatnonzero(batch.ok.numpy())
         decoded = self._decode(batch.encoded or [])
@@ -86,7 +86,7 @@ class DeviceCrops:
                 batch.errors[i] = error
             else:
                 kept.append(image)
-        return {size: self._cut(kept, size) for size in self.transform.sizes} if kept else {}
+        return {view: self._cut(kept, view) for view in self.transform.views} if kept else {}
 
     def _decode(self, encoded: list[torch.Tensor]) -> list[tuple[torch.Tensor | None, str]]:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -120,10 +120,10 @@ class DeviceCrops:
         self.fallbacks += 1
         return pil_to_uint8(image).to(self.device), ""
 
-    def _cut(self, images: list[torch.Tensor], size: int) -> torch.Tensor:
-        """Every image resized and center-cropped to ``size`` by timm's own transform, in input order;
+    def _cut(self, images: list[torch.Tensor], view: View) -> torch.Tensor:
+        """Every image resized and center-cropped to ``view`` by timm's own transform, in input order;
         images of one shape go through together."""
-        step = self.transform.steps[size]
+        step, size = self.transform.steps[view], view[0]
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             by_shape[tuple(image.shape[-2:])].append(i)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..preprocess import MultiSizeTransform
+from ..preprocess import MultiSizeTransform, View
 from .shared import DecodedCrops
 
 
@@ -41,7 +41,7 @@ class Batch:
     labels: torch.Tensor  # (n,)
     ok: torch.Tensor  # (n,) bool: decoded
     errors: list[str]  # "" where ok
-    crops: dict[int, torch.Tensor]  # size -> uint8 (n_ok, 3, R, R)
+    crops: dict[View, torch.Tensor]  # (size R, crop_pct) -> uint8 (n_ok, 3, R, R)
     encoded: list[torch.Tensor] | None = None  # --decode gpu: each readable file's bytes, decoded on the device
     large: int = 0  # images above PIL's decompression-bomb limit (decoded all the same)
     shared: int = 0  # images whose crops an earlier checkpoint of the command kept (not decoded again)
@@ -52,12 +52,12 @@ class Batch:
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader (``pin_memory=True``) so that host-to-GPU copies can overlap compute."""
         self.labels = self.labels.pin_memory()
-        self.crops = {size: crop.pin_memory() for size, crop in self.crops.items()}
+        self.crops = {view: crop.pin_memory() for view, crop in self.crops.items()}
         return self
 
 
 class MultiSizeImages(torch.utils.data.Dataset):
-    """Rows ``start..`` of a common-schema ``datasets.Dataset``, decoded once, cropped to every size.
+    """Rows ``start..`` of a common-schema ``datasets.Dataset``, decoded once, cropped to every view (size, crop).
 
     ``threads > 1`` decodes a batch's images on that many threads (PIL releases the GIL while it
     decodes and resamples): on a CPU device, where worker processes would run beside the forward and
@@ -112,14 +112,14 @@ class MultiSizeImages(torch.utils.data.Dataset):
 
 def collate(items) -> Batch:
     good = [it[3] for it in items if it[3] is not None]
-    sizes = good[0].keys() if good else ()
+    views = good[0].keys() if good else ()
     return Batch(
         positions=torch.tensor([it[0] for it in items], dtype=torch.long),
         image_ids=[it[1] for it in items],
         labels=torch.tensor([it[2] for it in items], dtype=torch.long),
         ok=torch.tensor([it[3] is not None for it in items], dtype=torch.bool),
         errors=[it[4] for it in items],
-        crops={size: torch.stack([g[size] for g in good]) for size in sizes},
+        crops={view: torch.stack([g[view] for g in good]) for view in views},
         large=sum(bool(it[5]) for it in items),
         shared=sum(bool(it[6]) for it in items),
     )

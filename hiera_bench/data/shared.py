@@ -2,7 +2,7 @@
 
 One model is in memory at a time, so checkpoint B cannot ride along on checkpoint A's image loop. Instead A's
 loop keeps every uint8 crop it cuts (the output of :class:`~hiera_bench.preprocess.MultiSizeTransform`,
-before normalisation) in a file per size, and B's loop reads them back where its preprocessing geometry and
+before normalisation) in a file per view (size, crop_pct), and B's loop reads them back where its preprocessing geometry and
 data are the same, decoding only what A did not keep. The crops are the same bytes either way, so B's numbers
 are those of a run of its own; cells do not change.
 
@@ -28,62 +28,69 @@ import numpy as np
 import torch
 
 from ..io import _pid_alive, writer
+from ..preprocess import View
 
 PREFIX = "hiera-bench-decoded-"
 #: Room left free in the temp dir beyond the crops themselves.
 SPARE_BYTES = 1 << 30
-#: A flag per (size, position): not yet kept, kept, kept and above PIL's decompression-bomb limit.
+#: A flag per (view, position): not yet kept, kept, kept and above PIL's decompression-bomb limit.
 ABSENT, KEPT, KEPT_LARGE = 0, 1, 2
 
 
 def geometry_key(preprocess_fields: dict[str, Any], data_fingerprint: str, data_state: str) -> str:
-    """What decides a crop's bytes besides its size: the data's files and the resize/crop geometry (mean and
-    std are applied later, on the device)."""
-    geometric = {k: preprocess_fields[k] for k in ("crop_pct", "interpolation", "crop_mode")}
+    """What decides a crop's bytes besides its view (size and crop_pct): the data's files and the resize
+    geometry (mean and std are applied later, on the device)."""
+    geometric = {k: preprocess_fields[k] for k in ("interpolation", "crop_mode")}
     blob = json.dumps([geometric, data_fingerprint, data_state], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def crop_bytes(n_images: int, sizes: Sequence[int]) -> int:
-    return n_images * sum(3 * size * size for size in sizes)
+def crop_bytes(n_images: int, views: Sequence[View]) -> int:
+    return n_images * sum(3 * size * size for size, _ in views)
+
+
+def _name(view: View) -> str:
+    return f"{view[0]}-{view[1]:g}"
 
 
 @dataclass
 class DecodedCrops:
-    """The kept crops of one data set under one geometry: ``(n_images, 3, R, R)`` uint8 per size, mapped
-    lazily in each process that reads or writes them (DataLoader workers included)."""
+    """The kept crops of one data set under one geometry: ``(n_images, 3, R, R)`` uint8 per view (size R, crop),
+    mapped lazily in each process that reads or writes them (DataLoader workers included)."""
 
     folder: Path
     n_images: int
-    sizes: tuple[int, ...]
+    views: tuple[View, ...]
     write: bool = True  # False for the command's last checkpoint: nothing after it would read them
-    _maps: dict[int, tuple[np.memmap, np.memmap]] = field(default_factory=dict, repr=False)
+    _maps: dict[View, tuple[np.memmap, np.memmap]] = field(default_factory=dict, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}  # a worker maps the files itself; a pickled memmap is a copy
 
-    def _map(self, size: int) -> tuple[np.memmap, np.memmap]:
-        if size not in self._maps:
-            crops = np.memmap(self.folder / f"crops-{size}.u8", np.uint8, "r+", shape=(self.n_images, 3, size, size))
-            flags = np.memmap(self.folder / f"flags-{size}.u8", np.uint8, "r+", shape=(self.n_images,))
-            self._maps[size] = crops, flags
-        return self._maps[size]
+    def _map(self, view: View) -> tuple[np.memmap, np.memmap]:
+        if view not in self._maps:
+            size = view[0]
+            crops = np.memmap(self.folder / f"crops-{_name(view)}.u8", np.uint8, "r+",
+                              shape=(self.n_images, 3, size, size))
+            flags = np.memmap(self.folder / f"flags-{_name(view)}.u8", np.uint8, "r+", shape=(self.n_images,))
+            self._maps[view] = crops, flags
+        return self._maps[view]
 
-    def read(self, position: int) -> tuple[dict[int, torch.Tensor], bool] | None:
-        """``(crop per size, large)`` when every size of this loop was kept for ``position``, else None."""
-        flags = [self._map(size)[1][position] for size in self.sizes]
+    def read(self, position: int) -> tuple[dict[View, torch.Tensor], bool] | None:
+        """``(crop per view, large)`` when every view of this loop was kept for ``position``, else None."""
+        flags = [self._map(view)[1][position] for view in self.views]
         if not all(flags):
             return None
-        return ({size: torch.from_numpy(np.array(self._map(size)[0][position])) for size in self.sizes},
+        return ({view: torch.from_numpy(np.array(self._map(view)[0][position])) for view in self.views},
                 any(f == KEPT_LARGE for f in flags))
 
-    def keep(self, position: int, crops: dict[int, torch.Tensor], large: bool) -> None:
+    def keep(self, position: int, crops: dict[View, torch.Tensor], large: bool) -> None:
         """Keep ``position``'s crops for the checkpoints after this one (the flag last: a crop is read only
         once it is whole)."""
         if not self.write:
             return
-        for size, crop in crops.items():
-            data, flags = self._map(size)
+        for view, crop in crops.items():
+            data, flags = self._map(view)
             if not flags[position]:
                 data[position] = crop.numpy()
                 flags[position] = KEPT_LARGE if large else KEPT
@@ -110,7 +117,7 @@ class SharedDecodes:
             self.folder = None
 
     def crops(self, preprocess_fields: dict[str, Any], data_fingerprint: str, data_state: str, n_images: int,
-              sizes: Sequence[int]) -> DecodedCrops | None:
+              views: Sequence[View]) -> DecodedCrops | None:
         """The crops a run's loop reads and keeps; None when they cannot be shared (see the module)."""
         self.started += 1
         if self.runs < 2 or os.environ.get("HIERA_BENCH_SHARE_DECODES", "1") == "0":
@@ -119,21 +126,23 @@ class SharedDecodes:
             self.folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{writer()}-", dir=self.root))
         folder = self.folder / geometry_key(preprocess_fields, data_fingerprint, data_state)
         folder.mkdir(exist_ok=True)
-        new = [s for s in sizes if not (folder / f"crops-{s}.u8").exists()]
+        new = [v for v in views if not (folder / f"crops-{_name(v)}.u8").exists()]
         need, free = crop_bytes(n_images, new), shutil.disk_usage(self.folder).free
         write = self.started < self.runs
         if write and need + SPARE_BYTES > free:
             self.log(f"decoded images are not shared between checkpoints: they need {need / 1e9:.1f} GB in "
                      f"{self.root} and {free / 1e9:.1f} GB are free (point TMPDIR at a larger disk to share them)")
             return None
-        for size in new:
+        for view in new:
             if write:
-                for name, length in ((f"crops-{size}.u8", n_images * 3 * size * size), (f"flags-{size}.u8", n_images)):
+                size = view[0]
+                for name, length in ((f"crops-{_name(view)}.u8", n_images * 3 * size * size),
+                                     (f"flags-{_name(view)}.u8", n_images)):
                     with open(folder / name, "wb") as fh:
                         fh.truncate(length)  # sparse: space is taken as crops are kept
         if not write and new:
-            return None  # the last run at a size no earlier run kept: nothing to read
-        return DecodedCrops(folder, n_images, tuple(sizes), write)
+            return None  # the last run at a view no earlier run kept: nothing to read
+        return DecodedCrops(folder, n_images, tuple(views), write)
 
 
 def remove_stale(root: Path) -> int:

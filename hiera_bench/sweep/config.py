@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -35,7 +35,7 @@ class SweepConfig:
     amp: str = "none"
     limit: int | None = None
     per_class: int | None = None
-    crop_pct: float | None = None
+    crop_pct: float | str | tuple[float, ...] | None = None  # one crop_pct or several ("0.875,0.95,1.0")
     interpolation: str | None = None
     global_size: int | None = None
     save_every: int = 2048
@@ -126,6 +126,27 @@ def parse_batch_size(value: int | str) -> int | str:
     if number < 1:
         raise UserError(f"--batch-size must be at least 1, got {number}; or use auto")
     return number
+
+
+def parse_crops(value: float | str | Sequence[float] | None) -> tuple[float, ...] | None:
+    """``--crop-pct``: one fraction or a comma list of distinct ones, each in (0, 1]; None: the checkpoint's."""
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else (
+        [value] if isinstance(value, (int, float)) else list(value))
+    crops = []
+    for part in parts:
+        try:
+            crop = float(part)
+        except (TypeError, ValueError):
+            raise UserError(f"--crop-pct {value!r}: {part!r} is not a number; give fractions like 0.875,0.95,1.0") from None
+        if not 0.0 < crop <= 1.0:
+            raise UserError(f"--crop-pct must be in (0, 1], got {part}")
+        crops.append(crop)
+    repeated = first_repeated(crops)
+    if repeated is not None:
+        raise UserError(f"--crop-pct lists {repeated:g} twice; give each crop once")
+    return tuple(crops)
 
 
 def check_label(label: str | None) -> None:
@@ -227,8 +248,7 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
         raise UserError(f"--save-every must be at least 1, got {cfg.save_every}")
     if cfg.global_size is not None and cfg.global_size < 1:
         raise UserError(f"--global-size must be at least 1, got {cfg.global_size}")
-    if cfg.crop_pct is not None and not 0.0 < cfg.crop_pct <= 1.0:
-        raise UserError(f"--crop-pct must be in (0, 1], got {cfg.crop_pct}")
+    cfg.crop_pct = parse_crops(cfg.crop_pct)
     if not 0.0 <= cfg.max_failed <= 1.0:
         raise UserError(f"--max-failed must be a share in [0, 1] (0.01 is 1 %), got {cfg.max_failed}")
     if cfg.amp not in AMP_DTYPES and cfg.amp != "auto":

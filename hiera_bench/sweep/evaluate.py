@@ -22,7 +22,7 @@ from ..data.loader import Batch, MultiSizeImages, collate
 from ..data.shared import DecodedCrops
 from ..errors import UserError
 from ..models import LoadedModel, build_at_size
-from ..preprocess import EvalPreprocess, MultiSizeTransform, normalise
+from ..preprocess import EvalPreprocess, MultiSizeTransform, View, normalise
 from .config import AMP_DTYPES, Progress, SweepConfig
 from .plan import Forward
 from .records import CellBuffer, records_table
@@ -77,9 +77,9 @@ class Evaluation:
         if batch_size == "auto":
             batch_size = auto_batch_size(runners[sizes[-1]].net, sizes[-1], device, amp, memory_format)
         report.batch_size = batch_size
-        transform = MultiSizeTransform(self.preprocess, sizes)
+        transform = MultiSizeTransform(self.preprocess, sizes, sorted({f.crop_pct for f in pending}))
         device_crops = DeviceCrops(transform, device) if self.preprocess.decode != "pil" else None
-        loader, report.workers = self._loader(transform, device_crops, segs, batch_size, sizes)
+        loader, report.workers = self._loader(transform, device_crops, segs, batch_size)
         batches = iter(loader)  # workers start decoding now, while the forwards compile
         geometry = self.loaded.geometry
         for runner in runners.values():
@@ -93,7 +93,7 @@ class Evaluation:
         self.progress.start(total, describe_work(self.loaded.name, pending, len(self.data)))
         t_loop = time.time()
         report.evaluated, report.large_images, shared = self._loop(batches, pending, segs, runners, buffers,
-                                                                   device_crops, sizes, memory_format, amp)
+                                                                   device_crops, transform.views, memory_format, amp)
         report.timing = {"prepare_s": round(t_loop - t_prepare, 3), "loop_s": round(time.time() - t_loop, 3)}
         if device_crops is not None:
             report.decode = {"decoder": self.preprocess.decode, "pil_fallbacks": device_crops.fallbacks}
@@ -116,7 +116,7 @@ class Evaluation:
         return runners
 
     def _loader(self, transform: MultiSizeTransform, device_crops: DeviceCrops | None, segs: list[Segment],
-                batch_size: int, sizes: list[int]) -> tuple[torch.utils.data.DataLoader, int]:
+                batch_size: int) -> tuple[torch.utils.data.DataLoader, int]:
         workers, threads = loading_plan(self.device, length((s.start, s.end) for s in segs), self.cfg.workers,
                                         self.cores)
         if device_crops is None:
@@ -126,13 +126,14 @@ class Evaluation:
         loader = torch.utils.data.DataLoader(  # batches never cross a segment: see shards
             images, batch_sampler=batches(segs, batch_size), num_workers=workers, collate_fn=collate_fn,
             pin_memory=self.device.type == "cuda" and device_crops is None, persistent_workers=False,
-            prefetch_factor=prefetch_factor(workers, batch_size, sizes, int(prefetch_budget() * self.host_share))
+            prefetch_factor=prefetch_factor(workers, batch_size, [size for size, _ in transform.views],
+                                            int(prefetch_budget() * self.host_share))
             if workers else None,
         )
         return loader, workers
 
     def _loop(self, batches, pending: list[Forward], segs: list[Segment], runners: dict[int, SizeRunner],
-              buffers: dict[str, CellBuffer], device_crops: DeviceCrops | None, sizes: list[int],
+              buffers: dict[str, CellBuffer], device_crops: DeviceCrops | None, views: tuple[View, ...],
               memory_format: torch.memory_format, amp: torch.dtype | None) -> tuple[int, int, int]:
         """Returns the (image, forward) pairs evaluated, how many images were above PIL's
         decompression-bomb limit and how many were read from crops an earlier checkpoint kept."""
@@ -149,17 +150,17 @@ class Evaluation:
             """Queue every forward ``batch`` needs on the device; nothing here waits for it."""
             need = lacking(batch)
             if device_crops is None:
-                on_device = {size: crops.to(device, non_blocking=True) for size, crops in batch.crops.items()}
+                on_device = {view: crops.to(device, non_blocking=True) for view, crops in batch.crops.items()}
             else:
                 on_device = device_crops(batch)  # marks the images no decoder could read as failed
             targets = batch.labels[batch.ok].to(device, non_blocking=True)
             queued = []
-            for size in sizes:
-                crops = on_device.get(size)
+            for view in views:
+                crops = on_device.get(view)
                 x = None if crops is None else normalise(crops, self.preprocess.mean, self.preprocess.std).contiguous(
                     memory_format=memory_format)
-                for fwd in (f for f in pending if f.size == size and need & set(f.keys.values())):
-                    records = runners[size].records(fwd, x, targets, amp, log) if x is not None else None
+                for fwd in (f for f in pending if f.view == view and need & set(f.keys.values())):
+                    records = runners[fwd.size].records(fwd, x, targets, amp, log) if x is not None else None
                     queued.append((fwd, records))
             return queued
 
@@ -205,5 +206,8 @@ def describe_work(name: str, pending: list[Forward], n_images: int) -> str:
     it names the sizes and schemes in flight rather than one "current" cell."""
     sizes = sorted({f.size for f in pending})
     schemes = sorted({s for f in pending for s in f.schemes})
+    crops = sorted({f.crop_pct for f in pending})
     span = f"{sizes[0]} px" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]} px ({len(sizes)} sizes)"
+    if len(crops) > 1:
+        span += f" × crop {','.join(f'{c:g}' for c in crops)}"
     return f"{name}: {span} × {', '.join(schemes)} = {len(pending)} forwards × {n_images:,} images"

@@ -1,9 +1,9 @@
-"""Planning a sweep: one forward per distinct embedding per size, and the cells each forward serves."""
+"""Planning a sweep: one forward per distinct embedding per size and crop_pct, and the cells each forward serves."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -18,33 +18,39 @@ if TYPE_CHECKING:
 
 @dataclass
 class Forward:
-    """One distinct embedding at one size, and the cells (one per scheme) it serves."""
+    """One distinct embedding at one size, on the crops of one crop_pct, and the cells (one per scheme) it serves."""
 
     size: int
     embedding: torch.Tensor
     schemes: list[str]
+    crop_pct: float | None = None  # None: the preprocessing's own (callers outside a sweep)
     cells: dict[str, CellIdentity] = field(default_factory=dict)  # scheme -> identity
+
+    @property
+    def view(self) -> tuple[int, float | None]:
+        return self.size, self.crop_pct
 
     @property
     def keys(self) -> dict[str, str]:
         return {scheme: cell.key for scheme, cell in self.cells.items()}
 
 
-def plan_forwards(spec: PosEmbedSpec, schemes: list[Scheme], sizes: list[int], geometry: HieraGeometry) -> list[Forward]:
-    """One :class:`Forward` per distinct embedding at each size (identical ones are merged)."""
+def plan_forwards(spec: PosEmbedSpec, schemes: list[Scheme], sizes: list[int], geometry: HieraGeometry,
+                  crops: Sequence[float | None] = (None,)) -> list[Forward]:
+    """One :class:`Forward` per distinct embedding at each size (identical ones are merged), for each crop_pct."""
     forwards = []
     for size in sizes:
         at = geometry.at(size)
-        here: list[Forward] = []
+        distinct: list[tuple[torch.Tensor, list[str]]] = []
         for scheme in schemes:
             with torch.no_grad():
                 embedding = scheme(spec, at.token_grid, at.mask_grid).float().contiguous()
-            same = next((f for f in here if torch.equal(f.embedding, embedding)), None)
+            same = next((names for e, names in distinct if torch.equal(e, embedding)), None)
             if same is None:
-                here.append(Forward(size, embedding, [scheme.name]))
+                distinct.append((embedding, [scheme.name]))
             else:
-                same.schemes.append(scheme.name)
-        forwards.extend(here)
+                same.append(scheme.name)
+        forwards.extend(Forward(size, e, list(names), crop) for crop in crops for e, names in distinct)
     return forwards
 
 
@@ -56,7 +62,8 @@ def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
     fitted = global_size_text(spec.global_size) if spec.kind == "full" else None
     for fwd in forwards:
         for name in fwd.schemes:
-            fwd.cells[name] = cell(scheme=name, img_size=fwd.size, global_size=fitted if by_name[name].uses_fit else None)
+            fwd.cells[name] = cell(scheme=name, img_size=fwd.size, crop_pct=fwd.crop_pct,
+                                   global_size=fitted if by_name[name].uses_fit else None)
 
 
 def missing_records(forwards: list[Forward], run_dir: "RunDir", force: bool, n: int) -> dict[str, list[Span]]:

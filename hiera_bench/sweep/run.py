@@ -6,7 +6,7 @@ import socket
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ..grid import Grid, default_grid, parse_grid
 from ..models import LoadedModel, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
 from ..preprocess import EvalPreprocess
+from ..published import reference_checks
 from ..stats import SETTINGS as STATS_SETTINGS
 from ..subsets import ClassSubset, detect, subset
 from .config import Progress, Quiet, SweepConfig, validate_config
@@ -65,12 +66,14 @@ class Sweep:
     run_dir: RunDir
     progress: Progress
     subset: ClassSubset | None = None  # scored over these classes only (--class-subset, or detected)
+    crops: tuple[float, ...] = ()  # the crop_pcts of --crop-pct 0.875,0.95 (default: the checkpoint's own)
     data_fingerprint: str = ""  # the set's identity (ids and labels)
     data_state: str = ""  # the files behind it as they are now (sizes, mtimes): changed files are recomputed
 
     def __post_init__(self) -> None:
         self.data_fingerprint = self.data.fingerprint()
         self.data_state = self.data.state()
+        self.crops = self.crops or (self.preprocess.crop_pct,)
 
     @property
     def label(self) -> str:
@@ -150,12 +153,17 @@ def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: C
     kept = None
     if shared is not None and not cluster.distributed and sweep.preprocess.decode == "pil":
         kept = shared.crops(sweep.preprocess.as_dict(), sweep.data_fingerprint, sweep.data_state, len(sweep.data),
-                            sorted({f.size for f in pending}))
+                            views(pending))
     report = Evaluation(sweep.cfg, sweep.loaded, sweep.data, sweep.preprocess, sweep.run_dir, device, progress,
                         valid=valid, cores=cluster.cores if cluster.distributed else None,
                         host_share=1 / cluster.local_world_size, shared=kept).run(pending, segs, work.total)
     report.timing = {"load_s": round(load_s, 3), **report.timing}
     return report
+
+
+def views(forwards: list[Forward]) -> list[tuple[int, float]]:
+    """The (size, crop_pct) crops ``forwards`` read: every pending size on every pending crop."""
+    return [(size, crop) for crop in sorted({f.crop_pct for f in forwards}) for size in sorted({f.size for f in forwards})]
 
 
 def rank_report(cluster: Cluster, device: torch.device, work: Assignment, report: EvaluationReport) -> dict[str, Any]:
@@ -209,8 +217,9 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                   t_start: float) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
     """The tidy table with the skipped sizes, merged into the run folder's views; this sweep's rows,
     run.json and what is wrong with the numbers."""
-    rows = rows + [skipped_row(columns(sweep, run_info["device"]), cell(sweep, scheme=s.name, img_size=size), reason)
-                   for size, reason in sweep.grid.skipped for s in sweep.schemes]
+    rows = rows + [skipped_row(columns(sweep, run_info["device"]), cell(sweep, scheme=s.name, img_size=size,
+                                                                         crop_pct=crop), reason)
+                   for size, reason in sweep.grid.skipped for crop in sweep.crops for s in sweep.schemes]
     table = tidy_table(rows)
     run_info.update(finished=iso_time(time.time()), wall_s=round(time.time() - t_start, 3),
                     failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
@@ -238,7 +247,8 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
         progress.log("fp32 on a CUDA GPU: --amp (bf16 autocast) is the usual choice and much faster; its cells are "
                      "cells of their own (the dtype is part of a cell)")
     decode = f"device:{device.type}" if cfg.decode == "device" else "pil"
-    preprocess = EvalPreprocess.from_config(loaded.data_config(), cfg.crop_pct, cfg.interpolation, decode)
+    crops = cfg.crop_pct or ()
+    preprocess = EvalPreprocess.from_config(loaded.data_config(), crops[0] if crops else None, cfg.interpolation, decode)
     if loaded.label_names is None:
         raise UserError(f"{loaded.name} has {loaded.num_classes} classes but no class names; "
                         "give a checkpoint folder whose config.json lists label_names")
@@ -247,7 +257,7 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
         check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
     run_dir = RunDir(Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name), primary)
     return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,
-                 scoring(cfg, loaded, data, progress))
+                 scoring(cfg, loaded, data, progress), tuple(crops))
 
 
 def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: Progress) -> ClassSubset | None:
@@ -266,11 +276,13 @@ def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: P
     return chosen
 
 
-def cell(sweep: Sweep, **fields: Any) -> CellIdentity:
-    """The identity of one of this sweep's cells (``scheme``, ``img_size``, ``global_size`` given)."""
+def cell(sweep: Sweep, crop_pct: float, **fields: Any) -> CellIdentity:
+    """The identity of one of this sweep's cells (``scheme``, ``img_size``, ``global_size`` given) on the crops
+    of ``crop_pct``."""
     cfg = sweep.cfg
     return CellIdentity(model=sweep.loaded.name, checkpoint_sha256=sweep.loaded.sha256,
-                        preprocess=sweep.preprocess.as_dict(), data_fingerprint=sweep.data_fingerprint,
+                        preprocess=replace(sweep.preprocess, crop_pct=crop_pct).as_dict(),
+                        data_fingerprint=sweep.data_fingerprint,
                         limit=cfg.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
                         data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
                         **fields)
@@ -279,7 +291,7 @@ def cell(sweep: Sweep, **fields: Any) -> CellIdentity:
 def plan(sweep: Sweep, primary: bool = True) -> list[Forward]:
     """One forward per distinct embedding per size; every cell identified, its identity on disk (written
     by the primary process: the other ranks of a job plan the same cells)."""
-    forwards = plan_forwards(sweep.spec, sweep.schemes, sweep.sizes, sweep.loaded.geometry)
+    forwards = plan_forwards(sweep.spec, sweep.schemes, sweep.sizes, sweep.loaded.geometry, sweep.crops)
     identify(forwards, sweep.schemes, sweep.spec, lambda **fields: cell(sweep, **fields))
     for fwd in forwards if primary else ():
         for identity in fwd.cells.values():
@@ -333,6 +345,7 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
         "explained_energy": spec.explained, "energy_shares": spec.energy_shares(),
         "sizes": sweep.sizes, "skipped": [{"img_size": s, "reason": r} for s, r in sweep.grid.skipped],
         "schemes": [s.name for s in sweep.schemes], "preprocess": sweep.preprocess.as_dict(),
+        "crop_pcts": list(sweep.crops),
         "class_subset": sweep.subset.name if sweep.subset else None,
         "data": {"name": cfg.data_name, "location": data.location, "layout": data.layout, "n_images": len(data),
                  "fingerprint": sweep.data_fingerprint, "state": sweep.data_state, "limit": cfg.limit,
@@ -352,6 +365,7 @@ def problems(table: pd.DataFrame, n_failed: int, n_images: int, max_failed: floa
     if n_images and n_failed / n_images > max_failed:
         out.append(f"{n_failed} of {n_images} images ({100 * n_failed / n_images:.1f} %) could not be decoded, more "
                    f"than --max-failed {100 * max_failed:g} %; run.json lists them")
+    out += [check.problem() for check in reference_checks(table) if not check.ok]
     return out
 
 
