@@ -91,6 +91,17 @@ def read_json(path: str | Path, what: str, fix: str, expect: type | tuple[type, 
     return raw
 
 
+def read_toml(path: str | Path, what: str, fix: str) -> dict:
+    """A TOML file (a table at its top, as TOML always has)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    with reading(path, what, fix):
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def require_keys(raw: dict, keys: Sequence[str], path: str | Path, what: str, fix: str) -> dict:
     missing = [k for k in keys if k not in raw]
     if missing:

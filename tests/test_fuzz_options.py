@@ -58,6 +58,25 @@ def _paths(draw, kinds: tuple[str, ...], empty: bool = True) -> str:
     return kind  # a valid value, filled in by the test (see _fill)
 
 
+#: ``--config`` files: valid ones that leave the images a draw selects as they are, and broken ones.
+CONFIG_FILES = ['schemes = "interp"', 'res = "64"', 'schemes = ["interp", "abswin"]\nplots = false', "crop-pct = [0.875, 1.0]",
+                "", "bogus = 1", "res = [64,", 'batch_size = "x"', "limit = true", "data = {a = 1, b = 2}",
+                'model = ["hiera_gigantic"]', "\x00\xff", "global-size = -3", 'config = "loop.toml"']
+
+
+@st.composite
+def _config_files(draw) -> str:
+    kind = draw(st.sampled_from(["text", "missing", "a folder"]))
+    root = Path(tempfile.mkdtemp(prefix="hiera-bench-fuzz-"))
+    if kind == "missing":
+        return str(root / "missing.toml")
+    if kind == "a folder":
+        return str(root)
+    path = root / "grid.toml"
+    path.write_bytes(draw(st.sampled_from(CONFIG_FILES)).encode("latin-1"))
+    return str(path)
+
+
 #: Every class of option value: name -> strategy of the option's value (a string; "" for flags is "absent").
 CLASSES: dict[str, Callable[[], st.SearchStrategy[str]]] = {
     "count": lambda: st.one_of(st.integers(-3, 20).map(str), st.sampled_from(JUNK)),
@@ -91,6 +110,7 @@ CLASSES: dict[str, Callable[[], st.SearchStrategy[str]]] = {
     "out folder": lambda: _paths(("<new>",), empty=False),
     "labels file": lambda: _paths(("timm",)),
     "flag": lambda: st.sampled_from(["", "on"]),
+    "config file": lambda: _config_files(),
 }
 
 #: Each command's options and their class (``--compile`` left out: minutes per draw).
@@ -102,7 +122,7 @@ COMMANDS: dict[str, dict[str, str]] = {
               "--checkpoint": "checkpoint", "--data": "data", "--out": "out folder", "--channels-last": "flag",
               "--force": "flag", "--strict": "flag", "--json": "flag", "--label": "label", "--img-size": "single size",
               "--amp-dtype": "amp dtype", "--progress-every": "points", "--plots": "flag",
-              "--class-subset": "class subset"},
+              "--class-subset": "class subset", "--config": "config file"},
     "inspect": {"--model": "model", "--res": "single size", "--channels": "channels", "--global-size": "count",
                 "--checkpoint": "checkpoint", "--out": "out folder"},
     "export": {"--model": "model", "--res": "single size", "--scheme": "scheme", "--global-size": "count", "--checkpoint": "checkpoint",

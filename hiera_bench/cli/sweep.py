@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from pathlib import Path
 from typing import List, Optional
 
@@ -117,6 +118,7 @@ class RichProgress:
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", metavar="MODEL", help=MODEL_HELP + " Repeat it (or give a comma list) to sweep several, one after the other."),
     res: Optional[str] = typer.Option(None, "--res", "-r", metavar="SIZES", help="Sizes: start:stop:step (inclusive), a,b,c or one size. Default: 0.75x to 1.5x native in stride steps."),
     img_size: Optional[int] = typer.Option(None, "--img-size", metavar="PX", help="One size (timm's name for it): the same as --res PX."),
@@ -149,6 +151,7 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     progress_every: float = typer.Option(30.0, "--progress-every", metavar="SECONDS", help="When stderr is not a terminal (SLURM, CI logs): one progress line every SECONDS."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plots/top1-vs-size.png and top1-vs-gflops.png into each run folder (report writes SVG too)."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="TOML", help="Take any of these options from a TOML file (keys are the option names: res = \"224:320:32\", model = [\"hiera_small\", \"hiera_tiny\"], crop-pct = [0.875, 1.0], data = {val = \"/data/val\"}); options given on the command line win. run.json records the file and the resolved options."),
 ) -> None:
     """Evaluate each checkpoint at every size of --res under every scheme; write results.csv/.parquet/.md and
     run.json per checkpoint, then print one table of them all."""
@@ -158,38 +161,86 @@ def sweep(
     from ..data.shared import SharedDecodes
     from ..sweep import SweepConfig, run_sweep, several
 
-    if img_size is not None:
-        if res is not None:
+    o = SimpleNamespace(**with_config_file(ctx, config))  # the command line wins over the file
+    if o.img_size is not None:
+        if o.res is not None:
             raise UserError("--img-size and --res both give sizes; keep one (--img-size N is --res N)")
-        res = str(img_size)
-    if amp_dtype is not None:
+        o.res = str(o.img_size)
+    if o.amp_dtype is not None:
         dtypes = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16"}
-        if amp_dtype not in dtypes:
-            raise UserError(f"--amp-dtype {amp_dtype!r}: choose bfloat16 or float16")
-        amp = dtypes[amp_dtype]
+        if o.amp_dtype not in dtypes:
+            raise UserError(f"--amp-dtype {o.amp_dtype!r}: choose bfloat16 or float16")
+        o.amp = dtypes[o.amp_dtype]
     base = SweepConfig(
-        res=res, schemes=schemes, data_format=data_format, out=str(out_dir) if out_dir else None,
-        batch_size=batch_size, workers=workers, device=device, amp=amp, limit=limit, per_class=per_class,
-        crop_pct=crop_pct, interpolation=interpolation, global_size=global_size, save_every=save_every, force=force,
-        strict=strict, channels_last=channels_last, compile=compile_, real_labels=real_labels, decode=decode,
-        class_subset=class_subset, max_failed=max_failed / 100.0,
+        res=o.res, schemes=o.schemes, data_format=o.data_format, out=str(o.out_dir) if o.out_dir else None,
+        batch_size=o.batch_size, workers=o.workers, device=o.device, amp=o.amp, limit=o.limit, per_class=o.per_class,
+        crop_pct=o.crop_pct, interpolation=o.interpolation, global_size=o.global_size, save_every=o.save_every, force=o.force,
+        strict=o.strict, channels_last=o.channels_last, compile=o.compile_, real_labels=o.real_labels, decode=o.decode,
+        class_subset=o.class_subset, max_failed=o.max_failed / 100.0, config_file=str(config.resolve()) if config else None,
         command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    configs = several(base, list(model or []), [str(c) for c in checkpoint or []], list(label or []), list(data or []))
+    configs = several(base, list(o.model or []), [str(c) for c in o.checkpoint or []], list(o.label or []), list(o.data or []))
     results = []
     with SharedDecodes(len(configs), log=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}")) as shared:
         for cfg in configs:
-            progress = RichProgress(enabled=not quiet and not as_json, every=progress_every)
+            progress = RichProgress(enabled=not o.quiet and not o.as_json, every=o.progress_every)
             progress.loading(f"loading {cfg.label or cfg.model or Path(cfg.checkpoint or '').name}")
             try:
                 results.append(run_sweep(cfg, progress, shared))
             finally:
                 progress.stop()
-            if plots and results[-1].primary and not results[-1].table.empty:
+            if o.plots and results[-1].primary and not results[-1].table.empty:
                 from ..plots import write_plots
 
                 write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
-    show_results(results, as_json)
+    show_results(results, o.as_json)
+
+
+def with_config_file(ctx: typer.Context, path: Path | None) -> dict:
+    """The command's options, with a ``--config`` TOML file's values for those the command line did not give.
+
+    Keys are the long option names (``crop-pct`` or ``crop_pct``, ``plots = false``); a list stands for a
+    repeated option or a comma list, a table ``data = {val = "/data/val"}`` for ``--data NAME=PATH``. Each
+    value goes through the option's own parser, so it is checked as the command line's would be."""
+    from ..errors import UserError
+    from ..untrusted import read_toml
+
+    params = dict(ctx.params)
+    if path is None:
+        return params
+    table = read_toml(path, "the sweep config", "write it as TOML with sweep's option names as keys")
+    by_key = {}
+    for param in ctx.command.params:
+        for opt in (*param.opts, *getattr(param, "secondary_opts", ())):
+            if opt.startswith("--"):
+                by_key[opt[2:].replace("-", "_")] = param
+    for key, value in table.items():
+        param = by_key.get(key.replace("-", "_"))
+        if param is None or param.name == "config":
+            keys = ", ".join(sorted({p.opts[0][2:] for p in ctx.command.params if p.opts and p.name != "config"}))
+            raise UserError(f"{path}: unknown key {key!r}; sweep's keys are the option names: {keys}")
+        if ctx.get_parameter_source(param.name).name != "DEFAULT":  # typer's own click: compare by name
+            continue  # given on the command line
+        try:
+            params[param.name] = param.process_value(ctx, _option_value(param, value))
+        except (typer.BadParameter, TypeError, ValueError) as exc:
+            raise UserError(f"{path}: {key} = {json.dumps(value, default=str)} is not a valid --{param.opts[0][2:]} "
+                            f"({getattr(exc, 'message', exc)})") from None
+    return params
+
+
+def _option_value(param, value):
+    """A TOML value as the command line would give the option: lists for a repeated option, a comma list
+    for one that takes several values in one, ``NAME=PATH`` pairs for a table."""
+    if isinstance(value, dict):
+        value = [f"{k}={v}" for k, v in value.items()]
+    if param.multiple:
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool) and not getattr(param, "is_flag", False):
+        raise ValueError("true/false where a value belongs")
+    return value
 
 
 def show_results(results, as_json: bool) -> None:

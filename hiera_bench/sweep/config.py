@@ -51,6 +51,7 @@ class SweepConfig:
     root: str = "results"  # where the run folder <root>/<label>/ goes when ``out`` is not given
     data_name: str | None = None  # how reports name this data set (``--data NAME=PATH``)
     class_subset: str | None = None  # imagenet-r, imagenet-a or a wnid file: score over those classes only
+    config_file: str | None = None  # the --config TOML its options came from (the command line overriding it)
 
     @property
     def dtype_name(self) -> str:
