@@ -84,8 +84,11 @@ def test_demo_rerun_matches_committed_baseline(tmp_path):
     for name, run in result.runs.items():
         assert json.loads((run / "run.json").read_text())["native_size"] == 128
         assert (run / "results.md").is_file()
-    assert (tmp_path / "demo" / "summary.md").read_text().count("| size |") == 2
+    summary = (tmp_path / "demo" / "summary.md").read_text()
+    assert summary.count("| size |") == 1 and "hiera-demo-full" in summary and "hiera-demo-abswin" in summary
+    assert "periodicity" in summary
     assert result.plots and all(p.is_file() for p in result.plots)
+    assert {p.name for p in result.plots} >= {"top1-vs-size.png", "posembed-160.png", "demo.png"}
 
 
 def test_cli_demo_help_names_the_command(cli):
