@@ -77,10 +77,10 @@ def summary_markdown(table: pd.DataFrame, report: pd.DataFrame | None = None, in
 
     n = len(class_names())
     parts = ["# hiera-bench demo\n",
-             f"Two tiny Hiera models trained at 128 px only on generated images ({n} classes, chance {1 / n:.4f}), "
-             "evaluated on a held-out generated split at sizes around their native one. `interp` resamples the whole "
-             "position-embedding grid (stretching the window pattern); `abswin` tiles the window embedding per mask "
-             "unit and resizes only the global part.\n"]
+             f"Two tiny Hiera models trained at 128 px only (random-resized crops) on generated dot-matrix glyphs "
+             f"({n} classes, chance {1 / n:.4f}), evaluated on a held-out generated split at sizes around their native "
+             "one. `interp` resamples the whole position-embedding grid (stretching the window pattern); `abswin` "
+             "tiles the window embedding per mask unit and resizes only the global part.\n"]
     if report is not None:
         parts.append(markdown(pivot(report)))
         parts.append("\n".join(f"- {line}" for line in contrast_lines(report)) + "\n")
