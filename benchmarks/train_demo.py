@@ -1,12 +1,14 @@
 """Train the two demo checkpoints shipped in hiera_bench/demo/checkpoints/ (reproducible by seed).
 
-    .venv/bin/python benchmarks/train_demo.py            # both models, CPU, 2 threads
+    .venv/bin/python benchmarks/train_demo.py            # both models, one after the other, CPU, 1 thread
     .venv/bin/python benchmarks/train_demo.py --models hiera-demo-abswin --out /tmp/ckpts
 
-Each model: 3000 generated training images (seed 1), 4 epochs of timm's train transform at
-128 px, AdamW + cosine. Then its top-1 at 128 px is measured with the real sweep on the held-out
-split (seed 2) and written into its MODEL_CARD.md. Same seed, torch version and CPU give the same
-weights.
+Each model: 8000 generated training images (seed 1), 8 epochs of timm's train transform at
+128 px only (random-resized crop, colour jitter, no flip), AdamW + warm-up + cosine, one CPU thread;
+a monitor split (seed 3) is scored every 250 steps. Then its top-1 at 128 px is measured with the
+real sweep on the held-out split (seed 2) and written into its MODEL_CARD.md; train.json records
+the recipe, the machine, the seconds and the monitor history. Same seed, torch version, thread
+count and CPU give the same weights.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ sys.path.insert(0, str(REPO))
 
 from hiera_bench.demo import CHECKPOINTS, VAL_IMAGES, VAL_SEED, class_names, val_folder  # noqa: E402
 from hiera_bench.demo.shapes import GENERATOR_VERSION  # noqa: E402
-from demo_train import DEMO_MODELS, NATIVE, TRAIN_SEED, TrainConfig, render_train_set, train  # noqa: E402
+from demo_train import (DEMO_MODELS, MONITOR_SEED, NATIVE, TRAIN_SEED, TrainConfig, render_monitor_set,  # noqa: E402
+                        render_train_set, train)
 
 CARD = """# {name}
 
 A tiny timm Hiera trained from scratch by hiera-bench for its offline demo (`hiera-bench demo`).
-It is a teaching object, not a useful classifier: it classifies the project's procedural shapes
+It is a teaching object, not a useful classifier: it classifies the project's procedural dot-matrix glyphs
 ({n_classes} classes: {classes}).
 
 | | |
@@ -41,9 +44,9 @@ It is a teaching object, not a useful classifier: it classifies the project's pr
 | parameters | {params:,} ({mbytes:.2f} MB fp32 safetensors) |
 | native size | {native} px (trained only there: no multi-size training) |
 | eval preprocessing | timm eval transform, crop_pct {crop_pct}, {interpolation} |
-| training data | {n_train} generated images, generator v{gen}, seed {train_seed}; timm train transform (random-resized crop scale {rrc}, flip, colour jitter 0.2) |
-| recipe | {epochs} epochs, batch {batch}, AdamW lr {lr} (5 % warm-up, cosine), weight decay {wd}, label smoothing {ls}, seed {seed} |
-| held-out accuracy | **top-1 {top1:.3f}** at {native} px on {n_val} generated val images (seed {val_seed}); chance is {chance:.3f} |
+| training data | {n_train} generated images, generator v{gen}, seed {train_seed}; timm train transform (random-resized crop scale {rrc}, no flip, colour jitter {jitter}) |
+| recipe | {epochs} epochs ({steps} steps), batch {batch}, AdamW lr {lr} ({warm:.0%} warm-up, cosine), weight decay {wd}, label smoothing {ls}, seed {seed} |
+| held-out accuracy | **top-1 {top1:.3f}** at {native} px on {n_val} generated val images (seed {val_seed}); chance is {chance:.3f}; monitor split (seed {monitor_seed}, {n_monitor} images) at the end of training {monitor:.3f} |
 | trained on | {device}, torch {torch}, timm {timm}, {seconds:.0f} s |
 | sha256 (model.safetensors) | `{sha}` |
 | license | Apache-2.0 (same as hiera-bench) |
@@ -63,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--n-train", type=int, default=TrainConfig.n_train)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: each model's own)")
     p.add_argument("--device", default="cpu", help="cpu (the shipped weights) or cuda")
     p.add_argument("--no-card", action="store_true", help="train and save only (the card's top-1 needs `datasets`)")
     p.add_argument("--cards-only", action="store_true", help="re-measure top-1 and rewrite MODEL_CARD.md of trained folders")
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             write_card(args.out / name, data)
         return
-    cfg = TrainConfig(seed=args.seed, epochs=args.epochs, n_train=args.n_train, threads=args.threads)
+    cfg = TrainConfig(seed=args.seed, epochs=args.epochs, n_train=args.n_train, threads=args.threads, lr=args.lr)
     t0 = time.time()
     items = render_train_set(cfg, processes=args.threads)
     print(f"rendered {len(items)} training images in {time.time() - t0:.0f} s", flush=True)
@@ -104,8 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/train_demo.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     for name in names:
         spec = DEMO_MODELS[name]
+        history: list[dict] = []
+        monitor = render_monitor_set(cfg, spec)
         t1 = time.time()
-        net = train(spec, cfg, items, device=args.device).cpu()
+        net = train(spec, cfg, items, device=args.device, monitor=monitor, history=history).cpu()
         folder = save_checkpoint_folder(net, args.out / name, spec.arch, spec.model_args, label_names=class_names(),
                                         model_name=name, license="Apache-2.0", **spec.pretrained_cfg)
         provenance = {
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             "device": f"{args.device}, {args.threads} threads" if args.device == "cpu" else args.device,
             "torch": torch.__version__, "timm": timm.__version__, "params": sum(p.numel() for p in net.parameters()),
             "train_config": dataclasses.asdict(cfg), "lr": cfg.lr or spec.lr,
+            "steps": history[-1]["step"], "monitor_seed": MONITOR_SEED, "history": history,
         }
         (folder / "train.json").write_text(json.dumps(provenance, indent=1) + "\n")
         print(f"{name}: trained in {provenance['seconds']:.0f} s -> {folder}", flush=True)
@@ -131,7 +138,9 @@ def write_card(folder: Path, data: Path) -> None:
         model_args=dict(spec.model_args), pos_embed=spec.pos_embed, params=meta["params"],
         mbytes=weights.stat().st_size / 1e6, native=NATIVE, crop_pct=spec.pretrained_cfg["crop_pct"],
         interpolation=spec.pretrained_cfg["interpolation"], n_train=tc["n_train"], gen=GENERATOR_VERSION,
-        train_seed=TRAIN_SEED, rrc=tuple(tc["rrc_scale"]), epochs=tc["epochs"], batch=tc["batch_size"], lr=meta["lr"],
+        train_seed=TRAIN_SEED, rrc=tuple(tc["rrc_scale"]), jitter=tc["color_jitter"], epochs=tc["epochs"],
+        steps=meta["steps"], warm=tc["warmup_frac"], batch=tc["batch_size"], lr=meta["lr"],
+        monitor_seed=meta["monitor_seed"], n_monitor=tc["n_monitor"], monitor=meta["history"][-1]["monitor_top1"],
         wd=tc["weight_decay"], ls=tc["label_smoothing"], seed=tc["seed"], top1=top1 / 100.0, n_val=VAL_IMAGES,
         val_seed=VAL_SEED, chance=1 / len(class_names()), device=meta["device"], torch=meta["torch"],
         timm=meta["timm"], seconds=meta["seconds"], sha=hashlib.sha256(weights.read_bytes()).hexdigest(),

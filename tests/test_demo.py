@@ -28,7 +28,7 @@ def test_generator_is_a_pure_function_of_seed_and_index():
 
 def test_class_folders_layout(tmp_path):
     names = class_names()
-    assert len(names) >= 10 and names == sorted(names)
+    assert len(names) >= 8 and names == sorted(names)
     root = write_class_folders(tmp_path / "val", seed=2, n_images=2 * len(names))
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == names
     files = sorted(root.glob("*/*.JPEG"))
@@ -47,7 +47,7 @@ def test_shipped_checkpoints_load_as_timm_hiera():
     assert set(ckpts) == {"hiera-demo-full", "hiera-demo-abswin"}
     kinds = {}
     for name, folder in ckpts.items():
-        assert (folder / "model.safetensors").stat().st_size < 2_000_000
+        assert (folder / "model.safetensors").stat().st_size < 5_000_000
         card = (folder / "MODEL_CARD.md").read_text()
         assert "benchmarks/train_demo.py" in card and "top-1" in card and "license" in card
         loaded = load_model(checkpoint=folder)
@@ -78,14 +78,17 @@ def test_demo_rerun_matches_committed_baseline(tmp_path):
         checked = compare(current, baseline, metric=metric, tol=tol)
         assert checked.ok, [c for c in checked.cells if c.verdict != "hold"]
         assert all(abs(c.delta) <= tol + 1e-9 for c in checked.cells), metric  # and not better either
-    # the models learned: well above chance (8.3 %) at the native size
+    # the models learned: far above chance (6.25 %) at the native size
     native = current[current["img_size"] == 128]
-    assert (native["top1"] > 25.0).all()
+    assert (native["top1"] > 60.0).all()
     for name, run in result.runs.items():
         assert json.loads((run / "run.json").read_text())["native_size"] == 128
         assert (run / "results.md").is_file()
-    assert (tmp_path / "demo" / "summary.md").read_text().count("| size |") == 2
+    summary = (tmp_path / "demo" / "summary.md").read_text()
+    assert summary.count("| size |") == 1 and "hiera-demo-full" in summary and "hiera-demo-abswin" in summary
+    assert "periodicity" in summary
     assert result.plots and all(p.is_file() for p in result.plots)
+    assert {p.name for p in result.plots} >= {"top1-vs-size.png", "posembed-160.png", "demo.png"}
 
 
 def test_cli_demo_help_names_the_command(cli):

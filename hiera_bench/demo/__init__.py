@@ -14,6 +14,8 @@ VAL_SEED = 2
 VAL_IMAGES = 600
 #: Sizes around the native 128 px: -50 %, -25 %, native, +25 %, +50 %, +75 %, +100 %.
 DEMO_RES = "64:256:32"
+#: The size the demo draws the abs-win checkpoint's embedding at (+25 %: interp's stretched window pattern).
+DEMO_INSPECT = 160
 
 
 def checkpoint_dirs() -> dict[str, Path]:
@@ -32,5 +34,5 @@ def val_folder(root: Path | None = None, n_images: int = VAL_IMAGES) -> Path:
     return write_class_folders(base / name, VAL_SEED, n_images)
 
 
-__all__ = ["CHECKPOINTS", "DEMO_RES", "VAL_IMAGES", "VAL_SEED", "cache_root", "checkpoint_dirs", "class_names",
+__all__ = ["CHECKPOINTS", "DEMO_INSPECT", "DEMO_RES", "VAL_IMAGES", "VAL_SEED", "cache_root", "checkpoint_dirs", "class_names",
            "val_folder"]

@@ -1,9 +1,17 @@
-"""A procedural image-classification set: shapes, glyphs and textures on noisy backgrounds.
+"""A procedural image-classification set: dot-matrix glyphs on noisy backgrounds.
+
+Each class is one character of a 5x7 dot-matrix font (digits and a few letters: 16 classes), drawn as
+square blocks of dark ink on a light two-colour gradient with noise. Every glyph is made of the same
+blocks, so what tells the classes apart is where the blocks sit relative to each other (``6``/``9``,
+``E``/``F``/``P``, ``H``/``A``/``U``). A block cell is 5-7 % of the shorter side, 7-10 px once the eval
+crop is 128 px, so a glyph spans 37-72 px: one to two 32 px Hiera mask units, and a 7x7 patch embedding
+sees one or two blocks of it.
 
 Every image is a pure function of ``(seed, index)``: its class is ``index % n_classes`` and
-everything else (canvas size and aspect, position, scale, rotation, colours, background,
-noise, JPEG quality) is drawn from a generator seeded with ``(seed, index)``. Canvases range
-over roughly 150-400 px per side so that the eval resize/crop works as it does on photos.
+everything else (canvas size and aspect, the glyph's position, scale and small rotation, colours,
+background, noise, JPEG quality) is drawn from a generator seeded with ``(GENERATOR_VERSION, seed,
+index)``. Canvases range over roughly 150-400 px per side so that the eval resize/crop works as it does
+on photos; the glyph sits inside the central square that an eval centre crop keeps.
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,140 +29,42 @@ from PIL import Image, ImageDraw
 from ..io import dir_mode
 
 #: Bump when the rendering changes: cached sets and baselines are keyed on it.
-GENERATOR_VERSION = 1
+#: v1: 12 classes of shapes, glyphs and textures; v2: 16 dot-matrix glyphs.
+GENERATOR_VERSION = 2
 MIN_SIDE, MAX_SIDE = 150, 400
+ASPECT = (3 / 4, 4 / 3)  # width / height, as photos
 
-Mask = np.ndarray  # (H, W) float32 coverage in [0, 1]
-Painter = Callable[[np.random.Generator, int, int, float, float, float, float], Mask]
-
-PAINTERS: dict[str, Painter] = {}
-
-
-def painter(name: str) -> Callable[[Painter], Painter]:
-    """Register a class: a function drawing its coverage mask at (cx, cy), radius r, angle a."""
-
-    def add(fn: Painter) -> Painter:
-        PAINTERS[name] = fn
-        return fn
-
-    return add
-
-
-def _polygon_mask(w: int, h: int, polygons: list[list[tuple[float, float]]]) -> Mask:
-    img = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(img)
-    for poly in polygons:
-        draw.polygon(poly, fill=255)
-    return np.asarray(img, dtype=np.float32) / 255.0
-
-
-def _rotated(points: list[tuple[float, float]], cx: float, cy: float, r: float, a: float) -> list[tuple[float, float]]:
-    """Unit-shape points scaled by ``r``, rotated by ``a`` and moved to ``(cx, cy)``."""
-    c, s = math.cos(a), math.sin(a)
-    return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in points]
-
-
-def _regular(n: int, inner: float | None = None) -> list[tuple[float, float]]:
-    """A regular n-gon (or an n-pointed star with the given inner radius) on the unit circle."""
-    pts = []
-    for i in range(n * (2 if inner else 1)):
-        t = 2 * math.pi * i / (n * (2 if inner else 1)) - math.pi / 2
-        rad = inner if inner and i % 2 else 1.0
-        pts.append((rad * math.cos(t), rad * math.sin(t)))
-    return pts
-
-
-def _coords(w: int, h: int, cx: float, cy: float, a: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates in the shape's rotated frame."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    x, y = xx - cx, yy - cy
-    c, s = math.cos(a), math.sin(a)
-    return x * c + y * s, -x * s + y * c
-
-
-def _disc(w: int, h: int, cx: float, cy: float, r: float) -> Mask:
-    u, v = _coords(w, h, cx, cy, 0.0)
-    return (u * u + v * v <= r * r).astype(np.float32)
-
-
-@painter("circle")
-def _circle(rng, w, h, cx, cy, r, a):
-    return _disc(w, h, cx, cy, r)
-
-
-@painter("ring")
-def _ring(rng, w, h, cx, cy, r, a):
-    return _disc(w, h, cx, cy, r) * (1.0 - _disc(w, h, cx, cy, r * rng.uniform(0.5, 0.7)))
-
-
-@painter("square")
-def _square(rng, w, h, cx, cy, r, a):
-    return _polygon_mask(w, h, [_rotated([(-.8, -.8), (.8, -.8), (.8, .8), (-.8, .8)], cx, cy, r, a)])
-
-
-@painter("triangle")
-def _triangle(rng, w, h, cx, cy, r, a):
-    return _polygon_mask(w, h, [_rotated(_regular(3), cx, cy, r, a)])
-
-
-@painter("star")
-def _star(rng, w, h, cx, cy, r, a):
-    return _polygon_mask(w, h, [_rotated(_regular(5, inner=0.42), cx, cy, r, a)])
-
-
-@painter("cross")
-def _cross(rng, w, h, cx, cy, r, a):
-    t = 0.28
-    bars = [[(-1, -t), (1, -t), (1, t), (-1, t)], [(-t, -1), (t, -1), (t, 1), (-t, 1)]]
-    return _polygon_mask(w, h, [_rotated(b, cx, cy, r, a) for b in bars])
-
-
-@painter("crescent")
-def _crescent(rng, w, h, cx, cy, r, a):
-    off = r * 0.45
-    return _disc(w, h, cx, cy, r) * (1.0 - _disc(w, h, cx + off * math.cos(a), cy + off * math.sin(a), r * 0.85))
-
-
-@painter("glyph_L")
-def _glyph_l(rng, w, h, cx, cy, r, a):
-    t = 0.3
-    parts = [[(-.7, -1), (-.7 + 2 * t, -1), (-.7 + 2 * t, 1), (-.7, 1)], [(-.7, 1 - 2 * t), (.7, 1 - 2 * t), (.7, 1), (-.7, 1)]]
-    return _polygon_mask(w, h, [_rotated(p, cx, cy, r, a) for p in parts])
-
-
-@painter("glyph_T")
-def _glyph_t(rng, w, h, cx, cy, r, a):
-    t = 0.3
-    parts = [[(-1, -1), (1, -1), (1, -1 + 2 * t), (-1, -1 + 2 * t)], [(-t, -1), (t, -1), (t, 1), (-t, 1)]]
-    return _polygon_mask(w, h, [_rotated(p, cx, cy, r, a) for p in parts])
-
-
-@painter("stripes")
-def _stripes(rng, w, h, cx, cy, r, a):
-    u, _ = _coords(w, h, cx, cy, a)
-    period = r * rng.uniform(0.3, 0.45)
-    return _disc(w, h, cx, cy, r * 1.1) * (np.mod(u, period) < period / 2)
-
-
-@painter("checker")
-def _checker(rng, w, h, cx, cy, r, a):
-    u, v = _coords(w, h, cx, cy, a)
-    cell = r * rng.uniform(0.3, 0.45)
-    inside = (np.abs(u) <= r) & (np.abs(v) <= r)
-    return inside * ((np.floor(u / cell) + np.floor(v / cell)) % 2 == 0)
-
-
-@painter("dots")
-def _dots(rng, w, h, cx, cy, r, a):
-    u, v = _coords(w, h, cx, cy, a)
-    cell = r * rng.uniform(0.35, 0.5)
-    du, dv = np.mod(u, cell) - cell / 2, np.mod(v, cell) - cell / 2
-    return _disc(w, h, cx, cy, r * 1.1) * (du * du + dv * dv <= (0.3 * cell) ** 2)
+#: 5x7 pixel-font glyphs (rows top to bottom); the class order is this dict's order.
+FONT: dict[str, tuple[str, ...]] = {
+    "0": ("01110", "10001", "10011", "10101", "11001", "10001", "01110"),
+    "1": ("00100", "01100", "00100", "00100", "00100", "00100", "01110"),
+    "2": ("01110", "10001", "00001", "00010", "00100", "01000", "11111"),
+    "3": ("11111", "00010", "00100", "00010", "00001", "10001", "01110"),
+    "4": ("00010", "00110", "01010", "10010", "11111", "00010", "00010"),
+    "5": ("11111", "10000", "11110", "00001", "00001", "10001", "01110"),
+    "6": ("00110", "01000", "10000", "11110", "10001", "10001", "01110"),
+    "7": ("11111", "00001", "00010", "00100", "01000", "01000", "01000"),
+    "8": ("01110", "10001", "10001", "01110", "10001", "10001", "01110"),
+    "9": ("01110", "10001", "10001", "01111", "00001", "00010", "01100"),
+    "A": ("01110", "10001", "10001", "11111", "10001", "10001", "10001"),
+    "E": ("11111", "10000", "10000", "11110", "10000", "10000", "11111"),
+    "F": ("11111", "10000", "10000", "11110", "10000", "10000", "10000"),
+    "H": ("10001", "10001", "10001", "11111", "10001", "10001", "10001"),
+    "P": ("11110", "10001", "10001", "11110", "10000", "10000", "10000"),
+    "U": ("10001", "10001", "10001", "10001", "10001", "10001", "01110"),
+}
+GLYPHS = list(FONT)
+SUPERSAMPLE = 2  # drawn at 2x and box-filtered down: anti-aliased edges
+PITCH = (0.05, 0.07)  # font cell size as a share of the shorter side (7-10 px once the eval crop is 128 px)
+BLOCK = (0.75, 1.0)  # a lit cell's square side, as a share of the cell
+COPIES = (1, 1)  # copies of the glyph per image (inclusive; a copy that finds no room is left out)
+ROTATE = 0.25  # radians, +- per copy
+POLARITY = "dark"  # or "any": dark ink on a light background
 
 
 def class_names() -> list[str]:
-    """Folder names of the classes (``c00_circle`` ...): sorted order is class order."""
-    return [f"c{i:02d}_{name}" for i, name in enumerate(PAINTERS)]
+    """Folder names of the classes (``c00_0`` ... ``c15_U``): sorted order is class order."""
+    return [f"c{i:02d}_{name}" for i, name in enumerate(GLYPHS)]
 
 
 def _contrasting(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
@@ -166,24 +75,65 @@ def _contrasting(rng: np.random.Generator, background: np.ndarray) -> np.ndarray
             return colour
 
 
+def _darker(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A random colour whose every channel is at least 90 grey levels below the background's mean."""
+    top = max(0.0, float(background.mean()) - 90)
+    return rng.uniform(0, top, 3) if top > 0 else np.zeros(3)
+
+
+def _glyph_mask(rng: np.random.Generator, w: int, h: int, label: int) -> np.ndarray:
+    """Coverage in [0, 1] of :data:`COPIES` non-overlapping copies of the class's glyph."""
+    side = min(w, h)
+    ss = SUPERSAMPLE
+    mask = Image.new("L", (w * ss, h * ss), 0)
+    draw = ImageDraw.Draw(mask)
+    bitmap = FONT[GLYPHS[label]]
+    pitch0 = side * rng.uniform(*PITCH)
+    half = 0.42 * side  # the central square an eval centre crop (crop_pct 0.875) keeps
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(int(rng.integers(COPIES[0], COPIES[1] + 1))):
+        pitch = pitch0 * rng.uniform(0.9, 1.1)
+        block = pitch * rng.uniform(*BLOCK) / 2
+        angle = rng.uniform(-ROTATE, ROTATE)
+        radius = math.hypot(2.5, 3.5) * pitch  # the glyph's bounding circle
+        room = max(0.0, half - radius)
+        for _try in range(20):
+            cx, cy = w / 2 + rng.uniform(-room, room), h / 2 + rng.uniform(-room, room)
+            if all(math.hypot(cx - x, cy - y) > radius + r for x, y, r in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, radius))
+        c, s = math.cos(angle), math.sin(angle)
+        corners = [(-block, -block), (block, -block), (block, block), (-block, block)]
+        for row, bits in enumerate(bitmap):
+            for col, bit in enumerate(bits):
+                if bit == "1":
+                    x0, y0 = (col - 2) * pitch, (row - 3) * pitch
+                    poly = [(cx + (x0 + u) * c - (y0 + v) * s, cy + (x0 + u) * s + (y0 + v) * c) for u, v in corners]
+                    draw.polygon([(x * ss, y * ss) for x, y in poly], fill=255)
+    mask = mask.resize((w, h), Image.BOX)
+    return np.asarray(mask, dtype=np.float32) / 255.0
+
+
 def render(seed: int, index: int) -> tuple[Image.Image, int, int]:
     """Image ``index`` of the set with ``seed``: ``(RGB image, class index, JPEG quality)``."""
-    names = list(PAINTERS)
-    label = index % len(names)
+    label = index % len(class_names())
     rng = np.random.default_rng([GENERATOR_VERSION, seed, index])
-    w, h = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
-    side = min(w, h)
-    # keep the shape inside the central square that an eval centre crop sees
-    r = side * rng.uniform(0.2, 0.32)
-    room = max(0.0, 0.42 * side - r)
-    cx, cy = w / 2 + rng.uniform(-room, room), h / 2 + rng.uniform(-room, room)
-    angle = rng.uniform(0, 2 * math.pi)
-    bg0, bg1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    fg = _contrasting(rng, (bg0 + bg1) / 2)
+    w = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+    h = int(np.clip(round(w / rng.uniform(*ASPECT)), MIN_SIDE, MAX_SIDE))
+    mask = _glyph_mask(rng, w, h, label)[..., None]
+    if POLARITY == "dark":  # ink darker than the paper, hues free
+        bg0, bg1 = rng.uniform(110, 255, 3), rng.uniform(110, 255, 3)
+        fg = _darker(rng, (bg0 + bg1) / 2)
+    else:
+        bg0, bg1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        fg = _contrasting(rng, (bg0 + bg1) / 2)
     # a linear gradient between two colours along a random direction
-    t = _coords(w, h, w / 2, h / 2, rng.uniform(0, 2 * math.pi))[0] / max(w, h) + 0.5
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = rng.uniform(0, 2 * math.pi)
+    t = ((xx - w / 2) * math.cos(theta) + (yy - h / 2) * math.sin(theta)) / max(w, h) + 0.5
     background = bg0 + np.clip(t, 0, 1)[..., None] * (bg1 - bg0) * 0.5
-    mask = PAINTERS[names[label]](rng, w, h, cx, cy, r, angle)[..., None]
     pixels = background * (1 - mask) + fg * mask
     pixels += rng.uniform(3, 15) * rng.standard_normal(pixels.shape, dtype=np.float32)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
