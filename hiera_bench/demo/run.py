@@ -33,6 +33,7 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
     inspect figure of :data:`INSPECTED` at :data:`DEMO_INSPECT` px (``posembed-<R>.png``) and both side by side
     (``demo.png``).
     """
+    from ..data.shared import SharedDecodes
     from ..sweep import SweepConfig, run_sweep
     from ..errors import UserError
     from ..io import atomic_write_text
@@ -44,19 +45,20 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
     data = val_folder(data_root)
     log(f"demo: held-out generated set at {data}")
     tables, runs = [], {}
-    for name, folder in ckpts.items():
-        progress = progress_factory() if progress_factory else None
-        cfg = SweepConfig(checkpoint=str(folder), data=str(data), res=DEMO_RES, schemes="interp,abswin",
-                          out=str(Path(out) / name), device=device, force=True, command="hiera-bench demo")
-        try:
-            result = run_sweep(cfg, progress)
-        finally:
-            if progress is not None and hasattr(progress, "stop"):
-                progress.stop()
-        table = result.table.copy()
-        table.insert(0, "demo_checkpoint", name)
-        tables.append(table)
-        runs[name] = result.out
+    with SharedDecodes(len(ckpts), log=log) as shared:  # the checkpoints share their preprocessing: one decode
+        for name, folder in ckpts.items():
+            progress = progress_factory() if progress_factory else None
+            cfg = SweepConfig(checkpoint=str(folder), data=str(data), res=DEMO_RES, schemes="interp,abswin",
+                              out=str(Path(out) / name), device=device, force=True, command="hiera-bench demo")
+            try:
+                result = run_sweep(cfg, progress, shared)
+            finally:
+                if progress is not None and hasattr(progress, "stop"):
+                    progress.stop()
+            table = result.table.copy()
+            table.insert(0, "demo_checkpoint", name)
+            tables.append(table)
+            runs[name] = result.out
     combined = pd.concat(tables, ignore_index=True)
     out = Path(out)
     atomic_write_text(out / "results.csv", combined.to_csv(index=False))
