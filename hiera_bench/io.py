@@ -83,17 +83,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def writer_gone(tag: str) -> bool:
+    """``tag`` (a :func:`writer`) names a process of this host that is gone. Writers on other hosts are never
+    gone here: their pids mean nothing on this one. A tag without a host (older versions) is this host's."""
+    match = _WRITER.match(tag)
+    if match is None or (match["host"] or _host()) != _host():
+        return False
+    return not _pid_alive(int(match["pid"]))
+
+
 def remove_stale_temp_files(root: Path) -> int:
-    """Delete temp files whose writer process on this host is gone (killed mid-write); returns how many.
-    Files of writers on other hosts are left: their pids mean nothing here. Names without a host (older
-    versions) count as this host's."""
-    removed, here = 0, _host()
+    """Delete temp files whose writer process on this host is gone (killed mid-write); returns how many."""
+    removed = 0
     for tmp in root.rglob(".*.tmp"):
         parts = tmp.name.split(".")  # .<name>.<writer>.<random or "link">.tmp: the writer is third from the end
-        match = _WRITER.match(parts[-3]) if len(parts) >= 4 else None
-        if match is None or (match["host"] or here) != here:
-            continue
-        if not _pid_alive(int(match["pid"])):
+        if len(parts) >= 4 and writer_gone(parts[-3]):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed

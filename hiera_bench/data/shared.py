@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..io import _pid_alive, writer
+from ..io import writer, writer_gone
 from ..preprocess import View
 
 PREFIX = "hiera-bench-decoded-"
@@ -105,7 +105,6 @@ class SharedDecodes:
         self.root = Path(root or tempfile.gettempdir())
         self.folder: Path | None = None
         self.started = 0
-        self.hits = self.decoded = 0
 
     def __enter__(self) -> "SharedDecodes":
         remove_stale(self.root)
@@ -127,31 +126,27 @@ class SharedDecodes:
         folder = self.folder / geometry_key(preprocess_fields, data_fingerprint, data_state)
         folder.mkdir(exist_ok=True)
         new = [v for v in views if not (folder / f"crops-{_name(v)}.u8").exists()]
+        if self.started == self.runs:  # the last run only reads: at a view no earlier run kept there is nothing
+            return None if new else DecodedCrops(folder, n_images, tuple(views), write=False)
         need, free = crop_bytes(n_images, new), shutil.disk_usage(self.folder).free
-        write = self.started < self.runs
-        if write and need + SPARE_BYTES > free:
+        if need + SPARE_BYTES > free:
             self.log(f"decoded images are not shared between checkpoints: they need {need / 1e9:.1f} GB in "
                      f"{self.root} and {free / 1e9:.1f} GB are free (point TMPDIR at a larger disk to share them)")
             return None
         for view in new:
-            if write:
-                size = view[0]
-                for name, length in ((f"crops-{_name(view)}.u8", n_images * 3 * size * size),
-                                     (f"flags-{_name(view)}.u8", n_images)):
-                    with open(folder / name, "wb") as fh:
-                        fh.truncate(length)  # sparse: space is taken as crops are kept
-        if not write and new:
-            return None  # the last run at a view no earlier run kept: nothing to read
-        return DecodedCrops(folder, n_images, tuple(views), write)
+            size = view[0]
+            for name, length in ((f"crops-{_name(view)}.u8", n_images * 3 * size * size),
+                                 (f"flags-{_name(view)}.u8", n_images)):
+                with open(folder / name, "wb") as fh:
+                    fh.truncate(length)  # sparse: space is taken as crops are kept
+        return DecodedCrops(folder, n_images, tuple(views))
 
 
 def remove_stale(root: Path) -> int:
     """Delete crop folders whose command on this host is gone (killed); returns how many."""
-    removed, here = 0, writer().rsplit("-", 1)[0]
+    removed = 0
     for folder in root.glob(f"{PREFIX}*"):
-        host_pid = folder.name[len(PREFIX):].rsplit("-", 1)[0]  # <host>-<pid>-<mkdtemp suffix>
-        host, _, pid = host_pid.rpartition("-")
-        if host == here and pid.isdigit() and not _pid_alive(int(pid)):
+        if writer_gone(folder.name[len(PREFIX):].rsplit("-", 1)[0]):  # <host>-<pid>-<mkdtemp suffix>
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -61,7 +61,8 @@ class Evaluation:
     valid: torch.Tensor | None = None  # the classes scored (--class-subset); None: every class
     cores: int | None = None  # host cores this process may use (a share of the node's under torchrun)
     host_share: float = 1.0  # the share of the host's memory its prefetched batches may take (1 / ranks on it)
-    shared: DecodedCrops | None = None  # crops an earlier checkpoint of the command kept, and where to keep ours
+    #: the crops an earlier checkpoint of the command kept (and where to keep ours), for the loop's views
+    shared: Callable[[tuple[View, ...]], DecodedCrops | None] | None = None
 
     def run(self, pending: list[Forward], segs: list[Segment], total: int) -> EvaluationReport:
         """Evaluate ``pending`` over ``segs`` (this rank's); ``total``: the (image, forward) pairs of every
@@ -97,7 +98,7 @@ class Evaluation:
         report.timing = {"prepare_s": round(t_loop - t_prepare, 3), "loop_s": round(time.time() - t_loop, 3)}
         if device_crops is not None:
             report.decode = {"decoder": self.preprocess.decode, "pil_fallbacks": device_crops.fallbacks}
-        elif self.shared is not None:
+        elif loader.dataset.shared is not None:
             report.decode = {"decoder": "pil", "shared_crops": shared, "decoded": report.images - shared}
         return report
 
@@ -120,7 +121,8 @@ class Evaluation:
         workers, threads = loading_plan(self.device, length((s.start, s.end) for s in segs), self.cfg.workers,
                                         self.cores)
         if device_crops is None:
-            images, collate_fn = MultiSizeImages(self.data.dataset, transform, 0, threads, self.shared), collate
+            kept = self.shared(transform.views) if self.shared is not None else None
+            images, collate_fn = MultiSizeImages(self.data.dataset, transform, 0, threads, kept), collate
         else:  # workers only read the files; the device decodes
             images, collate_fn = EncodedImages(self.data.dataset, 0), collate_encoded
         loader = torch.utils.data.DataLoader(  # batches never cross a segment: see shards

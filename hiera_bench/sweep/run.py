@@ -6,6 +6,7 @@ import socket
 import sys
 import time
 from contextlib import ExitStack
+from functools import partial
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -151,19 +152,14 @@ def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: C
     pending = [fwd for fwd, keys in zip(forwards, forward_cells(forwards)) if any(keys & s.keys for s in segs)]
     valid = sweep.subset.mask(sweep.loaded.label_names) if sweep.subset else None
     kept = None
-    if shared is not None and not cluster.distributed and sweep.preprocess.decode == "pil":
-        kept = shared.crops(sweep.preprocess.as_dict(), sweep.data_fingerprint, sweep.data_state, len(sweep.data),
-                            views(pending))
+    if shared is not None and not cluster.distributed:  # the loop asks for its views' crops (PIL decoding only)
+        kept = partial(shared.crops, sweep.preprocess.as_dict(), sweep.data_fingerprint, sweep.data_state,
+                       len(sweep.data))
     report = Evaluation(sweep.cfg, sweep.loaded, sweep.data, sweep.preprocess, sweep.run_dir, device, progress,
                         valid=valid, cores=cluster.cores if cluster.distributed else None,
                         host_share=1 / cluster.local_world_size, shared=kept).run(pending, segs, work.total)
     report.timing = {"load_s": round(load_s, 3), **report.timing}
     return report
-
-
-def views(forwards: list[Forward]) -> list[tuple[int, float]]:
-    """The (size, crop_pct) crops ``forwards`` read: every pending size on every pending crop."""
-    return [(size, crop) for crop in sorted({f.crop_pct for f in forwards}) for size in sorted({f.size for f in forwards})]
 
 
 def rank_report(cluster: Cluster, device: torch.device, work: Assignment, report: EvaluationReport) -> dict[str, Any]:
