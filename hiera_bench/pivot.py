@@ -475,7 +475,22 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
         cells = [x for c in columns for x in _tex_cells(p.value(c, size))]
         lines.append(label + (f" & {size / p.native:.2f}" if rel else "") + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _latex_best_crops(p, key)) + "\n"
+
+
+def _latex_best_crops(p: Pivot, key: str) -> list[str]:
+    """The best-crop table (:func:`best_crop_rows`) as a second booktabs table, ``\\label{tab:<key>-best-crop}``."""
+    titles, rows = best_crop_rows(p)
+    if not rows:
+        return []
+    caption = (r"Best \texttt{crop\_pct} per input size: the highest top-1 (\%) among the crops evaluated, "
+               r"@ the crop(s) that reach it (ties joined by /).")
+    lines = ["", r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
+             rf"\label{{tab:{tex_label(key)}-best-crop}}", rf"\begin{{tabular}}{{r{'r' * len(titles)}}}", r"\toprule",
+             "Size (px) & " + " & ".join(tex_escape(t) for t in titles) + r" \\", r"\midrule"]
+    for size, cells in rows:
+        lines.append(f"{size} & " + " & ".join(tex_escape(c) for c in cells) + r" \\")
+    return lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
 
 
 def _rich_delta(text: str) -> str:

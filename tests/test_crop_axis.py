@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from hiera_bench.pivot import markdown, pivot
+from hiera_bench.pivot import best_crop_rows, latex, markdown, pivot
 from hiera_bench.preprocess import EvalPreprocess, MultiSizeTransform, normalise
 from hiera_bench.report import build
 
@@ -88,6 +88,14 @@ def test_pivot_and_report_show_the_best_crop_per_size_and_scheme(runs, tmp_path)
             assert best.of == len(CROPS)
     assert "Best crop_pct per size" in markdown(p)
     assert "Best crop_pct" not in markdown(pivot(build([runs / "one-1.0"])))
+    tex = latex(p, key="crops")
+    assert tex.count(r"\begin{table}") == 2 and r"\label{tab:crops-best-crop}" in tex
+    best_table = tex.split(r"\label{tab:crops-best-crop}")[1]
+    titles, rows = best_crop_rows(p)
+    assert rows and len(rows) == len(p.sizes)
+    for size, cells in rows:  # the same winners as markdown's table, one row per size
+        assert f"{size} & " + " & ".join(cells) + r" \\" in best_table
+    assert latex(pivot(build([runs / "one-1.0"]))).count(r"\begin{table}") == 1
 
 
 def test_check_matches_cells_by_crop(cli, runs):
