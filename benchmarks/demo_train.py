@@ -55,7 +55,7 @@ class TrainConfig:
     """Everything that decides the trained weights (with the torch version and the CPU)."""
 
     seed: int = 0
-    n_train: int = 8000
+    n_train: int = 24000
     epochs: int = 8
     batch_size: int = 32
     lr: float | None = None  # None: the model's own (DemoModel.lr)
@@ -67,7 +67,7 @@ class TrainConfig:
     hflip: float = 0.0  # a flipped glyph is another character (or none): it would be label noise here
     threads: int = 1
     n_monitor: int = 400
-    monitor_every: int = 250  # steps
+    monitor_every: int = 500  # steps
 
 
 def _render_train(index: int) -> tuple[bytes, int]:

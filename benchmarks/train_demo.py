@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/train_demo.py            # both models, one after the other, CPU, 1 thread
     .venv/bin/python benchmarks/train_demo.py --models hiera-demo-abswin --out /tmp/ckpts
 
-Each model: 8000 generated training images (seed 1), 8 epochs of timm's train transform at
+Each model: 24000 generated training images (seed 1), 8 epochs (6000 steps) of timm's train transform at
 128 px only (random-resized crop, colour jitter, no flip), AdamW + warm-up + cosine, one CPU thread;
-a monitor split (seed 3) is scored every 250 steps. Then its top-1 at 128 px is measured with the
+a monitor split (seed 3) is scored every 500 steps. Then its top-1 at 128 px is measured with the
 real sweep on the held-out split (seed 2) and written into its MODEL_CARD.md; train.json records
 the recipe, the machine, the seconds and the monitor history. Same seed, torch version, thread
 count and CPU give the same weights.
@@ -74,6 +74,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def machine(device: str, threads: int) -> str:
+    """Where the weights were trained, as train.json records it: the device, CPU model, cores and load."""
+    import os
+    import platform
+
+    import torch
+
+    if device != "cpu":
+        return f"{device} ({torch.cuda.get_device_name(device)})" if torch.cuda.is_available() else device
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        model = names[0] if names else model
+    load = ", load average {:.1f} at the end".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+    return f"cpu, {threads} thread{'s' if threads != 1 else ''} ({model}; {os.cpu_count()} cores{load})"
+
+
 def native_top1(folder: Path, data: Path) -> float:
     """Top-1 at the native size, measured by the benchmark's own sweep (timm eval preprocessing)."""
     from hiera_bench.sweep import SweepConfig, run_sweep
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                                         model_name=name, license="Apache-2.0", **spec.pretrained_cfg)
         provenance = {
             "name": name, "seconds": round(time.time() - t1, 1), "command": command.strip(),
-            "device": f"{args.device}, {args.threads} threads" if args.device == "cpu" else args.device,
+            "device": machine(args.device, args.threads),
             "torch": torch.__version__, "timm": timm.__version__, "params": sum(p.numel() for p in net.parameters()),
             "train_config": dataclasses.asdict(cfg), "lr": cfg.lr or spec.lr,
             "steps": history[-1]["step"], "monitor_seed": MONITOR_SEED, "history": history,

@@ -78,9 +78,9 @@ def test_demo_rerun_matches_committed_baseline(tmp_path):
         checked = compare(current, baseline, metric=metric, tol=tol)
         assert checked.ok, [c for c in checked.cells if c.verdict != "hold"]
         assert all(abs(c.delta) <= tol + 1e-9 for c in checked.cells), metric  # and not better either
-    # the models learned: far above chance (6.25 %) at the native size
+    # the models learned: at least the 90 % the demo is built to (chance is 6.25 %) at the native size
     native = current[current["img_size"] == 128]
-    assert (native["top1"] > 60.0).all()
+    assert (native["top1"] >= 90.0).all()
     for name, run in result.runs.items():
         assert json.loads((run / "run.json").read_text())["native_size"] == 128
         assert (run / "results.md").is_file()
@@ -94,3 +94,27 @@ def test_demo_rerun_matches_committed_baseline(tmp_path):
 def test_cli_demo_help_names_the_command(cli):
     res = cli("demo", "--help")
     assert res.code == 0 and "--out" in res.out
+
+
+def test_demo_training_is_reproducible_by_seed():
+    """The model cards' claim: benchmarks/train_demo.py gives the same weights for the same seed (a short run of
+    the very train() that made the shipped files: timm's train transform, AdamW, both demo architectures)."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from demo_train import DEMO_MODELS, TrainConfig, render_train_set, train
+
+    cfg = TrainConfig(n_train=64, epochs=1, batch_size=16)  # 4 steps
+    items = render_train_set(cfg)
+    threads = torch.get_num_threads()
+    try:
+        for spec in DEMO_MODELS.values():
+            runs = [train(spec, cfg, items, log=lambda m: None).state_dict() for _ in range(2)]
+            other = train(spec, TrainConfig(n_train=64, epochs=1, batch_size=16, seed=1), items, log=lambda m: None)
+            assert runs[0].keys() == runs[1].keys()
+            assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0]), spec.name
+            assert not all(torch.equal(runs[0][k], v) for k, v in other.state_dict().items()), spec.name
+    finally:
+        torch.set_num_threads(threads)  # train() pins its own thread count
