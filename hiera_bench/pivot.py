@@ -463,8 +463,7 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
                r"$a-b$ columns: the paired difference of two schemes at one size with its 95\,\% bootstrap CI. "
                r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "
                r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero).")
-    lines = ["% hiera-bench: needs \\usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{caption}}}", rf"\label{{tab:{tex_label(key)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    lines = ["% hiera-bench: needs \\usepackage{booktabs}"] + _tex_open(caption, tex_label(key), spec)
     if p.several:
         lines.append(" & " * (lead - 1) + " & " + " & ".join(head1) + r" \\")
         lines.append(" ".join(rules))
@@ -474,8 +473,16 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
         label = size_text(p, size, lambda s: rf"\textbf{{{s}}}", tex_escape)
         cells = [x for c in columns for x in _tex_cells(p.value(c, size))]
         lines.append(label + (f" & {size / p.native:.2f}" if rel else "") + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines + _latex_best_crops(p, key)) + "\n"
+    return "\n".join(lines + _TEX_CLOSE + _latex_best_crops(p, key)) + "\n"
+
+
+def _tex_open(caption: str, label: str, spec: str) -> list[str]:
+    """The lines that open a booktabs table float, up to its top rule (:data:`_TEX_CLOSE` ends it)."""
+    return [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{tab:{label}}}",
+            rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+
+
+_TEX_CLOSE = [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
 
 
 def _latex_best_crops(p: Pivot, key: str) -> list[str]:
@@ -485,12 +492,11 @@ def _latex_best_crops(p: Pivot, key: str) -> list[str]:
         return []
     caption = (r"Best \texttt{crop\_pct} per input size: the highest top-1 (\%) among the crops evaluated, "
                r"@ the crop(s) that reach it (ties joined by /).")
-    lines = ["", r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
-             rf"\label{{tab:{tex_label(key)}-best-crop}}", rf"\begin{{tabular}}{{r{'r' * len(titles)}}}", r"\toprule",
+    lines = ["", *_tex_open(caption, f"{tex_label(key)}-best-crop", "r" * (1 + len(titles))),
              "Size (px) & " + " & ".join(tex_escape(t) for t in titles) + r" \\", r"\midrule"]
     for size, cells in rows:
         lines.append(f"{size} & " + " & ".join(tex_escape(c) for c in cells) + r" \\")
-    return lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return lines + _TEX_CLOSE
 
 
 def _rich_delta(text: str) -> str:
