@@ -40,6 +40,17 @@ def test_file_names_repeated_across_class_folders_get_class_prefixed_ids(tmp_pat
     assert len(data) == 12
 
 
+@pytest.mark.parametrize("cut", [{}, {"limit": 5}, {"per_class": 2}])
+def test_whole_column_reads_match_the_rows_in_order(class_folder, cut):
+    """``image_ids()``/``labels()`` read the column at once; through the sort and the cut they must give
+    exactly what the rows give one by one (the loop reads rows; the statistics and scoring read columns)."""
+    data = open_data(str(class_folder), CLASSES, **cut)
+    rows = [data.dataset[i] for i in range(len(data))]
+    assert data.image_ids() == [r["image_id"] for r in rows]
+    assert data.labels().tolist() == [r["label"] for r in rows]
+    assert data.image_ids() == sorted(data.image_ids())
+
+
 def test_unique_file_names_keep_their_ids(class_folder):
     """ImageNet val's ids (and so existing baselines and ReaL labels) do not change."""
     data = open_data(str(class_folder), CLASSES)

@@ -82,6 +82,9 @@ def test_sweep_writes_tidy_outputs_matching_a_hand_reference(cli, full_ckpt, two
     for key in ("command", "versions", "checkpoint_sha256", "data", "host", "started", "device", "dtype"):
         assert run[key], key
     assert {"torch", "timm", "pillow", "datasets"} <= set(run["versions"])
+    phases = ("load_s", "prepare_s", "loop_s", "rows_s", "statistics_s")  # where a run's wall time went
+    assert set(phases) <= set(run["timing"]) and all(run["timing"][k] >= 0 for k in phases)
+    assert sum(run["timing"][k] for k in phases) <= run["wall_s"]
     md = (out / "results.md").read_text()
     assert "| 64 **native** |" in md and "abswin" in md and "interp" in md
     assert "best:" in result.out

@@ -10,7 +10,8 @@ import datasets
 import pyarrow.compute as pc
 
 from ..errors import UserError
-from .base import FEATURES, ClassIndex, DataSource, Layout, detect_layout, get_layout, list_layouts, register_layout
+from .base import (FEATURES, ClassIndex, DataSource, Layout, detect_layout, get_layout, list_layouts, read_column,
+                   register_layout)
 from . import classfolder  # noqa: F401  (registers the layout)
 
 for _optional in ("parquet", "hub", "webdataset", "flatval", "saved"):
@@ -40,7 +41,7 @@ def default_location() -> str:
 def _per_class(dataset, k: int):
     seen: dict[int, int] = {}
     keep = []
-    for i, label in enumerate(dataset["label"]):
+    for i, label in enumerate(read_column(dataset, "label").to_pylist()):
         if seen.get(label, 0) < k:
             seen[label] = seen.get(label, 0) + 1
             keep.append(i)
@@ -49,7 +50,7 @@ def _per_class(dataset, k: int):
 
 def _refuse_repeated_ids(dataset, location: str) -> None:
     """The statistics pair images by id: two images under one id would pair the wrong outcomes."""
-    counts = pc.value_counts(dataset.with_format("arrow")["image_id"])
+    counts = pc.value_counts(read_column(dataset, "image_id"))
     repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()
     if repeated:
         n = len(repeated)

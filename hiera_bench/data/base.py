@@ -204,6 +204,12 @@ def detect_layout(location: str) -> Layout:
     )
 
 
+def read_column(dataset: datasets.Dataset, name: str) -> pa.ChunkedArray:
+    """One column of every selected row as one Arrow array, straight from the memory-mapped table (no image
+    bytes copied); a plain ``dataset[name]`` walks the rows one Python call each (seconds at 50 000 images)."""
+    return dataset.with_format("arrow")[name]
+
+
 @dataclass
 class DataSource:
     """An evaluation set in the common shape, sorted by image id."""
@@ -217,12 +223,17 @@ class DataSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def image_ids(self) -> list[str]:
+        return read_column(self.dataset, "image_id").to_pylist()
+
+    def labels(self) -> np.ndarray:
+        return read_column(self.dataset, "label").to_numpy()
+
     def fingerprint(self) -> str:
         """Hash of the (image id, label) pairs in order: equal sets evaluate equally."""
         digest = hashlib.sha256()
-        table = self.dataset.select_columns(["image_id", "label"]).with_format("arrow")[:]
-        digest.update("\n".join(table.column("image_id").to_pylist()).encode())
-        digest.update(table.column("label").to_numpy().astype("<i8").tobytes())
+        digest.update("\n".join(self.image_ids()).encode())
+        digest.update(self.labels().astype("<i8").tobytes())
         return digest.hexdigest()[:16]
 
     def state(self) -> str:
@@ -246,7 +257,7 @@ class DataSource:
         """
         table = self.dataset.data
         image = table.column("image")
-        selected = self.dataset.select_columns(["image_id"]).with_format("arrow")[:].column("image_id")
+        selected = read_column(self.dataset, "image_id")
         on_disk = pc.and_(pc.is_null(pc.struct_field(image, "bytes")),
                           pc.is_in(table.column("image_id"), value_set=selected.combine_chunks()))
         return [p for p in pc.struct_field(image, "path").filter(on_disk).to_pylist() if p]

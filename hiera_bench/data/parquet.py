@@ -13,13 +13,12 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UserError
 from ..untrusted import REDOWNLOAD, check_parquet, odd_one_out, reading
-from .base import (WNID, ClassIndex, common_dataset, image_id_from_path, labels_for_wnids, register_layout,
-                   wnids_for_names)
+from .base import (WNID, ClassIndex, common_dataset, image_id_from_path, labels_for_wnids, read_column,
+                   register_layout, wnids_for_names)
 
 GLOB_CHARS = "*?["
 
@@ -39,11 +38,6 @@ def parquet_files(location: str) -> list[str]:
     return [str(f) for f in (validation or found)]
 
 
-def _column(dataset: datasets.Dataset, name: str) -> pa.ChunkedArray:
-    """A column straight from the (memory-mapped) arrow table: reading paths must not copy image bytes."""
-    return dataset.with_format("arrow")[name]
-
-
 def _image_column(dataset: datasets.Dataset) -> str:
     images = [k for k, f in dataset.features.items() if isinstance(f, datasets.Image)]
     if "image" in dataset.features:
@@ -56,8 +50,8 @@ def _image_column(dataset: datasets.Dataset) -> str:
 def from_hub_schema(dataset: datasets.Dataset, classes: ClassIndex, where: str) -> datasets.Dataset:
     """Hub-format rows (``image``, ``label`` ClassLabel, optional ``path``) -> the common schema."""
     image_column = _image_column(dataset)
-    image = _column(dataset, image_column)
-    paths = _column(dataset, "path") if "path" in dataset.column_names else pc.struct_field(image, "path")
+    image = read_column(dataset, image_column)
+    paths = read_column(dataset, "path") if "path" in dataset.column_names else pc.struct_field(image, "path")
     paths = [p or "" for p in paths.to_pylist()]
     wnids = [found.group(1) if (found := WNID.search(Path(p).name)) else None for p in paths]
     if all(wnids):
@@ -74,7 +68,7 @@ def _labels_from_classlabel(dataset: datasets.Dataset, classes: ClassIndex, wher
         raise UserError(f"{where}: no wnid in the image paths and no 'label' ClassLabel column; "
                         "this does not look like ImageNet val with labels")
     wnids = wnids_for_names(feature.names, where)
-    index = _column(dataset, "label").to_numpy()
+    index = read_column(dataset, "label").to_numpy()
     if (index < 0).any():
         raise UserError(f"{where}: some labels are -1 (unlabelled); the test split has no labels, use validation")
     return labels_for_wnids([wnids[i] for i in index], classes, where)

@@ -13,8 +13,8 @@ import datasets
 
 from ..errors import UserError
 from ..untrusted import check_arrow, read_json, reading, wrong
-from .base import (ClassIndex, common_dataset, labels_for_imagenet_index, labels_for_wnids, register_layout,
-                   wnids_for_names)
+from .base import (ClassIndex, common_dataset, labels_for_imagenet_index, labels_for_wnids, read_column,
+                   register_layout, wnids_for_names)
 from .parquet import from_hub_schema
 
 SPLIT_NAMES = ("validation", "val", "valid")  # never "test": ImageNet's test split is unlabelled
@@ -31,13 +31,13 @@ def _pick_split(loaded: datasets.DatasetDict, where: str) -> datasets.Dataset:
 
 def _from_common_schema(dataset: datasets.Dataset, classes: ClassIndex, where: str) -> datasets.Dataset:
     feature = dataset.features["label"]
-    index = dataset.with_format("arrow")["label"].to_numpy()
+    index = read_column(dataset, "label").to_numpy()
     if isinstance(feature, datasets.ClassLabel):
         wnids = wnids_for_names(feature.names, where)
         labels = labels_for_wnids([wnids[i] for i in index], classes, where)
     else:
         labels = labels_for_imagenet_index(index, classes, where)
-    ids = dataset.with_format("arrow")["image_id"].to_pylist()
+    ids = read_column(dataset, "image_id").to_pylist()
     return common_dataset(dataset, "image", ids, labels)
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -134,7 +135,9 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: Share
             run_info.update(job_info(cluster, work, reports))
             await_records(sweep.run_dir, work, n_images, cluster.distributed)
             gflops = {size: g for r in reports for size, g in r["gflops"].items()}
+            t_rows = time.time()
             rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
+            run_info.setdefault("timing", {})["rows_s"] = round(time.time() - t_rows, 3)
     outcome = write_results(sweep, rows, failed, run_info, t_start) if cluster.primary else None
     table, run_info, problems_found = cluster.broadcast(outcome)
     return SweepResult(table, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info, problems_found, cluster.primary)
@@ -217,10 +220,9 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                                                                          crop_pct=crop), reason)
                    for size, reason in sweep.grid.skipped for crop in sweep.crops for s in sweep.schemes]
     table = tidy_table(rows)
-    run_info.update(finished=iso_time(time.time()), wall_s=round(time.time() - t_start, 3),
-                    failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
+    run_info.update(failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
-    merged = write_views(sweep.run_dir, table, run_info)
+    merged = write_views(sweep.run_dir, table, run_info, t_start)
     mine = this_sweeps_rows(merged, table)
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
 
@@ -259,7 +261,7 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
 def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: Progress) -> ClassSubset | None:
     """The classes images are scored over: ``--class-subset``, or ImageNet-R/-A when the data's classes are
     exactly one of them; otherwise all, with a note when the data holds far fewer classes than the model."""
-    present = {loaded.label_names[int(i)] for i in set(data.dataset["label"])}
+    present = {loaded.label_names[int(i)] for i in np.unique(data.labels())}
     chosen = subset(cfg.class_subset) if cfg.class_subset else detect(present)
     if chosen is not None:
         chosen.mask(loaded.label_names)  # its classes must be the model's
@@ -372,5 +374,5 @@ def _real_labels(source: str | None, data: DataSource):
     from ..data.real import load_real_labels, real_targets
 
     real = load_real_labels(None if source == "timm" else source)
-    real_targets(real, data.dataset["image_id"], data.layout)
+    real_targets(real, data.image_ids(), data.layout)
     return real

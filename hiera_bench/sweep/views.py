@@ -24,6 +24,7 @@ from ..interrupts import deferred
 from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text, writer
 from ..pivot import markdown, pivot
 from ..stats import annotate, native_deltas
+from .provenance import iso_time
 from .rows import tidy_table
 from .store import VIEWS, RunDir
 
@@ -37,18 +38,25 @@ def current_views(root: Path) -> Path:
     return link.resolve() if link.is_symlink() else Path(root)
 
 
-def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any]) -> pd.DataFrame:
+def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
+                t_start: float | None = None) -> pd.DataFrame:
     """Every finished cell of the folder (other sweeps' too) merged with ``table``, annotated with the
-    statistics of the per-image records, written as one generation; returns the merged table."""
+    statistics of the per-image records, written as one generation; returns the merged table. With the
+    sweep's ``t_start``, run.json's ``finished`` and ``wall_s`` are stamped once the statistics are made."""
     with run_dir.merge_lock():
         mine = table.to_dict("records")
         taken = {slot(r) for r in mine}  # a cell this sweep measured again (the files changed) replaces the old one
         rows = [r for r in run_dir.finished_rows() if slot(r) not in taken] + mine
+        t_stats = time.time()
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
         predictions = run_dir.predictions(merged["cell_key"].dropna())
         if predictions is not None:
             merged = annotate(merged, predictions)
+        done = time.time()
+        run_info.setdefault("timing", {})["statistics_s"] = round(done - t_stats, 3)
+        if t_start is not None:
+            run_info.update(finished=iso_time(done), wall_s=round(done - t_start, 3))
         _publish(run_dir.root, merged, predictions, run_info)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
         atomic_write_json(run_dir.root / "runs" / f"{stamp}-{os.getpid()}.json", run_info)
