@@ -8,6 +8,7 @@ torchrun job sharing the folder). Locks serialise runs that share a folder.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import UserError
 from .interrupts import deferred
 
 try:
@@ -129,6 +131,11 @@ def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+#: What ``flock`` fails with where the filesystem offers no locks (Lustre mounted without ``-o flock``, NFS
+#: without a lock daemon, some FUSE mounts).
+NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
+
+
 @contextmanager
 def file_lock(path: Path, on_wait=None):
     """An exclusive advisory lock held for the ``with`` block; ``on_wait()`` is called if it must wait."""
@@ -136,13 +143,27 @@ def file_lock(path: Path, on_wait=None):
     with open(path, "a+") as fh:
         if fcntl is not None:
             try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
             except BlockingIOError:
                 if on_wait:
                     on_wait()
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                _flock(fh, fcntl.LOCK_EX, path)
         try:
             yield
         finally:
             if fcntl is not None:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _flock(fh, operation: int, path: Path) -> None:
+    try:
+        fcntl.flock(fh.fileno(), operation)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno not in NO_LOCKS:
+            raise
+        raise UserError(f"{path.parent} is on a filesystem without file locks (flock: {exc.strerror}); runs "
+                        "sharing a folder lock it so that no two compute one cell or rewrite the results at once: "
+                        "put --out on a filesystem with locks (a local disk; Lustre mounted with -o flock; NFS with "
+                        "its lock service)") from exc

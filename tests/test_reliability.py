@@ -259,6 +259,27 @@ def test_disk_full_while_writing_is_one_line_and_keeps_earlier_files(cli, tmp_pa
     assert set(pd.read_csv(tmp_path / "results.csv").img_size) == {64, 96}
 
 
+def test_a_folder_without_file_locks_is_one_line_naming_the_fix(cli, tmp_path, full_ckpt, class_folder, monkeypatch):
+    """Lustre mounted without -o flock answers flock() with ENOSYS; the sweep must say so, not 'check the path'."""
+    import fcntl
+
+    import hiera_bench.io as io
+
+    real_flock = fcntl.flock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(io.fcntl, "flock", no_locks)
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--out", tmp_path / "run", "-q", "--res", "64"]
+    result = cli(*args)
+    monkeypatch.setattr(io.fcntl, "flock", real_flock)
+    line = result.err.strip()
+    assert result.code == 2 and "Traceback" not in result.err and len(line.splitlines()) == 1
+    assert "without file locks" in line and "-o flock" in line and str(tmp_path / "run") in line
+    assert cli(*args).code == 0  # on a filesystem with locks the same command runs
+
+
 def test_two_sweeps_into_one_out_lose_nothing(tmp_path, full_ckpt, many_images):
     cmds = [
         _sweep_cmd(full_ckpt, many_images, tmp_path, res="96", batch=8),
