@@ -51,6 +51,69 @@ def test_state_changes_when_an_image_is_rewritten_or_touched(folder):
     assert open_data(str(folder), CLASSES).fingerprint() == fingerprint  # the identity stays
 
 
+def test_a_copy_that_keeps_the_mtimes_keeps_the_state_wherever_it_lies(folder, tmp_path):
+    """A node-local copy or a SLURM job's scratch folder (rsync -a, cp -p) is the same files: same state."""
+    state = open_data(str(folder), CLASSES).state()
+    copy = Path(shutil.copytree(folder, tmp_path / "scratch" / "job-123" / "imagenet-val"))  # copy2 keeps mtimes
+    assert open_data(str(copy), CLASSES).state() == state
+    assert open_data(str(copy), CLASSES, limit=2).state() == open_data(str(folder), CLASSES, limit=2).state()
+    touch(next(copy.glob("*/*.JPEG")))
+    assert open_data(str(copy), CLASSES).state() != state
+    fresh = Path(shutil.copytree(folder, tmp_path / "plain-cp", copy_function=shutil.copyfile))  # new mtimes
+    assert open_data(str(fresh), CLASSES).state() != state
+
+
+def test_a_sweep_over_a_moved_copy_reuses_every_cell(cli, full_ckpt, folder, tmp_path):
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "run"
+    args = ["sweep", "--checkpoint", full_ckpt, "--out", out, "-q", "--res", "64,96"]
+    assert cli(*args, "--data", folder).code == 0
+    first = pd.read_csv(out / "results.csv")
+    moved = Path(shutil.copytree(folder, tmp_path / "elsewhere" / "val"))
+    shutil.rmtree(folder)
+    assert cli(*args, "--data", moved).code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert sum(r["evaluated_images"] for r in run["ranks"]) == 0
+    again = pd.read_csv(out / "results.csv")
+    assert list(again.cell_key) == list(first.cell_key) and again.top1.tolist() == first.top1.tolist()
+
+
+def test_cells_an_earlier_version_keyed_still_count(cli, full_ckpt, folder, tmp_path):
+    """hiera-bench 0.1.0 hashed the paths as given; its run folders' cells are found under their own keys, not
+    recomputed, as long as the files are where they were and unchanged."""
+    import json
+
+    import pandas as pd
+
+    from hiera_bench.cells import CellIdentity
+
+    out = tmp_path / "run"
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", folder, "--out", out, "-q", "--res", "64,96"]
+    assert cli(*args).code == 0
+    old_state = open_data(str(folder), CLASSES).earlier_states()[0]
+    assert old_state != open_data(str(folder), CLASSES).state()
+    old_keys = {}
+    for cell_dir in sorted((out / "cells").iterdir()):  # the folder as 0.1.0 wrote it: cells under the old keys
+        fields = json.loads((cell_dir / "cell.json").read_text())
+        old = CellIdentity(**dict(fields, data_state=old_state))
+        (cell_dir / "cell.json").write_text(json.dumps(old.fields()))
+        row = json.loads((cell_dir / "row.json").read_text())
+        (cell_dir / "row.json").write_text(json.dumps(dict(row, cell_key=old.key)))
+        cell_dir.rename(cell_dir.with_name(old.key))
+        old_keys[cell_dir.name] = old.key
+    assert cli(*args).code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert sum(r["evaluated_images"] for r in run["ranks"]) == 0
+    assert set(pd.read_csv(out / "results.csv").cell_key.dropna()) == set(old_keys.values())
+    touch(next(folder.glob("*/*.JPEG")))  # a changed file: neither key fits, the cells are computed again
+    assert cli(*args).code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert sum(r["evaluated_images"] for r in run["ranks"]) > 0
+
+
 def test_state_covers_only_the_selected_images(folder):
     first_two = open_data(str(folder), CLASSES, limit=2)
     before = first_two.state()

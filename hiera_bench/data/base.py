@@ -242,12 +242,19 @@ class DataSource:
         The fingerprint is the set's identity across machines; the state tells whether the files behind it
         changed since (a repaired image, a rewritten shard), so that results of the old files are not
         reused. Files are only stat'ed: hashing 6 GB of ImageNet would take minutes, and a rewrite or a
-        touch moves the mtime. Rows with inline bytes contribute their layout's data files instead.
+        touch moves the mtime. Rows with inline bytes contribute their layout's data files instead. Paths
+        count relative to the files' common folder: a set moved or copied with its mtimes (``rsync -a``,
+        ``cp -p``; a node-local copy, a SLURM job's scratch folder) keeps its state, so its cells are reused.
         """
         layout = get_layout(self.layout)
         data_files = layout.data_files(self.location) if hasattr(layout, "data_files") else []  # older plug-ins
-        files = sorted(self._row_files()) + data_files
-        return hashlib.sha256("".join(f"{path}\t{_stat_key(path)}\n" for path in files).encode()).hexdigest()[:16]
+        return files_state(self._row_files(), data_files)
+
+    def earlier_states(self) -> list[str]:
+        """:meth:`state` as earlier versions computed it: run folders they wrote key their cells by it."""
+        layout = get_layout(self.layout)
+        data_files = layout.data_files(self.location) if hasattr(layout, "data_files") else []
+        return [files_state_v0(self._row_files(), data_files)]
 
     def _row_files(self) -> list[str]:
         """The path of each selected row whose image is a file, read without touching any image bytes.
@@ -261,6 +268,24 @@ class DataSource:
         on_disk = pc.and_(pc.is_null(pc.struct_field(image, "bytes")),
                           pc.is_in(table.column("image_id"), value_set=selected.combine_chunks()))
         return [p for p in pc.struct_field(image, "path").filter(on_disk).to_pylist() if p]
+
+
+def files_state(row_files: Sequence[str], data_files: Sequence[str]) -> str:
+    """:meth:`DataSource.state` of these files: each named relative to the common folder of all of them."""
+    absolute = [os.path.abspath(p) for p in (*row_files, *data_files)]
+    if not absolute:
+        return hashlib.sha256(b"").hexdigest()[:16]
+    root = os.path.commonpath(absolute)
+    names = [os.path.relpath(p, root) for p in absolute]
+    n_rows = len(row_files)
+    order = sorted(range(n_rows), key=names.__getitem__) + list(range(n_rows, len(names)))
+    return hashlib.sha256("".join(f"{names[i]}\t{_stat_key(absolute[i])}\n" for i in order).encode()).hexdigest()[:16]
+
+
+def files_state_v0(row_files: Sequence[str], data_files: Sequence[str]) -> str:
+    """The state of hiera-bench 0.1.0: over the paths as given, so a moved or copied set had another."""
+    files = sorted(row_files) + list(data_files)
+    return hashlib.sha256("".join(f"{path}\t{_stat_key(path)}\n" for path in files).encode()).hexdigest()[:16]
 
 
 def _stat_key(path: str) -> str:

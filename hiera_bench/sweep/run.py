@@ -6,7 +6,7 @@ import socket
 import sys
 import time
 from contextlib import ExitStack
-from functools import partial
+from functools import cached_property, partial
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,11 @@ class Sweep:
     @property
     def label(self) -> str:
         return self.cfg.label or self.loaded.name
+
+    @cached_property
+    def earlier_states(self) -> list[str]:
+        """The data's state as earlier versions computed it (stat'ed once, and only where a cell needs it)."""
+        return self.data.earlier_states()
 
 
 def run_sweep(cfg: SweepConfig, progress: Progress | None = None, shared: SharedDecodes | None = None) -> SweepResult:
@@ -278,12 +283,13 @@ def cell(sweep: Sweep, crop_pct: float, **fields: Any) -> CellIdentity:
     """The identity of one of this sweep's cells (``scheme``, ``img_size``, ``global_size`` given) on the crops
     of ``crop_pct``."""
     cfg = sweep.cfg
-    return CellIdentity(model=sweep.loaded.name, checkpoint_sha256=sweep.loaded.sha256,
-                        preprocess=replace(sweep.preprocess, crop_pct=crop_pct).as_dict(),
-                        data_fingerprint=sweep.data_fingerprint,
-                        limit=cfg.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
-                        data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
-                        **fields)
+    identity = CellIdentity(model=sweep.loaded.name, checkpoint_sha256=sweep.loaded.sha256,
+                            preprocess=replace(sweep.preprocess, crop_pct=crop_pct).as_dict(),
+                            data_fingerprint=sweep.data_fingerprint,
+                            limit=cfg.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
+                            data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
+                            **fields)
+    return sweep.run_dir.known_identity(identity, lambda: sweep.earlier_states)
 
 
 def plan(sweep: Sweep, primary: bool = True) -> list[Forward]:

@@ -14,13 +14,14 @@ old file or the new one, never a truncated one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import pyarrow as pa
 
+from ..cells import CellIdentity
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
@@ -167,6 +168,17 @@ class RunDir:
 
     def cell(self, key: str) -> CellStore:
         return CellStore(self.root / "cells" / key)
+
+    def known_identity(self, identity: CellIdentity, earlier_states: Callable[[], Iterable[str]]) -> CellIdentity:
+        """``identity``, or the same cell keyed by a ``data_state`` an earlier version computed where only that
+        one is in this folder: after an upgrade the folder's finished cells still count, not recomputed."""
+        if identity.data_state is None or self.cell(identity.key).root.is_dir():
+            return identity
+        for state in earlier_states():
+            earlier = replace(identity, data_state=state)
+            if self.cell(earlier.key).root.is_dir():
+                return earlier
+        return identity
 
     def finished_rows(self) -> list[dict[str, Any]]:
         # rows are replaced by one rename, so a row that cannot be read is damaged, never half-written
