@@ -206,10 +206,32 @@ def test_progress_in_a_log_is_plain_lines_with_a_rate_and_eta(cli, full_ckpt, cl
                  "--progress-every", "0", "--out", tmp_path / "run")
     assert result.code == 0, result.err
     lines = [line for line in result.err.splitlines() if "/s, eta " in line]
-    assert len(lines) == 9  # one per forward (3: interp and abswin at 96, one shared at native 64) per batch of 4
+    assert len(lines) == 3  # one per batch of 4 images (each counts its 3 forwards: interp and abswin at 96, native 64)
+    assert [line.split(": ")[-1].split(" (")[0] for line in lines] == ["12/36", "24/36", "36/36"]
     assert lines[-1].endswith("(100.0 %), " + lines[-1].split("(100.0 %), ")[1]) and "eta 0:00:00" in lines[-1]
     assert result.err.splitlines()[0].endswith(": started")
     assert "\x1b[" not in result.err  # no terminal codes in a log
+
+
+def test_the_rate_is_over_the_loop_since_it_started(monkeypatch, capsys):
+    """Progress lines in a log: the rate is over the loop since it started, so a short run's single line (one
+    batch) or its last batch (counted right after the one before) is never work read as done in no time."""
+    import hiera_bench.cli.sweep as cli_sweep
+
+    clock = [100.0]
+    monkeypatch.setattr(cli_sweep.time, "monotonic", lambda: clock[0])
+    progress = cli_sweep.RichProgress(enabled=True, every=0.0)
+    assert progress.lines  # stderr is captured, not a terminal
+    progress.start(300, "m")
+    for t, n in ((110.0, 100), (112.0, 100), (114.0, 100)):
+        clock[0] = t
+        progress.advance(n)
+    rates = [line.split("), ")[1] for line in capsys.readouterr().err.splitlines() if "/s" in line]
+    assert rates == ["10/s, eta 0:00:20", "17/s, eta 0:00:06", "21/s, eta 0:00:00"]
+    progress.start(240, "one batch")
+    clock[0] = 124.0
+    progress.advance(240)
+    assert capsys.readouterr().err.strip().endswith("240/240 (100.0 %), 24/s, eta 0:00:00")
 
 
 def test_a_sweep_draws_its_figures_into_its_run_folder(cli, full_ckpt, class_folder, tmp_path):

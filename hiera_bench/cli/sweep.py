@@ -34,8 +34,8 @@ class RichProgress:
         owner = self
 
         class Eta(ProgressColumn):
-            """Time left at the rate measured since the first images were counted (rich's own estimate needs
-            two updates within 30 s, which large CPU batches never give: it showed -:--:-- all run long)."""
+            """Time left at the rate measured since the loop started (rich's own estimate needs two updates
+            within 30 s, which large CPU batches never give: it showed -:--:-- all run long)."""
 
             def render(self, task) -> Text:
                 rate = owner.rate()
@@ -59,9 +59,8 @@ class RichProgress:
         self.total = 0
         self.done = 0
         self.description = ""
-        self._first: tuple[float, int] | None = None  # (time, done) when the first images were counted
         self._end: float | None = None  # when the last was: the rate stops there
-        self._last_line = 0.0
+        self._last_line = self._started = 0.0
 
     def loading(self, description: str) -> None:
         """A spinner (no total yet) while the checkpoint and data load and the forwards are prepared."""
@@ -75,16 +74,14 @@ class RichProgress:
             self.task = self.progress.add_task(description, total=total)
         else:
             self.progress.reset(self.task, total=total, completed=0, description=description)
-        self.total, self.done, self.description, self._first, self._end = total, 0, description, None, None
-        self._last_line = time.monotonic()
+        self.total, self.done, self.description, self._end = total, 0, description, None
+        self._started = self._last_line = time.monotonic()
         if self.lines:
             err.print(f"{description}: started", markup=False)
 
     def advance(self, n: int) -> None:
         now = time.monotonic()
         self.done += n
-        if self._first is None:
-            self._first = (now, self.done)
         if self.done >= self.total:
             self._end = now
         if self.task is not None:
@@ -98,12 +95,14 @@ class RichProgress:
                       f"{rate or 0:,.0f}/s, eta {eta}", markup=False)
 
     def rate(self) -> float | None:
-        """Images × forwards per second since the first batch was counted (the first batch's wait excluded)."""
-        if self._first is None:
+        """Images × forwards per second since the loop started (the set-up and compiles before it excluded).
+
+        Not since the first batch was counted: a batch is counted once the next one is queued (on a CPU,
+        computed), so the last batch's count came right after the one before it, for no time."""
+        if not self.done:
             return None
-        t0, done0 = self._first
-        elapsed = (self._end or time.monotonic()) - t0
-        return (self.done - done0) / elapsed if elapsed > 0 and self.done > done0 else None
+        elapsed = (self._end or time.monotonic()) - self._started
+        return self.done / elapsed if elapsed > 0 else None
 
     def log(self, message: str) -> None:
         err.print(f"[yellow]warning:[/yellow] {message}")

@@ -176,8 +176,10 @@ class Evaluation:
                 table = records_table(batch, rec)
                 for key in need.intersection(fwd.keys.values()):
                     buffers[key].add(table, first, last, seconds)
-                self.progress.advance(last - first)
-                evaluated += last - first
+            # one step per batch: the rate counts whole batches between steps (per forward, a batch's steps came
+            # in one burst and the rate read the burst as work done in no time)
+            self.progress.advance((last - first) * len(queued))
+            evaluated += (last - first) * len(queued)
 
         in_flight: tuple[Batch, list] | None = None
         since_flush = 0
