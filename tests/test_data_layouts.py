@@ -1,6 +1,6 @@
 """Every data layout gives the same (image id -> label) mapping, in timm's class order.
 
-The six layouts are built on disk from the same generated JPEGs with the real tools users have
+The layouts are built on disk from the same generated JPEGs with the real tools users have
 (``datasets`` parquet/save_to_disk, tarfile shards, scipy ``savemat`` for the devkit's meta.mat,
 a hub-cache snapshot folder) and read back through :func:`hiera_bench.data.open_data`.
 """
@@ -131,6 +131,15 @@ def build_flatval_kaggle(recs, folder: Path) -> Path:
     return images
 
 
+def build_wnid_names(recs, folder: Path) -> Path:
+    """One flat folder, every image named ``<wnid>_<name>`` as ImageNet's train files are (the name here is the
+    val id, so the image ids are the other layouts')."""
+    folder.mkdir(parents=True)
+    for vid, wnid, p in recs:
+        (folder / f"{wnid}_{vid}.JPEG").symlink_to(p)
+    return folder
+
+
 def build_saved_common(recs, folder: Path) -> Path:
     """The common schema saved to disk, integer labels in timm's ImageNet-1k order."""
     ds = datasets.Dataset.from_dict({
@@ -181,6 +190,7 @@ def layouts(recs, tmp_path_factory) -> dict[str, str]:
         "webdataset": str(build_webdataset(recs, base / "wds")),
         "flatval-devkit": str(build_flatval_devkit(recs, base / "devkit")),
         "flatval-kaggle": str(build_flatval_kaggle(recs, base / "kaggle")),
+        "wnidnames": str(build_wnid_names(recs, base / "named")),
         "saved-common": str(build_saved_common(recs, base / "saved-common")),
         "saved-hub": str(build_saved_hub(recs, base / "saved-hub")),
     }
@@ -193,20 +203,21 @@ def mapping(location: str, classes: list[str], **kw) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("case", ["folder", "parquet", "parquet-glob", "parquet-no-paths", "webdataset",
-                                  "flatval-devkit", "flatval-kaggle", "saved-common", "saved-hub"])
+                                  "flatval-devkit", "flatval-kaggle", "wnidnames", "saved-common", "saved-hub"])
 @pytest.mark.parametrize("classes", [TIMM_CLASSES, MODEL_CLASSES], ids=["timm1000", "model3"])
 def test_layout_labels_follow_timm_order(layouts, recs, case, classes):
     expected = {vid: classes.index(wnid) for vid, wnid, _ in recs}
     assert mapping(layouts[case], classes) == expected
 
 
-def test_all_six_layouts_agree_with_timm(layouts, offline_hub, recs):
+def test_every_layout_agrees_with_timm(layouts, offline_hub, recs):
     """The acceptance check: one mapping across every layout, and it is timm's (sea snake 65, kit fox 278)."""
     found = {case: mapping(loc, TIMM_CLASSES) for case, loc in layouts.items()}
     found["hub"] = mapping("hf:ILSVRC/imagenet-1k", TIMM_CLASSES)
     reference = {vid: TIMM_CLASSES.index(wnid) for vid, wnid, _ in recs}
     assert {c: m == reference for c, m in found.items()} == {c: True for c in found}
-    assert {get_layout(n).name for n in list_layouts()} >= {"folder", "parquet", "hub", "webdataset", "flatval", "saved"}
+    assert {get_layout(n).name for n in list_layouts()} >= {"folder", "parquet", "hub", "webdataset", "flatval", "saved",
+                                                             "wnidnames"}
     assert reference["ILSVRC2012_val_00000001"] == 65 == TIMM_CLASSES.index("n01751748")
     assert TIMM_CLASSES.index("n02119789") == 278 != DEVKIT_IDS["n02119789"] - 1
 
@@ -225,6 +236,7 @@ def test_hub_not_cached_offline_names_data(offline_hub):
 
 EXPECTED_LAYOUT = {"folder": "folder", "parquet": "parquet", "parquet-glob": "parquet", "parquet-no-paths": "parquet",
                    "webdataset": "webdataset", "flatval-devkit": "flatval", "flatval-kaggle": "flatval",
+                   "wnidnames": "wnidnames",
                    "saved-common": "saved", "saved-hub": "saved"}
 
 
@@ -241,6 +253,25 @@ def test_forced_format_matches_detection(layouts):
         mapping(layouts["webdataset"], MODEL_CLASSES)
     with pytest.raises(UserError, match="no .parquet files"):
         open_data(layouts["folder"], MODEL_CLASSES, data_format="parquet")
+
+
+def test_wnid_names_need_every_image_named_so(recs, tmp_path):
+    """One image without a wnid prefix: the folder is not claimed (a stray file must not be read unlabelled)."""
+    named = tmp_path / "named"
+    named.mkdir()
+    for i, (_, wnid, p) in enumerate(recs):  # train-style names: no val number for another layout to claim
+        (named / f"{wnid}_{i}.JPEG").symlink_to(p)
+    assert detect_layout(str(named)).name == "wnidnames"
+    (named / "preview.JPEG").symlink_to(recs[0][2])
+    assert not get_layout("wnidnames").detect(str(named))
+    with pytest.raises(UserError, match="no known ImageNet layout"):
+        open_data(str(named), MODEL_CLASSES)
+    with pytest.raises(UserError, match="<wnid>_<name>"):
+        open_data(str(named), MODEL_CLASSES, data_format="wnidnames")
+    (named / "preview.JPEG").unlink()
+    (named / "n09999999_unknown.JPEG").symlink_to(recs[0][2])
+    with pytest.raises(UserError, match="n09999999"):
+        open_data(str(named), MODEL_CLASSES)
 
 
 def test_missing_class_folder_does_not_shift_labels(recs, tmp_path):
@@ -290,6 +321,8 @@ def test_shared_sample_labels_match_index(shared_sample, tmp_path):
         (folders / row["wnid"] / row["file"]).symlink_to(shared_sample / row["file"])
     expected = {Path(r["file"]).stem: int(r["label"]) for r in index}
     assert mapping(str(folders), TIMM_CLASSES) == expected
+    assert detect_layout(str(shared_sample)).name == "wnidnames"  # n01440764_tench.JPEG: read as it is
+    assert mapping(str(shared_sample), TIMM_CLASSES) == expected
     parquet = tmp_path / "parquet"
     parquet.mkdir()
     rows = [(Path(r["file"]).stem, r["wnid"], shared_sample / r["file"]) for r in index]

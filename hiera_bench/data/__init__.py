@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from ..errors import UserError
 from .base import (FEATURES, ClassIndex, DataSource, Layout, detect_layout, get_layout, list_layouts, read_column,
                    register_layout)
-from . import classfolder  # noqa: F401  (registers the layout)
+from . import classfolder, wnidnames  # noqa: F401  (register their layouts)
 
 for _optional in ("parquet", "hub", "webdataset", "flatval", "saved"):
     try:

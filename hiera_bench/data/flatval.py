@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..untrusted import REDOWNLOAD, read_text, reading, wrong
 from .base import VAL_ID, ClassIndex, arrow_dataset, labels_for_wnids, register_layout
 from .classfolder import IMAGE_SUFFIXES, image_files
+from .wnidnames import named_images
 
 KAGGLE_CSV = "LOC_val_solution.csv"
 DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
@@ -130,7 +131,8 @@ class FlatValLayout:
     description = "flat val folder ILSVRC2012_val_*.JPEG + LOC_val_solution.csv or devkit ground truth + meta.mat"
 
     def detect(self, location: str) -> bool:
-        return bool(val_images(Path(location)))
+        # names that start with their wnid carry their label: the wnidnames layout reads them without label files
+        return bool(val_images(Path(location))) and not named_images(Path(location))
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
