@@ -264,11 +264,17 @@ def test_wnid_names_need_every_image_named_so(recs, tmp_path):
     assert detect_layout(str(named)).name == "wnidnames"
     (named / "preview.JPEG").symlink_to(recs[0][2])
     assert not get_layout("wnidnames").detect(str(named))
+    with pytest.raises(UserError, match="9 of its 10 images are named <wnid>_<name>") as exc:  # says which one
+        open_data(str(named), MODEL_CLASSES)
+    assert "preview.JPEG" in str(exc.value) and "move those out" in str(exc.value)
+    for i in range(10):  # mostly other names: no layout's near miss, the general error
+        (named / f"photo_{i}.JPEG").symlink_to(recs[0][2])
     with pytest.raises(UserError, match="no known ImageNet layout"):
         open_data(str(named), MODEL_CLASSES)
     with pytest.raises(UserError, match="<wnid>_<name>"):
         open_data(str(named), MODEL_CLASSES, data_format="wnidnames")
-    (named / "preview.JPEG").unlink()
+    for stray in named.glob("p*.JPEG"):
+        stray.unlink()
     (named / "n09999999_unknown.JPEG").symlink_to(recs[0][2])
     with pytest.raises(UserError, match="n09999999"):
         open_data(str(named), MODEL_CLASSES)

@@ -147,6 +147,9 @@ def image_id_from_path(path: str) -> str:
 
 
 class Layout(Protocol):
+    """An on-disk layout. It may also define ``near_miss(location) -> str | None``: the one-line error for a
+    location it almost reads (asked only when no layout detects the location)."""
+
     name: str
     description: str
 
@@ -198,6 +201,10 @@ def detect_layout(location: str) -> Layout:
     for entry in sorted(_LAYOUTS.values(), key=lambda e: -e.priority):
         if entry.layout.detect(location):
             return entry.layout
+    for entry in _LAYOUTS.values():  # a layout may say why an almost-matching location is not its
+        why = entry.layout.near_miss(location) if hasattr(entry.layout, "near_miss") else None
+        if why:
+            raise UserError(why)
     raise UserError(
         f"--data {location}: no known ImageNet layout found (class folders, parquet, webdataset tars, "
         f"flat val folder + labels, save_to_disk); force one with --data-format {{{','.join(_LAYOUTS)}}}"

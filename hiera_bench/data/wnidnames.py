@@ -22,10 +22,12 @@ WNID_PREFIX = re.compile(r"^(n\d{8})_")
 
 def named_images(root: Path) -> list[str]:
     """The images directly in ``root`` when every one of them is named ``<wnid>_...``, else none."""
-    if not root.is_dir():
-        return []
-    files = image_files(root, IMAGE_SUFFIXES)
-    return files if files and all(WNID_PREFIX.match(os.path.basename(f)) for f in files) else []
+    files = image_files(root, IMAGE_SUFFIXES) if root.is_dir() else []
+    return files if files and not _unnamed(files) else []
+
+
+def _unnamed(files: list[str]) -> list[str]:
+    return [os.path.basename(f) for f in files if not WNID_PREFIX.match(os.path.basename(f))]
 
 
 @register_layout("wnidnames", priority=50)
@@ -47,3 +49,14 @@ class WnidNamesLayout:
 
     def data_files(self, location: str) -> list[str]:
         return []  # every row is an image file of its own
+
+    def near_miss(self, location: str) -> str | None:
+        """Why a folder of mostly ``<wnid>_...`` images was not read as one (a stray preview or readme image)."""
+        root = Path(location)
+        files = image_files(root, IMAGE_SUFFIXES) if root.is_dir() else []
+        odd = _unnamed(files)
+        if not files or len(odd) * 10 > len(files):  # mostly other names: not this layout's folder at all
+            return None
+        return (f"--data {root}: {len(files) - len(odd)} of its {len(files)} images are named <wnid>_<name> (the wnidnames "
+                f"layout) but {', '.join(odd[:3])}{' ...' if len(odd) > 3 else ''} not; move those out of the folder or "
+                "rename them <wnid>_<name>")
