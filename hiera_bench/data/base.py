@@ -253,15 +253,15 @@ class DataSource:
         count relative to the files' common folder: a set moved or copied with its mtimes (``rsync -a``,
         ``cp -p``; a node-local copy, a SLURM job's scratch folder) keeps its state, so its cells are reused.
         """
-        layout = get_layout(self.layout)
-        data_files = layout.data_files(self.location) if hasattr(layout, "data_files") else []  # older plug-ins
-        return files_state(self._row_files(), data_files)
+        return files_state(self._row_files(), self._data_files())
 
     def earlier_states(self) -> list[str]:
         """:meth:`state` as earlier versions computed it: run folders they wrote key their cells by it."""
+        return [files_state_v0(self._row_files(), self._data_files())]
+
+    def _data_files(self) -> list[str]:
         layout = get_layout(self.layout)
-        data_files = layout.data_files(self.location) if hasattr(layout, "data_files") else []
-        return [files_state_v0(self._row_files(), data_files)]
+        return layout.data_files(self.location) if hasattr(layout, "data_files") else []  # older plug-ins
 
     def _row_files(self) -> list[str]:
         """The path of each selected row whose image is a file, read without touching any image bytes.

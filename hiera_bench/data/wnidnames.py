@@ -57,6 +57,7 @@ class WnidNamesLayout:
         odd = _unnamed(files)
         if not files or len(odd) * 10 > len(files):  # mostly other names: not this layout's folder at all
             return None
+        strays = f"{', '.join(odd[:3])}{' ...' if len(odd) > 3 else ''} {'is' if len(odd) == 1 else 'are'} not"
         return (f"--data {root}: {len(files) - len(odd)} of its {len(files)} images are named <wnid>_<name> (the wnidnames "
-                f"layout) but {', '.join(odd[:3])}{' ...' if len(odd) > 3 else ''} not; move those out of the folder or "
-                "rename them <wnid>_<name>")
+                f"layout) but {strays}; move {'it' if len(odd) == 1 else 'them'} out of the folder or rename "
+                f"{'it' if len(odd) == 1 else 'them'} <wnid>_<name>")
