@@ -280,6 +280,16 @@ def test_wnid_names_need_every_image_named_so(recs, tmp_path):
         open_data(str(named), MODEL_CLASSES)
 
 
+def test_the_folder_above_a_layout_names_it(recs, tmp_path):
+    """``--data imagenet`` where ``imagenet/{train,val}/<wnid>/`` lie: the error names the folder to give."""
+    root = tmp_path / "imagenet"
+    (root / "train").mkdir(parents=True)
+    shutil.copytree(recs[0][2].parents[1], root / "val")
+    with pytest.raises(UserError, match=f"but {root / 'val'} is one \\(folder\\); give --data {root / 'val'}$"):
+        open_data(str(root), MODEL_CLASSES)
+    assert mapping(str(root / "val"), MODEL_CLASSES)  # and that folder reads
+
+
 def test_missing_class_folder_does_not_shift_labels(recs, tmp_path):
     """imagefolder numbers the folders present; the label must still be the wnid's index."""
     root = tmp_path / "val"

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -197,18 +198,44 @@ def get_layout(name: str) -> Layout:
         raise UserError(f"unknown --data-format {name!r}; choose from {', '.join(_LAYOUTS)}") from None
 
 
+def _detected(location: str) -> Layout | None:
+    """The highest-priority layout that reads ``location``."""
+    return next((e.layout for e in sorted(_LAYOUTS.values(), key=lambda e: -e.priority) if e.layout.detect(location)),
+                None)
+
+
 def detect_layout(location: str) -> Layout:
-    for entry in sorted(_LAYOUTS.values(), key=lambda e: -e.priority):
-        if entry.layout.detect(location):
-            return entry.layout
+    found = _detected(location)
+    if found is not None:
+        return found
     for entry in _LAYOUTS.values():  # a layout may say why an almost-matching location is not its
         why = entry.layout.near_miss(location) if hasattr(entry.layout, "near_miss") else None
         if why:
             raise UserError(why)
+    inside = _layout_one_level_down(location)
+    if inside is not None:
+        folder, layout = inside
+        raise UserError(f"--data {location}: no known ImageNet layout here, but {folder} is one ({layout.name}); "
+                        f"give --data {folder}")
     raise UserError(
         f"--data {location}: no known ImageNet layout found (class folders, parquet, webdataset tars, "
         f"flat val folder + labels, save_to_disk); force one with --data-format {{{','.join(_LAYOUTS)}}}"
     )
+
+
+def _layout_one_level_down(location: str, look_at: int = 16) -> tuple[str, Layout] | None:
+    """A subfolder of ``location`` some layout reads (``imagenet/`` given for ``imagenet/val/``), val-like names
+    first; at most ``look_at`` subfolders are looked at."""
+    root = Path(location)
+    if not root.is_dir():
+        return None
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: ("val" not in p.name.lower(), p.name))
+    for folder in folders[:look_at]:
+        found = _detected(str(folder))
+        if found is not None:
+            return str(folder), found
+    return None
 
 
 def read_column(dataset: datasets.Dataset, name: str) -> pa.ChunkedArray:
