@@ -114,6 +114,18 @@ def test_cells_an_earlier_version_keyed_still_count(cli, full_ckpt, folder, tmp_
     assert sum(r["evaluated_images"] for r in run["ranks"]) > 0
 
 
+def test_a_new_run_folder_never_computes_the_earlier_state(cli, full_ckpt, folder, tmp_path, monkeypatch):
+    """Earlier keys can only be in a folder that holds cells: a fresh run stats its files once, not twice."""
+    from hiera_bench.data import DataSource
+
+    def not_needed(self):
+        raise AssertionError("earlier_states() on a new run folder")
+
+    monkeypatch.setattr(DataSource, "earlier_states", not_needed)
+    result = cli("sweep", "--checkpoint", full_ckpt, "--data", folder, "--out", tmp_path / "new", "-q", "--res", "64,96")
+    assert result.code == 0, result.err
+
+
 def test_state_covers_only_the_selected_images(folder):
     first_two = open_data(str(folder), CLASSES, limit=2)
     before = first_two.state()

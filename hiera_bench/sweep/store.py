@@ -169,11 +169,15 @@ class RunDir:
     def cell(self, key: str) -> CellStore:
         return CellStore(self.root / "cells" / key)
 
+    def _holds_cells(self) -> bool:
+        folder = self.root / "cells"
+        return folder.is_dir() and any(True for _ in folder.iterdir())
+
     def known_identity(self, identity: CellIdentity, earlier_states: Callable[[], Iterable[str]]) -> CellIdentity:
         """``identity``, or the same cell keyed by a ``data_state`` an earlier version computed where only that
         one is in this folder: after an upgrade the folder's finished cells still count, not recomputed."""
-        if identity.data_state is None or self.cell(identity.key).root.is_dir():
-            return identity
+        if identity.data_state is None or self.cell(identity.key).root.is_dir() or not self._holds_cells():
+            return identity  # a new folder has no earlier cells: its files are not stat'ed a second time
         for state in earlier_states():
             earlier = replace(identity, data_state=state)
             if self.cell(earlier.key).root.is_dir():
