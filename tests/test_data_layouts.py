@@ -288,6 +288,11 @@ def test_the_folder_above_a_layout_names_it(recs, tmp_path):
     with pytest.raises(UserError, match=f"but {root / 'val'} is one \\(folder\\); give --data {root / 'val'}$"):
         open_data(str(root), MODEL_CLASSES)
     assert mapping(str(root / "val"), MODEL_CLASSES)  # and that folder reads
+    nested = tmp_path / "nested"  # <wnid>/images/*.JPEG: a class folder one level down is no set to suggest
+    (nested / MODEL_CLASSES[0] / "images").mkdir(parents=True)
+    (nested / MODEL_CLASSES[0] / "images" / "a.JPEG").symlink_to(recs[0][2])
+    with pytest.raises(UserError, match="no known ImageNet layout found"):
+        open_data(str(nested), MODEL_CLASSES)
 
 
 def test_missing_class_folder_does_not_shift_labels(recs, tmp_path):

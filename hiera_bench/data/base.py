@@ -223,14 +223,13 @@ def detect_layout(location: str) -> Layout:
     )
 
 
-def _layout_one_level_down(location: str, look_at: int = 16) -> tuple[str, Layout] | None:
-    """A subfolder of ``location`` some layout reads (``imagenet/`` given for ``imagenet/val/``), val-like names
-    first; at most ``look_at`` subfolders are looked at."""
+def _layout_one_level_down(location: str, look_at: int = 8) -> tuple[str, Layout] | None:
+    """A val-named subfolder of ``location`` some layout reads (``imagenet/`` given for ``imagenet/val/``; at
+    most ``look_at``). Only val-named ones: a class folder one level down would read as a set of its own."""
     root = Path(location)
     if not root.is_dir():
         return None
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: ("val" not in p.name.lower(), p.name))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and "val" in p.name.lower() and not p.name.startswith("."))
     for folder in folders[:look_at]:
         found = _detected(str(folder))
         if found is not None:
