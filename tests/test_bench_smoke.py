@@ -229,3 +229,21 @@ def test_gpu_suite_checks_judge_only_what_was_measured(gpu_suite):
     # a wall not measured on the full set never passes, however short
     assert gpu_suite.checks(dict(report, measured_full_val=False))["full sweep wall, compiled, warm cache (s)"]["met"] is False
     assert gpu_suite.checks({"sweep_compiled_warm": {"rc": 1, "wall_s": 5.0}}) == {}
+
+
+def test_device_scripts_parse_and_the_session_stops_inside_one_device_call():
+    """A lent GPU gives 15 minutes and one call of at most 600 s: a script that cannot parse, or a session that
+    could outlive the call (its report lost), wastes the session. Checked here, where nothing costs."""
+    import re
+    import subprocess
+
+    scripts = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.sh"))
+    assert {s.name for s in scripts} >= {"run_device_session.sh", "run_gpu_suite.sh", "run_dist_nccl.sh"}
+    for script in scripts:
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert done.returncode == 0, (script.name, done.stderr)
+    session = next(s for s in scripts if s.name == "run_device_session.sh").read_text()
+    deadline = int(re.search(r"DEADLINE_S:-(\d+)", session).group(1))
+    assert deadline <= 580  # the call's 600 s, less time to copy $OUT back
+    first = int(re.search(r"timeout (\d+) bash benchmarks/run_dist_nccl\.sh", session).group(1))
+    assert first < deadline
