@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import datasets
 import numpy as np
@@ -306,19 +306,19 @@ class DataSource:
 def files_state(row_files: Sequence[str], data_files: Sequence[str]) -> str:
     """:meth:`DataSource.state` of these files: each named relative to the common folder of all of them."""
     absolute = [os.path.abspath(p) for p in (*row_files, *data_files)]
-    if not absolute:
-        return hashlib.sha256(b"").hexdigest()[:16]
-    root = os.path.commonpath(absolute)
-    names = [os.path.relpath(p, root) for p in absolute]
-    n_rows = len(row_files)
-    order = sorted(range(n_rows), key=names.__getitem__) + list(range(n_rows, len(names)))
-    return hashlib.sha256("".join(f"{names[i]}\t{_stat_key(absolute[i])}\n" for i in order).encode()).hexdigest()[:16]
+    root = os.path.commonpath(absolute) if absolute else ""
+    named = [(os.path.relpath(p, root), p) for p in absolute]
+    return _stats_hash(sorted(named[:len(row_files)]) + named[len(row_files):])
 
 
 def files_state_v0(row_files: Sequence[str], data_files: Sequence[str]) -> str:
     """The state of hiera-bench 0.1.0: over the paths as given, so a moved or copied set had another."""
-    files = sorted(row_files) + list(data_files)
-    return hashlib.sha256("".join(f"{path}\t{_stat_key(path)}\n" for path in files).encode()).hexdigest()[:16]
+    return _stats_hash((p, p) for p in sorted(row_files) + list(data_files))
+
+
+def _stats_hash(named: Iterable[tuple[str, str]]) -> str:
+    """Hash of ``name<TAB>size<TAB>mtime_ns`` lines, each file stat'ed at its path."""
+    return hashlib.sha256("".join(f"{name}\t{_stat_key(path)}\n" for name, path in named).encode()).hexdigest()[:16]
 
 
 def _stat_key(path: str) -> str:

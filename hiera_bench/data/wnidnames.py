@@ -22,8 +22,12 @@ WNID_PREFIX = re.compile(r"^(n\d{8})_")
 
 def named_images(root: Path) -> list[str]:
     """The images directly in ``root`` when every one of them is named ``<wnid>_...``, else none."""
-    files = image_files(root, IMAGE_SUFFIXES) if root.is_dir() else []
+    files = _images(root)
     return files if files and not _unnamed(files) else []
+
+
+def _images(root: Path) -> list[str]:
+    return image_files(root, IMAGE_SUFFIXES) if root.is_dir() else []
 
 
 def _unnamed(files: list[str]) -> list[str]:
@@ -53,7 +57,7 @@ class WnidNamesLayout:
     def near_miss(self, location: str) -> str | None:
         """Why a folder of mostly ``<wnid>_...`` images was not read as one (a stray preview or readme image)."""
         root = Path(location)
-        files = image_files(root, IMAGE_SUFFIXES) if root.is_dir() else []
+        files = _images(root)
         odd = _unnamed(files)
         if not files or len(odd) * 10 > len(files):  # mostly other names: not this layout's folder at all
             return None

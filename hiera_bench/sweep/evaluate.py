@@ -178,8 +178,9 @@ class Evaluation:
                     buffers[key].add(table, first, last, seconds)
             # one step per batch: the rate counts whole batches between steps (per forward, a batch's steps came
             # in one burst and the rate read the burst as work done in no time)
-            self.progress.advance((last - first) * len(queued))
-            evaluated += (last - first) * len(queued)
+            pairs = (last - first) * len(queued)
+            self.progress.advance(pairs)
+            evaluated += pairs
 
         in_flight: tuple[Batch, list] | None = None
         since_flush = 0
