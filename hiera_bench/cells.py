@@ -22,6 +22,10 @@ import pandas as pd
 #: Cells sharing these values have one native cell per series; sizes within them are paired on the same images.
 GROUP_COLUMNS = ("model", "checkpoint_sha256", "data_fingerprint", "limit", "per_class", "crop_pct", "interpolation",
                  "decode", "dtype", "class_subset")
+#: Names the user gave that keep measurements apart although they are not part of a cell's numbers: the data
+#: set's name (``--data NAME=PATH``: two sets may share ids and labels, e.g. val and a corrupted copy) and the
+#: label. Statistics never pair images across them.
+NAME_COLUMNS = ("data_name", "label")
 #: Within a group, a series is one line of a plot and one column of a pivot: a scheme, and the global grid
 #: of the abswin fit where one was chosen (full-grid checkpoints only).
 SERIES_COLUMNS = ("scheme", "global_size")
@@ -131,17 +135,18 @@ def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def slot(row: Mapping[str, Any]) -> tuple:
-    """The place a row fills in a table: its group, series and size. Two cells of one slot (the files changed
-    between runs, so the state differs) are two versions of one measurement: the newer one is shown."""
+    """The place a row fills in a table: its group, data name, series and size. Two cells of one slot (the files
+    changed between runs, so the state differs) are two versions of one measurement: the newer one is shown."""
     return tuple(None if missing(row.get(c, COLUMN_DEFAULTS.get(c))) else _short(row.get(c))
-                 for c in (*GROUP_COLUMNS, *SERIES_COLUMNS, "img_size"))
+                 for c in (*GROUP_COLUMNS, "data_name", *SERIES_COLUMNS, "img_size"))
 
 
 def group_ids(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Series:
-    """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing, dtype);
-    ``ignore``: group columns left out (the crop of ``--crop-pct`` lists, to gather a label's crops)."""
+    """One id per set of cells that share a native cell (same model, checkpoint, data, preprocessing, dtype, and
+    the same data name and label); ``ignore``: group columns left out (the crop of ``--crop-pct`` lists, to
+    gather a label's crops)."""
     table = with_defaults(table)
-    cols = [c for c in GROUP_COLUMNS if c in table and c not in ignore]
+    cols = [c for c in (*GROUP_COLUMNS, *NAME_COLUMNS) if c in table and c not in ignore]
     if table.empty:
         return pd.Series(0, index=table.index, dtype=int)
     return table.groupby(cols, sort=False, dropna=False).ngroup()  # missing values compare equal
@@ -178,7 +183,7 @@ def section_labels(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Seri
         if groups[part.index].nunique() < 2:
             continue
         varying = [c for c in LABEL_FIELDS if c in part and c not in ignore and part[c].astype(str).nunique(dropna=False) > 1]
-        if "data_name" in varying:  # the names the user gave tell the data sets apart; their hashes need not
+        if "data_name" in varying and "data_fingerprint" in varying:  # the names the user gave tell the sets apart
             varying.remove("data_fingerprint")
         for idx in part.index:
             bits = []

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .cells import GROUP_COLUMNS, section_labels, with_defaults, with_row_keys
+from .cells import GROUP_COLUMNS, section_labels, slot, with_defaults, with_row_keys
 from .errors import UserError
 from .sweep.config import check_label
 from .io import atomic_write_parquet, atomic_write_text
@@ -101,11 +101,15 @@ def read_run(root: Path, label: str | None = None) -> Run:
     return Run(root, table, preds)
 
 
-def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """One row per cell (the first run that has a cell wins) and the predictions of those cells."""
+def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """One row per cell (the first run that has a cell wins), the predictions of those cells, and notes on the
+    cells a later run held too under another label (a cell is one measurement, reported once)."""
     tables = [r.table for r in runs]
     df = pd.concat(tables, ignore_index=True)
-    ok = df[df["status"].eq("ok")].drop_duplicates("cell_key")
+    ok = df[df["status"].eq("ok")]
+    notes = _repeated_cells(ok, runs)
+    ok = ok.drop_duplicates("cell_key")
+    _refuse_two_versions(ok, runs)
     where = [c for c in GROUP_COLUMNS if c in df] + ["scheme", "img_size"]
     rest = df[~df["status"].eq("ok")].drop_duplicates(where)
     rest = rest.merge(ok[where].drop_duplicates(), on=where, how="left", indicator=True)
@@ -113,9 +117,48 @@ def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     table = tidy_table(pd.concat([ok, rest], ignore_index=True).to_dict("records"))
     preds = [r.predictions for r in runs if r.predictions is not None]
     if not preds:
-        return table, None
+        return table, None, notes
     merged = pd.concat(preds, ignore_index=True).drop_duplicates(["cell_key", "image_id"])
-    return table, merged[merged["cell_key"].isin(set(ok["cell_key"]))]
+    return table, merged[merged["cell_key"].isin(set(ok["cell_key"]))], notes
+
+
+def _repeated_cells(ok: pd.DataFrame, runs: list[Run]) -> list[str]:
+    """A note per run whose cells an earlier run of another label already holds (the same keys: same checkpoint,
+    data, preprocessing and dtype), with how far their top-1 differ (another device or library version)."""
+    first = ok.drop_duplicates("cell_key").set_index("cell_key")
+    notes = []
+    for i, part in ok[ok.duplicated("cell_key")].groupby("_run", sort=True):
+        kept = first.loc[part["cell_key"]]
+        other = kept["label"].astype(str).to_numpy() != part["label"].astype(str).to_numpy()
+        if not other.any():
+            continue  # the same run given twice, or a copy under its own label: nothing is hidden
+        part, kept = part[other], kept[other]
+        gap = (part["top1"].to_numpy(dtype=float) - kept["top1"].to_numpy(dtype=float))
+        gap = float(abs(gap).max()) if len(gap) else 0.0
+        shown = ", ".join(dict.fromkeys(kept["label"].astype(str)))
+        notes.append(f"{runs[i].root} ({', '.join(dict.fromkeys(part['label'].astype(str)))}): its {len(part)} cell(s) "
+                     f"are the cells of {shown} (same checkpoint, data, preprocessing and dtype), reported once under "
+                     f"{shown}; top-1 differs by up to {gap:.3f} points between the two measurements — "
+                     f"`hiera-bench compare` tests that difference on the same images")
+    return notes
+
+
+def _refuse_two_versions(ok: pd.DataFrame, runs: list[Run]) -> None:
+    """Two different cells in one place of one label (the same checkpoint, data ids and preprocessing, measured
+    on files whose sizes or mtimes differed) cannot be shown or paired as one: say which and how to part them."""
+    places = ok.assign(_slot=[slot(r) for r in ok.to_dict("records")])
+    twice = places[places.duplicated(["label", "_slot"], keep=False)]
+    if twice.empty:
+        return
+    first = twice.iloc[0]
+    same = twice[twice["_slot"].apply(lambda s: s == first["_slot"]) & twice["label"].eq(first["label"])]
+    where = sorted({str(runs[int(i)].root) for i in same["_run"]})
+    what = f"{first['label']} {first['scheme']} @{int(first['img_size'])}"
+    if len(where) > 1:
+        raise UserError(f"{' and '.join(where)} both hold {what} (same checkpoint, data ids and preprocessing) measured "
+                        "on different files (their sizes or mtimes differ); give each run its own --label")
+    raise UserError(f"{where[0]} holds two versions of {what} (the data files changed between sweeps); re-run a sweep "
+                    "into that folder to rebuild its views, or give the report another run")
 
 
 def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
@@ -131,19 +174,23 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     runs = [read_run(Path(p), labels[i] if labels else None) for i, p in enumerate(paths)]
     for i, run in enumerate(runs):
         run.table = run.table.assign(_run=i)  # the report keeps the order the runs were given in
-    table, preds = merge_runs(runs)
+    table, preds, notes = merge_runs(runs)
     if table.empty:
         raise UserError(f"{', '.join(str(r.root) for r in runs)}: no cell to report (the results table has no rows); "
                         "re-run the sweep into that folder")
     out = annotate(table, None if preds is None else pa.Table.from_pandas(preds, preserve_index=False))
     out["label"] = section_labels(out, ignore=("crop_pct",))  # crops of one label stay one label (a column apart)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
-    return out[["label"] + [c for c in out.columns if c != "label"]]
+    out = out[["label"] + [c for c in out.columns if c != "label"]]
+    out.attrs["notes"] = notes
+    return out
 
 
 def markdown_report(df: pd.DataFrame, sources: list[Path]) -> str:
     """The combined pivot, its headlines and the runs it came from."""
     lines = ["# hiera-bench report", "", "Runs: " + ", ".join(f"`{p}`" for p in sources), "", markdown(pivot(df))]
+    notes = df.attrs.get("notes", [])
+    lines += [f"Note: {note}\n" for note in notes]
     return "\n".join(lines)
 
 

@@ -161,3 +161,55 @@ def test_run_json_records_full_provenance(runs, full_ckpt):
     assert run["statistics"]["resamples"] == N_RESAMPLES and run["statistics"]["ci_level"] == 0.95
     table = pd.read_csv(runs / "full" / "results.csv")
     assert set(table["data_fingerprint"]) == {run["data"]["fingerprint"]}
+
+
+def corrupted_copy(src, dest):
+    """The same file names (ids) and class folders (labels), other pixels: as ImageNet-C is to val."""
+    import shutil
+
+    import numpy as np
+
+    shutil.copytree(src, dest)
+    for path in sorted(dest.glob("*/*.JPEG")):
+        with Image.open(path) as img:
+            pixels = 255 - np.asarray(img.convert("RGB"))
+        Image.fromarray(pixels[:, ::-1].copy()).save(path, quality=90)
+    return dest
+
+
+def test_two_named_sets_with_the_same_ids_are_paired_each_with_itself(cli, full_ckpt, class_folder, tmp_path):
+    corrupt = corrupted_copy(class_folder, tmp_path / "corrupt")
+    result = cli("sweep", "-c", full_ckpt, "--data", f"clean={class_folder}", "--data", f"corrupt={corrupt}",
+                 "--res", "32,64,96", "-b", "6", "--device", "cpu", "-q", "--no-plots", "--out", tmp_path / "runs")
+    assert result.code == 0, result.err
+    own = {name: pd.read_parquet(tmp_path / "runs" / name / "results.parquet") for name in ("clean", "corrupt")}
+    assert set(own["clean"]["data_fingerprint"]) == set(own["corrupt"]["data_fingerprint"])  # same ids and labels
+    assert "[data clean]: native 64 px" in result.out and "[data corrupt]: native 64 px" in result.out
+    preds = {name: pd.read_parquet(tmp_path / "runs" / name / "predictions.parquet") for name in own}
+    assert not preds["clean"]["correct1"].equals(preds["corrupt"]["correct1"]), "the two sets must be told apart"
+    merged = build([tmp_path / "runs" / "clean", tmp_path / "runs" / "corrupt"])
+    assert merged["label"].nunique() == 2
+    cols = ["cell_key", "top1", "delta_ci_low", "delta_b", "delta_c", "mcnemar_b", "mcnemar_c", "scheme_delta"]
+    for name, table in own.items():
+        mine = merged[merged["data_name"] == name][cols].sort_values("cell_key").reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, table[cols].sort_values("cell_key").reset_index(drop=True))
+
+
+def test_the_same_cells_under_two_labels_are_shown_once_with_a_note(cli, runs, tmp_path):
+    result = cli("report", runs / "full", runs / "full", "-l", "before", "-l", "after", "-o", tmp_path / "rep")
+    assert result.code == 0, result.err
+    assert "note: " in result.err and "reported once under before" in result.err
+    assert "differs by up to 0.000 points" in result.err
+    assert "reported once under before" in (tmp_path / "rep" / "report.md").read_text()
+    assert set(pd.read_csv(tmp_path / "rep" / "report.csv")["label"]) == {"before"}
+
+
+def test_one_label_measured_on_two_copies_of_the_files_is_refused(cli, full_ckpt, class_folder, tmp_path):
+    corrupt = corrupted_copy(class_folder, tmp_path / "corrupt")
+    for name, data in (("a", class_folder), ("b", corrupt)):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(data), out=str(tmp_path / name), res="64",
+                              batch_size=6, workers=0))
+    result = cli("report", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "rep")
+    assert result.code == 2 and "measured on different files" in result.err and "own --label" in result.err
+    result = cli("report", tmp_path / "a", tmp_path / "b", "-l", "clean", "-l", "corrupt", "-o", tmp_path / "rep")
+    assert result.code == 0, result.err
