@@ -84,3 +84,13 @@ def test_the_readme_grid_file_reads(cli, tmp_path):
     grid = _grid(tmp_path / "grid.toml", block)
     result = cli("sweep", "--config", grid, "--limit", "0", "-o", tmp_path / "run")
     assert result.code == 2 and "--limit must be at least 1" in result.err, result.err
+
+
+@pytest.mark.parametrize("line, drawn", [("no-plots = true", False), ("no_plots = false", True),
+                                         ("plots = false", False), ("plots = true", True)])
+def test_a_negative_flag_in_the_file_means_what_it_says(cli, full_ckpt, class_folder, tmp_path, line, drawn):
+    grid = _grid(tmp_path / "grid.toml", f'checkpoint = ["{full_ckpt}"]\ndata = "{class_folder}"\nres = "64"\n'
+                                         f'device = "cpu"\nschemes = "interp"\nlimit = 3\n{line}\n')
+    result = cli("sweep", "--config", grid, "-q", "-o", tmp_path / "run")
+    assert result.code == 0, result.err
+    assert (tmp_path / "run" / "plots").is_dir() == drawn

@@ -208,13 +208,16 @@ def with_config_file(ctx: typer.Context, path: Path | None) -> dict:
     if path is None:
         return params
     table = read_toml(path, "the sweep config", "write it as TOML with sweep's option names as keys")
-    by_key = {}
+    by_key, negative = {}, set()
     for param in ctx.command.params:
         for opt in (*param.opts, *getattr(param, "secondary_opts", ())):
             if opt.startswith("--"):
                 by_key[opt[2:].replace("-", "_")] = param
+        negative.update(o[2:].replace("-", "_") for o in getattr(param, "secondary_opts", ()) if o.startswith("--"))
     for key, value in table.items():
         param = by_key.get(key.replace("-", "_"))
+        if key.replace("-", "_") in negative and isinstance(value, bool):
+            value = not value  # no-plots = true is plots = false
         if param is None or param.name == "config":
             keys = ", ".join(sorted({p.opts[0][2:] for p in ctx.command.params if p.opts and p.name != "config"}))
             raise UserError(f"{path}: unknown key {key!r}; sweep's keys are the option names: {keys}")
