@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -186,3 +187,21 @@ def test_class_folders_are_found_past_empty_leading_folders(src, tmp_path):
     for i in range(6):
         (root / f"n0000000{i}").mkdir()  # sorts before every real class, holds nothing
     assert open_data(str(root), CLASSES + [f"n0000000{i}" for i in range(6)]).layout == "folder"
+
+
+@pytest.mark.parametrize("layout", ["folder", "wnidnames"])
+def test_a_file_name_that_is_not_utf8_is_one_line_naming_it(src, tmp_path, layout):
+    """Names from a Latin-1 archive reach Python as surrogates, which Arrow cannot hold as text."""
+    root = tmp_path / "val"
+    if layout == "folder":
+        shutil.copytree(src, root)
+        folder = next(p for p in root.iterdir() if p.is_dir())
+        name = b"caf\xe9.JPEG"
+    else:
+        folder = flat_copy(src, root)
+        for i, p in enumerate(sorted(folder.glob("*.JPEG"))):
+            p.rename(folder / f"{CLASSES[i % len(CLASSES)]}_{i}.JPEG")
+        folder, name = root, f"{CLASSES[0]}_caf".encode() + b"\xe9.JPEG"
+    shutil.copy(next(src.glob("*/*.JPEG")), os.fsdecode(os.fsencode(folder) + b"/" + name))
+    message = one_line_error(str(root), "not UTF-8")
+    assert "caf\\xe9.JPEG" in message and "1 such name" in message and "convmv" in message

@@ -131,13 +131,29 @@ def common_dataset(dataset: datasets.Dataset, image_column: str, image_ids: Sequ
 def arrow_dataset(image_ids: Sequence[str], labels: Sequence[int], paths: Sequence[str]) -> datasets.Dataset:
     """A common-schema dataset of image files, built as Arrow columns (``from_dict`` encodes row by row:
     2 s for ImageNet val's 50 000 paths)."""
+    try:
+        ids, files = pa.array(list(image_ids), pa.string()), pa.array(list(paths), pa.string())
+    except UnicodeEncodeError:
+        raise _not_utf8(paths) from None
     table = pa.table({
-        "image_id": pa.array(list(image_ids), pa.string()),
+        "image_id": ids,
         "label": pa.array(np.asarray(labels, dtype=np.int64)),
-        "image": pa.StructArray.from_arrays([pa.nulls(len(paths), pa.binary()), pa.array(list(paths), pa.string())],
-                                            names=["bytes", "path"]),
+        "image": pa.StructArray.from_arrays([pa.nulls(len(paths), pa.binary()), files], names=["bytes", "path"]),
     }, schema=FEATURES.arrow_schema)
     return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=FEATURES))
+
+
+def _not_utf8(paths: Sequence[str]) -> UserError:
+    """The error for file names that are not UTF-8 (Python keeps their bytes as surrogates; ids must be text)."""
+    bad = []
+    for path in paths:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(path)
+    shown = bad[0].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if bad else "?"
+    return UserError(f"{shown}: the file name is not UTF-8 ({len(bad)} such name(s) in the set, often from an archive "
+                     "made on Windows); rename them to UTF-8 (e.g. convmv -f latin1 -t utf8 -r --notest FOLDER) and re-run")
 
 
 def image_id_from_path(path: str) -> str:
