@@ -84,7 +84,7 @@ def sweep_command(ckpt: Path, data: Path, out: Path, res: str, amp: str, batch: 
 
 def timed_process(cmd: list[str], env: dict[str, str], timeout: float, log: Path) -> dict[str, Any]:
     """Run ``cmd`` to the end; wall seconds from start to exit, its output in ``log``."""
-    t0 = time.perf_counter()
+    t0, launched = time.perf_counter(), time.time()
     with log.open("w") as fh:
         try:
             rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout).returncode
@@ -92,7 +92,7 @@ def timed_process(cmd: list[str], env: dict[str, str], timeout: float, log: Path
             rc = "timeout"
     wall = time.perf_counter() - t0
     tail = log.read_text(errors="replace").strip().splitlines()[-12:]
-    return {"wall_s": round(wall, 2), "rc": rc, "tail": tail}
+    return {"wall_s": round(wall, 2), "rc": rc, "tail": tail, "launched_unix": round(launched, 3)}
 
 
 def sweep_part(out: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -107,12 +107,22 @@ def sweep_part(out: Path, result: dict[str, Any]) -> dict[str, Any]:
     ok = table[table["status"] == "ok"]
     result.update(
         n_images=int(run["data"]["n_images"]), batch_size=run.get("batch_size"), workers=run.get("workers"),
-        run_wall_s=run.get("wall_s"), decode=run.get("decode"),
+        run_wall_s=run.get("wall_s"), decode=run.get("decode"), **process_split(result, run),
         timing=run.get("timing"), compile=run.get("compile"), device=run.get("device"),
         n_cells=int(len(ok)), top1={f"{r.scheme}@{r.img_size}": float(r.top1) for r in ok.itertuples()},
         imgs_per_s={f"{r.scheme}@{r.img_size}": float(r.imgs_per_s) for r in ok.itertuples()},
     )
     return result
+
+
+def process_split(result: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
+    """The process's wall outside run_sweep: interpreter start, imports and option parsing before it
+    (``startup_s``); views, plots and exit after its statistics (``after_s``)."""
+    started, launched, span = run.get("started_unix"), result.get("launched_unix"), run.get("wall_s")
+    if started is None or launched is None or span is None or not isinstance(result.get("wall_s"), float):
+        return {}
+    startup = started - launched
+    return {"startup_s": round(startup, 3), "after_s": round(result["wall_s"] - startup - span, 3)}
 
 
 def data_pipeline(ckpt: Path, data: Path, sizes: list[int], batch: int, n: int, device: torch.device,

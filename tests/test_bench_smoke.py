@@ -231,6 +231,20 @@ def test_gpu_suite_checks_judge_only_what_was_measured(gpu_suite):
     assert gpu_suite.checks({"sweep_compiled_warm": {"rc": 1, "wall_s": 5.0}}) == {}
 
 
+def test_gpu_suite_splits_a_sweep_process_wall_around_run_sweep(gpu_suite, full_ckpt, class_folder, tmp_path):
+    """Start-up (interpreter, imports) and the tail (views, plots, exit) are what run.json's own timing cannot
+    see; the suite measures them from the outside, and the three parts add up to the process wall."""
+    import os
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hiera_bench", "sweep", "-c", str(full_ckpt), "--data", str(class_folder),
+           "--res", "64", "--device", "cpu", "-q", "--out", str(out)]
+    result = gpu_suite.sweep_part(out, gpu_suite.timed_process(cmd, dict(os.environ), 300, tmp_path / "log"))
+    assert result["rc"] == 0, result["tail"]
+    assert 0 < result["startup_s"] < result["wall_s"] and result["after_s"] >= 0
+    assert result["startup_s"] + result["run_wall_s"] + result["after_s"] == pytest.approx(result["wall_s"], abs=0.01)
+
+
 def test_device_scripts_parse_and_the_session_stops_inside_one_device_call():
     """A lent GPU gives 15 minutes and one call of at most 600 s: a script that cannot parse, or a session that
     could outlive the call (its report lost), wastes the session. Checked here, where nothing costs."""

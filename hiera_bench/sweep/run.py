@@ -343,6 +343,7 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
     cfg, loaded, data, spec = sweep.cfg, sweep.loaded, sweep.data, sweep.spec
     return {
         "command": cfg.command or " ".join(sys.argv), "config": asdict(cfg), "started": iso_time(t_start),
+        "started_unix": round(t_start, 3),  # with wall_s: where a process's time went before and after the sweep
         "label": sweep.label, "model": loaded.name, "checkpoint": loaded.checkpoint,
         "checkpoint_sha256": loaded.sha256,
         "license": loaded.license, "native_size": loaded.native_size, "pos_embed_kind": loaded.pos_embed_kind,
