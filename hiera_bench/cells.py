@@ -15,7 +15,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 import pandas as pd
 
@@ -139,6 +139,18 @@ def slot(row: Mapping[str, Any]) -> tuple:
     changed between runs, so the state differs) are two versions of one measurement: the newer one is shown."""
     return tuple(None if missing(row.get(c, COLUMN_DEFAULTS.get(c))) else _short(row.get(c))
                  for c in (*GROUP_COLUMNS, "data_name", *SERIES_COLUMNS, "img_size"))
+
+
+def newest_per_slot(rows: Iterable[tuple[Mapping[str, Any], float]]) -> list[Mapping[str, Any]]:
+    """Of rows given with when each finished, the newest of each :func:`slot` (the later one on a tie), in
+    the order given."""
+    rows = list(rows)
+    newest: dict[tuple, int] = {}
+    for i, (row, finished) in enumerate(rows):
+        place = slot(row)
+        if place not in newest or finished >= rows[newest[place]][1]:
+            newest[place] = i
+    return [rows[i][0] for i in sorted(newest.values())]
 
 
 def group_ids(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Series:

@@ -395,6 +395,14 @@ def test_real_accuracy_maps_a_subset_models_classes():
     assert real_accuracy(real, ids, topk)["real_top1"] == 0.0  # read as ImageNet indices 0..2 they are all wrong
 
 
+def test_real_accuracy_is_unrounded_from_the_counts():
+    """As top1/top5: a percentage of counts, never rounded where it is stored (only views round)."""
+    real = {f"ILSVRC2012_val_{i:08d}": [65] for i in range(1, 4)}
+    topk = np.array([[0, 1], [1, 0], [1, 2]])  # 1 of 3 right at top-1, 2 of 3 in the top 2
+    result = real_accuracy(real, list(real), topk, class_names=MODEL_CLASSES)
+    assert result == {"real_top1": 100.0 * 1 / 3, "real_top5": 100.0 * 2 / 3, "n_real": 3}
+
+
 def test_state_follows_the_files_of_every_layout(layouts, offline_hub, recs):
     """``state()`` is stable, then changes when the files a layout reads are touched (images, parquet, tar shards,
     arrow files, the hub snapshot); the fingerprint, the set's identity, does not."""

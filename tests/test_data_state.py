@@ -181,3 +181,52 @@ def test_state_of_50000_files_takes_well_under_a_second(tmp_path):
     assert seconds < 2.0, seconds
     touch(root / classes[-1] / "ILSVRC2012_val_00050000.JPEG")
     assert data.state() != state
+
+
+def _rows(out: Path) -> dict[str, Path]:
+    return {p.parent.name: p for p in out.glob("cells/*/row.json")}
+
+
+def _unstamp(path: Path) -> None:
+    """row.json as versions before the finish stamp wrote it, with its mtime kept."""
+    import json
+
+    from hiera_bench.sweep.store import FINISHED
+
+    found = path.stat()
+    row = json.loads(path.read_text())
+    del row[FINISHED]
+    path.write_text(json.dumps(row))
+    os.utime(path, ns=(found.st_atime_ns, found.st_mtime_ns))
+
+
+def test_a_later_sweep_shows_only_the_newest_version_of_each_cell(cli, full_ckpt, folder, tmp_path):
+    """Cells measured before and after the files changed are two versions of one slot: a later sweep that
+    covers fewer sizes shows the newest of each (its stamp decides; for older rows, when row.json was
+    written), in every view; the older versions stay in cells/."""
+    import pandas as pd
+
+    out = tmp_path / "run"
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", folder, "--out", out, "-q"]
+    assert cli(*args, "--res", "64,96").code == 0
+    old = set(_rows(out))
+    touch(sorted(folder.glob("*/*.JPEG"))[0])
+    assert cli(*args, "--res", "64,96").code == 0  # measured again: every cell has a new key
+    new = set(_rows(out)) - old
+    assert len(new) == len(old) and set(pd.read_csv(out / "results.csv").cell_key) == new
+    for key in old:  # an old version's row.json written last (copied, restored from a backup): the stamp decides
+        touch(_rows(out)[key], seconds=3600)
+    for stripped in (False, True):
+        if stripped:  # rows of versions before the stamp: when row.json was written decides
+            for key, path in _rows(out).items():
+                _unstamp(path)
+                if key in new:
+                    touch(path, seconds=7200)
+        assert cli(*args, "--res", "64").code == 0  # 96 px not covered: its two versions come from cells/
+        csv, parquet = pd.read_csv(out / "results.csv"), pd.read_parquet(out / "results.parquet")
+        assert set(csv.cell_key) == set(parquet.cell_key) == new
+        assert not parquet.duplicated(["scheme", "img_size"]).any() and sorted(parquet.img_size.unique()) == [64, 96]
+        assert set(pd.read_parquet(out / "predictions.parquet").cell_key) == new
+        assert set(_rows(out)) == old | new  # nothing measured is deleted
+        result = cli("check", out, "--baseline", out)
+        assert result.code == 0, result.err

@@ -126,7 +126,8 @@ def test_python_dash_m_and_fast_help():
     assert "torch" not in imported and "timm" not in imported
 
 
-def test_real_labels_columns_match_a_hand_count(cli, full_ckpt, class_folder, tmp_path):
+def _real_json(class_folder, path):
+    """A real.json labelling each image with its folder's class, except the first (left unlabelled); its files."""
     from timm.data import ImageNetInfo
 
     wnids = list(ImageNetInfo().label_names())
@@ -135,7 +136,12 @@ def test_real_labels_columns_match_a_hand_count(cli, full_ckpt, class_folder, tm
     for p in files:
         real[int(p.stem[-8:]) - 1] = [wnids.index(p.parent.name)]
     real[int(files[0].stem[-8:]) - 1] = []  # an image ReaL left unlabelled: not counted
-    (tmp_path / "real.json").write_text(json.dumps(real))
+    path.write_text(json.dumps(real))
+    return files
+
+
+def test_real_labels_columns_match_a_hand_count(cli, full_ckpt, class_folder, tmp_path):
+    files = _real_json(class_folder, tmp_path / "real.json")
     result = cli("sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--res", "96", "--out", tmp_path / "o",
                  "--real-labels", tmp_path / "real.json", "--json")
     assert result.code == 0, result.err
@@ -146,6 +152,29 @@ def test_real_labels_columns_match_a_hand_count(cli, full_ckpt, class_folder, tm
         counted = cell[cell.image_id != files[0].stem]
         assert row.real_top1 == pytest.approx(100 * counted.correct1.mean(), abs=1e-3)
         assert row.n_real == len(counted) == len(files) - 1
+
+
+def test_real_figures_stay_with_their_cells_in_every_later_view(cli, full_ckpt, class_folder, tmp_path):
+    """ReaL figures are kept with the finished row: cells a later sweep does not cover, or covers without
+    --real-labels, keep them; they are the counts' exact percentages, as predictions.parquet gives them."""
+    files = _real_json(class_folder, tmp_path / "real.json")
+    out = tmp_path / "o"
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--out", out, "-q"]
+    real = ["--real-labels", tmp_path / "real.json"]
+    assert cli(*args, "--res", "64").code == 0  # finished without ReaL
+    assert cli(*args, "--res", "64,96", *real).code == 0  # 64: read back and scored; 96: new
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/row.json")}
+    assert cli(*args, "--res", "64,96", *real).code == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/row.json")} == stamps  # nothing new to keep
+    assert cli(*args, "--res", "64").code == 0  # 96 not covered, and no --real-labels
+    table = pd.read_parquet(out / "results.parquet")
+    assert sorted(table.img_size.unique()) == [64, 96] and table.real_top1.notna().all()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    for row in table.itertuples():
+        counted = preds[(preds.cell_key == row.cell_key) & (preds.image_id != files[0].stem)]
+        assert row.n_real == len(counted) == len(files) - 1
+        assert row.real_top1 == pytest.approx(100.0 * counted.correct1.sum() / len(counted), rel=1e-12, abs=0)
+        assert row.real_top5 == pytest.approx(100.0 * counted.correct5.sum() / len(counted), rel=1e-12, abs=0)
 
 
 def test_real_labels_need_val_numbers(cli, full_ckpt, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cells import CellIdentity
+from ..cells import CellIdentity, same_value
 from ..data import DataSource, open_data
 from ..data.shared import SharedDecodes
 from ..errors import UserError
@@ -326,14 +326,20 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
             if not store.is_done():
                 row, bad = cell_row(shared, identity, store, n_total, [s for s in fwd.schemes if s != scheme],
                                     gflops.get(fwd.size), uses_fit[scheme])
+                if real is not None:
+                    row.update(real_columns(real, store, sweep.loaded.label_names, n_total))
                 store.write_row(row)
             else:
-                row, bad = store.read_row(), store.failed_images(n_total)
+                row, finished = store.read_stamped_row()
+                bad = store.failed_images(n_total)
+                if real is not None:  # kept with the row, so later views show it without --real-labels too
+                    figures = real_columns(real, store, sweep.loaded.label_names, n_total)
+                    if not all(same_value(row.get(k), v) for k, v in figures.items()):
+                        store.write_row({**row, **figures}, finished)
+                    row.update(figures)
                 row.update(label=shared.label, num_classes=shared.num_classes,  # names, not part of the cell
                            data_name=shared.data_name)
             failed.update(bad)
-            if real is not None:
-                row.update(real_columns(real, store, sweep.loaded.label_names, n_total))
             rows.append(row)
     return rows, failed
 

@@ -4,7 +4,7 @@ Layout::
 
     cells/<key>/cell.json        what the cell is (its identity's fields)
     cells/<key>/part-*.parquet   per-image records, one file per committed range of positions
-    cells/<key>/row.json         the cell's finished row (present = cell done)
+    cells/<key>/row.json         the cell's finished row (present = cell done), stamped with when it finished
     results.csv / .parquet / .md, predictions.parquet, run.json   the merged views of every finished cell
 
 Every file is written to a temporary name and renamed into place, so a crash or kill leaves either the
@@ -13,7 +13,9 @@ old file or the new one, never a truncated one.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -21,7 +23,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 import pyarrow as pa
 
-from ..cells import CellIdentity
+from ..cells import CellIdentity, newest_per_slot
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
@@ -31,6 +33,9 @@ from .shards import Span, complement, merge
 
 #: What a finished cell's row.json must hold for the merged views to place it.
 ROW_KEYS = ("cell_key", "model", "scheme", "img_size", "status")
+#: row.json's stamp of when the cell finished (seconds since the epoch): which of two versions of one slot
+#: is newer (the files changed between them). Not a column: :meth:`CellStore.read_row` leaves it out.
+FINISHED = "finished_unix"
 
 
 @dataclass
@@ -115,12 +120,25 @@ class CellStore:
         bad = records["failed"].astype(bool)
         return dict(zip(records.loc[bad, "image_id"], records.loc[bad, "error"]))
 
-    def write_row(self, row: dict[str, Any]) -> None:
-        atomic_write_json(self.row_path, row)
+    def write_row(self, row: dict[str, Any], finished: float | None = None) -> None:
+        """Write the cell's finished row, stamped ``finished`` (a row written again keeps its stamp) or now."""
+        atomic_write_json(self.row_path, {**row, FINISHED: time.time() if finished is None else finished})
 
     def read_row(self) -> dict[str, Any]:
-        row = read_json(self.row_path, "finished cell", self.fix)
-        return require_keys(row, ROW_KEYS, self.row_path, "finished cell", self.fix)
+        return self.read_stamped_row()[0]
+
+    def read_stamped_row(self) -> tuple[dict[str, Any], float]:
+        """The finished row and when it finished: its stamp, or for a row written before rows had one, the
+        time row.json was last written."""
+        row = dict(require_keys(read_json(self.row_path, "finished cell", self.fix), ROW_KEYS, self.row_path,
+                                "finished cell", self.fix))
+        stamp = row.pop(FINISHED, None)
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
+            try:
+                stamp = self.row_path.stat().st_mtime
+            except OSError:  # removed since (--force of another run): the oldest
+                stamp = 0.0
+        return row, float(stamp)
 
 
 #: The merged views a run folder shows at its top (see :mod:`.views`).
@@ -185,8 +203,18 @@ class RunDir:
         return identity
 
     def finished_rows(self) -> list[dict[str, Any]]:
+        """Every finished cell's row, older versions of a slot included (see :meth:`shown_rows`)."""
+        return [row for row, _ in self.stamped_rows()]
+
+    def stamped_rows(self) -> list[tuple[dict[str, Any], float]]:
+        """Every finished cell's row and when it finished, in the order of the cells' keys."""
         # rows are replaced by one rename, so a row that cannot be read is damaged, never half-written
-        return [CellStore(path.parent).read_row() for path in sorted((self.root / "cells").glob("*/row.json"))]
+        return [CellStore(path.parent).read_stamped_row() for path in sorted((self.root / "cells").glob("*/row.json"))]
+
+    def shown_rows(self) -> list[dict[str, Any]]:
+        """The finished rows the views show: of the cells of one slot (the files changed between their runs),
+        the one that finished last. The others stay in ``cells/``."""
+        return newest_per_slot(self.stamped_rows())
 
     def predictions(self, keys: Iterable[str]) -> pa.Table | None:
         tables = []

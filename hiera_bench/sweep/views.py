@@ -45,8 +45,10 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
     sweep's ``t_start``, run.json's ``finished`` and ``wall_s`` are stamped once the statistics are made."""
     with run_dir.merge_lock():
         mine = table.to_dict("records")
-        taken = {slot(r) for r in mine}  # a cell this sweep measured again (the files changed) replaces the old one
-        rows = [r for r in run_dir.finished_rows() if slot(r) not in taken] + mine
+        # of several cells of one slot (the files changed between runs) only one is shown: this sweep's, which
+        # measured the files as they are now, or else the one that finished last
+        taken = {slot(r) for r in mine}
+        rows = [r for r in run_dir.shown_rows() if slot(r) not in taken] + mine
         t_stats = time.time()
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
