@@ -196,3 +196,19 @@ def test_two_subsets_in_one_out_get_a_column_group_each(cli, full_ckpt, class_fo
         native = part[part.img_size == part.native_size].set_index("scheme").top1
         other = part[part.img_size != part.native_size]
         assert (other.top1_delta_vs_native.round(3) == (other.top1 - other.scheme.map(native)).round(3)).all()
+
+
+def test_a_new_label_renames_the_checkpoint_s_earlier_cells(cli, full_ckpt, abswin_ckpt, class_folder, tmp_path):
+    """--label names a checkpoint: renamed, its cells of earlier sweeps stay one column group with their native
+    cell (no orphan group of the old name); another checkpoint's cells in the folder keep their own label."""
+    out = tmp_path / "run"
+    common = ["--data", class_folder, "--device", "cpu", "-q", "--no-plots", "--out", out]
+    assert cli("sweep", "-c", abswin_ckpt, "--res", "64", "--label", "other", *common).code == 0
+    assert cli("sweep", "-c", full_ckpt, "--res", "64,96", "--label", "mae", *common).code == 0
+    result = cli("sweep", "-c", full_ckpt, "--res", "64", "--label", "mae-64", *common)
+    assert result.code == 0, result.err
+    table = pd.read_parquet(out / "results.parquet")
+    assert dict(table.groupby("label").size()) == {"mae-64": 4, "other": 2}
+    mine = table[table["label"] == "mae-64"]
+    assert mine["top1_delta_vs_native"].notna().all() and mine["delta_p"].notna().all()
+    assert "| size |" in (out / "results.md").read_text() and "mae:" not in (out / "results.md").read_text()

@@ -48,7 +48,7 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         # of several cells of one slot (the files changed between runs) only one is shown: this sweep's, which
         # measured the files as they are now, or else the one that finished last
         taken = {slot(r) for r in mine}
-        rows = [r for r in run_dir.shown_rows() if slot(r) not in taken] + mine
+        rows = _named_as_now([r for r in run_dir.shown_rows() if slot(r) not in taken], mine) + mine
         t_stats = time.time()
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
@@ -63,6 +63,13 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
         atomic_write_json(run_dir.root / "runs" / f"{stamp}-{os.getpid()}.json", run_info)
         return merged
+
+
+def _named_as_now(rows: list[dict[str, Any]], mine: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of earlier sweeps, those of a checkpoint this sweep measured under the label it gives now: a
+    ``--label`` names the checkpoint, so a renamed one stays one column group with its native cell."""
+    names = {(r.get("model"), r.get("checkpoint_sha256")): r["label"] for r in mine if r.get("label")}
+    return [dict(r, label=names.get((r.get("model"), r.get("checkpoint_sha256")), r.get("label"))) for r in rows]
 
 
 def _publish(root: Path, table: pd.DataFrame, predictions: pa.Table | None, run_info: dict[str, Any]) -> None:
