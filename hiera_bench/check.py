@@ -4,7 +4,8 @@ A cell holds when its metric is no more than ``tol`` points worse than the basel
 ``use_ci``, not below the baseline's 95 % CI); a run cell not evaluated, or NaN, fails. Comparing cells of
 different data, preprocessing or checkpoints would be meaningless (:data:`hiera_bench.cells.MUST_MATCH`
 says what must agree), so that, like a baseline cell the run lacks, a NaN baseline value or a table
-without provenance, is a :class:`~hiera_bench.errors.UserError` naming what is wrong.
+without provenance, is a :class:`~hiera_bench.errors.UserError` naming what is wrong; so are cells
+evaluated on different numbers of images (images that failed to decode are left out of every metric).
 
 A run folder holds the cells of every sweep into it; the gate checks those of its latest sweep (run.json's
 ``cells``), so cells of an older checkpoint, data or options left there never answer for the new one.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import differences, missing_provenance, same_value, with_defaults
+from .cells import counts_differ, counts_text, differences, missing_provenance, same_value, with_defaults
 from .errors import UserError
 from .report import read_table
 from .untrusted import RESWEEP, read_json, wrong
@@ -172,13 +173,15 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
                         "against; make a new baseline")
     result = CheckResult(metric, float(tol), use_ci, run_source=run.attrs.get("source", ""),
                          baseline_source=baseline.attrs.get("source", ""))
-    matched, missing = set(), []
+    matched, missing, miscounted = set(), [], []
     for _, b in base_ok.iterrows():
         r = _match(run, b)
         if r is None:
             missing.append(b)
             continue
         matched.add(r.name)
+        if r["status"] == "ok" and counts_differ(r, b):
+            miscounted.append((r, b))
         low, high = (float(b[m.ci[0]]), float(b[m.ci[1]])) if use_ci else (None, None)
         value, base = float(r[metric]) if r["status"] == "ok" else float("nan"), float(b[metric])
         if r["status"] != "ok" or math.isnan(value):
@@ -200,6 +203,12 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
                             "(finished cells are reused), or make a new baseline")
         raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown}; sweep those sizes, schemes"
                         f"{_crops_hint(missing, run)} into the run folder, or make a new baseline")
+    if miscounted:
+        r, b = miscounted[0]
+        more = f" and {len(miscounted) - 1} more cell(s)" if len(miscounted) > 1 else ""
+        raise UserError(f"{_name(b)}{more} evaluated {counts_text(r)} in the run but {counts_text(b)} in the "
+                        f"baseline, so {metric} is over different images; repair the images that failed to decode "
+                        "(run.json lists them) and re-run the sweep, or make a new baseline on the same images")
     if left_out:
         result.left_out = left_out
         result.notes.append(f"{left_out} cell(s) of earlier sweeps in the run folder not checked: only its latest "

@@ -191,3 +191,26 @@ def test_a_run_folder_whose_run_json_lists_no_cells_is_checked_whole(cli, run_di
     info.write_text(json.dumps(raw))
     result = cli("check", folder, "--baseline", run_dir)
     assert result.code == 0 and "6 cell(s) not in the baseline, not checked" in result.out, result.err
+
+
+# --- images that failed to decode change the image set ----------------------------------------------------
+
+def test_a_run_that_lost_images_to_decoding_cannot_be_compared(cli, run_dir, results, full_ckpt, class_folder,
+                                                              tmp_path):
+    import shutil
+
+    broken = tmp_path / "val"
+    shutil.copytree(class_folder, broken)
+    first = sorted(broken.rglob("*.JPEG"))[0]
+    first.write_bytes(b"")  # same ids and labels (the same data fingerprint), one image undecodable
+    folder = tmp_path / "run"
+    _sweep(cli, full_ckpt, broken, folder, "--max-failed", "10")
+    result = cli("check", folder, "--baseline", run_dir, "--tol", "100")
+    assert result.code == 2, result.out + result.err
+    assert result.err.startswith("error: hiera_tiny_224 ") and len(result.err.strip().splitlines()) == 1
+    assert ("and 5 more cell(s) evaluated 11 images (1 failed to decode) in the run but 12 images (0 failed to "
+            "decode) in the baseline") in result.err and "repair the images" in result.err, result.err
+    assert cli("check", run_dir, "--baseline", folder, "--tol", "100").code == 2  # either way round
+    # a baseline without the counts (made by hand, or by an old version) is not held to them
+    bare = _save(results.drop(columns=["n_images", "n_failed"]), tmp_path)
+    assert cli("check", folder, "--baseline", bare, "--tol", "100").code == 0
