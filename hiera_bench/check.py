@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import counts_differ, counts_text, differences, missing_provenance, same_value, with_defaults
+from .cells import (NOTED, counts_differ, counts_text, differences, missing_provenance, noted_differences,
+                    same_value, with_defaults)
 from .errors import UserError
 from .report import read_table
 from .untrusted import RESWEEP, read_json, wrong
@@ -173,13 +174,15 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
                         "against; make a new baseline")
     result = CheckResult(metric, float(tol), use_ci, run_source=run.attrs.get("source", ""),
                          baseline_source=baseline.attrs.get("source", ""))
-    matched, missing, miscounted = set(), [], []
+    matched, missing, miscounted, noted = set(), [], [], {}
     for _, b in base_ok.iterrows():
         r = _match(run, b)
         if r is None:
             missing.append(b)
             continue
         matched.add(r.name)
+        for col in noted_differences(r, b):
+            noted.setdefault((NOTED[col], str(r[col]), str(b[col])), []).append(b)
         if r["status"] == "ok" and counts_differ(r, b):
             miscounted.append((r, b))
         low, high = (float(b[m.ci[0]]), float(b[m.ci[1]])) if use_ci else (None, None)
@@ -213,6 +216,9 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
         result.left_out = left_out
         result.notes.append(f"{left_out} cell(s) of earlier sweeps in the run folder not checked: only its latest "
                             "sweep's (run.json cells)")
+    result.notes += [f"{what} differs: run {mine}, baseline {theirs} ({len(rows)} of {len(result.cells)} cells); "
+                     "compared all the same, it is not required to match"
+                     for (what, mine, theirs), rows in noted.items()]
     extra = run[run["status"].eq("ok") & ~run.index.isin(matched)]
     result.new = [{"model": r["model"], "scheme": r["scheme"], "img_size": int(r["img_size"]), metric: float(r[metric])}
                   for _, r in extra.iterrows()]

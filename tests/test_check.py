@@ -214,3 +214,25 @@ def test_a_run_that_lost_images_to_decoding_cannot_be_compared(cli, run_dir, res
     # a baseline without the counts (made by hand, or by an old version) is not held to them
     bare = _save(results.drop(columns=["n_images", "n_failed"]), tmp_path)
     assert cli("check", folder, "--baseline", bare, "--tol", "100").code == 0
+
+
+# --- a change of precision is said, not refused ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory, full_ckpt, class_folder):
+    out = tmp_path_factory.mktemp("bf16") / "run"
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(out), res="32,64,96",
+                          batch_size=6, workers=0, amp="bf16", device="cpu"))
+    return out
+
+
+def test_check_and_compare_note_a_change_of_precision(cli, run_dir, bf16_run):
+    human = cli("check", bf16_run, "--baseline", run_dir, "--tol", "100")
+    assert human.code == 0, human.err
+    assert "note: precision (dtype) differs: run bf16, baseline float32 (6 of 6 cells)" in human.out, human.out
+    verdicts = json.loads(cli("check", bf16_run, "--baseline", run_dir, "--tol", "100", "--json").out)
+    assert len(verdicts["notes"]) == 1 and verdicts["notes"][0].startswith("precision (dtype) differs: run bf16")
+    assert json.loads(cli("check", run_dir, "--baseline", run_dir, "--json").out)["notes"] == []
+    compared = cli("compare", run_dir, bf16_run, "--json")
+    assert compared.code == 0, compared.err
+    assert any(n.startswith("precision (dtype) differs: float32 vs bf16") for n in json.loads(compared.out)["notes"])
