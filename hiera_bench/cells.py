@@ -42,6 +42,12 @@ MUST_MATCH = {
     "checkpoint_sha256": "checkpoint (sha256)",
     "class_subset": "scoring (--class-subset)",
 }
+#: Fields two compared cells may differ in, said in a note (``check``, ``compare``): the numbers are still of
+#: the same images under the same preprocessing, but a change in them moves the numbers too.
+NOTED = {"dtype": "precision (dtype)"}
+#: Counts two compared cells must share: every metric is over the images that decoded, so a cell that lost
+#: images to decoding errors measured other images (a table without these columns is not held to them).
+IMAGE_COUNTS = {"n_images": "evaluated", "n_failed": "failed to decode"}
 #: How a group field that tells two measurements of one model apart is shown in a section label.
 LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "data_name": ("data", None), "data_fingerprint": ("data", 8), "limit": ("limit", None),
                 "per_class": ("per class", None), "crop_pct": ("crop", None), "interpolation": ("interp", None),
@@ -212,6 +218,26 @@ def differences(a: pd.Series, b: pd.Series) -> list[str]:
     present = [col for col in MUST_MATCH if (col in a.index or col in COLUMN_DEFAULTS) and (col in b.index or col in COLUMN_DEFAULTS)]
     return [f"{MUST_MATCH[col]}: run {_shown(a, col)}, baseline {_shown(b, col)}" for col in present
             if not same_value(_get(a, col), _get(b, col))]
+
+
+def noted_differences(a: pd.Series, b: pd.Series) -> list[str]:
+    """The :data:`NOTED` fields rows ``a`` and ``b`` both have and differ in."""
+    return [col for col in NOTED
+            if not (missing(_get(a, col)) or missing(_get(b, col))) and not same_value(_get(a, col), _get(b, col))]
+
+
+def counts_differ(a: pd.Series, b: pd.Series) -> bool:
+    """Whether rows ``a`` and ``b`` were evaluated on different numbers of images (:data:`IMAGE_COUNTS`; a
+    count either row lacks is not compared)."""
+    return any(not (missing(_get(a, col)) or missing(_get(b, col))) and not same_value(_get(a, col), _get(b, col))
+               for col in IMAGE_COUNTS)
+
+
+def counts_text(row: pd.Series) -> str:
+    """``22 images (2 failed to decode)``: what the row has of :data:`IMAGE_COUNTS`."""
+    evaluated, failed = (_get(row, col) for col in IMAGE_COUNTS)
+    shown = "? images" if missing(evaluated) else f"{int(evaluated)} images"
+    return shown + ("" if missing(failed) else f" ({int(failed)} {IMAGE_COUNTS['n_failed']})")
 
 
 def missing_provenance(row: pd.Series) -> list[str]:

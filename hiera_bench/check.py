@@ -4,7 +4,11 @@ A cell holds when its metric is no more than ``tol`` points worse than the basel
 ``use_ci``, not below the baseline's 95 % CI); a run cell not evaluated, or NaN, fails. Comparing cells of
 different data, preprocessing or checkpoints would be meaningless (:data:`hiera_bench.cells.MUST_MATCH`
 says what must agree), so that, like a baseline cell the run lacks, a NaN baseline value or a table
-without provenance, is a :class:`~hiera_bench.errors.UserError` naming what is wrong.
+without provenance, is a :class:`~hiera_bench.errors.UserError` naming what is wrong; so are cells
+evaluated on different numbers of images (images that failed to decode are left out of every metric).
+
+A run folder holds the cells of every sweep into it; the gate checks those of its latest sweep (run.json's
+``cells``), so cells of an older checkpoint, data or options left there never answer for the new one.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import differences, missing_provenance, same_value, with_defaults
+from .cells import (NOTED, counts_differ, counts_text, differences, missing_provenance, noted_differences,
+                    same_value, with_defaults)
 from .errors import UserError
 from .report import read_table
+from .untrusted import RESWEEP, read_json, wrong
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class CheckResult:
     new: list[dict] = field(default_factory=list)  # run cells the baseline does not have
     run_source: str = ""  # the files actually read
     baseline_source: str = ""
+    notes: list[str] = field(default_factory=list)  # what differs but does not stop the comparison
+    left_out: int = 0  # cells of earlier sweeps in the run folder, not checked
 
     @property
     def ok(self) -> bool:
@@ -81,7 +89,8 @@ class CheckResult:
         return {"ok": self.ok, "metric": self.metric, "tol": self.tol, "ci": self.use_ci,
                 "run_source": self.run_source, "baseline_source": self.baseline_source,
                 "n_cells": len(self.cells), "n_failed": sum(c.failed for c in self.cells),
-                "cells": [_clean(asdict(c)) for c in self.cells], "new": self.new}
+                "cells": [_clean(asdict(c)) for c in self.cells], "new": self.new, "notes": self.notes,
+                "left_out": self.left_out}
 
 
 def _clean(d: dict) -> dict:
@@ -165,13 +174,17 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
                         "against; make a new baseline")
     result = CheckResult(metric, float(tol), use_ci, run_source=run.attrs.get("source", ""),
                          baseline_source=baseline.attrs.get("source", ""))
-    matched, missing = set(), []
+    matched, missing, miscounted, noted = set(), [], [], {}
     for _, b in base_ok.iterrows():
         r = _match(run, b)
         if r is None:
             missing.append(b)
             continue
         matched.add(r.name)
+        for col in noted_differences(r, b):
+            noted.setdefault((NOTED[col], str(r[col]), str(b[col])), []).append(b)
+        if r["status"] == "ok" and counts_differ(r, b):
+            miscounted.append((r, b))
         low, high = (float(b[m.ci[0]]), float(b[m.ci[1]])) if use_ci else (None, None)
         value, base = float(r[metric]) if r["status"] == "ok" else float("nan"), float(b[metric])
         if r["status"] != "ok" or math.isnan(value):
@@ -183,17 +196,59 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
         verdict = "drop" if worse > tol else "below CI" if use_ci and m.below_ci(value, low, high) else "hold"
         result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, value,
                                       round(value - base, 6), low, high, verdict))
+    left_out = int(run.attrs.get("left_out", 0))
     if missing:
         shown = ", ".join(_name(b) for b in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        if left_out:
+            raise UserError(f"the run's latest sweep lacks {len(missing)} baseline cell(s): {shown} ({left_out} "
+                            "cell(s) of earlier sweeps in the folder are not checked); sweep all the baseline's "
+                            f"sizes, schemes{_crops_hint(missing, run)} in one command into the run folder "
+                            "(finished cells are reused), or make a new baseline")
         raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown}; sweep those sizes, schemes"
                         f"{_crops_hint(missing, run)} into the run folder, or make a new baseline")
+    if miscounted:
+        r, b = miscounted[0]
+        more = f" and {len(miscounted) - 1} more cell(s)" if len(miscounted) > 1 else ""
+        raise UserError(f"{_name(b)}{more} evaluated {counts_text(r)} in the run but {counts_text(b)} in the "
+                        f"baseline, so {metric} is over different images; repair the images that failed to decode "
+                        "(run.json lists them) and re-run the sweep, or make a new baseline on the same images")
+    if left_out:
+        result.left_out = left_out
+        result.notes.append(f"{left_out} cell(s) of earlier sweeps in the run folder not checked: only its latest "
+                            "sweep's (run.json cells)")
+    result.notes += [f"{what} differs: run {mine}, baseline {theirs} ({len(rows)} of {len(result.cells)} cells); "
+                     "compared all the same, it is not required to match"
+                     for (what, mine, theirs), rows in noted.items()]
     extra = run[run["status"].eq("ok") & ~run.index.isin(matched)]
     result.new = [{"model": r["model"], "scheme": r["scheme"], "img_size": int(r["img_size"]), metric: float(r[metric])}
                   for _, r in extra.iterrows()]
     return result
 
 
+def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a run folder's latest sweep (run.json's ``cells``, its skipped sizes too), with the number of
+    the folder's other cells in ``.attrs["left_out"]``; a results file, or a folder from before run.json listed
+    its cells, whole. ``table`` is :func:`~hiera_bench.report.read_table`'s: run.json is read from the same
+    views as the results."""
+    views = table.attrs.get("views")
+    path = Path(views) / "run.json" if views else None
+    if path is None or not path.is_file():
+        return table
+    cells = read_json(path, "run.json", RESWEEP).get("cells")
+    if cells is None:
+        return table
+    if not isinstance(cells, list) or not all(isinstance(k, str) for k in cells):
+        raise wrong(path, "run.json", "has 'cells' that is not a list of cell keys", RESWEEP)
+    # a row without a key is a size the latest sweep skipped (skips are not kept for later sweeps)
+    keep = table["cell_key"].isin(set(cells)) | table["cell_key"].isna()
+    out = table[keep]
+    out.attrs = dict(table.attrs, left_out=int((~keep).sum()))
+    return out
+
+
 def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.2, use_ci: bool = False,
                 allow_missing_provenance: bool = False) -> CheckResult:
-    """:func:`compare` on a run folder (or results file) and a baseline run folder or results file."""
-    return compare(read_table(run), read_table(baseline), metric, tol, use_ci, allow_missing_provenance)
+    """:func:`compare` on a run folder (its latest sweep; or a results file) and a baseline run folder or results
+    file."""
+    return compare(latest_sweep(read_table(run)), read_table(baseline), metric, tol, use_ci,
+                   allow_missing_provenance)

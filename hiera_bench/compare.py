@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cells import MUST_MATCH, same_value
+from .cells import MUST_MATCH, NOTED, noted_differences, same_value
 from .errors import UserError
 from .report import Run, read_run
 from .stats import bootstrap_ci, discordant, mcnemar_exact, outcomes
@@ -123,6 +123,8 @@ def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str
                         "run both sweeps on the same --data, --limit and --per-class")
     notes = [f"{MUST_MATCH[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — the comparison is of each checkpoint "
              "with its own preprocessing" for c in PREPROCESSING if not same_value(row_a.get(c), row_b.get(c))]
+    notes += [f"{NOTED[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — the difference includes that change"
+              for c in noted_differences(row_a, row_b)]
     if same_value(row_a.get("checkpoint_sha256"), row_b.get("checkpoint_sha256")):
         notes.append("both runs evaluated the same checkpoint (same sha256)")
     return notes

@@ -46,7 +46,8 @@ class Run:
 
 def read_table(path: Path) -> pd.DataFrame:
     """A results table from a run folder (its results.parquet, else results.csv) or a results file; the file
-    read is in ``.attrs["source"]``. A run folder whose results.csv no longer says what its parquet says
+    read is in ``.attrs["source"]`` (a run folder's views folder, where its run.json is, in ``.attrs["views"]``).
+    A run folder whose results.csv no longer says what its parquet says
     (edited by hand, or half-copied) is refused rather than read one way or the other."""
     path = Path(path)
     if path.is_dir():
@@ -67,6 +68,8 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"{source} is not a hiera-bench results table (no column {', '.join(missing)})")
     df = with_row_keys(with_defaults(df))
     df.attrs["source"] = str(source)
+    if path.is_dir():
+        df.attrs["views"] = str(views)
     return df
 
 

@@ -123,3 +123,116 @@ def test_a_run_cell_that_was_not_evaluated_fails(results):
     run.loc[_at(run, "abswin", 96), ["status", "reason", "top1"]] = ["skipped", "out of memory", float("nan")]
     result = compare(run, results)
     assert not result.ok and [c.verdict for c in result.cells if c.failed] == ["not evaluated"]
+
+
+# --- a run folder holds every sweep into it: the gate checks its latest -----------------------------------
+
+def _sweep(cli, ckpt, data, out, *extra):
+    result = cli("sweep", "-c", ckpt, "--data", data, "-o", out, "--res", "32,64,96", "--device", "cpu", "-b", "6",
+                 "-j", "0", "--no-plots", "-q", *extra)
+    assert result.code in (0, 1), result.err  # 1: more images failed than --max-failed; the table is written
+    return result
+
+
+@pytest.fixture(scope="module")
+def other_ckpt(tmp_path_factory):
+    from hiera_bench.testing import TINY_ARGS, WNIDS, save_checkpoint_folder, tiny_hiera
+
+    net = tiny_hiera("hiera_tiny_224", img_size=64, num_classes=3, seed=12)
+    return save_checkpoint_folder(net, tmp_path_factory.mktemp("other") / "ckpt", "hiera_tiny_224", TINY_ARGS,
+                                  label_names=sorted(WNIDS))
+
+
+def test_a_new_checkpoint_swept_into_an_old_folder_is_checked_not_the_old_cells(cli, run_dir, other_ckpt,
+                                                                                 class_folder, full_ckpt, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder, symlinks=True)  # the baseline's own cells, still in the folder
+    _sweep(cli, other_ckpt, class_folder, folder)
+    result = cli("check", folder, "--baseline", run_dir)
+    assert result.code == 2 and "different checkpoint (sha256)" in result.err, result.out + result.err
+    # a results file is read whole, as before (it has no run.json to say which sweep came last)
+    assert cli("check", folder / "results.csv", "--baseline", run_dir).code == 0
+    # the first checkpoint again (every cell reused): checked, and the other checkpoint's cells are said
+    _sweep(cli, full_ckpt, class_folder, folder)
+    again = cli("check", folder, "--baseline", run_dir, "--json")
+    assert again.code == 0, again.err
+    verdicts = json.loads(again.out)
+    assert verdicts["n_cells"] == 6 and verdicts["new"] == [] and verdicts["left_out"] == 6
+    assert verdicts["notes"] == ["6 cell(s) of earlier sweeps in the run folder not checked: only its latest "
+                                 "sweep's (run.json cells)"]
+    assert "note: 6 cell(s) of earlier sweeps" in cli("check", folder, "--baseline", run_dir).out
+
+
+def test_sizes_of_an_earlier_sweep_are_not_checked_and_the_message_says_how_to_sweep_them(cli, run_dir, full_ckpt,
+                                                                                        class_folder, tmp_path):
+    folder = tmp_path / "run"
+    _sweep(cli, full_ckpt, class_folder, folder)
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "-o", folder, "--res", "96", "--device", "cpu",
+                 "-b", "6", "-j", "0", "--no-plots", "-q")
+    assert result.code == 0, result.err
+    missing = cli("check", folder, "--baseline", run_dir)
+    assert missing.code == 2 and "the run's latest sweep lacks 2 baseline cell(s)" in missing.err, missing.err
+    assert "in one command" in missing.err and len(missing.err.strip().splitlines()) == 1
+
+
+def test_a_run_folder_whose_run_json_lists_no_cells_is_checked_whole(cli, run_dir, other_ckpt, class_folder,
+                                                                     tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder, symlinks=True)
+    _sweep(cli, other_ckpt, class_folder, folder)
+    info = (folder / "run.json").resolve()
+    raw = json.loads(info.read_text())
+    del raw["cells"]  # a folder from before run.json listed its cells
+    info.unlink()
+    info.write_text(json.dumps(raw))
+    result = cli("check", folder, "--baseline", run_dir)
+    assert result.code == 0 and "6 cell(s) not in the baseline, not checked" in result.out, result.err
+
+
+# --- images that failed to decode change the image set ----------------------------------------------------
+
+def test_a_run_that_lost_images_to_decoding_cannot_be_compared(cli, run_dir, results, full_ckpt, class_folder,
+                                                              tmp_path):
+    import shutil
+
+    broken = tmp_path / "val"
+    shutil.copytree(class_folder, broken)
+    first = sorted(broken.rglob("*.JPEG"))[0]
+    first.write_bytes(b"")  # same ids and labels (the same data fingerprint), one image undecodable
+    folder = tmp_path / "run"
+    _sweep(cli, full_ckpt, broken, folder, "--max-failed", "10")
+    result = cli("check", folder, "--baseline", run_dir, "--tol", "100")
+    assert result.code == 2, result.out + result.err
+    assert result.err.startswith("error: hiera_tiny_224 ") and len(result.err.strip().splitlines()) == 1
+    assert ("and 5 more cell(s) evaluated 11 images (1 failed to decode) in the run but 12 images (0 failed to "
+            "decode) in the baseline") in result.err and "repair the images" in result.err, result.err
+    assert cli("check", run_dir, "--baseline", folder, "--tol", "100").code == 2  # either way round
+    # a baseline without the counts (made by hand, or by an old version) is not held to them
+    bare = _save(results.drop(columns=["n_images", "n_failed"]), tmp_path)
+    assert cli("check", folder, "--baseline", bare, "--tol", "100").code == 0
+
+
+# --- a change of precision is said, not refused ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory, full_ckpt, class_folder):
+    out = tmp_path_factory.mktemp("bf16") / "run"
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(out), res="32,64,96",
+                          batch_size=6, workers=0, amp="bf16", device="cpu"))
+    return out
+
+
+def test_check_and_compare_note_a_change_of_precision(cli, run_dir, bf16_run):
+    human = cli("check", bf16_run, "--baseline", run_dir, "--tol", "100")
+    assert human.code == 0, human.err
+    assert "note: precision (dtype) differs: run bf16, baseline float32 (6 of 6 cells)" in human.out, human.out
+    verdicts = json.loads(cli("check", bf16_run, "--baseline", run_dir, "--tol", "100", "--json").out)
+    assert len(verdicts["notes"]) == 1 and verdicts["notes"][0].startswith("precision (dtype) differs: run bf16")
+    assert json.loads(cli("check", run_dir, "--baseline", run_dir, "--json").out)["notes"] == []
+    compared = cli("compare", run_dir, bf16_run, "--json")
+    assert compared.code == 0, compared.err
+    assert any(n.startswith("precision (dtype) differs: float32 vs bf16") for n in json.loads(compared.out)["notes"])

@@ -37,6 +37,8 @@ READERS = (
            lambda ws: ["report", ws / "results.csv", "-o", ws / "rep"], lambda: SIX_COLUMNS, text=True),
     Reader("baseline table", lambda ws: ws / "baseline.csv", _check, lambda: SIX_COLUMNS, text=True),
     Reader("run folder results.csv", lambda ws: ws / "run" / "results.csv", _check, lambda: SIX_COLUMNS, text=True),
+    Reader("run folder run.json given to check", lambda ws: ws / "run" / "run.json", _check,
+           lambda: json_bytes({"cells": 5}), text=True, fix="re-run the sweep"),
 )
 
 

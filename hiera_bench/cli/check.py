@@ -58,6 +58,8 @@ def check(
         out.print(f"run: {result.run_source}   baseline: {result.baseline_source}", markup=False, soft_wrap=True)
         out.print(diff_table(result))
         failed = [c for c in result.cells if c.failed]
+        for note in result.notes:
+            out.print(f"note: {note}", markup=False, soft_wrap=True)
         if result.new:
             out.print(f"{len(result.new)} cell(s) not in the baseline, not checked: "
                       + ", ".join(f"{n['scheme']}@{n['img_size']}" for n in result.new), markup=False, soft_wrap=True)
