@@ -7,8 +7,9 @@ says what must agree), so that, like a baseline cell the run lacks, a NaN baseli
 without provenance, is a :class:`~hiera_bench.errors.UserError` naming what is wrong; so are cells
 evaluated on different numbers of images (images that failed to decode are left out of every metric).
 
-A run folder holds the cells of every sweep into it; the gate checks those of its latest sweep (run.json's
-``cells``), so cells of an older checkpoint, data or options left there never answer for the new one.
+A run folder holds the cells of every sweep into it; the gate checks those of the checkpoint, data and
+preprocessing its latest sweep measured (run.json's ``cells``), so cells of an older checkpoint, data or options
+left there never answer for the new one.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import (NOTED, counts_differ, counts_text, differences, missing_provenance, noted_differences,
-                    same_value, with_defaults)
+from .cells import (NOTED, counts_differ, counts_text, differences, group_ids, missing_provenance,
+                    noted_differences, same_value, with_defaults)
 from .errors import UserError
 from .report import read_table
 from .untrusted import RESWEEP, read_json, wrong
@@ -200,10 +201,9 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     if missing:
         shown = ", ".join(_name(b) for b in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         if left_out:
-            raise UserError(f"the run's latest sweep lacks {len(missing)} baseline cell(s): {shown} ({left_out} "
-                            "cell(s) of earlier sweeps in the folder are not checked); sweep all the baseline's "
-                            f"sizes, schemes{_crops_hint(missing, run)} in one command into the run folder "
-                            "(finished cells are reused), or make a new baseline")
+            raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown} ({left_out} cell(s) of other "
+                            "checkpoints, data or options in the folder are not checked); sweep those sizes, schemes"
+                            f"{_crops_hint(missing, run)} into the run folder, or make a new baseline")
         raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown}; sweep those sizes, schemes"
                         f"{_crops_hint(missing, run)} into the run folder, or make a new baseline")
     if miscounted:
@@ -214,8 +214,8 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
                         "(run.json lists them) and re-run the sweep, or make a new baseline on the same images")
     if left_out:
         result.left_out = left_out
-        result.notes.append(f"{left_out} cell(s) of earlier sweeps in the run folder not checked: only its latest "
-                            "sweep's (run.json cells)")
+        result.notes.append(f"{left_out} cell(s) of earlier sweeps in the run folder not checked: another "
+                            "checkpoint, data or options than its latest sweep's (run.json cells)")
     result.notes += [f"{what} differs: run {mine}, baseline {theirs} ({len(rows)} of {len(result.cells)} cells); "
                      "compared all the same, it is not required to match"
                      for (what, mine, theirs), rows in noted.items()]
@@ -226,10 +226,11 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
 
 
 def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a run folder's latest sweep (run.json's ``cells``, its skipped sizes too), with the number of
-    the folder's other cells in ``.attrs["left_out"]``; a results file, or a folder from before run.json listed
-    its cells, whole. ``table`` is :func:`~hiera_bench.report.read_table`'s: run.json is read from the same
-    views as the results."""
+    """The rows of a run folder's latest measurements: every cell of the checkpoint, data and preprocessing its
+    latest sweep measured (run.json's ``cells``; crops and sizes swept by earlier commands too) and the sizes that
+    sweep skipped, with the number of the folder's other cells in ``.attrs["left_out"]``; a results file, or a
+    folder from before run.json listed its cells, whole. ``table`` is :func:`~hiera_bench.report.read_table`'s:
+    run.json is read from the same views as the results."""
     views = table.attrs.get("views")
     path = Path(views) / "run.json" if views else None
     if path is None or not path.is_file():
@@ -239,8 +240,10 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
         return table
     if not isinstance(cells, list) or not all(isinstance(k, str) for k in cells):
         raise wrong(path, "run.json", "has 'cells' that is not a list of cell keys", RESWEEP)
+    groups = group_ids(table, ignore=("crop_pct",))
+    latest = set(groups[table["cell_key"].isin(set(cells))])
     # a row without a key is a size the latest sweep skipped (skips are not kept for later sweeps)
-    keep = table["cell_key"].isin(set(cells)) | table["cell_key"].isna()
+    keep = groups.isin(latest) | table["cell_key"].isna()
     out = table[keep]
     out.attrs = dict(table.attrs, left_out=int((~keep).sum()))
     return out

@@ -160,21 +160,25 @@ def test_a_new_checkpoint_swept_into_an_old_folder_is_checked_not_the_old_cells(
     assert again.code == 0, again.err
     verdicts = json.loads(again.out)
     assert verdicts["n_cells"] == 6 and verdicts["new"] == [] and verdicts["left_out"] == 6
-    assert verdicts["notes"] == ["6 cell(s) of earlier sweeps in the run folder not checked: only its latest "
-                                 "sweep's (run.json cells)"]
+    assert verdicts["notes"] == ["6 cell(s) of earlier sweeps in the run folder not checked: another checkpoint, "
+                                 "data or options than its latest sweep's (run.json cells)"]
     assert "note: 6 cell(s) of earlier sweeps" in cli("check", folder, "--baseline", run_dir).out
 
 
-def test_sizes_of_an_earlier_sweep_are_not_checked_and_the_message_says_how_to_sweep_them(cli, run_dir, full_ckpt,
-                                                                                        class_folder, tmp_path):
+def test_sizes_swept_by_earlier_commands_of_the_same_checkpoint_are_checked(cli, run_dir, full_ckpt, other_ckpt,
+                                                                            class_folder, tmp_path):
+    """The latest sweep names what is gated (its checkpoint, data, options), not which command measured a size."""
     folder = tmp_path / "run"
-    _sweep(cli, full_ckpt, class_folder, folder)
-    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "-o", folder, "--res", "96", "--device", "cpu",
-                 "-b", "6", "-j", "0", "--no-plots", "-q")
+    common = ["--data", class_folder, "-o", folder, "--device", "cpu", "-b", "6", "-j", "0", "--no-plots", "-q"]
+    for ckpt, res in ((other_ckpt, "64"), (full_ckpt, "32,64"), (full_ckpt, "96")):
+        result = cli("sweep", "-c", ckpt, "--res", res, *common)
+        assert result.code == 0, result.err
+    verdicts = json.loads(cli("check", folder, "--baseline", run_dir, "--json").out)
+    assert verdicts["ok"] and verdicts["n_cells"] == 6 and verdicts["left_out"] == 2, verdicts
+    result = cli("sweep", "-c", other_ckpt, "--res", "96", *common)
     assert result.code == 0, result.err
-    missing = cli("check", folder, "--baseline", run_dir)
-    assert missing.code == 2 and "the run's latest sweep lacks 2 baseline cell(s)" in missing.err, missing.err
-    assert "in one command" in missing.err and len(missing.err.strip().splitlines()) == 1
+    result = cli("check", folder, "--baseline", run_dir)
+    assert result.code == 2 and "different checkpoint (sha256)" in result.err, result.err
 
 
 def test_a_run_folder_whose_run_json_lists_no_cells_is_checked_whole(cli, run_dir, other_ckpt, class_folder,
