@@ -223,7 +223,7 @@ def legend(part: pd.DataFrame) -> list[str]:
     if "scheme_delta" in part and part["scheme_delta"].notna().any():
         notes.append("a − b: top-1 of scheme a minus scheme b at the same size, paired over the same images, with its "
                      "95 % bootstrap CI (images resampled) and exact McNemar stars.")
-    if part["shared_with"].fillna("").astype(str).str.len().gt(0).any():
+    if part["shared_with"].map(lambda v: not missing(v) and str(v) != "").any():
         notes.append("≡ identical embedding to another scheme at this size: evaluated once, reported for both "
                      "(a difference of zero by construction).")
     return notes
