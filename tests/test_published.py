@@ -31,7 +31,8 @@ def test_the_shipped_table_is_timms_setting_for_every_checkpoint():
 def _native_rows(top1: float, **changes) -> pd.DataFrame:
     """Both schemes' native cells (one evaluation) of a full-val sweep of hiera_small_224, as its table has them."""
     half = 0.32
-    base = dict(label="hiera_small", model=SMALL, checkpoint_sha256="ab" * 32, img_size=224, native_size=224,
+    base = dict(label="hiera_small", model=SMALL, checkpoint=f"hf-hub:timm/{SMALL}", checkpoint_sha256="ab" * 32,
+                img_size=224, native_size=224,
                 crop_pct=0.9, interpolation="bicubic", decode="pil", dtype="bfloat16", n_images=50_000, n_failed=0,
                 limit=None, per_class=None, class_subset=None, status="ok", top1=top1, top1_ci_low=top1 - half,
                 top1_ci_high=top1 + half, real_top1=None, global_size=None)
@@ -55,7 +56,9 @@ def test_a_close_native_cell_passes_and_only_the_published_setting_is_compared()
     assert reference_checks(close)[0].ok and problems(close, 0, 50_000, 0.01) == []
     assert "vs timm's published 83.886" in headline(close) and "more than" not in headline(close)
     for changes in ({"crop_pct": 0.875}, {"interpolation": "bilinear"}, {"limit": 1000}, {"n_images": 49_000},
-                    {"model": "my-finetune"}, {"img_size": 256}, {"class_subset": "imagenet-r"}):
+                    {"model": "my-finetune"}, {"img_size": 256}, {"class_subset": "imagenet-r"},
+                    {"checkpoint": "/home/me/finetuned.pth"}, {"n_images": 16, "n_failed": 49_984},
+                    {"n_images": 49_900, "n_failed": 100}):
         assert reference_checks(_native_rows(80.0, **changes)) == [], changes
 
 

@@ -272,8 +272,9 @@ def show_results(results, as_json: bool) -> None:
     for r in results:
         failed = len(r.run.get("failed_images", []))
         name = f"{r.out}: " if len(results) > 1 else ""
-        if failed and r.ok:
-            err.print(f"note: {name}{failed} of {r.run['data']['n_images']} images could not be decoded and are left "
+        total = r.run["data"]["n_images"]
+        if failed and failed <= r.run["config"]["max_failed"] * total:  # more is an error line below
+            err.print(f"note: {name}{failed} of {total} images could not be decoded and are left "
                       "out of every cell (run.json lists them)", markup=False)
         large = r.run.get("large_images", 0)
         if large:
