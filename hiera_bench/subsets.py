@@ -41,6 +41,19 @@ class ClassSubset:
         return mask
 
 
+    def require_covers(self, data_wnids: set[str]) -> None:
+        """Refuse data with classes outside the subset: their logits are left out, so their images could never
+        be scored right and would only lower every figure."""
+        outside = sorted(data_wnids - set(self.wnids))
+        if not outside:
+            return
+        covering = [name for name in KNOWN if data_wnids <= set(subset(name).wnids)]
+        hint = f" (the data's classes are all in {covering[0]})" if covering else ""
+        raise UserError(f"--class-subset {self.name}: {len(outside)} of the data's {len(data_wnids)} classes are not in "
+                        f"it (e.g. {', '.join(outside[:3])}), so their images could never be scored right; give the "
+                        f"subset the data was made for{hint}, or a file listing every class it holds")
+
+
 def _timm_list(filename: str) -> tuple[str, ...]:
     text = resources.files("timm.data").joinpath("_info", filename).read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip())

@@ -89,3 +89,18 @@ def test_bad_subsets_are_one_line(cli, full_ckpt, class_folder, tmp_path):
                            ("imagenet-r", "not the model's")):
         result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--class-subset", value, "--out", tmp_path / "o")
         assert result.code == 2 and result.err.count("\n") == 1 and message in result.err, result.err
+
+
+def test_a_subset_that_leaves_out_some_of_the_data_s_classes_is_refused(cli, imagenet_ckpt, tmp_path):
+    """ImageNet-R and -A share only part of their classes: scored under the wrong one, the other images could
+    never be right (their logits are left out) and would lower every figure without a word."""
+    folder, _ = imagenet_ckpt
+    r, a = subset("imagenet-r"), subset("imagenet-a")
+    only_r = [w for w in r.wnids if w not in set(a.wnids)][:2]
+    shared = next(w for w in r.wnids if w in set(a.wnids))
+    data = make_class_folder(tmp_path / "r", wnids=[*only_r, shared], per_class=1)
+    result = cli("sweep", "-c", folder, "--data", data, "--res", "64", "--schemes", "interp", "--device", "cpu", "-q",
+                 "--no-plots", "--class-subset", "imagenet-a", "--out", tmp_path / "run")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert f"{len(only_r)} of the data's 3 classes are not in it" in result.err and only_r[0] in result.err
+    assert "all in imagenet-r" in result.err and not (tmp_path / "run" / "results.csv").exists()

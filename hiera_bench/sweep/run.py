@@ -270,6 +270,7 @@ def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: P
     chosen = subset(cfg.class_subset) if cfg.class_subset else detect(present)
     if chosen is not None:
         chosen.mask(loaded.label_names)  # its classes must be the model's
+        chosen.require_covers(present)
         if not cfg.class_subset:
             progress.log(f"the data's {len(present)} classes are exactly {chosen.name}'s: scored over those classes, "
                          f"as {chosen.name} is (logits of the others left out)")
