@@ -251,7 +251,11 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
 
 def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.2, use_ci: bool = False,
                 allow_missing_provenance: bool = False) -> CheckResult:
-    """:func:`compare` on a run folder (its latest sweep; or a results file) and a baseline run folder or results
-    file."""
-    return compare(latest_sweep(read_table(run)), read_table(baseline), metric, tol, use_ci,
-                   allow_missing_provenance)
+    """:func:`compare` on a run folder (its latest sweep's measurements; or a results file) and a baseline run
+    folder (the same: a baseline re-made into its own folder is the new one) or results file."""
+    base = latest_sweep(read_table(baseline))
+    result = compare(latest_sweep(read_table(run)), base, metric, tol, use_ci, allow_missing_provenance)
+    if base.attrs.get("left_out"):
+        result.notes.append(f"{base.attrs['left_out']} cell(s) of earlier sweeps in the baseline folder not used: "
+                            "another checkpoint, data or options than its latest sweep's")
+    return result

@@ -240,3 +240,16 @@ def test_check_and_compare_note_a_change_of_precision(cli, run_dir, bf16_run):
     compared = cli("compare", run_dir, bf16_run, "--json")
     assert compared.code == 0, compared.err
     assert any(n.startswith("precision (dtype) differs: float32 vs bf16") for n in json.loads(compared.out)["notes"])
+
+
+def test_a_baseline_re_made_in_its_own_folder_is_the_new_one(cli, full_ckpt, other_ckpt, class_folder, tmp_path):
+    """Re-baselining into the committed baseline folder is a routine CI step: the folder's latest sweep is the
+    baseline, and the older checkpoint's cells still there are left out with a note."""
+    base, run = tmp_path / "base", tmp_path / "run"
+    _sweep(cli, other_ckpt, class_folder, base)
+    _sweep(cli, full_ckpt, class_folder, base)
+    _sweep(cli, full_ckpt, class_folder, run)
+    result = cli("check", run, "--baseline", base)
+    assert result.code == 0, result.err
+    assert "6 cell(s) of earlier sweeps in the baseline folder not used" in result.out
+    assert cli("check", base, "--baseline", base).code == 0
