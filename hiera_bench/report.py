@@ -1,8 +1,8 @@
 """Merge run folders into one annotated tidy table and write it as markdown, CSV, LaTeX and plots.
 
-Runs may hold different models, checkpoints or data subsets: cells are merged by their key, and
-statistics only pair cells of the same model, checkpoint, data and preprocessing
-(:data:`hiera_bench.cells.GROUP_COLUMNS`). Each run is named by its label (``sweep --label``, or
+Runs may hold different models, checkpoints or data subsets: cells are merged by their key and label, and
+statistics only pair cells of the same model, checkpoint, data, preprocessing and label
+(:func:`hiera_bench.cells.group_ids`). Each run is named by its label (``sweep --label``, or
 ``report --label`` per run; by default the model's name); one label measured under several of those gets
 one column group per combination, named by what differs (:func:`hiera_bench.cells.section_labels`).
 Everything goes into one table and one set of overlaid figures.
@@ -104,46 +104,42 @@ def read_run(root: Path, label: str | None = None) -> Run:
     return Run(root, table, preds)
 
 
-def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
-    """One row per cell (the first run that has a cell wins), the predictions of those cells, and notes on the
-    cells a later run held too under another label (a cell is one measurement, reported once)."""
+#: Joins a cell's key to the run that holds it under a second label, while the statistics pair each label's cells.
+_RUN_MARK = "~run"
+
+
+def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """One row per cell and label (the first run of a label that has a cell wins) and the predictions of those
+    cells. A cell two labels hold (the native cell of a checkpoint swept under two labels, or a re-run on
+    another device) stays in each label's group, paired with that run's own records: its key carries the run
+    (see :func:`plain_keys`) until the statistics are made."""
     tables = [r.table for r in runs]
     df = pd.concat(tables, ignore_index=True)
-    ok = df[df["status"].eq("ok")]
-    notes = _repeated_cells(ok, runs)
-    ok = ok.drop_duplicates("cell_key")
+    ok = df[df["status"].eq("ok")].drop_duplicates(["label", "cell_key"]).copy()
+    later = ok["_run"] != ok.groupby("cell_key")["_run"].transform("min")
+    ok.loc[later, "cell_key"] = ok.loc[later, "cell_key"] + _RUN_MARK + ok.loc[later, "_run"].astype(str)
     _refuse_two_versions(ok, runs)
     where = [c for c in GROUP_COLUMNS if c in df] + ["scheme", "img_size"]
     rest = df[~df["status"].eq("ok")].drop_duplicates(where)
     rest = rest.merge(ok[where].drop_duplicates(), on=where, how="left", indicator=True)
     rest = rest[rest["_merge"] == "left_only"].drop(columns="_merge")  # a skip is moot where a run measured it
     table = tidy_table(pd.concat([ok, rest], ignore_index=True).to_dict("records"))
-    preds = [r.predictions for r in runs if r.predictions is not None]
+    preds = []
+    for i, run in enumerate(runs):
+        if run.predictions is None:
+            continue
+        marked = set(ok.loc[later & ok["_run"].eq(i), "cell_key"])
+        keys = run.predictions["cell_key"] + _RUN_MARK + str(i)
+        preds.append(run.predictions.assign(cell_key=keys.where(keys.isin(marked), run.predictions["cell_key"])))
     if not preds:
-        return table, None, notes
+        return table, None
     merged = pd.concat(preds, ignore_index=True).drop_duplicates(["cell_key", "image_id"])
-    return table, merged[merged["cell_key"].isin(set(ok["cell_key"]))], notes
+    return table, merged[merged["cell_key"].isin(set(ok["cell_key"]))]
 
 
-def _repeated_cells(ok: pd.DataFrame, runs: list[Run]) -> list[str]:
-    """A note per run whose cells an earlier run of another label already holds (the same keys: same checkpoint,
-    data, preprocessing and dtype), with how far their top-1 differ (another device or library version)."""
-    first = ok.drop_duplicates("cell_key").set_index("cell_key")
-    notes = []
-    for i, part in ok[ok.duplicated("cell_key")].groupby("_run", sort=True):
-        kept = first.loc[part["cell_key"]]
-        other = kept["label"].astype(str).to_numpy() != part["label"].astype(str).to_numpy()
-        if not other.any():
-            continue  # the same run given twice, or a copy under its own label: nothing is hidden
-        part, kept = part[other], kept[other]
-        gap = (part["top1"].to_numpy(dtype=float) - kept["top1"].to_numpy(dtype=float))
-        gap = float(abs(gap).max()) if len(gap) else 0.0
-        shown = ", ".join(dict.fromkeys(kept["label"].astype(str)))
-        notes.append(f"{runs[i].root} ({', '.join(dict.fromkeys(part['label'].astype(str)))}): its {len(part)} cell(s) "
-                     f"are the cells of {shown} (same checkpoint, data, preprocessing and dtype), reported once under "
-                     f"{shown}; top-1 differs by up to {gap:.3f} points between the two measurements — "
-                     f"`hiera-bench compare` tests that difference on the same images")
-    return notes
+def plain_keys(keys: pd.Series) -> pd.Series:
+    """Cell keys without the run :func:`merge_runs` joined to a cell held under a second label."""
+    return keys.str.replace(rf"{_RUN_MARK}\d+$", "", regex=True)
 
 
 def _refuse_two_versions(ok: pd.DataFrame, runs: list[Run]) -> None:
@@ -177,23 +173,20 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     runs = [read_run(Path(p), labels[i] if labels else None) for i, p in enumerate(paths)]
     for i, run in enumerate(runs):
         run.table = run.table.assign(_run=i)  # the report keeps the order the runs were given in
-    table, preds, notes = merge_runs(runs)
+    table, preds = merge_runs(runs)
     if table.empty:
         raise UserError(f"{', '.join(str(r.root) for r in runs)}: no cell to report (the results table has no rows); "
                         "re-run the sweep into that folder")
     out = annotate(table, None if preds is None else pa.Table.from_pandas(preds, preserve_index=False))
     out["label"] = section_labels(out, ignore=("crop_pct",))  # crops of one label stay one label (a column apart)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
-    out = out[["label"] + [c for c in out.columns if c != "label"]]
-    out.attrs["notes"] = notes
-    return out
+    out["cell_key"] = plain_keys(out["cell_key"])
+    return out[["label"] + [c for c in out.columns if c != "label"]]
 
 
 def markdown_report(df: pd.DataFrame, sources: list[Path]) -> str:
     """The combined pivot, its headlines and the runs it came from."""
     lines = ["# hiera-bench report", "", "Runs: " + ", ".join(f"`{p}`" for p in sources), "", markdown(pivot(df))]
-    notes = df.attrs.get("notes", [])
-    lines += [f"Note: {note}\n" for note in notes]
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from hiera_bench import plots
 from hiera_bench.sweep import SweepConfig, run_sweep
 from hiera_bench.pivot import latex, pivot
-from hiera_bench.report import build
+from hiera_bench.report import build, headlines
 
 FULL, ABSWIN = "hiera_tiny_224", "hiera_small_abswin_256"
 
@@ -195,13 +195,22 @@ def test_two_named_sets_with_the_same_ids_are_paired_each_with_itself(cli, full_
         pd.testing.assert_frame_equal(mine, table[cols].sort_values("cell_key").reset_index(drop=True))
 
 
-def test_the_same_cells_under_two_labels_are_shown_once_with_a_note(cli, runs, tmp_path):
-    result = cli("report", runs / "full", runs / "full", "-l", "before", "-l", "after", "-o", tmp_path / "rep")
-    assert result.code == 0, result.err
-    assert "note: " in result.err and "reported once under before" in result.err
-    assert "differs by up to 0.000 points" in result.err
-    assert "reported once under before" in (tmp_path / "rep" / "report.md").read_text()
-    assert set(pd.read_csv(tmp_path / "rep" / "report.csv")["label"]) == {"before"}
+def test_cells_two_labels_hold_stay_in_each_label_with_its_own_statistics(full_ckpt, class_folder, tmp_path):
+    """A checkpoint's sizes swept under two labels share its native cell (one key): each label keeps it, so each
+    has its Δ vs native, paired with that run's own records, and a headline of its own sizes."""
+    for label, res in (("x", "32,64"), ("y", "64,96")):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(tmp_path / label), res=res,
+                              batch_size=6, workers=0, label=label))
+    merged = build([tmp_path / "x", tmp_path / "y"])
+    cols = ["cell_key", "top1", "top1_delta_vs_native", "delta_ci_low", "delta_b", "delta_c", "delta_p",
+            "scheme_delta"]
+    for label in ("x", "y"):
+        own = pd.read_parquet(tmp_path / label / "results.parquet")
+        mine = merged[merged["label"] == label][cols].sort_values("cell_key").reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, own[cols].sort_values("cell_key").reset_index(drop=True))
+    assert set(merged["cell_key"]) == {k for label in "xy" for k in pd.read_parquet(tmp_path / label / "results.parquet").cell_key}
+    heads = headlines(merged)
+    assert "@96" in heads["y"] and "@32" in heads["x"]
 
 
 def test_one_label_measured_on_two_copies_of_the_files_is_refused(cli, full_ckpt, class_folder, tmp_path):

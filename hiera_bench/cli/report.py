@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, err, out
+from .app import app, out
 
 
 @app.command()
@@ -23,8 +23,6 @@ def report(
 
     target = out_dir or (runs[0] / "report" if len(runs) == 1 else Path("report"))
     table = build(runs, labels)
-    for note in table.attrs.get("notes", []):
-        err.print(f"note: {note}", markup=False, soft_wrap=True)
     paths = write_report(table, runs, target)
     results = pivot(table)
     out.print(terminal(results))
