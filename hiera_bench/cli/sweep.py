@@ -276,6 +276,10 @@ def show_results(results, as_json: bool) -> None:
         if failed and failed <= r.run["config"]["max_failed"] * total:  # more is an error line below
             err.print(f"note: {name}{failed} of {total} images could not be decoded and are left "
                       "out of every cell (run.json lists them)", markup=False)
+        changed = r.run.get("cells_of_changed_files", 0)
+        if changed:
+            err.print(f"note: {name}{changed} cell(s) of earlier sweeps were measured on files that have changed since: "
+                      "left out of the views (kept in cells/); sweep their sizes again to measure them", markup=False)
         large = r.run.get("large_images", 0)
         if large:
             from PIL import Image

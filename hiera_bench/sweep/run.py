@@ -34,7 +34,7 @@ from .provenance import device_name, git_sha, iso_time, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory
 from .shards import Assignment, assign
-from .store import RunDir
+from .store import DataFiles, RunDir
 from .views import this_sweeps_rows, write_views
 
 
@@ -227,7 +227,8 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
     table = tidy_table(rows)
     run_info.update(failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
-    merged = write_views(sweep.run_dir, table, run_info, t_start)
+    files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states)
+    merged = write_views(sweep.run_dir, table, run_info, t_start, files)
     mine = this_sweeps_rows(merged, table)
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
 

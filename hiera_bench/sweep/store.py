@@ -127,6 +127,14 @@ class CellStore:
     def read_row(self) -> dict[str, Any]:
         return self.read_stamped_row()[0]
 
+    def data_state(self) -> str | None:
+        """The state of the data files the cell was measured on (its identity's; None where it has none)."""
+        path = self.root / "cell.json"
+        if not path.is_file():
+            return None
+        state = read_json(path, "cell identity", self.fix).get("data_state")
+        return state if isinstance(state, str) else None
+
     def read_stamped_row(self) -> tuple[dict[str, Any], float]:
         """The finished row and when it finished: its stamp, or for a row written before rows had one, the
         time row.json was last written."""
@@ -139,6 +147,24 @@ class CellStore:
             except OSError:  # removed since (--force of another run): the oldest
                 stamp = 0.0
         return row, float(stamp)
+
+
+@dataclass
+class DataFiles:
+    """The data a sweep reads, as it is now: which rows measured it (fingerprint, ``--data`` name), the state
+    of its files and, on demand, that state as earlier versions computed it."""
+
+    fingerprint: str
+    name: str | None
+    state: str
+    earlier_states: Callable[[], Iterable[str]]
+
+    def changed_since(self, row: dict[str, Any], cell: CellStore) -> bool:
+        """Whether ``row`` measured this data on files that have changed since (another state)."""
+        if str(row.get("data_fingerprint")) != self.fingerprint or (row.get("data_name") or None) != (self.name or None):
+            return False
+        state = cell.data_state()
+        return state is not None and state != self.state and state not in self.earlier_states()
 
 
 #: The merged views a run folder shows at its top (see :mod:`.views`).
@@ -211,10 +237,16 @@ class RunDir:
         # rows are replaced by one rename, so a row that cannot be read is damaged, never half-written
         return [CellStore(path.parent).read_stamped_row() for path in sorted((self.root / "cells").glob("*/row.json"))]
 
-    def shown_rows(self) -> list[dict[str, Any]]:
-        """The finished rows the views show: of the cells of one slot (the files changed between their runs),
-        the one that finished last. The others stay in ``cells/``."""
-        return newest_per_slot(self.stamped_rows())
+    def shown_rows(self, files: "DataFiles | None" = None) -> tuple[list[dict[str, Any]], int]:
+        """The finished rows the views show, and how many were left out as measured on other files. With
+        ``files`` (the data as a sweep reads it now), a cell of that data measured on files that have changed
+        since is left out (it stays in ``cells/``); of the rest, of the cells of one slot the one that finished
+        last."""
+        rows = self.stamped_rows()
+        if files is None:
+            return newest_per_slot(rows), 0
+        kept = [(row, t) for row, t in rows if not files.changed_since(row, self.cell(str(row["cell_key"])))]
+        return newest_per_slot(kept), len(rows) - len(kept)
 
     def predictions(self, keys: Iterable[str]) -> pa.Table | None:
         tables = []

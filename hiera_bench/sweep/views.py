@@ -26,7 +26,7 @@ from ..pivot import markdown, pivot
 from ..stats import annotate, native_deltas
 from .provenance import iso_time
 from .rows import tidy_table
-from .store import VIEWS, RunDir
+from .store import VIEWS, DataFiles, RunDir
 
 GENERATIONS = ".views"
 CURRENT = "current"
@@ -39,16 +39,21 @@ def current_views(root: Path) -> Path:
 
 
 def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
-                t_start: float | None = None) -> pd.DataFrame:
+                t_start: float | None = None, files: DataFiles | None = None) -> pd.DataFrame:
     """Every finished cell of the folder (other sweeps' too) merged with ``table``, annotated with the
     statistics of the per-image records, written as one generation; returns the merged table. With the
-    sweep's ``t_start``, run.json's ``finished`` and ``wall_s`` are stamped once the statistics are made."""
+    sweep's ``t_start``, run.json's ``finished`` and ``wall_s`` are stamped once the statistics are made; with
+    its ``files``, cells of that data measured on files that have changed since are left out of the views
+    (counted in run.json's ``cells_of_changed_files``)."""
     with run_dir.merge_lock():
         mine = table.to_dict("records")
         # of several cells of one slot (the files changed between runs) only one is shown: this sweep's, which
         # measured the files as they are now, or else the one that finished last
         taken = {slot(r) for r in mine}
-        rows = _named_as_now([r for r in run_dir.shown_rows() if slot(r) not in taken], mine) + mine
+        shown, changed = run_dir.shown_rows(files)
+        rows = _named_as_now([r for r in shown if slot(r) not in taken], mine) + mine
+        if files is not None:
+            run_info["cells_of_changed_files"] = changed
         t_stats = time.time()
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
