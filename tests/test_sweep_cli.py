@@ -212,3 +212,18 @@ def test_a_new_label_renames_the_checkpoint_s_earlier_cells(cli, full_ckpt, absw
     mine = table[table["label"] == "mae-64"]
     assert mine["top1_delta_vs_native"].notna().all() and mine["delta_p"].notna().all()
     assert "| size |" in (out / "results.md").read_text() and "mae:" not in (out / "results.md").read_text()
+
+
+def test_skipped_sizes_of_a_full_grid_checkpoint_stay_in_its_abswin_column(cli, full_ckpt, class_folder, tmp_path):
+    """--res 224:320:16 on an MAE checkpoint skips every other size: the skipped abswin rows name the fit's global
+    grid as the evaluated ones do, so the pivot has one abswin column, not an invented 'global learned' one."""
+    out = tmp_path / "run"
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--res", "32:96:16", "--device", "cpu", "-q",
+                 "--no-plots", "--out", out)
+    assert result.code == 0, result.err
+    table = pd.read_parquet(out / "results.parquet")
+    abswin = table[table["scheme"] == "abswin"]
+    assert set(abswin.loc[abswin["status"] == "skipped", "img_size"]) == {48, 80}
+    assert abswin["global_size"].nunique(dropna=False) == 1 and abswin["global_size"].notna().all()
+    md = (out / "results.md").read_text()
+    assert "global" not in md and "| 48 |" in md

@@ -59,11 +59,16 @@ def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
     """Give every forward's cells their identity: ``cell(scheme=..., img_size=..., global_size=...)`` with the
     abswin fit's global grid only where it changes the numbers (a full-grid checkpoint, a scheme that reads it)."""
     by_name = {s.name: s for s in schemes}
-    fitted = global_size_text(spec.global_size) if spec.kind == "full" else None
     for fwd in forwards:
         for name in fwd.schemes:
             fwd.cells[name] = cell(scheme=name, img_size=fwd.size, crop_pct=fwd.crop_pct,
-                                   global_size=fitted if by_name[name].uses_fit else None)
+                                   global_size=fitted_global_size(by_name[name], spec))
+
+
+def fitted_global_size(scheme: Scheme, spec: PosEmbedSpec) -> str | None:
+    """The abswin fit's global grid as a cell names it: only where it changes the numbers (a full-grid
+    checkpoint, a scheme that reads the fit), evaluated or skipped alike."""
+    return global_size_text(spec.global_size) if spec.kind == "full" and scheme.uses_fit else None
 
 
 def missing_records(forwards: list[Forward], run_dir: "RunDir", force: bool, n: int) -> dict[str, list[Span]]:

@@ -29,7 +29,7 @@ from ..subsets import ClassSubset, detect, subset
 from .config import Progress, Quiet, SweepConfig, validate_config
 from .distributed import Cluster
 from .evaluate import Evaluation, EvaluationReport
-from .plan import Forward, forward_cells, identify, missing_records, plan_forwards
+from .plan import Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards
 from .provenance import device_name, git_sha, iso_time, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory
@@ -221,8 +221,9 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                   t_start: float) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
     """The tidy table with the skipped sizes, merged into the run folder's views; this sweep's rows,
     run.json and what is wrong with the numbers."""
-    rows = rows + [skipped_row(columns(sweep, run_info["device"]), cell(sweep, scheme=s.name, img_size=size,
-                                                                         crop_pct=crop), reason)
+    rows = rows + [skipped_row(columns(sweep, run_info["device"]),
+                               cell(sweep, scheme=s.name, img_size=size, crop_pct=crop,
+                                    global_size=fitted_global_size(s, sweep.spec)), reason)
                    for size, reason in sweep.grid.skipped for crop in sweep.crops for s in sweep.schemes]
     table = tidy_table(rows)
     run_info.update(failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
