@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import pickle
 import signal
 import subprocess
@@ -40,6 +41,9 @@ def _bad_cases(tmp: Path, ckpt: Path, data: Path):
     evil = tmp / "evil.pth"
     with open(evil, "wb") as fh:
         pickle.dump({"x": _Evil(str(tmp / "pwned"))}, fh)
+    own = tmp / "own-val"  # a copy: a failing case must not write into the shared fixture
+    if not own.exists():
+        shutil.copytree(data, own)
     empty_pth = tmp / "empty.pth"
     empty_pth.write_bytes(b"")
     run = ["sweep", "--checkpoint", ckpt, "--data", data, "--out", tmp / "out", "-q"]
@@ -77,6 +81,9 @@ def _bad_cases(tmp: Path, ckpt: Path, data: Path):
         "zero-byte pth": (["sweep", "--model", "hiera_tiny_224", "--checkpoint", empty_pth, "--data", data],
                           "is empty (0 bytes)"),
         "missing ReaL file": (run + ["--real-labels", tmp / "missing.json"], "or --real-labels timm"),
+        "out inside the data": (["sweep", "--checkpoint", ckpt, "--data", own, "--out", own / "out"],
+                                "inside the data folder"),
+        "out is the data folder": (["sweep", "--checkpoint", ckpt, "--data", own, "--out", own], "inside the data folder"),
     }
     if not torch.cuda.is_available():
         cases["cuda without gpu"] = (run + ["--device", "cuda"], "no CUDA GPU")

@@ -260,9 +260,23 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
-    run_dir = RunDir(Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name), primary)
+    out = Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name)
+    refuse_out_inside_data(out, cfg.data)
+    run_dir = RunDir(out, primary)
     return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,
                  scoring(cfg, loaded, data, progress), tuple(crops))
+
+
+def refuse_out_inside_data(out: Path, data: str) -> None:
+    """A run folder inside a data folder would become part of the data set (a class folder named ``out``, a
+    results.parquet among its shards): every later sweep of that data would fail or read other images."""
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        return  # a file, a glob or a hub data set: nothing of the run is read as data
+    root, where = root.resolve(), out.expanduser().resolve()
+    if where == root or root in where.parents:
+        raise UserError(f"--out {out} is inside the data folder {data}: the run's files would become part of the data "
+                        "set; choose an --out outside it")
 
 
 def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: Progress) -> ClassSubset | None:
