@@ -147,7 +147,7 @@ def test_sweep_counts_bad_images_and_strict_stops(full_ckpt, messy_folder, tmp_p
     sweep = ["sweep", "--checkpoint", full_ckpt, "--data", root, "--res", "64", "--schemes", "interp",
              "--device", "cpu", "--quiet"]
     normal, strict = run_cli_batch([[*sweep, "--out", tmp_path / "run"], [*sweep, "--out", tmp_path / "strict", "--strict"]])
-    assert normal["code"] == 1 and "3 of 14 images (21.4 %) could not be decoded" in normal["stderr"], normal["stderr"]
+    assert normal["code"] == 1 and "3 of 14 images (21.43 %) could not be decoded" in normal["stderr"], normal["stderr"]
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     n_total = len(list(root.glob("*/*.JPEG")))
     assert set(table["n_failed"]) == {len(broken_files())}

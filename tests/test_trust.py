@@ -53,7 +53,7 @@ def test_a_sweep_that_decoded_no_image_is_not_ok_and_check_says_so(cli, full_ckp
 
 def test_failed_images_above_the_threshold_exit_1_below_it_a_note(cli, full_ckpt, one_broken, tmp_path):
     over = _sweep(cli, full_ckpt, one_broken, tmp_path / "a")  # 1 of 13 = 7.7 % > 1 %
-    assert over.code == 1 and "1 of 13 images (7.7 %) could not be decoded" in over.err
+    assert over.code == 1 and "1 of 13 images (7.69 %) could not be decoded" in over.err
     assert pd.read_csv(tmp_path / "a" / "results.csv")["status"].eq("ok").all()  # the numbers are written
     under = _sweep(cli, full_ckpt, one_broken, tmp_path / "b", "--max-failed", "10")
     assert under.code == 0, under.err

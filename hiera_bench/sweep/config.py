@@ -251,7 +251,8 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
         raise UserError(f"--global-size must be at least 1, got {cfg.global_size}")
     cfg.crop_pct = parse_crops(cfg.crop_pct)
     if not 0.0 <= cfg.max_failed <= 1.0:
-        raise UserError(f"--max-failed must be a share in [0, 1] (0.01 is 1 %), got {cfg.max_failed}")
+        raise UserError(f"--max-failed must be a percentage from 0 to 100, got {100 * cfg.max_failed:g} "
+                        f"(SweepConfig.max_failed={cfg.max_failed:g}: a share from 0 to 1)")
     if cfg.amp not in AMP_DTYPES and cfg.amp != "auto":
         raise UserError(f"--amp {cfg.amp!r}: choose none, bf16 or fp16 (or a bare --amp: bf16 on a CUDA GPU)")
     if cfg.res is not None:

@@ -391,7 +391,7 @@ def problems(table: pd.DataFrame, n_failed: int, n_images: int, max_failed: floa
         out.append(f"{len(empty)} cell(s) evaluated no image: " + ", ".join(
             f"{r.scheme}@{int(r.img_size)}" for r in empty.itertuples()))
     if n_images and n_failed / n_images > max_failed:
-        out.append(f"{n_failed} of {n_images} images ({100 * n_failed / n_images:.1f} %) could not be decoded, more "
+        out.append(f"{n_failed} of {n_images} images ({100 * n_failed / n_images:.2f} %) could not be decoded, more "
                    f"than --max-failed {100 * max_failed:g} %; run.json lists them")
     out += [check.problem() for check in reference_checks(table) if not check.ok]
     return out
