@@ -372,30 +372,35 @@ def markdown(p: Pivot) -> str:
         out = [f"### {g.label} (native {g.native} px, {_n(g.n_images)}; top-1 % and Δ vs native)\n"]
     columns = p.columns()
     rel = p.native is not None
-    out.append("| size |" + (" rel |" if rel else "") + "".join(f" {c.title(p.several)} |" for c in columns))
+    out.append("| size |" + (" rel |" if rel else "") + "".join(f" {md_cell(c.title(p.several))} |" for c in columns))
     out.append("|---:|" + ("---:|" if rel else "") + "---:|" * len(columns))
     for size in p.sizes:
         label = size_text(p, size, lambda s: f"{s} **native**")
         cells = [render(p.value(c, size), CellStyle()) for c in columns]
-        out.append(f"| {label} |" + (f" {size / p.native:.2f} |" if rel else "") + "".join(f" {c} |" for c in cells))
+        out.append(f"| {label} |" + (f" {size / p.native:.2f} |" if rel else "") + "".join(f" {md_cell(c)} |" for c in cells))
     if p.notes:
         out.append("\n" + "  \n".join(p.notes))
     out.append("\n" + "\n".join((f"{x.label}: " if p.several else "") + x.headline for x in p.groups) + "\n")
     titles, rows = best_crop_rows(p)
     if rows:
         out.append("#### Best crop_pct per size (top-1 % @crop; ties joined by /)\n")
-        out.append("| size |" + "".join(f" {t} |" for t in titles))
+        out.append("| size |" + "".join(f" {md_cell(t)} |" for t in titles))
         out.append("|---:|" + "---:|" * len(titles))
         out += [f"| {size} |" + "".join(f" {c} |" for c in cells) for size, cells in rows]
     return "\n".join(out).rstrip() + "\n"
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+def md_cell(text: str) -> str:
+    """Text in a markdown table cell: a ``|`` (in a label) would end the cell."""
+    return str(text).replace("|", r"\|")
+
+
+_TEX_ESCAPES = {"|": r"\textbar{}", "\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
 def tex_escape(text: str) -> str:
-    return re.sub(r"[\\_%&#${}~^]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "--")
+    return re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "--")
 
 
 def _tex_number(value: float, spec: str) -> str:

@@ -222,3 +222,18 @@ def test_one_label_measured_on_two_copies_of_the_files_is_refused(cli, full_ckpt
     assert result.code == 2 and "measured on different files" in result.err and "own --label" in result.err
     result = cli("report", tmp_path / "a", tmp_path / "b", "-l", "clean", "-l", "corrupt", "-o", tmp_path / "rep")
     assert result.code == 0, result.err
+
+
+def test_a_label_with_a_pipe_keeps_the_markdown_and_latex_tables_whole(runs):
+    import re as _re
+
+    from hiera_bench.pivot import markdown
+
+    table = build([runs / "full", runs / "abswin"], labels=["x|y", "z"])
+    md = markdown(pivot(table))
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    cells = {len(_re.findall(r"(?<!\\)\|", line)) for line in rows + [next(line for line in md.splitlines()
+                                                                           if line.startswith("|---"))]}
+    assert len(cells) == 1 and r"x\|y" in md
+    tex = latex(pivot(table), key="pipe")
+    assert r"x\textbar{}y" in tex and "x|y" not in tex
