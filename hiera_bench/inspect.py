@@ -242,6 +242,8 @@ def figure_bytes(fig: Any, fmt: str) -> bytes:
 
 def write_inspection(report: Inspection, fig: Any, out: Path) -> list[Path]:
     """``posembed-<R>.png``, ``.svg`` and ``inspect-<R>.json`` under ``out``, each atomically."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out} is a file, not a folder; choose another -o")
     paths = []
     for fmt in ("png", "svg"):
         path = out / f"posembed-{report.size}.{fmt}"

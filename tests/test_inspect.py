@@ -149,3 +149,13 @@ def test_cli_errors_are_one_line(cli, abswin_ckpt, tmp_path, args, message):
     assert result.err.startswith("error: ") and message in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_inspect_and_export_say_global_size_does_not_apply_and_refuse_a_file_as_out(cli, abswin_ckpt, tmp_path):
+    result = cli("inspect", "-c", abswin_ckpt, "--res", "96", "--global-size", "3", "-o", tmp_path / "insp")
+    assert result.code == 0 and "--global-size only applies to full-grid checkpoints" in result.err, result.err
+    result = cli("export", "-c", abswin_ckpt, "--res", "96", "-s", "interp", "--global-size", "3", "-o", tmp_path / "x")
+    assert result.code == 0 and "--global-size only applies to full-grid checkpoints" in result.err, result.err
+    (tmp_path / "afile").write_text("mine")
+    result = cli("inspect", "-c", abswin_ckpt, "--res", "96", "-o", tmp_path / "afile")
+    assert result.code == 2 and "is a file, not a folder" in result.err and (tmp_path / "afile").read_text() == "mine"

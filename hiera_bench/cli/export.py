@@ -26,6 +26,9 @@ def export(
 
     result = export_model(one_model(model_arg, model), res, scheme, checkpoint=checkpoint, out=out_dir, force=force,
                           global_size=global_size)
+    if global_size is not None and result.pos_embed_kind == "abswin":
+        err.print("note: --global-size only applies to full-grid checkpoints; this one learned its own split",
+                  markup=False)
     if result.size_change_only:
         err.print(f"note: {result.name} learned an abs-win embedding; --scheme abswin at {result.size} px is only a "
                   f"size change (plain timm does the same with img_size={result.size}); written anyway as a "

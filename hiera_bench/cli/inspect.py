@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .app import MODEL_HELP, app, one_model, out
+from .app import MODEL_HELP, app, err, one_model, out
 
 
 @app.command()
@@ -25,6 +25,9 @@ def inspect(
 
     chosen = parse_channels(channels) if channels is not None else None
     report, fig = inspect_model(one_model(model_arg, model), checkpoint, res, chosen, global_size=global_size)
+    if global_size is not None and report.pos_embed_kind == "abswin":
+        err.print("note: --global-size only applies to full-grid checkpoints; this one learned its own split",
+                  markup=False)
     target = out_dir or Path("results") / report.model / "inspect"
     paths = write_inspection(report, fig, target)
     for line in summary_lines(report):
