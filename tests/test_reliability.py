@@ -81,6 +81,7 @@ def _bad_cases(tmp: Path, ckpt: Path, data: Path):
         "zero-byte pth": (["sweep", "--model", "hiera_tiny_224", "--checkpoint", empty_pth, "--data", data],
                           "is empty (0 bytes)"),
         "missing ReaL file": (run + ["--real-labels", tmp / "missing.json"], "or --real-labels timm"),
+        "progress every -1 s": (run + ["--progress-every=-1"], "--progress-every must be a number of seconds"),
         "out inside the data": (["sweep", "--checkpoint", ckpt, "--data", own, "--out", own / "out"],
                                 "inside the data folder"),
         "out is the data folder": (["sweep", "--checkpoint", ckpt, "--data", own, "--out", own], "inside the data folder"),

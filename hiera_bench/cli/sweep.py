@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import sys
@@ -170,6 +171,9 @@ def sweep(
         if o.amp_dtype not in dtypes:
             raise UserError(f"--amp-dtype {o.amp_dtype!r}: choose bfloat16 or float16")
         o.amp = dtypes[o.amp_dtype]
+    if not (math.isfinite(o.progress_every) and o.progress_every >= 0):
+        raise UserError(f"--progress-every must be a number of seconds, 0 or more (0: every batch), got "
+                        f"{o.progress_every:g}")
     base = SweepConfig(
         res=o.res, schemes=o.schemes, data_format=o.data_format, out=str(o.out_dir) if o.out_dir else None,
         batch_size=o.batch_size, workers=o.workers, device=o.device, amp=o.amp, limit=o.limit, per_class=o.per_class,
