@@ -291,7 +291,9 @@ def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: P
             progress.log(f"the data's {len(present)} classes are exactly {chosen.name}'s: scored over those classes, "
                          f"as {chosen.name} is (logits of the others left out)")
     elif len(present) < loaded.num_classes / 2:
-        progress.log(f"the data holds {len(present)} of the model's {loaded.num_classes} classes and is scored over all "
+        held = "the data holds" if cfg.limit is None and cfg.per_class is None else \
+            "the images --limit/--per-class select hold"
+        progress.log(f"{held} {len(present)} of the model's {loaded.num_classes} classes, scored over all "
                      f"{loaded.num_classes}; --class-subset imagenet-r|imagenet-a|FILE restricts the logits")
     return chosen
 
