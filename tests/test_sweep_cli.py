@@ -227,3 +227,21 @@ def test_skipped_sizes_of_a_full_grid_checkpoint_stay_in_its_abswin_column(cli, 
     assert abswin["global_size"].nunique(dropna=False) == 1 and abswin["global_size"].notna().all()
     md = (out / "results.md").read_text()
     assert "global" not in md and "| 48 |" in md
+
+
+def test_each_row_names_the_real_labels_it_was_scored_with(cli, full_ckpt, class_folder, tmp_path):
+    """Two ReaL files in one folder's history: every row says which labels its real_top1 comes from."""
+    import json as _json
+
+    _real_json(class_folder, tmp_path / "a.json")
+    other = _json.loads((tmp_path / "a.json").read_text())
+    other = [labels if i % 2 else [] for i, labels in enumerate(other)]
+    (tmp_path / "b.json").write_text(_json.dumps(other))
+    out = tmp_path / "o"
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--out", out, "-q", "--no-plots"]
+    assert cli(*args, "--res", "64,96", "--real-labels", tmp_path / "a.json").code == 0
+    assert cli(*args, "--res", "64", "--real-labels", tmp_path / "b.json").code == 0
+    table = pd.read_parquet(out / "results.parquet")
+    used = dict(zip(table["img_size"], table["real_labels"]))
+    assert used[64] != used[96] and all(isinstance(v, str) and len(v) == 12 for v in used.values())
+    assert table.groupby("img_size")["real_labels"].nunique().eq(1).all()

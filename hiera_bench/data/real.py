@@ -44,6 +44,14 @@ def load_real_labels(path: str | Path | None = None) -> dict[str, list[int]]:
                 for key, labels in raw.items()}
 
 
+def real_labels_digest(real: RealLabels) -> str:
+    """A short hash of the labels themselves (not the file's path): which ReaL labels a cell was scored with."""
+    import hashlib
+
+    text = "\n".join(f"{key}:{','.join(map(str, real[key]))}" for key in sorted(real))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _indices(labels) -> list[int]:
     if not isinstance(labels, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
         raise ValueError(f"an entry is {str(labels)[:40]!r}, not a list of class indices")

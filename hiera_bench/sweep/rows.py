@@ -22,7 +22,7 @@ COLUMNS = [
     "label", "model", "arch", "pretrained_tag", "checkpoint", "checkpoint_sha256", "pos_embed_kind",
     "scheme", "global_size", "img_size", "native_size", "rel_size", "crop_pct", "interpolation", "decode",
     "num_classes", "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll", "ece",
-    "top1_delta_vs_native", "real_top1", "real_top5", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
+    "top1_delta_vs_native", "real_top1", "real_top5", "real_labels", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
     "explained_energy", "data", "data_name", "data_layout", "data_fingerprint", "limit", "per_class", "class_subset", "cell_key",
 ]
 

@@ -17,6 +17,7 @@ import torch
 
 from ..cells import CellIdentity, same_value
 from ..data import DataSource, open_data
+from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
 from ..errors import UserError
 from ..grid import Grid, default_grid, parse_grid
@@ -336,6 +337,7 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
     """Every cell's row (built once, when its records are complete; read back after) and the failed images."""
     shared = columns(sweep, device)
     real = _real_labels(sweep.cfg.real_labels, sweep.data)
+    labels_used = {"real_labels": real_labels_digest(real)} if real is not None else {}
     uses_fit = {s.name: s.uses_fit for s in sweep.schemes}
     n_total = len(sweep.data)
     rows, failed = [], {}
@@ -346,13 +348,13 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
                 row, bad = cell_row(shared, identity, store, n_total, [s for s in fwd.schemes if s != scheme],
                                     gflops.get(fwd.size), uses_fit[scheme])
                 if real is not None:
-                    row.update(real_columns(real, store, sweep.loaded.label_names, n_total))
+                    row.update(real_columns(real, store, sweep.loaded.label_names, n_total), **labels_used)
                 store.write_row(row)
             else:
                 row, finished = store.read_stamped_row()
                 bad = store.failed_images(n_total)
                 if real is not None:  # kept with the row, so later views show it without --real-labels too
-                    figures = real_columns(real, store, sweep.loaded.label_names, n_total)
+                    figures = {**real_columns(real, store, sweep.loaded.label_names, n_total), **labels_used}
                     if not all(same_value(row.get(k), v) for k, v in figures.items()):
                         store.write_row({**row, **figures}, finished)
                     row.update(figures)
