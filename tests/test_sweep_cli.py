@@ -245,3 +245,15 @@ def test_each_row_names_the_real_labels_it_was_scored_with(cli, full_ckpt, class
     used = dict(zip(table["img_size"], table["real_labels"]))
     assert used[64] != used[96] and all(isinstance(v, str) and len(v) == 12 for v in used.values())
     assert table.groupby("img_size")["real_labels"].nunique().eq(1).all()
+
+
+def test_a_limit_above_the_data_size_is_no_limit(cli, full_ckpt, class_folder, tmp_path):
+    """--limit 1000 on 12 images selects every image: the same cells as no --limit (reused, and check compares)."""
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--res", "64", "-q", "--no-plots"]
+    assert cli(*args, "--out", tmp_path / "all").code == 0
+    assert cli(*args, "--out", tmp_path / "big", "--limit", "1000").code == 0
+    a, b = (pd.read_parquet(tmp_path / name / "results.parquet") for name in ("all", "big"))
+    assert sorted(a["cell_key"]) == sorted(b["cell_key"]) and b["limit"].isna().all()
+    assert cli("check", tmp_path / "big", "--baseline", tmp_path / "all").code == 0
+    assert cli(*args, "--out", tmp_path / "cut", "--limit", "5").code == 0
+    assert set(pd.read_parquet(tmp_path / "cut" / "results.parquet")["limit"]) == {5}

@@ -73,6 +73,12 @@ class Sweep:
     data_fingerprint: str = ""  # the set's identity (ids and labels)
     data_state: str = ""  # the files behind it as they are now (sizes, mtimes): changed files are recomputed
 
+    @property
+    def limit(self) -> int | None:
+        """``--limit`` where it selects: a limit above the data's size selects every image, as none does."""
+        limit = self.cfg.limit
+        return None if limit is not None and len(self.data) < limit else limit
+
     def __post_init__(self) -> None:
         self.data_fingerprint = self.data.fingerprint()
         self.data_state = self.data.state()
@@ -306,7 +312,7 @@ def cell(sweep: Sweep, crop_pct: float, **fields: Any) -> CellIdentity:
     identity = CellIdentity(model=sweep.loaded.name, checkpoint_sha256=sweep.loaded.sha256,
                             preprocess=replace(sweep.preprocess, crop_pct=crop_pct).as_dict(),
                             data_fingerprint=sweep.data_fingerprint,
-                            limit=cfg.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
+                            limit=sweep.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
                             data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
                             **fields)
     return sweep.run_dir.known_identity(identity, lambda: sweep.earlier_states)
