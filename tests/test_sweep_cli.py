@@ -257,3 +257,10 @@ def test_a_limit_above_the_data_size_is_no_limit(cli, full_ckpt, class_folder, t
     assert cli("check", tmp_path / "big", "--baseline", tmp_path / "all").code == 0
     assert cli(*args, "--out", tmp_path / "cut", "--limit", "5").code == 0
     assert set(pd.read_parquet(tmp_path / "cut" / "results.parquet")["limit"]) == {5}
+
+
+def test_a_limit_of_exactly_the_data_size_is_no_limit(cli, full_ckpt, class_folder, tmp_path):
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--res", "64", "-q", "--no-plots"]
+    assert cli(*args, "--out", tmp_path / "all").code == 0
+    assert cli(*args, "--out", tmp_path / "exact", "--limit", "12").code == 0  # the set has 12 images
+    assert cli("check", tmp_path / "exact", "--baseline", tmp_path / "all").code == 0

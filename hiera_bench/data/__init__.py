@@ -93,9 +93,11 @@ def open_data(
         dataset = dataset.sort("image_id")
     if per_class is not None:
         dataset = _per_class(dataset, per_class)
+    if limit is not None and limit >= len(dataset):
+        limit = None  # it selects every image, as no limit does
     if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    return DataSource(dataset, layout.name, location, list(class_names))
+        dataset = dataset.select(range(limit))
+    return DataSource(dataset, layout.name, location, list(class_names), limit=limit)
 
 
 __all__ = [

@@ -268,6 +268,7 @@ class DataSource:
     location: str
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
+    limit: int | None = None  # the --limit in effect: None where it selected every image
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -75,9 +75,8 @@ class Sweep:
 
     @property
     def limit(self) -> int | None:
-        """``--limit`` where it selects: a limit above the data's size selects every image, as none does."""
-        limit = self.cfg.limit
-        return None if limit is not None and len(self.data) < limit else limit
+        """``--limit`` where it selects: a limit of the data's size or more selects every image, as none does."""
+        return self.data.limit
 
     def __post_init__(self) -> None:
         self.data_fingerprint = self.data.fingerprint()

@@ -237,16 +237,17 @@ class RunDir:
         # rows are replaced by one rename, so a row that cannot be read is damaged, never half-written
         return [CellStore(path.parent).read_stamped_row() for path in sorted((self.root / "cells").glob("*/row.json"))]
 
-    def shown_rows(self, files: "DataFiles | None" = None) -> tuple[list[dict[str, Any]], int]:
-        """The finished rows the views show, and how many were left out as measured on other files. With
+    def shown_rows(self, files: "DataFiles | None" = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The finished rows the views show, and those left out as measured on other files. With
         ``files`` (the data as a sweep reads it now), a cell of that data measured on files that have changed
         since is left out (it stays in ``cells/``); of the rest, of the cells of one slot the one that finished
         last."""
         rows = self.stamped_rows()
         if files is None:
-            return newest_per_slot(rows), 0
-        kept = [(row, t) for row, t in rows if not files.changed_since(row, self.cell(str(row["cell_key"])))]
-        return newest_per_slot(kept), len(rows) - len(kept)
+            return newest_per_slot(rows), []
+        stale = [files.changed_since(row, self.cell(str(row["cell_key"]))) for row, _ in rows]
+        return (newest_per_slot(r for r, out in zip(rows, stale) if not out),
+                [row for (row, _), out in zip(rows, stale) if out])
 
     def predictions(self, keys: Iterable[str]) -> pa.Table | None:
         tables = []

@@ -52,8 +52,8 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         taken = {slot(r) for r in mine}
         shown, changed = run_dir.shown_rows(files)
         rows = _named_as_now([r for r in shown if slot(r) not in taken], mine) + mine
-        if files is not None:
-            run_info["cells_of_changed_files"] = changed
+        if files is not None:  # versions of the places this sweep measured again are not missed
+            run_info["cells_of_changed_files"] = len({slot(r) for r in changed} - taken)
         t_stats = time.time()
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
