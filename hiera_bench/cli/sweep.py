@@ -272,12 +272,14 @@ def show_results(results, as_json: bool) -> None:
             drawn = ", plots/" if (r.out / "plots").is_dir() else ""
             out.print(f"wrote {r.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json{drawn}",
                       markup=False)
+    from ..sweep.run import too_many_failed
+
     failing = False
     for r in results:
         failed = len(r.run.get("failed_images", []))
         name = f"{r.out}: " if len(results) > 1 else ""
         total = r.run["data"]["n_images"]
-        if failed and failed <= r.run["config"]["max_failed"] * total:  # more is an error line below
+        if failed and not too_many_failed(failed, total, r.run["config"]["max_failed"]):  # else an error line
             err.print(f"note: {name}{failed} of {total} images could not be decoded and are left "
                       "out of every cell (run.json lists them)", markup=False)
         changed = r.run.get("cells_of_changed_files", 0)

@@ -73,11 +73,6 @@ class Sweep:
     data_fingerprint: str = ""  # the set's identity (ids and labels)
     data_state: str = ""  # the files behind it as they are now (sizes, mtimes): changed files are recomputed
 
-    @property
-    def limit(self) -> int | None:
-        """``--limit`` where it selects: a limit of the data's size or more selects every image, as none does."""
-        return self.data.limit
-
     def __post_init__(self) -> None:
         self.data_fingerprint = self.data.fingerprint()
         self.data_state = self.data.state()
@@ -297,7 +292,7 @@ def scoring(cfg: SweepConfig, loaded: LoadedModel, data: DataSource, progress: P
             progress.log(f"the data's {len(present)} classes are exactly {chosen.name}'s: scored over those classes, "
                          f"as {chosen.name} is (logits of the others left out)")
     elif len(present) < loaded.num_classes / 2:
-        held = "the data holds" if cfg.limit is None and cfg.per_class is None else \
+        held = "the data holds" if data.limit is None and cfg.per_class is None else \
             "the images --limit/--per-class select hold"
         progress.log(f"{held} {len(present)} of the model's {loaded.num_classes} classes, scored over all "
                      f"{loaded.num_classes}; --class-subset imagenet-r|imagenet-a|FILE restricts the logits")
@@ -311,7 +306,7 @@ def cell(sweep: Sweep, crop_pct: float, **fields: Any) -> CellIdentity:
     identity = CellIdentity(model=sweep.loaded.name, checkpoint_sha256=sweep.loaded.sha256,
                             preprocess=replace(sweep.preprocess, crop_pct=crop_pct).as_dict(),
                             data_fingerprint=sweep.data_fingerprint,
-                            limit=sweep.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
+                            limit=sweep.data.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
                             data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
                             **fields)
     return sweep.run_dir.known_identity(identity, lambda: sweep.earlier_states)
@@ -392,6 +387,11 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
     }
 
 
+def too_many_failed(n_failed: int, n_images: int, max_failed: float) -> bool:
+    """More of the images failed to decode than the share ``max_failed`` allows: the sweep is not ok."""
+    return bool(n_images) and n_failed / n_images > max_failed
+
+
 def problems(table: pd.DataFrame, n_failed: int, n_images: int, max_failed: float) -> list[str]:
     """Why this sweep's numbers must not be taken as they are (empty: they can)."""
     out = []
@@ -399,7 +399,7 @@ def problems(table: pd.DataFrame, n_failed: int, n_images: int, max_failed: floa
     if len(empty):
         out.append(f"{len(empty)} cell(s) evaluated no image: " + ", ".join(
             f"{r.scheme}@{int(r.img_size)}" for r in empty.itertuples()))
-    if n_images and n_failed / n_images > max_failed:
+    if too_many_failed(n_failed, n_images, max_failed):
         out.append(f"{n_failed} of {n_images} images ({100 * n_failed / n_images:.2f} %) could not be decoded, more "
                    f"than --max-failed {100 * max_failed:g} %; run.json lists them")
     out += [check.problem() for check in reference_checks(table) if not check.ok]
