@@ -18,6 +18,7 @@ import pandas as pd
 
 from .cells import REFERENCE_SERIES, section_labels
 from .io import atomic_write_bytes
+from .subsets import KNOWN, subset
 
 #: Colours per label (colour-blind safe, Okabe–Ito), in report order.
 LABEL_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -91,9 +92,16 @@ def _short_path(path: str, keep: int = 38) -> str:
 
 
 def chance(table: pd.DataFrame) -> float | None:
-    """Chance top-1 in %, when every label has the same number of classes."""
+    """Chance top-1 in %, when every label is scored over the same number of classes (a ``--class-subset``
+    scores fewer than the model has; a subset from a file: not known from the table, no line)."""
     if "num_classes" not in table or table["num_classes"].isna().all():
         return None
+    subsets_used = set(table["class_subset"].dropna()) if "class_subset" in table else set()
+    if subsets_used:
+        named = subsets_used.pop()
+        if subsets_used or named not in KNOWN or table["class_subset"].isna().any():
+            return None
+        return 100.0 / len(subset(named).wnids)
     classes = set(table["num_classes"].dropna().astype(int))
     return 100.0 / classes.pop() if len(classes) == 1 else None
 

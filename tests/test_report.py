@@ -237,3 +237,11 @@ def test_a_label_with_a_pipe_keeps_the_markdown_and_latex_tables_whole(runs):
     assert len(cells) == 1 and r"x\|y" in md
     tex = latex(pivot(table), key="pipe")
     assert r"x\textbar{}y" in tex and "x|y" not in tex
+
+
+def test_chance_line_counts_the_classes_scored_not_the_models():
+    rows = pd.DataFrame({"num_classes": [1000, 1000], "class_subset": [None, None]})
+    assert plots.chance(rows) == pytest.approx(0.1)
+    assert plots.chance(rows.assign(class_subset="imagenet-r")) == pytest.approx(100 / 200)  # ImageNet-R: 200 classes
+    assert plots.chance(rows.assign(class_subset="mine.txt:1a2b3c4d")) is None  # a file's count is not in the table
+    assert plots.chance(rows.assign(class_subset=["imagenet-r", None])) is None  # two scorings in one figure
