@@ -20,6 +20,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: finished work stays, the run can be resumed."""
 
 
+#: How a stopped sweep is resumed; a sweep with ``--force`` says to leave it out (a re-run with it starts over).
+_resume = {"hint": "re-run the same command to resume"}
+
+
+def resume_hint() -> str:
+    """The advice every "stopped" message ends with."""
+    return _resume["hint"]
+
+
+def starting_over(force: bool) -> None:
+    """Called by a sweep: with ``force`` a re-run of the same command would clear what it committed."""
+    _resume["hint"] = ("re-run the command without --force to resume (with --force it starts over)" if force
+                       else "re-run the same command to resume")
+
+
 def exit_quietly_on_signals() -> None:
     """Until a command runs, SIGINT/SIGTERM end the process with one line and 130/143: nothing to keep yet."""
 

@@ -214,3 +214,27 @@ def test_a_killed_rank_fails_the_job_in_one_line_and_a_rerun_evaluates_only_what
     assert run["world_size"] == 1 and run["images_per_rank"] == [N_IMAGES]
     assert run["ranks"][0]["evaluated_images"] == len(lacking)  # images some cell lacked, each decoded once
     _assert_same_numbers(out, reference)
+
+
+def test_one_job_sweeps_several_checkpoints_and_data_sets_in_one_process_group(cli, full_ckpt, abswin_ckpt,
+                                                                                 tmp_path):
+    """Each sweep of a ``-c A -c B -d a=... -d b=...`` command once made the process group again under the
+    job's store, where the ranks could read the last group's addresses: a hang or a gloo traceback."""
+    small = make_class_folder(tmp_path / "a", per_class=2)
+    other = make_class_folder(tmp_path / "b", per_class=2, seed=1)  # 6 images: the ranks hold the batches of one
+    args = ["sweep", "-c", str(full_ckpt), "-c", str(abswin_ckpt), "--label", "full", "--label", "abswin",
+            "-d", f"a={small}", "-d", f"b={other}",
+            "--res", "64", "-b", "2", "-j", "0", "--no-plots", "-q"]
+    job = _torchrun(3, [*args, "--out", str(tmp_path / "job")], tmp_path / "logs")
+    try:
+        code, err = _finish(job, timeout=240)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        pytest.fail("the job hung joining the process group of a later sweep")
+    assert code == 0, err + "".join(_rank_output(tmp_path / "logs", r) for r in range(3))
+    assert cli(*args, "--out", str(tmp_path / "one")).code == 0
+    folders = sorted(p.parent.relative_to(tmp_path / "one") for p in (tmp_path / "one").glob("*/*/results.csv"))
+    assert len(folders) == 4  # two checkpoints x two data sets
+    for folder in folders:
+        _assert_same_numbers(tmp_path / "job" / folder, tmp_path / "one" / folder)
+        assert json.loads((tmp_path / "job" / folder / "run.json").read_text())["world_size"] == 3

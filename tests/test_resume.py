@@ -113,6 +113,20 @@ def test_ctrl_c_keeps_finished_work_and_the_rerun_computes_only_the_rest(cli, tm
     assert len(pd.read_parquet(out / "predictions.parquet")) == 6 * N_IMAGES
 
 
+def test_an_interrupted_force_sweep_says_to_resume_without_force(cli, tmp_path, full_ckpt, images):
+    """--force clears what it committed: "re-run the same command" would throw away the hours already done."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hiera_bench", *_args(full_ckpt, images, out, GRID), "--force"]
+    stopped = _interrupt_after_first_new_part(cmd, out, set())
+    assert stopped.returncode == 130, stopped.stderr
+    assert "re-run the command without --force to resume (with --force it starts over)" in stopped.stderr
+    assert "the same command" not in stopped.stderr
+    committed = {k: c["parts"] for k, c in _cells(out).items()}
+    assert any(committed.values())
+    assert cli(*_args(full_ckpt, images, out, GRID)).code == 0  # as it says: every committed image is kept
+    after = _cells(out)
+    assert all(after[k]["parts"][span] == mtime for k, parts in committed.items() for span, mtime in parts.items())
+
 
 def test_stale_temp_files_are_removed_only_for_dead_writers_on_this_host(tmp_path):
     import subprocess

@@ -14,7 +14,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ..interrupts import Terminated, on_signal
+from ..interrupts import Terminated, on_signal, resume_hint
 
 app = typer.Typer(
     name="hiera-bench",
@@ -85,8 +85,7 @@ def _interrupted(signum: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     what = "terminated" if signum == signal.SIGTERM else "interrupted"
-    err.print(f"{what}: finished cells and committed images are kept; re-run the same command to resume",
-              markup=False)
+    err.print(f"{what}: finished cells and committed images are kept; {resume_hint()}", markup=False)
     sys.exit(143 if signum == signal.SIGTERM else 130)
 
 
@@ -102,15 +101,14 @@ OS_ADVICE = {
 
 def _os_error_line(exc: OSError) -> str:
     advice = OS_ADVICE.get(exc.errno, "check the path")
-    return (f"error: {exc.strerror}: {exc.filename or ''} (nothing finished was lost; {advice}, then re-run to "
-            "resume)")
+    return f"error: {exc.strerror}: {exc.filename or ''} (nothing finished was lost; {advice}, then {resume_hint()})"
 
 
 def _usage_error_line(exc) -> str:
     """click's usage error (unknown option, a value of the wrong type) as the one-line contract."""
     ctx = getattr(exc, "ctx", None)
     command = f"hiera-bench {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "hiera-bench"
-    message = " ".join(exc.format_message().split())
+    message = " ".join(exc.format_message().split()).rstrip(".")
     return f"error: {message}; see '{command} --help'"
 
 

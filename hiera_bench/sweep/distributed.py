@@ -15,6 +15,7 @@ nothing: the sweep has one code path.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import socket
@@ -27,6 +28,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from ..errors import UserError
+from ..interrupts import resume_hint
 from ..io import atomic_write_text
 from .config import Progress
 
@@ -76,7 +78,6 @@ class Cluster:
     backend: str | None = None  # None: one process, no process group
     store: Any = None  # the job's store, under a prefix of hiera-bench's own
     control: Any = None  # the gloo group for Python objects (None: the default group, itself gloo)
-    owns_group: bool = False
     device: torch.device | None = None
     host: str = field(default_factory=socket.gethostname)
     shown: "JobProgress | None" = None  # the progress this rank reports through
@@ -118,7 +119,7 @@ class Cluster:
                                 "(--nproc-per-node)")
             torch.cuda.set_device(local_rank)  # NCCL, events and .to("cuda") all use the current device
         cluster = cls(rank, world, local_rank, local_world, backend)
-        if dist.is_initialized():  # run_sweep called from a program that joined the job itself
+        if dist.is_initialized():  # an earlier sweep of this command, or a program that joined the job itself
             cluster.backend = str(dist.get_backend())
             store = dist.distributed_c10d._get_default_store()
         else:
@@ -127,11 +128,19 @@ class Cluster:
                     raise UserError(f"WORLD_SIZE and RANK are set but {var} is not; launch with torchrun, "
                                     "which sets them all")
             # the store env:// would make, kept: progress and failures go through it (see the module doc)
-            store, _, _ = next(dist.rendezvous("env://", timeout=TIMEOUT))
-            store.set_timeout(TIMEOUT)
-            dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=rank,
-                                    world_size=world, timeout=TIMEOUT)
-            cluster.owns_group = True
+            try:
+                store, _, _ = next(dist.rendezvous("env://", timeout=TIMEOUT))
+                store.set_timeout(TIMEOUT)
+                dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=rank,
+                                        world_size=world, timeout=TIMEOUT)
+            except RuntimeError as exc:  # gloo/NCCL/the store could not connect: nothing has run yet
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"rank {rank} could not join the torchrun job ({first}); check that every node "
+                                f"reaches {env['MASTER_ADDR']}:{env['MASTER_PORT']} and re-run") from exc
+            # the group is the job's for the rest of this process: a command that sweeps several checkpoints or
+            # data sets runs its sweeps in it (a group made again under the same store reads the old one's
+            # addresses there and hangs or fails to connect)
+            atexit.register(_leave_job)
         if cluster.backend == "nccl":  # NCCL connects lazily: prove it works before any image is evaluated
             cluster.device = torch.device("cuda", local_rank)
             cluster.sum_on_devices(0)
@@ -141,13 +150,6 @@ class Cluster:
         run = cluster.broadcast(secrets.token_hex(8) if cluster.primary else None)
         cluster.store = dist.PrefixStore(f"hiera-bench/{run}", store)
         return cluster
-
-    def leave(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.owns_group = False
 
     def place(self, device: torch.device) -> torch.device:
         """This rank's device: ``cuda:LOCAL_RANK`` for a GPU, and on the CPU its share of the node's cores."""
@@ -320,7 +322,7 @@ class Cluster:
             elif time.monotonic() - since > TIMEOUT.total_seconds():
                 raise UserError(f"no rank made progress for {TIMEOUT.total_seconds() / 60:.0f} min while "
                                 f"{self.world_size - finished} rank(s) had not finished; committed images are kept: "
-                                "re-run the same command to resume")
+                                f"{resume_hint()}")
             time.sleep(TICK_S / 2)
             finished = self._collective(lambda: self.store.add("finished", 0))
         tick()
@@ -328,7 +330,10 @@ class Cluster:
     def explain(self, exc: BaseException) -> BaseException | None:
         """What to raise instead of ``exc`` in a job (None: ``exc`` itself): rank 0 says in one line why the
         job stopped, the other ranks stop quietly (a bug keeps its traceback on the rank it happened on)."""
-        if not self.distributed or isinstance(exc, ReportedByRankZero):
+        if not self.distributed:
+            return None
+        _stopped["error"] = True
+        if isinstance(exc, ReportedByRankZero):
             return None
         if isinstance(exc, Exception) and not isinstance(exc, LostContact):
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -343,9 +348,9 @@ class Cluster:
             return _rank_failed(*failed)
         if isinstance(exc, LostContact):
             return UserError(f"lost contact with another rank ({exc}); finished cells and committed images are "
-                             "kept: re-run the same command to resume")
+                             f"kept: {resume_hint()}")
         return UserError("the job was stopped: a rank died or the job was cancelled (torchrun's log names the rank); "
-                         "finished cells and committed images are kept: re-run the same command to resume")
+                         f"finished cells and committed images are kept: {resume_hint()}")
 
     def progress(self, inner: Progress) -> Progress:
         """``inner`` for one process; in a job, the job's progress on rank 0 and none on the others."""
@@ -355,9 +360,22 @@ class Cluster:
         return self.shown
 
 
+#: Whether a sweep of this process stopped on an error (set by :meth:`Cluster.explain`).
+_stopped = {"error": False}
+
+
+def _leave_job() -> None:
+    """At a clean exit: end the process group this process made (torch warns of one left open). After an error
+    it is left as it is: ending an NCCL group while another rank is gone can wait for that rank."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and not _stopped["error"]:
+        dist.destroy_process_group()
+
+
 def _rank_failed(rank: int, host: str, message: str) -> UserError:
     return UserError(f"rank {rank} on {host} failed: {message}; finished cells and committed images are kept: "
-                     "re-run the same command to resume")
+                     f"{resume_hint()}")
 
 
 def _sees(probe: Path, token: str | None, grace_s: float = SHARED_GRACE_S) -> bool:
