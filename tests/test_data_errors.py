@@ -148,6 +148,10 @@ def test_hub_format_errors(tmp_path):
     one_line_error("hf:ILSVRC/imagenet-1k", "not in the HF cache.*--data")
 
 
+def test_hub_format_on_a_local_folder_says_drop_it(src):
+    one_line_error(str(src), "local path, not a hub dataset.*drop --data-format hub", data_format="hub")
+
+
 def test_real_labels_need_val_numbers(tmp_path):
     real = load_real_labels()
     assert real_targets(real, ["ILSVRC2012_val_00000002", "cat"])[1] is None

@@ -23,6 +23,9 @@ SNAPSHOT_LAYOUTS = ("parquet", "webdataset")
 
 def parse_hub_location(location: str) -> tuple[str, str | None]:
     """``hf:owner/name[@revision]`` -> (repo id, revision)."""
+    if not location.startswith("hf:") and Path(location).exists():
+        raise UserError(f"--data {location} is a local path, not a hub dataset (hf:OWNER/NAME): drop --data-format hub, "
+                        "or give the format of the local files")
     spec = location.removeprefix("hf:")
     repo, _, revision = spec.partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
