@@ -4,7 +4,8 @@
 ``hiera_small`` evaluated at 320 px against a checkpoint fine-tuned at 320. The two runs must have
 evaluated the same images (same data fingerprint and subset, same image ids); their preprocessing may
 differ (each checkpoint brings its own crop), which is then said. Statistics are the tool's own: the
-exact McNemar test on the discordant images and a paired bootstrap CI of the difference.
+exact McNemar test on the discordant images and the Bonett–Price interval of the paired difference
+(:func:`hiera_bench.stats.paired_difference_ci`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .cells import MUST_MATCH, NOTED, noted_differences, same_value
 from .errors import UserError
 from .report import Run, read_run
-from .stats import bootstrap_ci, discordant, mcnemar_exact, outcomes
+from .stats import discordant, mcnemar_exact, outcomes, paired_difference_ci
 
 #: The fields that make two runs' images the same images; the rest of MUST_MATCH may differ here.
 SAME_IMAGES = ("data_fingerprint", "limit", "per_class")
@@ -69,7 +69,7 @@ class Comparison:
             lines.append(f"| {p.scheme} | {p.img_size} |{crop} {p.n_images:,} | {p.top1_a:.3f} | {p.top1_b:.3f} | "
                          f"{p.delta:+.3f} | [{p.delta_ci_low:+.2f}, {p.delta_ci_high:+.2f}] | {p.b_only} / {p.a_only} "
                          f"| {p.p:.2g} |")
-        lines.append("\nΔ: B − A; b / c: images only B / only A gets right (exact McNemar p); CI: paired bootstrap.")
+        lines.append("\nΔ: B − A; b / c: images only B / only A gets right (exact McNemar p); CI: paired, Bonett–Price.")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
@@ -153,10 +153,16 @@ def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series, crop: fl
                         f"({len(only)} in one only, e.g. {only[0]}); run both sweeps on the same data")
     empty = pd.Series(dtype=bool)
     right_a, right_b = a.correct.get(row_a["cell_key"], empty), b.correct.get(row_b["cell_key"], empty)
+    if set(right_a.index) != set(right_b.index):
+        only = sorted(set(right_a.index) ^ set(right_b.index))
+        raise UserError(f"{a.root} and {b.root} failed to decode different images at {row_a['scheme']} "
+                        f"@{int(row_a['img_size'])} ({len(ids_a) - len(right_a)} vs {len(ids_b) - len(right_b)}; "
+                        f"e.g. {only[0]} decoded in one only), so they did not read the same files; run both sweeps "
+                        "on the same copy of the data")
     common = right_a.index.intersection(right_b.index)
     x, y = right_a.reindex(common).to_numpy(), right_b.reindex(common).to_numpy()
     b_only, a_only = discordant(y, x)
-    low, high = bootstrap_ci(100.0 * (y.astype(float) - x.astype(float))) if len(common) else (np.nan, np.nan)
+    low, high = paired_difference_ci(b_only, a_only, len(common))
     return Pair(str(row_a["scheme"]), int(row_a["img_size"]), len(common), 100.0 * x.mean(), 100.0 * y.mean(),
                 100.0 * (y.mean() - x.mean()), low, high, b_only, a_only, mcnemar_exact(b_only, a_only), crop)
 

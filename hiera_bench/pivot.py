@@ -37,7 +37,7 @@ class PivotCell:
     status: str
     reason: str = ""
     top1: float = math.nan
-    half_ci: float | None = None
+    ci: tuple[float, float] | None = None  # the exact 95 % interval of top-1
     delta: float | None = None  # vs the native size of the same series; None at the native size
     delta_p: float | None = None
     shared: bool = False  # identical embedding to another series: evaluated once
@@ -69,6 +69,7 @@ class Group:
     gflops: dict[int, float | None]
     imgs_per_s: dict[int, float | None]
     headline: str
+    data: str = ""  # the images: the --data name, else where they were read
 
     def contrast_name(self, series: str) -> str:
         return f"{series} − {self.reference}"
@@ -186,7 +187,19 @@ def _group(label: str, part: pd.DataFrame) -> Group:
         speed[size] = _value(done["imgs_per_s"].iloc[-1]) if len(done) else None
     n = int(ok["n_images"].max()) if len(ok) and "n_images" in ok and ok["n_images"].notna().any() else None
     with_contrast = [s for s in series if any(k[1] == s for k in contrasts)]
-    return Group(label, native, n, series, reference, with_contrast, cells, contrasts, gflops, speed, headline(part))
+    return Group(label, native, n, series, reference, with_contrast, cells, contrasts, gflops, speed, headline(part),
+                 _data(ok))
+
+
+def _data(rows: pd.DataFrame) -> str:
+    """The --data name of the rows, else their data location (shortened); "" when the table has neither."""
+    for column in ("data_name", "data"):
+        names = rows[column].dropna().astype(str) if column in rows else pd.Series(dtype=str)
+        names = names[names != ""]
+        if len(names):
+            name = names.iloc[0]
+            return name if len(name) <= 40 else "…" + name[-39:]
+    return ""
 
 
 def _cell(r: pd.Series) -> PivotCell:
@@ -195,7 +208,7 @@ def _cell(r: pd.Series) -> PivotCell:
     low, high = r.get("top1_ci_low"), r.get("top1_ci_high")
     native = int(r["img_size"]) == int(r["native_size"])
     return PivotCell(
-        "ok", top1=float(r["top1"]), half_ci=None if missing(low) or missing(high) else (high - low) / 2,
+        "ok", top1=float(r["top1"]), ci=None if missing(low) or missing(high) else (float(low), float(high)),
         delta=None if native else _value(r.get("top1_delta_vs_native")), delta_p=_value(r.get("delta_p")),
         shared=_shared(r),
     )
@@ -218,11 +231,12 @@ def legend(part: pd.DataFrame) -> list[str]:
     """The notes a table needs, one per line."""
     notes = []
     if "top1_ci_low" in part and part["top1_ci_low"].notna().any():
-        notes.append("± half-width of the exact 95 % binomial CI of top-1; Δ vs the native size of the same scheme, "
+        notes.append("± half-width of the exact 95 % binomial CI of top-1 ([low, high] where it is lopsided, near 0 or "
+                     "100 %); Δ vs the native size of the same scheme, "
                      "paired over the same images; * p<0.05, ** p<0.01, *** p<0.001 (exact McNemar).")
     if "scheme_delta" in part and part["scheme_delta"].notna().any():
         notes.append("a − b: top-1 of scheme a minus scheme b at the same size, paired over the same images, with its "
-                     "95 % bootstrap CI (images resampled) and exact McNemar stars.")
+                     "95 % CI (Bonett–Price) and exact McNemar stars.")
     if part["shared_with"].map(lambda v: not missing(v) and str(v) != "").any():
         notes.append("≡ identical embedding to another scheme at this size: evaluated once, reported for both "
                      "(a difference of zero by construction).")
@@ -311,13 +325,29 @@ class CellStyle:
     ci: Callable[[str], str] = lambda text: text
 
 
+#: How far the sides of an interval may differ for "± half-width" to stand for it (near 0 or 100 % an exact
+#: interval is lopsided, and a ± would put one of its ends at half or twice its distance).
+LOPSIDED = 1.2
+
+
+def interval_parts(value: float, ci: tuple[float, float]) -> tuple[float, float] | float:
+    """The half-width when ``ci`` is about symmetric around ``value``, else the interval's two ends."""
+    low, high = ci
+    below, above = value - low, high - value
+    if min(below, above) > 0 and max(below, above) <= LOPSIDED * min(below, above):
+        return (high - low) / 2
+    return low, high
+
+
 def cell_text(cell: PivotCell, style: CellStyle = CellStyle()) -> str:
-    """top-1, ± half the 95 % CI, Δ vs native with its McNemar stars, ≡ when shared with another series."""
+    """top-1, ± half the 95 % CI (its two ends when lopsided), Δ vs native with its McNemar stars, ≡ when shared
+    with another series."""
     if cell.status != "ok":
         return style.not_ok(cell)
     text = f"{cell.top1:.3f}"
-    if cell.half_ci is not None:
-        text += " " + style.ci(f"± {cell.half_ci:.2f}")
+    if cell.ci is not None:
+        parts = interval_parts(cell.top1, cell.ci)
+        text += " " + style.ci(f"± {parts:.2f}" if isinstance(parts, float) else f"[{parts[0]:.2f}, {parts[1]:.2f}]")
     if cell.delta is not None:
         text += " " + style.delta(f"{cell.delta:+.3f}{significance_mark(cell.delta_p)}")
     if cell.shared:
@@ -341,13 +371,14 @@ def render(value: PivotCell | Contrast | None, style: CellStyle) -> str:
     return cell_text(value, style) if isinstance(value, PivotCell) else contrast_text(value, style)
 
 
-def _n(n: int | None) -> str:
-    return "n unknown" if n is None else f"n = {n:,} images"
+def _n(n: int | None, data: str = "") -> str:
+    of = f" of {data}" if data else ""
+    return f"n unknown{of}" if n is None else f"n = {n:,} images{of}"
 
 
 def describe(p: Pivot) -> list[str]:
-    """What each column group is: its label, native size and number of images."""
-    return [f"{g.label}: native {g.native} px, {_n(g.n_images)}" for g in p.groups]
+    """What each column group is: its label, native size, number of images and the data."""
+    return [f"{g.label}: native {g.native} px, {_n(g.n_images, g.data)}" for g in p.groups]
 
 
 def size_text(p: Pivot, size: int, bold: Callable[[str], str], escape: Callable[[str], str] = str) -> str:
@@ -369,7 +400,7 @@ def markdown(p: Pivot) -> str:
         out = ["### " + ", ".join(x.label for x in p.groups) + " (top-1 % and Δ vs each one's native size)\n",
                "\n".join(f"- {line}" for line in describe(p)) + "\n"]
     else:
-        out = [f"### {g.label} (native {g.native} px, {_n(g.n_images)}; top-1 % and Δ vs native)\n"]
+        out = [f"### {g.label} (native {g.native} px, {_n(g.n_images, g.data)}; top-1 % and Δ vs native)\n"]
     columns = p.columns()
     rel = p.native is not None
     out.append("| size |" + (" rel |" if rel else "") + "".join(f" {md_cell(c.title(p.several))} |" for c in columns))
@@ -400,7 +431,7 @@ _TEX_ESCAPES = {"|": r"\textbar{}", "\\": r"\textbackslash{}", "_": r"\_", "%": 
 
 
 def tex_escape(text: str) -> str:
-    return re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "--")
+    return re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "$-$")
 
 
 def _tex_number(value: float, spec: str) -> str:
@@ -434,12 +465,18 @@ def _tex_cells(value: PivotCell | Contrast | None) -> list[str]:
         return [_tex_number(value.delta, "+.3f") + _tex_stars(significance_mark(value.p)), ci, ""]
     if value.status != "ok":
         return ["--", "", ""]
-    ci = "" if value.half_ci is None else rf"{{\scriptsize $\pm${_tex_number(value.half_ci, '.2f')}}}"
+    ci = "" if value.ci is None else _tex_interval(interval_parts(value.top1, value.ci))
     if value.delta is None:
         delta = r"$\equiv$" if value.shared else ""
     else:
         delta = _tex_number(value.delta, "+.3f") + _tex_stars(significance_mark(value.delta_p))
     return [_tex_number(value.top1, ".3f"), ci, delta]
+
+
+def _tex_interval(parts: tuple[float, float] | float) -> str:
+    if isinstance(parts, float):
+        return rf"{{\scriptsize $\pm${_tex_number(parts, '.2f')}}}"
+    return rf"{{\scriptsize [{_tex_number(parts[0], '.2f')}, {_tex_number(parts[1], '.2f')}]}}"
 
 
 def latex(p: Pivot, key: str = "hiera-bench") -> str:
@@ -462,10 +499,12 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
         name = tex_escape(c.series) if c.kind == "top1" else tex_escape(c.group.contrast_name(c.series))
         head2.append(rf"\multicolumn{{3}}{{c}}{{{name}}}")
     what = "; ".join(f"{tex_escape(g.label)}: native {g.native}\\,px, $n={_tex_count(g.n_images)}$ images"
+                     + (f" of {tex_escape(g.data)}" if g.data else "")
                      for g in p.groups)
-    caption = (rf"Top-1 accuracy (\%) by input size; {what}. $\pm$: half-width of the exact 95\,\% binomial CI; "
+    caption = (rf"Top-1 accuracy (\%) by input size (bold: the native size); {what}. $\pm$: half-width of the exact 95\,\% binomial CI "
+               r"(its two ends where it is lopsided, near 0 or 100\,\%); "
                r"then $\Delta$ vs the native size of the same scheme, paired over the same images. "
-               r"$a-b$ columns: the paired difference of two schemes at one size with its 95\,\% bootstrap CI. "
+               r"$a-b$ columns: the paired difference of two schemes at one size with its 95\,\% CI (Bonett--Price). "
                r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "
                r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero).")
     lines = ["% hiera-bench: needs \\usepackage{booktabs}"] + _tex_open(caption, tex_label(key), spec)
@@ -522,7 +561,7 @@ def terminal(p: Pivot):
         title = "top-1 % (Δ vs each one's native size) — " + escape("; ".join(describe(p)))
     else:
         g = p.groups[0]
-        title = f"{escape(g.label)} — top-1 % (Δ vs native {g.native} px, {_n(g.n_images)})"
+        title = f"{escape(g.label)} — top-1 % (Δ vs native {g.native} px, {escape(_n(g.n_images, g.data))})"
     table = Table(title=title, title_justify="left")
     columns = p.columns()
     rel = p.native is not None
@@ -541,7 +580,7 @@ def terminal(p: Pivot):
             g = p.groups[0]
             row += [fmt(g.gflops.get(size), ".2f"), fmt(g.imgs_per_s.get(size), ".1f")]
         table.add_row(*row)
-    table.caption = ("* native size   ± half the exact 95 % CI   */**/*** significant at p<0.05/0.01/0.001 "
+    table.caption = ("* native size   ± half the exact 95 % CI (\\[low, high] if lopsided)   */**/*** significant at p<0.05/0.01/0.001 "
                      "(exact McNemar)   a − b: paired difference [95 % CI]   ≡ identical embedding: evaluated once")
     titles, rows = best_crop_rows(p)
     if not rows:

@@ -84,7 +84,7 @@ def caption(table: pd.DataFrame) -> str:
         n = int(rows["n_images"].max()) if "n_images" in rows and rows["n_images"].notna().any() else None
         data = str(rows["data"].iloc[0]) if "data" in rows and rows["data"].notna().any() else "?"
         parts.append(f"{label}: n = {n:,} images of {_short_path(data)}" if n else f"{label}: {data}")
-    return "; ".join(parts) + ". Bands/bars: 95 % CI (top-1: exact binomial; differences: paired bootstrap)."
+    return "; ".join(parts) + ". Bands/bars: 95 % CI (top-1: exact binomial; differences: paired, Bonett–Price)."
 
 
 def _short_path(path: str, keep: int = 38) -> str:

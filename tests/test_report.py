@@ -52,7 +52,7 @@ def test_report_on_two_runs_writes_every_file(cli, runs, tmp_path):
     assert md.count("| size |") == 1, "one table for every run"
     assert f"| {FULL}: interp |" in md and f"| {ABSWIN}: abswin − interp |" in md
     assert f"- {FULL}: native 64 px, n = 12 images" in md
-    assert md.count("best: ") == 2 and "95 % bootstrap CI" in md and "exact 95 % binomial CI" in md
+    assert md.count("best: ") == 2 and "95 % CI (Bonett–Price)" in md and "exact 95 % binomial CI" in md
     heads = json.loads((out / "headlines.json").read_text())
     assert list(heads) == [FULL, ABSWIN] and all(h.startswith("best: ") for h in heads.values())
     assert all(h in result.out for h in heads.values())
@@ -150,7 +150,7 @@ def test_report_usage_errors(cli, runs, tmp_path):
 def test_run_json_records_full_provenance(runs, full_ckpt):
     import hashlib
 
-    from hiera_bench.stats import N_RESAMPLES
+    from hiera_bench.stats import SETTINGS
 
     run = json.loads((runs / "full" / "run.json").read_text())
     assert run["checkpoint_sha256"] == hashlib.sha256((full_ckpt / "model.safetensors").read_bytes()).hexdigest()
@@ -158,7 +158,7 @@ def test_run_json_records_full_provenance(runs, full_ckpt):
     assert len(run["data"]["fingerprint"]) == 16 and run["data"]["n_images"] == 12
     assert {"python", "torch", "timm", "numpy", "scipy", "pandas", "cuda", "platform"} <= set(run["versions"])
     assert run["git_sha"] is None or len(run["git_sha"]) == 40  # None outside a git checkout
-    assert run["statistics"]["resamples"] == N_RESAMPLES and run["statistics"]["ci_level"] == 0.95
+    assert run["statistics"] == SETTINGS and "Bonett-Price" in run["statistics"]["ci"] and run["statistics"]["ci_level"] == 0.95
     table = pd.read_csv(runs / "full" / "results.csv")
     assert set(table["data_fingerprint"]) == {run["data"]["fingerprint"]}
 
@@ -245,3 +245,20 @@ def test_chance_line_counts_the_classes_scored_not_the_models():
     assert plots.chance(rows.assign(class_subset="imagenet-r")) == pytest.approx(100 / 200)  # ImageNet-R: 200 classes
     assert plots.chance(rows.assign(class_subset="mine.txt:1a2b3c4d")) is None  # a file's count is not in the table
     assert plots.chance(rows.assign(class_subset=["imagenet-r", None])) is None  # two scorings in one figure
+
+
+def test_a_lopsided_exact_interval_is_shown_by_its_ends_not_as_a_half_width():
+    from hiera_bench.pivot import PivotCell, _tex_cells, cell_text
+    from hiera_bench.stats import binomial_ci
+
+    # 600 of 600: the exact interval is [99.39, 100]; "100.000 ± 0.31" would say [99.69, 100.31]
+    full = PivotCell("ok", top1=100.0, ci=(99.3876, 100.0))
+    assert cell_text(full) == "100.000 [99.39, 100.00]"
+    assert _tex_cells(full)[1] == r"{\scriptsize [$99.39$, $100.00$]}"
+    # 0 of 6: [0, 45.93], not "± 22.96"
+    assert cell_text(PivotCell("ok", top1=0.0, ci=(0.0, 45.93))) == "0.000 [0.00, 45.93]"
+    # about symmetric (372 of 600): the usual ± half-width
+    low, high = binomial_ci(372, 600)
+    half = (high - low) / 2
+    assert cell_text(PivotCell("ok", top1=62.0, ci=(low, high))) == f"62.000 ± {half:.2f}"
+    assert _tex_cells(PivotCell("ok", top1=62.0, ci=(low, high)))[1] == rf"{{\scriptsize $\pm$${half:.2f}$}}"

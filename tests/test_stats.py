@@ -1,4 +1,4 @@
-"""Bootstrap CIs, paired differences and exact McNemar against scipy and brute-force references."""
+"""Exact and paired CIs and exact McNemar against scipy, published values and brute-force references."""
 
 from __future__ import annotations
 
@@ -7,58 +7,68 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 
 from hiera_bench import stats
 
 
-def loop_bootstrap(columns: list[np.ndarray], n_resamples: int, seed: int = stats.SEED, level: float = 0.95):
-    """The textbook bootstrap: one resample of image indices per iteration, shared by paired columns."""
-    rng = np.random.default_rng(seed)
-    n = len(columns[0])
-    means = np.empty((n_resamples, len(columns)))
-    for r in range(n_resamples):
-        idx = rng.integers(0, n, size=n)
-        for j, col in enumerate(columns):
-            means[r, j] = np.mean(col[idx])
-    alpha = (1 - level) / 2
-    return [tuple(np.quantile(means[:, j], [alpha, 1 - alpha])) for j in range(len(columns))]
+def bonett_price(b: int, c: int, n: int) -> tuple[float, float]:
+    """Bonett and Price (2012), as written in R's contingencytables ``Wald_CI_BonettPrice_paired_2x2``, in points."""
+    p12, p21 = (b + 1) / (n + 2), (c + 1) / (n + 2)
+    se = np.sqrt((p12 + p21 - (p12 - p21) ** 2) / (n + 2))
+    z = norm.ppf(0.975)
+    return 100 * max(-1.0, p12 - p21 - z * se), 100 * min(1.0, p12 - p21 + z * se)
 
 
-@pytest.mark.parametrize("block", [stats._BLOCK, 1000])  # one block, and many blocks of a few resamples
-def test_bootstrap_equals_a_loop_over_resamples(monkeypatch, block):
-    monkeypatch.setattr(stats, "_BLOCK", block)
-    rng = np.random.default_rng(7)
-    x = (rng.random(331) < 0.73).astype(float)
-    assert stats.bootstrap_ci(x, n_resamples=1000) == pytest.approx(loop_bootstrap([x], 1000)[0], abs=1e-12)
+def test_paired_interval_equals_the_published_example():
+    # statpsych::ci.prop.ps(.05, 12, 4, 26, 6): 26 and 4 discordant pairs of 48 -> LL 0.2548067, UL 0.6251933
+    assert stats.paired_difference_ci(26, 4, 48) == pytest.approx((25.48067, 62.51933), abs=1e-5)
+    assert stats.paired_difference_ci(4, 26, 48) == pytest.approx((-62.51933, -25.48067), abs=1e-5)
 
 
-def test_paired_bootstrap_resamples_images_not_cells():
-    rng = np.random.default_rng(1)
-    a = rng.random(400) < 0.8
-    b = a ^ (rng.random(400) < 0.1)  # strongly correlated with a, as two sizes of one model are
-    diff = a.astype(float) - b.astype(float)
-    low, high = stats.bootstrap_ci(diff, n_resamples=1500)
-    ref_a, ref_b, ref_d = loop_bootstrap([a.astype(float), b.astype(float), diff], 1500)
-    assert (low, high) == pytest.approx(ref_d, abs=1e-12)
-    # pairing matters: the paired interval is much narrower than the unpaired one would be
-    unpaired = np.hypot(ref_a[1] - ref_a[0], ref_b[1] - ref_b[0])
-    assert high - low < 0.6 * unpaired
+@settings(max_examples=200, deadline=None)
+@given(b=st.integers(0, 300), c=st.integers(0, 300), same=st.integers(1, 2000))
+def test_paired_interval_equals_the_reference_formula(b, c, same):
+    assert stats.paired_difference_ci(b, c, b + c + same) == pytest.approx(bonett_price(b, c, b + c + same), abs=1e-9)
 
 
-def test_bootstrap_interval_covers_the_mean_with_the_normal_width():
-    rng = np.random.default_rng(2)
-    x = (rng.random(5000) < 0.6).astype(float)
-    low, high = stats.bootstrap_ci(x)
-    assert low < x.mean() < high
-    assert high - low == pytest.approx(2 * 1.96 * np.sqrt(x.mean() * (1 - x.mean()) / x.size), rel=0.08)
+def test_paired_interval_keeps_a_width_and_respects_the_exact_test():
+    # no discordant image of 600 is not "exactly +0.00 [+0.00, +0.00]" (what a bootstrap says)
+    low, high = stats.paired_difference_ci(0, 0, 600)
+    assert low < 0 < high and high == pytest.approx(-low) and high > 0.3
+    # 4 images against 0: exact McNemar p = 0.125; a bootstrap over 120 images called it [+0.83, +6.67]
+    low, high = stats.paired_difference_ci(4, 0, 120)
+    assert stats.mcnemar_exact(4, 0) == pytest.approx(0.125) and low < 0 < high
+    # one-sided discordance on many images keeps the width of the unconditional difference
+    low, high = stats.paired_difference_ci(100, 0, 1000)
+    assert low < 9.0 and high > 11.0
+    assert np.isnan(stats.paired_difference_ci(0, 0, 0)).all()
 
 
-def test_bootstrap_is_reproducible_and_depends_on_the_seed():
-    x = (np.random.default_rng(3).random(200) < 0.5).astype(float)
-    assert stats.bootstrap_ci(x) == stats.bootstrap_ci(x)
-    assert stats.bootstrap_ci(x, seed=1) != stats.bootstrap_ci(x)
-    assert np.isnan(stats.bootstrap_ci(np.array([]))).all()
+def test_paired_interval_agrees_with_the_exact_test_away_from_the_boundary():
+    """Exact McNemar is conservative, so the two may differ only near p = 0.05 (the module says so)."""
+    for n in (50, 120, 1000, 50_000):
+        for b in range(0, 60):
+            for c in range(0, min(60, n - b)):
+                low, high = stats.paired_difference_ci(b, c, n)
+                p = stats.mcnemar_exact(b, c)
+                if p < 0.05:
+                    assert low > 0 or high < 0, (n, b, c, p)
+                elif p > 0.08:
+                    assert low <= 0 <= high, (n, b, c, p)
+
+
+def test_paired_interval_covers_the_true_difference():
+    """Coverage by simulation: correlated outcomes of two cells, as two sizes of one model are."""
+    rng = np.random.default_rng(4)
+    n, trials, covered = 400, 2000, 0
+    p_b, p_c = 0.05, 0.02  # P(only the first right), P(only the second right)
+    for _ in range(trials):
+        u = rng.random(n)
+        b, c = int((u < p_b).sum()), int(((u >= p_b) & (u < p_b + p_c)).sum())
+        low, high = stats.paired_difference_ci(b, c, n)
+        covered += low <= 100 * (p_b - p_c) <= high
+    assert 0.93 <= covered / trials <= 0.975
 
 
 @settings(max_examples=300, deadline=None)
@@ -108,10 +118,6 @@ def _crafted():
     return pd.DataFrame(rows), pa.Table.from_pandas(pd.concat(preds, ignore_index=True)), outcomes
 
 
-def _sorted(series: pd.Series) -> np.ndarray:
-    return 100.0 * series.sort_index().to_numpy(dtype=float)
-
-
 def test_annotate_matches_brute_force_references():
     table, preds, outcomes = _crafted()
     out = stats.annotate(table, preds)
@@ -126,9 +132,9 @@ def test_annotate_matches_brute_force_references():
         assert r.top1_ci_low < r.top1 < r.top1_ci_high
 
         native = outcomes[f"{scheme}-64"]
-        (dlow, dhigh), = loop_bootstrap([_sorted(series.astype(float) - native.astype(float))], stats.N_RESAMPLES)
-        assert (r.delta_ci_low, r.delta_ci_high) == pytest.approx((dlow, dhigh), abs=1e-9)
         b, c = int((series & ~native).sum()), int((~series & native).sum())
+        expected = (0.0, 0.0) if size == "64" else bonett_price(b, c, len(series))  # the native cell is itself
+        assert (r.delta_ci_low, r.delta_ci_high) == pytest.approx(expected, abs=1e-9)
         assert (r.delta_b, r.delta_c) == (b, c)
         assert r.delta_p == pytest.approx(1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue)
         assert r.top1_delta_vs_native == pytest.approx(r.top1 - by[f"{scheme}-64"].top1, abs=1e-12)  # unrounded
@@ -141,8 +147,7 @@ def test_annotate_matches_brute_force_references():
         assert r.mcnemar_ref == "interp" and (r.mcnemar_b, r.mcnemar_c) == (b, c)
         assert r.mcnemar_p == pytest.approx(1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue)
         assert r.scheme_delta == pytest.approx(100 * (series.mean() - ref.mean()), abs=1e-12)
-        (slow, shigh), = loop_bootstrap([_sorted(series.astype(float) - ref.astype(float))], stats.N_RESAMPLES)
-        assert (r.scheme_delta_ci_low, r.scheme_delta_ci_high) == pytest.approx((slow, shigh), abs=1e-9)
+        assert (r.scheme_delta_ci_low, r.scheme_delta_ci_high) == pytest.approx(bonett_price(b, c, len(series)), abs=1e-9)
     # at the native size both schemes are the same model: nothing to test
     assert by["abswin-64"].mcnemar_p == 1.0 and by["abswin-64"].delta_ci_low == 0 == by["abswin-64"].delta_ci_high
     skipped = out[out["status"] == "skipped"].iloc[0]

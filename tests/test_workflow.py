@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 
 import numpy as np
@@ -15,7 +16,7 @@ from hiera_bench import io as hio
 from hiera_bench.compare import compare_runs
 from hiera_bench.pivot import headline, markdown, pivot
 from hiera_bench.report import build
-from hiera_bench.stats import bootstrap_ci, mcnemar_exact
+from hiera_bench.stats import mcnemar_exact, paired_difference_ci
 from hiera_bench.sweep import SweepConfig, run_sweep
 
 
@@ -107,7 +108,8 @@ def test_compare_pairs_two_checkpoints_on_the_same_images(cli, pair):
         assert p["delta"] == pytest.approx(100 * (b.mean() - a.mean()))
         assert (p["b_only"], p["a_only"]) == (int((b & ~a).sum()), int((a & ~b).sum()))
         assert p["p"] == mcnemar_exact(p["b_only"], p["a_only"])
-        assert (p["delta_ci_low"], p["delta_ci_high"]) == pytest.approx(bootstrap_ci(100.0 * (b.astype(float) - a)))
+        assert (p["delta_ci_low"], p["delta_ci_high"]) == pytest.approx(
+            paired_difference_ci(int((b & ~a).sum()), int((a & ~b).sum()), len(a)))
     assert any("crop_pct" in n for n in data["notes"])  # each checkpoint kept its own preprocessing, and it says so
 
     result = cli("compare", pair / "a", pair / "b", "--at", "96", "--scheme", "abswin")
@@ -119,6 +121,19 @@ def test_compare_refuses_different_images_and_missing_cells(cli, pair):
     assert result.code == 2 and result.err.count("\n") == 1 and "different images" in result.err
     result = cli("compare", pair / "a", pair / "b", "--at", "128")
     assert result.code == 2 and "share no evaluated cell" in result.err
+
+
+def test_compare_refuses_runs_whose_undecodable_images_differ(cli, pair, full_ckpt, class_folder, tmp_path):
+    """Dropping B's undecodable images from A too would show A a top-1 its own table does not have."""
+    broken = tmp_path / "val"
+    shutil.copytree(class_folder, broken)
+    victim = sorted(broken.rglob("*.JPEG"))[0]
+    victim.write_bytes(b"not a jpeg")
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(broken), out=str(tmp_path / "c"), res="64,96",
+                          batch_size=6, workers=0, max_failed=0.5))
+    result = cli("compare", pair / "a", tmp_path / "c")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "failed to decode different images" in result.err and victim.stem in result.err
 
 
 def test_compare_of_a_run_with_itself_is_zero_everywhere(pair):

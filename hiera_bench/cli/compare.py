@@ -1,4 +1,4 @@
-"""``hiera-bench compare``: two checkpoints on the same images, paired (exact McNemar, bootstrap CI)."""
+"""``hiera-bench compare``: two checkpoints on the same images, paired (exact McNemar, Bonett–Price CI)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def pair_table(result):
         table.add_row(p.scheme, str(p.img_size), *crop, f"{p.n_images:,}", f"{p.top1_a:.3f}", f"{p.top1_b:.3f}",
                       f"[{colour}]{p.delta:+.3f}[/{colour}]", f"[{p.delta_ci_low:+.2f}, {p.delta_ci_high:+.2f}]",
                       f"{p.b_only} / {p.a_only}", f"{p.p:.2g}")
-    table.caption = "b / c: images only B / only A gets right; p: exact McNemar; CI: paired bootstrap over images"
+    table.caption = "b / c: images only B / only A gets right; p: exact McNemar; CI: paired difference, Bonett–Price"
     return table
 
 

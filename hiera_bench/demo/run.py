@@ -98,7 +98,7 @@ def summary_markdown(table: pd.DataFrame, report: pd.DataFrame | None = None, in
 
 def contrast_lines(report: pd.DataFrame, size: int = DEMO_INSPECT) -> list[str]:
     """Per checkpoint, at ``size``: each scheme's top-1 and change vs native, and abswin − interp with its paired
-    bootstrap CI and exact McNemar p (the numbers of the pivot's row, spelled out)."""
+    95 % CI and exact McNemar p (the numbers of the pivot's row, spelled out)."""
     from ..pivot import fmt
 
     lines = []
