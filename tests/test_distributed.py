@@ -238,3 +238,17 @@ def test_one_job_sweeps_several_checkpoints_and_data_sets_in_one_process_group(c
     for folder in folders:
         _assert_same_numbers(tmp_path / "job" / folder, tmp_path / "one" / folder)
         assert json.loads((tmp_path / "job" / folder / "run.json").read_text())["world_size"] == 3
+
+
+def test_a_result_that_cannot_be_trusted_fails_the_job_from_rank_0_after_it_wrote_everything(full_ckpt, images,
+                                                                                             tmp_path):
+    """Too many undecodable images (2 of 48 over --max-failed 1 %): exit 1, said by rank 0 once its views and
+    plots are written; the other ranks leave quietly (one exiting 1 had torchrun stop rank 0 mid-way)."""
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    args = [a if a != "10" else "1" for a in _args(full_ckpt, images, out)]  # --max-failed 1 (percent)
+    code, err = _finish(_torchrun(2, args, logs))
+    assert code == 1, err
+    rank0 = _rank_output(logs, 0)
+    assert "error: 2 of 48 images (4.17 %) could not be decoded" in rank0, rank0
+    assert (out / "plots" / "top1-vs-size.png").is_file() and (out / "results.csv").is_file()
+    assert "SIGTERM" not in err and "local_rank: 1" not in err, err  # rank 1 did not fail, rank 0 was not stopped

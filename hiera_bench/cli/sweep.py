@@ -256,9 +256,9 @@ def show_results(results, as_json: bool) -> None:
 
     from ..pivot import pivot, terminal
 
-    if not all(r.primary for r in results):  # another rank of a torchrun job: rank 0 shows the result
-        if not all(r.ok for r in results):
-            raise typer.Exit(1)
+    if not all(r.primary for r in results):
+        # another rank of a torchrun job: rank 0 shows the result and gives the job its exit status (a rank
+        # exiting 1 here had torchrun stop rank 0 while it was still writing its plots)
         return
     table = pd.concat([r.table for r in results], ignore_index=True)
     if as_json:
