@@ -252,3 +252,23 @@ def test_a_result_that_cannot_be_trusted_fails_the_job_from_rank_0_after_it_wrot
     assert "error: 2 of 48 images (4.17 %) could not be decoded" in rank0, rank0
     assert (out / "plots" / "top1-vs-size.png").is_file() and (out / "results.csv").is_file()
     assert "SIGTERM" not in err and "local_rank: 1" not in err, err  # rank 1 did not fail, rank 0 was not stopped
+
+
+@pytest.mark.parametrize("rank, shown", [("0", True), ("1", False)])
+def test_a_job_stopped_as_a_whole_says_interrupted_once_on_rank_0(monkeypatch, capsys, rank, shown):
+    import importlib
+    import signal as signals
+
+    app = importlib.import_module("hiera_bench.cli.app")  # the module; the package exports its Typer app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    handlers = {s: signals.getsignal(s) for s in (signals.SIGINT, signals.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as stop:
+            app._interrupted(signals.SIGINT)
+    finally:
+        for sig, handler in handlers.items():
+            signals.signal(sig, handler)
+    assert stop.value.code == 130
+    assert ("interrupted: finished cells" in capsys.readouterr().err) == shown

@@ -85,8 +85,14 @@ def _interrupted(signum: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     what = "terminated" if signum == signal.SIGTERM else "interrupted"
-    err.print(f"{what}: finished cells and committed images are kept; {resume_hint()}", markup=False)
+    if not _another_rank():  # a torchrun job stopped as a whole says so once, on rank 0
+        err.print(f"{what}: finished cells and committed images are kept; {resume_hint()}", markup=False)
     sys.exit(143 if signum == signal.SIGTERM else 130)
+
+
+def _another_rank() -> bool:
+    """This process is a torchrun rank other than 0."""
+    return "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0"
 
 
 #: What helps with an OS error the library did not turn into a UserError, by errno (writes, mostly).
