@@ -8,8 +8,12 @@ every image and the views. Reported: each run's wall and run.json ``timing`` (``
 ``rows_s``, ``statistics_s``) and ``wall_s``.
 
     .venv/bin/python benchmarks/bench_finish.py                     # 50 000 images: ~13 min on 2 cores
+    .venv/bin/python benchmarks/bench_finish.py --against d2feedb     # + that commit's re-runs, alternating
 
-Results: ``benchmarks/results/finish-<host>.json`` and ``.md``.
+With ``--against REV`` each re-run of the current code is followed by one of commit REV's (a git worktree put
+first on ``PYTHONPATH``) on the same finished run folder, so the two are measured side by side.
+
+Results: ``benchmarks/results/finish-<host>[-<tag>].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -46,10 +50,15 @@ def make_set(root: Path, n: int) -> Path:
     return root
 
 
-def timed_sweep(argv: list[str]) -> dict[str, Any]:
+def timed_sweep(argv: list[str], source: Path | None = None) -> dict[str, Any]:
+    """One sweep from process start to exit; ``source``: a checkout whose hiera_bench runs instead."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "hiera_bench", *argv], capture_output=True, text=True,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    # python -m puts the working folder first on sys.path: run from the checkout whose code is measured
+    done = subprocess.run([sys.executable, "-m", "hiera_bench", *argv], capture_output=True, text=True, env=env,
+                          cwd=source or REPO)
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"sweep failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -64,27 +73,48 @@ def main() -> int:
     ap.add_argument("--n-images", type=int, default=50_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default=None)
+    ap.add_argument("--against", metavar="REV", help="also re-run this commit's code, alternating with the current")
+    ap.add_argument("--tag", default="", help="suffix of the results files")
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench-finish-"))
-    t0 = time.perf_counter()
-    data = make_set(work / "val", args.n_images)
-    ckpt = save_checkpoint_folder(tiny_hiera(img_size=64), work / "ckpt", "hiera_tiny_224",
-                                  dict(TINY_ARGS, img_size=64), label_names=WNIDS, model_name="tiny")
-    staged = round(time.perf_counter() - t0, 1)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-finish-")).resolve()
+    data, ckpt = work / "val", work / "ckpt"
     argv = ["sweep", "-c", str(ckpt), "-d", str(data), "--res", "64,96,128,160", "-b", "256", "-q",
             "--out", str(work / "run")]
-    runs = [timed_sweep(argv)]
-    runs += [timed_sweep(argv) for _ in range(args.repeats)]
-    assert all(r["evaluated_images"] == 0 for r in runs[1:]), "a re-run evaluated images"
-    report = {"host": socket.gethostname(), "cpus": os.cpu_count(), "n_images": args.n_images, "cells": 8,
+    finished = (work / "run" / "run.json").is_file()  # a --work folder measured before: re-runs only
+    t0 = time.perf_counter()
+    if not finished:
+        make_set(data, args.n_images)
+        save_checkpoint_folder(tiny_hiera(img_size=64), ckpt, "hiera_tiny_224", dict(TINY_ARGS, img_size=64),
+                               label_names=WNIDS, model_name="tiny")
+    staged = round(time.perf_counter() - t0, 1)
+    old = None
+    if args.against:
+        old = work / "against"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), args.against], check=True,
+                       capture_output=True)
+    runs, against = [None if finished else timed_sweep(argv)], []
+    try:
+        for _ in range(args.repeats):
+            runs.append(timed_sweep(argv))
+            if old is not None:
+                against.append(timed_sweep(argv, old))
+    finally:
+        if old is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], capture_output=True)
+    assert all(r["evaluated_images"] == 0 for r in runs[1:] + against), "a re-run evaluated images"
+    n_images = sum(1 for _ in data.glob("*/*.JPEG"))
+    report = {"host": socket.gethostname(), "cpus": os.cpu_count(), "n_images": n_images, "cells": 8,
               "forwards": 7, "staging_s": staged, "first_run": runs[0], "reruns": runs[1:],
+              "against": {"rev": args.against, "reruns": against} if args.against else None,
               "command": "python benchmarks/bench_finish.py " + " ".join(sys.argv[1:])}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"finish-{'vm' if os.cpu_count() == 2 else socket.gethostname()}"
+    stem = f"finish-{'vm' if os.cpu_count() == 2 else socket.gethostname()}" + (f"-{args.tag}" if args.tag else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1))
-    lines = [f"# Fixed costs around the loop, {args.n_images} images x 8 cells ({os.cpu_count()} cores)", "",
+    lines = [f"# Fixed costs around the loop, {n_images} images x 8 cells ({os.cpu_count()} cores)", "",
              "| run | process wall s | load s | loop s | rows s | statistics s | wall_s |", "|---|---|---|---|---|---|---|"]
-    for name, r in [("first", runs[0])] + [(f"re-run {i + 1}", r) for i, r in enumerate(runs[1:])]:
+    named = ([("first", runs[0])] if runs[0] else []) + [(f"re-run {i + 1}", r) for i, r in enumerate(runs[1:])]
+    named += [(f"re-run {i + 1}, {args.against}", r) for i, r in enumerate(against)]
+    for name, r in named:
         t = r["timing"]
         lines.append(f"| {name} | {r['process_wall_s']} | {t.get('load_s', '')} | {t.get('loop_s', '')} | "
                      f"{t['rows_s']} | {t['statistics_s']} | {r['wall_s']} |")
