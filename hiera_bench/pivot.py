@@ -574,14 +574,18 @@ def terminal(p: Pivot):
         table.add_column("GFLOPs", justify="right")
         table.add_column("img/s", justify="right")
     for size in p.sizes:
-        row = [size_text(p, size, lambda s: f"[bold]{s}*[/bold]", escape)] + ([f"{size / p.native:.2f}"] if rel else [])
+        row = [size_text(p, size, lambda s: f"[bold]{s} native[/bold]", escape)] + ([f"{size / p.native:.2f}"] if rel else [])
         row += [render(p.value(c, size), _TERMINAL) for c in columns]
         if not p.several:
             g = p.groups[0]
             row += [fmt(g.gflops.get(size), ".2f"), fmt(g.imgs_per_s.get(size), ".1f")]
         table.add_row(*row)
-    table.caption = ("* native size   ± half the exact 95 % CI (\\[low, high] if lopsided)   */**/*** significant at p<0.05/0.01/0.001 "
-                     "(exact McNemar)   a − b: paired difference [95 % CI]   ≡ identical embedding: evaluated once")
+    shared = any(getattr(p.value(c, size), "shared", False) for c in columns for size in p.sizes)
+    table.caption = "   ".join(
+        ["± half the exact 95 % CI (\\[low, high] if lopsided)",
+         "*/**/*** significant at p<0.05/0.01/0.001 (exact McNemar)"]
+        + (["a − b: paired difference \\[95 % CI]"] if any(c.kind == "contrast" for c in columns) else [])
+        + (["≡ identical embedding: evaluated once"] if shared else []))
     titles, rows = best_crop_rows(p)
     if not rows:
         return table

@@ -186,7 +186,7 @@ def test_one_sweep_command_runs_several_checkpoints_into_one_table(cli, full_ckp
     for name, model in (("tiny", "hiera_tiny_224"), ("small", "hiera_small_abswin_256")):
         table = pd.read_csv(tmp_path / name / "results.csv")
         assert set(table["label"]) == {name} and set(table["model"]) == {model} and set(table["img_size"]) == {64}
-    assert result.out.count("┃ size ") == 1 and "tiny: abswin" in result.out and "small: abswin" in result.out
+    assert result.out.count(" size ┃") == 1 and "tiny: abswin" in result.out and "small: abswin" in result.out
     assert "tiny: best: " in result.out and "small: best: " in result.out
 
 
