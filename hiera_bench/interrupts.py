@@ -29,10 +29,15 @@ def resume_hint() -> str:
     return _resume["hint"]
 
 
-def starting_over(force: bool) -> None:
-    """Called by a sweep: with ``force`` a re-run of the same command would clear what it committed."""
-    _resume["hint"] = ("re-run the command without --force to resume (with --force it starts over)" if force
-                       else "re-run the same command to resume")
+def starting_over(force: bool, later: list[str] = ()) -> None:
+    """Called before each sweep of a command: with ``force`` a re-run of the same command would clear what this
+    sweep committed, and one without it would keep the old cells of the ``later`` sweeps, which had not started."""
+    if not force:
+        _resume["hint"] = "re-run the same command to resume"
+        return
+    _resume["hint"] = "re-run the command without --force to resume (with --force it starts over)"
+    if later:
+        _resume["hint"] += f"; {', '.join(later)} had not started: sweep {'them' if len(later) > 1 else 'it'} with --force after"
 
 
 def exit_quietly_on_signals() -> None:

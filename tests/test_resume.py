@@ -144,3 +144,15 @@ def test_stale_temp_files_are_removed_only_for_dead_writers_on_this_host(tmp_pat
         path.write_text("x")
     assert remove_stale_temp_files(tmp_path) == 2
     assert not mine.exists() and not legacy.exists() and other_node.exists() and alive.exists()
+
+
+def test_an_interrupted_force_command_names_the_sweeps_it_had_not_started(tmp_path, full_ckpt, abswin_ckpt, images):
+    """Resuming without --force keeps the old cells of the checkpoints the command had not reached: say which."""
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "hiera_bench", "sweep", "-c", str(full_ckpt), "-c", str(abswin_ckpt), "--label", "first",
+           "--label", "second", "--data", str(images), "--out", str(out), "--res", GRID, "-b", "4", "--save-every", "8",
+           "-j", "0", "-q", "--force"]
+    stopped = _interrupt_after_first_new_part(cmd, out / "first", set())
+    assert stopped.returncode == 130, stopped.stderr
+    assert ("re-run the command without --force to resume (with --force it starts over); second had not started: "
+            "sweep it with --force after") in stopped.stderr

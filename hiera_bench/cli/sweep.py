@@ -159,6 +159,7 @@ def sweep(
     from rich.markup import escape
 
     from ..data.shared import SharedDecodes
+    from ..interrupts import starting_over
     from ..sweep import SweepConfig, run_sweep, several
 
     o = SimpleNamespace(**with_config_file(ctx, config))  # the command line wins over the file
@@ -185,7 +186,8 @@ def sweep(
     configs = several(base, list(o.model or []), [str(c) for c in o.checkpoint or []], list(o.label or []), list(o.data or []))
     results = []
     with SharedDecodes(len(configs), log=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}")) as shared:
-        for cfg in configs:
+        for i, cfg in enumerate(configs):
+            starting_over(cfg.force, [_named(c) for c in configs[i + 1:]])
             progress = RichProgress(enabled=not o.quiet and not o.as_json, every=o.progress_every)
             progress.loading(f"loading {cfg.label or cfg.model or Path(cfg.checkpoint or '').name}")
             try:
@@ -197,6 +199,12 @@ def sweep(
 
                 write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
     show_results(results, o.as_json)
+
+
+def _named(cfg) -> str:
+    """A sweep of the command as the user tells it apart: its label, and its data where several are given."""
+    name = cfg.label or cfg.model or Path(cfg.checkpoint or "").name
+    return f"{name} [data {cfg.data_name}]" if cfg.data_name else name
 
 
 def with_config_file(ctx: typer.Context, path: Path | None) -> dict:

@@ -21,7 +21,6 @@ from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
 from ..errors import UserError
 from ..grid import Grid, default_grid, parse_grid
-from ..interrupts import starting_over
 from ..models import LoadedModel, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
 from ..preprocess import EvalPreprocess
@@ -96,7 +95,6 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None, shared: Shared
     Under torchrun every rank calls it (``torchrun ... -m hiera_bench sweep``): each evaluates its share of
     the images and commits their records, rank 0 alone builds the rows and views, and every rank returns
     rank 0's result (see :mod:`.distributed`)."""
-    starting_over(cfg.force)
     cluster = Cluster.join(cfg.device)
     try:
         result = _sweep(cfg, cluster, cluster.progress(progress or Quiet()), shared)
