@@ -87,11 +87,18 @@ def _torchrun(nproc: int, args: list[str], log_dir: Path) -> subprocess.Popen:
     env.pop("OMP_NUM_THREADS", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "--log-dir", str(log_dir), "--redirects", "3", "-m", "hiera_bench", *args]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a session of its own: a test that gives up on a job can stop torchrun and its ranks together
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its ranks: they would hang on after the test
+        proc.communicate()
+        raise
     return proc.returncode, err
 
 
@@ -229,7 +236,6 @@ def test_one_job_sweeps_several_checkpoints_and_data_sets_in_one_process_group(c
     try:
         code, err = _finish(job, timeout=240)
     except subprocess.TimeoutExpired:
-        job.kill()
         pytest.fail("the job hung joining the process group of a later sweep")
     assert code == 0, err + "".join(_rank_output(tmp_path / "logs", r) for r in range(3))
     assert cli(*args, "--out", str(tmp_path / "one")).code == 0
@@ -272,3 +278,14 @@ def test_a_job_stopped_as_a_whole_says_interrupted_once_on_rank_0(monkeypatch, c
             signals.signal(sig, handler)
     assert stop.value.code == 130
     assert ("interrupted: finished cells" in capsys.readouterr().err) == shown
+
+
+def test_a_job_that_cannot_be_joined_is_one_line(monkeypatch):
+    from hiera_bench.errors import UserError
+    from hiera_bench.sweep.distributed import Cluster
+
+    for var, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "port"}.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(UserError, match="rank 0 could not join the torchrun job .*127.0.0.1:port") as stop:
+        Cluster.join("cpu")
+    assert "\n" not in str(stop.value)

@@ -133,7 +133,7 @@ class Cluster:
                 store.set_timeout(TIMEOUT)
                 dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store), rank=rank,
                                         world_size=world, timeout=TIMEOUT)
-            except RuntimeError as exc:  # gloo/NCCL/the store could not connect: nothing has run yet
+            except (RuntimeError, ValueError) as exc:  # no connection, or MASTER_PORT not a port: nothing has run yet
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"rank {rank} could not join the torchrun job ({first}); check that every node "
                                 f"reaches {env['MASTER_ADDR']}:{env['MASTER_PORT']} and re-run") from exc
