@@ -162,7 +162,8 @@ def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series, crop: fl
     common = right_a.index.intersection(right_b.index)
     x, y = right_a.reindex(common).to_numpy(), right_b.reindex(common).to_numpy()
     b_only, a_only = discordant(y, x)
-    low, high = paired_difference_ci(b_only, a_only, len(common))
+    itself = a.root.resolve() == b.root.resolve() and row_a["cell_key"] == row_b["cell_key"]  # one measurement
+    low, high = (0.0, 0.0) if itself else paired_difference_ci(b_only, a_only, len(common))
     return Pair(str(row_a["scheme"]), int(row_a["img_size"]), len(common), 100.0 * x.mean(), 100.0 * y.mean(),
                 100.0 * (y.mean() - x.mean()), low, high, b_only, a_only, mcnemar_exact(b_only, a_only), crop)
 

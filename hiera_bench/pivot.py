@@ -129,6 +129,20 @@ class Pivot:
         store = column.group.cells if column.kind == "top1" else column.group.contrast_cells
         return store.get((size, column.series))
 
+    def marks(self) -> set[str]:
+        """What the table shows besides top-1, for its caption: ``ci``, ``p`` (McNemar stars), ``contrast``
+        (a − b columns) and ``shared`` (≡)."""
+        values = [self.value(c, size) for c in self.columns() for size in self.sizes]
+        found = {"contrast"} if any(c.kind == "contrast" for c in self.columns()) else set()
+        for v in values:
+            if isinstance(v, PivotCell) and v.ci is not None:
+                found.add("ci")
+            if (isinstance(v, PivotCell) and v.delta_p is not None) or (isinstance(v, Contrast) and v.p is not None):
+                found.add("p")
+            if getattr(v, "shared", False):
+                found.add("shared")
+        return found
+
 
 def pivot(table: pd.DataFrame) -> Pivot:
     """The pivot of an annotated tidy table: a group per label, in table order."""
@@ -501,12 +515,17 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
     what = "; ".join(f"{tex_escape(g.label)}: native {g.native}\\,px, $n={_tex_count(g.n_images)}$ images"
                      + (f" of {tex_escape(g.data)}" if g.data else "")
                      for g in p.groups)
-    caption = (rf"Top-1 accuracy (\%) by input size (bold: the native size); {what}. $\pm$: half-width of the exact 95\,\% binomial CI "
-               r"(its two ends where it is lopsided, near 0 or 100\,\%); "
-               r"then $\Delta$ vs the native size of the same scheme, paired over the same images. "
-               r"$a-b$ columns: the paired difference of two schemes at one size with its 95\,\% CI (Bonett--Price). "
-               r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "
-               r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero).")
+    marks = p.marks()
+    caption = "".join(
+        [rf"Top-1 accuracy (\%) by input size (bold: the native size); {what}. "]
+        + ([r"$\pm$: half-width of the exact 95\,\% binomial CI (its two ends where it is lopsided, near 0 or "
+            r"100\,\%); "] if "ci" in marks else [])
+        + [r"then $\Delta$ vs the native size of the same scheme, paired over the same images. "]
+        + ([r"$a-b$ columns: the paired difference of two schemes at one size with its 95\,\% CI (Bonett--Price). "]
+           if "contrast" in marks else [])
+        + ([r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "] if "p" in marks else [])
+        + ([r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero)."]
+           if "shared" in marks else [])).rstrip()
     lines = ["% hiera-bench: needs \\usepackage{booktabs}"] + _tex_open(caption, tex_label(key), spec)
     if p.several:
         lines.append(" & " * (lead - 1) + " & " + " & ".join(head1) + r" \\")
@@ -580,12 +599,12 @@ def terminal(p: Pivot):
             g = p.groups[0]
             row += [fmt(g.gflops.get(size), ".2f"), fmt(g.imgs_per_s.get(size), ".1f")]
         table.add_row(*row)
-    shared = any(getattr(p.value(c, size), "shared", False) for c in columns for size in p.sizes)
+    marks = p.marks()
     table.caption = "   ".join(
-        ["± half the exact 95 % CI (\\[low, high] if lopsided)",
-         "*/**/*** significant at p<0.05/0.01/0.001 (exact McNemar)"]
-        + (["a − b: paired difference \\[95 % CI]"] if any(c.kind == "contrast" for c in columns) else [])
-        + (["≡ identical embedding: evaluated once"] if shared else []))
+        (["± half the exact 95 % CI (\\[low, high] if lopsided)"] if "ci" in marks else [])
+        + (["*/**/*** significant at p<0.05/0.01/0.001 (exact McNemar)"] if "p" in marks else [])
+        + (["a − b: paired difference \\[95 % CI]"] if "contrast" in marks else [])
+        + (["≡ identical embedding: evaluated once"] if "shared" in marks else []))
     titles, rows = best_crop_rows(p)
     if not rows:
         return table

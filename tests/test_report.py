@@ -262,3 +262,17 @@ def test_a_lopsided_exact_interval_is_shown_by_its_ends_not_as_a_half_width():
     half = (high - low) / 2
     assert cell_text(PivotCell("ok", top1=62.0, ci=(low, high))) == f"62.000 ± {half:.2f}"
     assert _tex_cells(PivotCell("ok", top1=62.0, ci=(low, high)))[1] == rf"{{\scriptsize $\pm$${half:.2f}$}}"
+
+
+def test_captions_explain_only_the_marks_the_table_has(runs):
+    from hiera_bench.pivot import latex, pivot, terminal
+    from hiera_bench.stats import STAT_COLUMNS
+
+    full = build([runs / "full"])
+    bare = full.drop(columns=STAT_COLUMNS + ["delta_p"], errors="ignore")  # a run without its per-image records
+    for table, has in ((full, True), (bare, False)):
+        p = pivot(table)
+        caption, tex = terminal(p).caption, latex(p)
+        assert ("exact 95 % CI" in caption) == has and ("McNemar" in caption) == has
+        assert (r"$\pm$" in tex) == has and ("McNemar" in tex) == has
+        assert "identical embedding" in caption and r"$\equiv$" in tex  # the native cell is shared either way

@@ -139,6 +139,7 @@ def test_compare_refuses_runs_whose_undecodable_images_differ(cli, pair, full_ck
 def test_compare_of_a_run_with_itself_is_zero_everywhere(pair):
     result = compare_runs(pair / "a", pair / "a")
     assert all(p.delta == 0 and p.b_only == p.a_only == 0 and p.p == 1.0 for p in result.pairs)
+    assert all((p.delta_ci_low, p.delta_ci_high) == (0.0, 0.0) for p in result.pairs)  # one measurement, not two
     assert "same checkpoint" in " ".join(result.notes)
 
 
