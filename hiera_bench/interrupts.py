@@ -21,7 +21,8 @@ class Terminated(KeyboardInterrupt):
 
 
 #: How a stopped sweep is resumed; a sweep with ``--force`` says to leave it out (a re-run with it starts over).
-_resume = {"hint": "re-run the same command to resume"}
+SAME_COMMAND = "re-run the same command to resume"
+_resume = {"hint": SAME_COMMAND}
 
 
 def resume_hint() -> str:
@@ -33,7 +34,7 @@ def starting_over(force: bool, later: list[str] = ()) -> None:
     """Called before each sweep of a command: with ``force`` a re-run of the same command would clear what this
     sweep committed, and one without it would keep the old cells of the ``later`` sweeps, which had not started."""
     if not force:
-        _resume["hint"] = "re-run the same command to resume"
+        _resume["hint"] = SAME_COMMAND
         return
     _resume["hint"] = "re-run the command without --force to resume (with --force it starts over)"
     if later:

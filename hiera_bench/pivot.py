@@ -211,9 +211,13 @@ def _data(rows: pd.DataFrame) -> str:
         names = rows[column].dropna().astype(str) if column in rows else pd.Series(dtype=str)
         names = names[names != ""]
         if len(names):
-            name = names.iloc[0]
-            return name if len(name) <= 40 else "…" + name[-39:]
+            return short_path(names.iloc[0], 40)
     return ""
+
+
+def short_path(path: str, keep: int) -> str:
+    """``path`` in at most ``keep`` characters: its end, after an ellipsis."""
+    return path if len(path) <= keep else "…" + path[-keep + 1:]
 
 
 def _cell(r: pd.Series) -> PivotCell:

@@ -189,7 +189,7 @@ def sweep(
         for i, cfg in enumerate(configs):
             starting_over(cfg.force, [_named(c) for c in configs[i + 1:]])
             progress = RichProgress(enabled=not o.quiet and not o.as_json, every=o.progress_every)
-            progress.loading(f"loading {cfg.label or cfg.model or Path(cfg.checkpoint or '').name}")
+            progress.loading(f"loading {_checkpoint_name(cfg)}")
             try:
                 results.append(run_sweep(cfg, progress, shared))
             finally:
@@ -201,9 +201,13 @@ def sweep(
     show_results(results, o.as_json)
 
 
+def _checkpoint_name(cfg) -> str:
+    return cfg.label or cfg.model or Path(cfg.checkpoint or "").name
+
+
 def _named(cfg) -> str:
     """A sweep of the command as the user tells it apart: its label, and its data where several are given."""
-    name = cfg.label or cfg.model or Path(cfg.checkpoint or "").name
+    name = _checkpoint_name(cfg)
     return f"{name} [data {cfg.data_name}]" if cfg.data_name else name
 
 
