@@ -9,6 +9,7 @@ the window pattern across those borders; ``abswin`` keeps one copy per window.
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from .errors import UserError
 from .geometry import SizeGeometry
 from .grid import invalid_reason
-from .io import atomic_write_bytes, atomic_write_json
+from .io import OwnedFolder, atomic_write_bytes, atomic_write_json
 from .models import load_model
 from .posembed import PosEmbedSpec, get_scheme, spec_from_model, tokens_to_grid, window_periodicity
 from .posembed.ops import Size2
@@ -240,8 +241,26 @@ def figure_bytes(fig: Any, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def _inspections(root: Path) -> bool:
+    """An ``inspect`` folder of an older hiera-bench (before its marker): an inspect-<R>.json of ours is in it."""
+    for path in Path(root).glob("inspect-*.json"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and {"pos_embed_kind", "periodicity", "views"} <= data.keys():
+            return True
+    return False
+
+
+#: The ``-o`` folder of ``inspect``: one figure and one JSON per size.
+INSPECT_FOLDER = OwnedFolder(".hiera-bench-inspect", "-o", ("posembed-*.png", "posembed-*.svg", "inspect-*.json"),
+                             earlier=_inspections)
+
+
 def write_inspection(report: Inspection, fig: Any, out: Path) -> list[Path]:
-    """``posembed-<R>.png``, ``.svg`` and ``inspect-<R>.json`` under ``out``, each atomically."""
+    """``posembed-<R>.png``, ``.svg`` and ``inspect-<R>.json`` under ``out``, each atomically (into a folder the
+    caller owns: ``inspect`` claims it with :data:`INSPECT_FOLDER` first)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out} is a file, not a folder; choose another -o")
     paths = []

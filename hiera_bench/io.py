@@ -15,15 +15,16 @@ import re
 import socket
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import UserError
+from .errors import UserError, listed
 from .interrupts import deferred
 
 try:
@@ -167,3 +168,60 @@ def _flock(fh, operation: int, path: Path) -> None:
                         "sharing a folder lock it so that no two compute one cell or rewrite the results at once: "
                         "put --out on a filesystem with locks (a local disk; Lustre mounted with -o flock; NFS with "
                         "its lock service)") from exc
+
+
+def _never(root: Path) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class OwnedFolder:
+    """A folder a command writes files of fixed names into (a run, a report, an inspection, the demo).
+
+    Its ``marker`` file makes it hiera-bench's. A folder holding files of those names (``names``: glob patterns
+    relative to it) without the marker is someone else's, refused and never overwritten: ``report -o ~/paper``
+    must not replace the user's own report.tex. ``earlier`` recognises a folder an older hiera-bench wrote
+    before it had the marker, so an upgrade keeps writing where it wrote before.
+    """
+
+    marker: str
+    option: str
+    names: tuple[str, ...]
+    earlier: Callable[[Path], bool] = _never
+
+    def foreign(self, root: Path) -> list[str]:
+        """The files of ``root`` this folder's writer would replace, when ``root`` is not hiera-bench's."""
+        root = Path(root)
+        if not root.is_dir() or (root / self.marker).is_file() or self.earlier(root):
+            return []
+        return sorted({p.relative_to(root).as_posix() for pattern in self.names for p in root.glob(pattern)})
+
+    def refuse_foreign(self, root: Path) -> None:
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise UserError(f"{self.option} {root} is a file, not a folder; choose another {self.option}")
+        foreign = self.foreign(root)
+        if foreign:
+            raise UserError(f"{self.option} {root} holds {listed(foreign)} that hiera-bench did not write (it has no "
+                            f"{self.marker} marker); choose another {self.option}, or move those files away")
+
+    def claim(self, root: Path) -> Path:
+        """``root``, created and marked as hiera-bench's; refused (one line) if it is someone else's."""
+        root = Path(root)
+        self.refuse_foreign(root)
+        if not (root / self.marker).is_file():
+            atomic_write_text(root / self.marker, f"Written by hiera-bench; it rewrites {', '.join(self.names)} "
+                                                  "here. Files of other names are left alone.\n")
+        return root
+
+
+def first_line_is(name: str, line: str) -> Callable[[Path], bool]:
+    """``earlier`` of an :class:`OwnedFolder`: the folder's file ``name`` starts with ``line`` (an old
+    hiera-bench's heading)."""
+    def written_by_us(root: Path) -> bool:
+        try:
+            with open(Path(root) / name, encoding="utf-8", errors="replace") as fh:
+                return fh.readline().rstrip("\n") == line
+        except OSError:
+            return False
+    return written_by_us

@@ -224,6 +224,11 @@ def _figure_bytes(fig: Any, fmt: str) -> bytes:
 PLOTS = {"top1-vs-size": top1_vs_size, "top1-vs-gflops": top1_vs_gflops}
 
 
+def figure_files(prefix: str = "", formats: tuple[str, ...] = FORMATS) -> tuple[str, ...]:
+    """The file names :func:`write_plots` writes."""
+    return tuple(f"{prefix}{name}.{fmt}" for name in PLOTS for fmt in formats)
+
+
 def write_plots(table: pd.DataFrame, out: Path, prefix: str = "", formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Every figure of :data:`PLOTS` as ``<prefix><name>.png`` and ``.svg``, each written atomically."""
     paths = []

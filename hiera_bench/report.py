@@ -21,7 +21,7 @@ import pyarrow as pa
 from .cells import GROUP_COLUMNS, section_labels, slot, with_defaults, with_row_keys
 from .errors import UserError
 from .sweep.config import check_label
-from .io import atomic_write_parquet, atomic_write_text
+from .io import OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
 from .pivot import latex, markdown, pivot
 from .stats import annotate, with_cell_keys
 from .untrusted import RESWEEP, read_parquet, reading
@@ -184,9 +184,13 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     return out[["label"] + [c for c in out.columns if c != "label"]]
 
 
+#: A report's first line, which also tells a report folder of an older hiera-bench (before its marker).
+REPORT_HEADING = "# hiera-bench report"
+
+
 def markdown_report(df: pd.DataFrame, sources: list[Path]) -> str:
     """The combined pivot, its headlines and the runs it came from."""
-    lines = ["# hiera-bench report", "", "Runs: " + ", ".join(f"`{p}`" for p in sources), "", markdown(pivot(df))]
+    lines = [REPORT_HEADING, "", "Runs: " + ", ".join(f"`{p}`" for p in sources), "", markdown(pivot(df))]
     return "\n".join(lines)
 
 
@@ -194,13 +198,21 @@ def headlines(df: pd.DataFrame) -> dict[str, str]:
     return {group.label: group.headline for group in pivot(df).groups}
 
 
+def report_folder() -> OwnedFolder:
+    """The ``-o`` folder of ``report``: the files it rewrites, and its marker."""
+    from .plots import figure_files
+
+    names = ("report.md", "report.csv", "report.parquet", "report.tex", "headlines.json")
+    return OwnedFolder(".hiera-bench-report", "-o", names + tuple(f"plots/{name}" for name in figure_files()),
+                       earlier=first_line_is("report.md", REPORT_HEADING))
+
+
 def write_report(df: pd.DataFrame, sources: list[Path], out: Path) -> list[Path]:
-    """report.md/.csv/.parquet/.tex and plots/<section>-<figure>.png/.svg under ``out``; returns the paths."""
+    """report.md/.csv/.parquet/.tex and plots/<figure>.png/.svg under ``out``; returns the paths. A folder
+    holding files of those names that hiera-bench did not write is refused."""
     from .plots import write_plots
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"-o {out} is a file, not a folder; choose another -o")
+    out = report_folder().claim(Path(out))
     paths = [out / "report.md", out / "report.csv", out / "report.parquet", out / "report.tex"]
     atomic_write_text(paths[0], markdown_report(df, sources))
     atomic_write_text(paths[1], df.to_csv(index=False))

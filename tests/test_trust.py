@@ -199,3 +199,61 @@ def test_a_repaired_image_is_read_again_on_the_next_run(cli, full_ckpt, tmp_path
     assert again.code == 0, again.err
     table = pd.read_csv(tmp_path / "run" / "results.csv")  # the new measurement replaces the stale one
     assert len(table) == 4 and set(table["n_failed"]) == {0} and set(table["n_images"]) == {7}
+
+
+def test_report_inspect_and_demo_never_overwrite_a_folder_of_the_users(cli, full_ckpt, class_folder, tmp_path):
+    """``report -o ~/paper`` once replaced the user's own report.tex (and ``./report``, the default for several
+    runs, is a common name for one's own folder); ``inspect -o`` and the demo's ``--out`` did the same."""
+    from hiera_bench.demo.run import run_demo
+    from hiera_bench.errors import UserError
+
+    run = tmp_path / "run"
+    assert _sweep(cli, full_ckpt, class_folder, run).code == 0
+    paper = tmp_path / "paper"
+    (paper / "plots").mkdir(parents=True)
+    mine = {paper / "report.tex": "\\documentclass{article}", paper / "plots" / "top1-vs-size.png": "my figure"}
+    for path, text in mine.items():
+        path.write_text(text)
+    refused = cli("report", run, "-o", paper)
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused.err
+    assert "holds plots/top1-vs-size.png, report.tex that hiera-bench did not write" in refused.err
+    assert all(path.read_text() == text for path, text in mine.items()) and not (paper / "report.md").exists()
+
+    other = tmp_path / "notes"  # files of other names neither block nor get touched
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert cli("report", run, "-o", other).code == 0 and (other / "notes.txt").read_text() == "mine"
+    assert (other / ".hiera-bench-report").is_file() and (other / "report.tex").is_file()
+    assert cli("report", run, "-o", other).code == 0  # its own folder is rewritten
+
+    older = tmp_path / "older"  # a report folder of a hiera-bench from before the marker is still its own
+    older.mkdir()
+    (older / "report.md").write_text("# hiera-bench report\n\nRuns: `x`\n")
+    assert cli("report", run, "-o", older).code == 0 and "Runs: `x`" not in (older / "report.md").read_text()
+
+    theirs = tmp_path / "figures"
+    theirs.mkdir()
+    (theirs / "inspect-96.json").write_text('{"mine": 1}')
+    refused = cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", theirs)
+    assert refused.code == 2 and "inspect-96.json that hiera-bench did not write" in refused.err
+    assert (theirs / "inspect-96.json").read_text() == '{"mine": 1}' and not (theirs / "posembed-96.png").exists()
+    inspected = tmp_path / "inspected"
+    assert cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", inspected).code == 0
+    (inspected / ".hiera-bench-inspect").unlink()  # as an older hiera-bench left it: its own JSON tells it apart
+    assert cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", inspected).code == 0
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "summary.md").write_text("my summary")
+    with pytest.raises(UserError, match="summary.md that hiera-bench did not write"):
+        run_demo(demo, log=lambda m: None, data_root=tmp_path / "cache")
+    assert (demo / "summary.md").read_text() == "my summary" and sorted(p.name for p in demo.iterdir()) == ["summary.md"]
+
+
+def test_a_sweeps_plots_do_not_replace_the_users_in_an_unmarked_out(cli, full_ckpt, class_folder, tmp_path):
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "top1-vs-size.png").write_text("my figure")
+    result = _sweep(cli, full_ckpt, class_folder, out, "--plots")
+    assert result.code == 2 and "plots/top1-vs-size.png that hiera-bench did not write" in result.err
+    assert (out / "plots" / "top1-vs-size.png").read_text() == "my figure" and not (out / "cells").exists()

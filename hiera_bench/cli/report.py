@@ -19,9 +19,10 @@ def report(
     """Merge RUN_DIRs into one table (a column group per label, abswin − interp per size) and overlaid figures;
     write report.md/.csv/.parquet/.tex and plots/top1-vs-size, top1-vs-gflops (PNG, SVG)."""
     from ..pivot import pivot, terminal
-    from ..report import build, write_report
+    from ..report import build, report_folder, write_report
 
     target = out_dir or (runs[0] / "report" if len(runs) == 1 else Path("report"))
+    report_folder().refuse_foreign(target)  # before the runs are read: a folder of the user's is refused at once
     table = build(runs, labels)
     paths = write_report(table, runs, target)
     results = pivot(table)

@@ -38,6 +38,7 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
     from ..errors import UserError
     from ..io import atomic_write_text
 
+    out = demo_folder().claim(Path(out))
     ckpts = checkpoints if checkpoints is not None else checkpoint_dirs()
     if not ckpts:
         raise UserError("the demo checkpoints are missing from the installed package; reinstall hiera-bench "
@@ -60,7 +61,6 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
             tables.append(table)
             runs[name] = result.out
     combined = pd.concat(tables, ignore_index=True)
-    out = Path(out)
     atomic_write_text(out / "results.csv", combined.to_csv(index=False))
     report = _report(list(runs.values()))
     inspection, inspect_paths = _inspect(ckpts, out / "plots")
@@ -68,6 +68,21 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
     plots = _plot(report, out, log) + inspect_paths
     plots += _side_by_side(plots, out / "plots" / "demo.png")
     return DemoResult(table=combined, out=out, runs=runs, plots=plots, report=report, inspection=inspection)
+
+
+#: The demo summary's first line, which also tells a demo folder of an older hiera-bench (before its marker).
+SUMMARY_HEADING = "# hiera-bench demo"
+
+
+def demo_folder():
+    """The demo's ``--out``: its combined table, summary and figures (each checkpoint's run folder is its own)."""
+    from ..io import OwnedFolder, first_line_is
+    from ..plots import figure_files
+
+    figures = figure_files() + (f"posembed-{DEMO_INSPECT}.png", f"posembed-{DEMO_INSPECT}.svg",
+                                f"inspect-{DEMO_INSPECT}.json", "demo.png")
+    return OwnedFolder(".hiera-bench-demo", "--out", ("results.csv", "summary.md") + tuple(f"plots/{f}" for f in figures),
+                       earlier=first_line_is("summary.md", SUMMARY_HEADING))
 
 
 def summary_markdown(table: pd.DataFrame, report: pd.DataFrame | None = None, inspection: Any = None) -> str:
@@ -78,7 +93,7 @@ def summary_markdown(table: pd.DataFrame, report: pd.DataFrame | None = None, in
     from .shapes import class_names
 
     n = len(class_names())
-    parts = ["# hiera-bench demo\n",
+    parts = [SUMMARY_HEADING + "\n",
              f"Two tiny Hiera models trained at 128 px only (random-resized crops) on generated dot-matrix glyphs "
              f"({n} classes, chance {1 / n:.4f}), evaluated on a held-out generated split at sizes around their native "
              "one. `interp` resamples the whole position-embedding grid (stretching the window pattern); `abswin` "

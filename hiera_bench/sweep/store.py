@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..cells import CellIdentity, newest_per_slot
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
+from ..io import OwnedFolder, atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
 from .records import PART_SCHEMA
 from .shards import Span, complement, merge
@@ -173,6 +173,18 @@ VIEWS = ("results.csv", "results.parquet", "results.md", "predictions.parquet", 
 MARKER = ".hiera-bench-run"
 
 
+def _cells_of_older_version(root: Path) -> bool:
+    return any((root / "cells").glob("*/cell.json"))
+
+
+def run_folder() -> OwnedFolder:
+    """The ``--out`` folder of a sweep: its merged views and the PNGs of ``--plots``."""
+    from ..plots import figure_files
+
+    return OwnedFolder(MARKER, "--out", VIEWS + tuple(f"plots/{name}" for name in figure_files(formats=("png",))),
+                       earlier=_cells_of_older_version)
+
+
 class RunDir:
     """The ``--out`` folder. It carries :data:`MARKER`; a folder with view-named files but no marker (nor
     cells of an older hiera-bench) belongs to someone else and is refused, never overwritten.
@@ -182,11 +194,11 @@ class RunDir:
 
     def __init__(self, root: Path, primary: bool = True) -> None:
         self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--out {self.root} is a file, not a folder; choose another --out")
         if not primary:
+            if self.root.exists() and not self.root.is_dir():
+                raise UserError(f"--out {self.root} is a file, not a folder; choose another --out")
             return
-        self._refuse_foreign()
+        run_folder().refuse_foreign(self.root)
         try:
             (self.root / "cells").mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-probe-{os.getpid()}"
@@ -197,14 +209,6 @@ class RunDir:
                 atomic_write_json(self.root / MARKER, {"written_by": "hiera-bench", "layout": 2})
         except OSError as exc:
             raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
-
-    def _refuse_foreign(self) -> None:
-        if not self.root.is_dir() or (self.root / MARKER).is_file() or any((self.root / "cells").glob("*/cell.json")):
-            return
-        foreign = [name for name in VIEWS if (self.root / name).exists()]
-        if foreign:
-            raise UserError(f"--out {self.root} holds {', '.join(foreign)} that hiera-bench did not write; "
-                            "choose another --out, or move those files away")
 
     def merge_lock(self):
         """Serialises rebuilding the merged views, so the last run to finish sees every row."""
