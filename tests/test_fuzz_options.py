@@ -9,6 +9,7 @@ strategy mixes valid values, edge values and junk. CI draws :data:`fuzzing.EXAMP
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,11 @@ def _small_or_invalid(spec: str) -> bool:
     return max(grid.sizes) <= LARGEST and len(grid.skipped) < 64
 
 
+def _new_folder(prefix: str) -> str:
+    """A new folder inside the session's temp folder (conftest removes it at the end, with every draw's)."""
+    return tempfile.mkdtemp(prefix=prefix, dir=os.environ["HIERA_BENCH_TESTS_TMP"])
+
+
 def _values(*valid: str) -> st.SearchStrategy[str]:
     return st.sampled_from([*valid, *JUNK])
 
@@ -45,7 +51,7 @@ def _paths(draw, kinds: tuple[str, ...], empty: bool = True) -> str:
     """A path of one of ``kinds``, or a wrong one made in a new temp folder each draw (``empty``: also "", which
     the shell passes as the current folder: not drawn where the command would write there)."""
     kind = draw(st.sampled_from(kinds + ("missing", "a file", "a folder") + (("empty",) if empty else ())))
-    root = Path(tempfile.mkdtemp(prefix="hiera-bench-fuzz-"))
+    root = Path(_new_folder("hiera-bench-fuzz-"))
     if kind == "missing":
         return str(root / "missing")
     if kind == "a file":
@@ -67,7 +73,7 @@ CONFIG_FILES = ['schemes = "interp"', 'res = "64"', 'schemes = ["interp", "abswi
 @st.composite
 def _config_files(draw) -> str:
     kind = draw(st.sampled_from(["text", "missing", "a folder"]))
-    root = Path(tempfile.mkdtemp(prefix="hiera-bench-fuzz-"))
+    root = Path(_new_folder("hiera-bench-fuzz-"))
     if kind == "missing":
         return str(root / "missing.toml")
     if kind == "a folder":
@@ -161,7 +167,7 @@ def _options(command: str) -> st.SearchStrategy[dict[str, str]]:
 
 def _fill(value: str, places: dict[str, str]) -> str:
     if value == "<new>":
-        return tempfile.mkdtemp(prefix="hiera-bench-fuzz-out-") + "/out"
+        return _new_folder("hiera-bench-fuzz-out-") + "/out"
     return places.get(value, value)
 
 
