@@ -124,11 +124,25 @@ def with_defaults(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with the identity columns an older table lacks, filled as that table meant them, and a
     ``label`` (the model's name where a table has none: labels came later)."""
     missing = {c: v for c, v in COLUMN_DEFAULTS.items() if c not in table}
+    for col, default in COLUMN_DEFAULTS.items():  # rows of an older table merged with newer ones: NaN there
+        if default is not None and col in table and table[col].isna().any():
+            missing[col] = table[col].where(table[col].notna(), default)
+    if {"limit", "n_images", "n_failed"} <= set(table) and table["limit"].notna().any():
+        missing["limit"] = [effective_limit(*v) for v in zip(table["limit"], table["n_images"], table["n_failed"])]
     if "label" not in table and "model" in table:
         missing["label"] = table["model"].astype(str)
     elif "label" in table and table["label"].isna().any():
         missing["label"] = table["label"].where(table["label"].notna(), table["model"].astype(str))
     return table.assign(**missing) if missing else table
+
+
+def effective_limit(limit: Any, n_images: Any, n_failed: Any) -> Any:
+    """``--limit`` as a cell's identity has it: none where it selected every image. Older versions kept a limit
+    above the data's size, which selects the same images as none (newer ones drop it when they open the data);
+    such a cell evaluated fewer images than its limit. One that evaluated exactly as many is taken as limited."""
+    if missing(limit) or missing(n_images) or missing(n_failed):
+        return limit
+    return None if limit > n_images + n_failed else limit
 
 
 def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
@@ -143,20 +157,38 @@ def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
 def slot(row: Mapping[str, Any]) -> tuple:
     """The place a row fills in a table: its group, data name, series and size. Two cells of one slot (the files
     changed between runs, so the state differs) are two versions of one measurement: the newer one is shown."""
-    return tuple(None if missing(row.get(c, COLUMN_DEFAULTS.get(c))) else _short(row.get(c))
-                 for c in (*GROUP_COLUMNS, "data_name", *SERIES_COLUMNS, "img_size"))
+    row = {**row, "limit": effective_limit(row.get("limit"), row.get("n_images"), row.get("n_failed"))}
+    values = (_or_default(row.get(c), c) for c in (*GROUP_COLUMNS, "data_name", *SERIES_COLUMNS, "img_size"))
+    return tuple(None if missing(value) else _short(value) for value in values)
 
 
 def newest_per_slot(rows: Iterable[tuple[Mapping[str, Any], float]]) -> list[Mapping[str, Any]]:
     """Of rows given with when each finished, the newest of each :func:`slot` (the later one on a tie), in
     the order given."""
     rows = list(rows)
+    places = [slot(row) for row, _ in rows]
+    by_rest: dict[tuple, set[tuple]] = {}
+    for place in places:
+        by_rest.setdefault(_without_grid(place), set()).add(place)
+    for i, (row, _) in enumerate(rows):
+        # rows of versions before the global_size field measured the default grid without naming it: the one
+        # grid a newer row of their place names is theirs
+        named = by_rest[_without_grid(places[i])] - {places[i]}
+        if "global_size" not in row and len(named) == 1:
+            places[i] = named.pop()
     newest: dict[tuple, int] = {}
     for i, (row, finished) in enumerate(rows):
-        place = slot(row)
+        place = places[i]
         if place not in newest or finished >= rows[newest[place]][1]:
             newest[place] = i
     return [rows[i][0] for i in sorted(newest.values())]
+
+
+_GRID = len(GROUP_COLUMNS) + 1 + SERIES_COLUMNS.index("global_size")  # its position in a slot
+
+
+def _without_grid(place: tuple) -> tuple:
+    return place[:_GRID] + (None,) + place[_GRID + 1:]
 
 
 def group_ids(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Series:
@@ -255,7 +287,12 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def _get(row: pd.Series, col: str) -> Any:
-    return row[col] if col in row.index else COLUMN_DEFAULTS.get(col)
+    return _or_default(row[col] if col in row.index else None, col)
+
+
+def _or_default(value: Any, col: str) -> Any:
+    """``value``, or what a row of an older table without it meant (:data:`COLUMN_DEFAULTS`)."""
+    return COLUMN_DEFAULTS.get(col) if missing(value) else value
 
 
 def _shown(row: pd.Series, col: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .cells import GROUP_COLUMNS, section_labels, slot, with_defaults, with_row_keys
+from .cells import GROUP_COLUMNS, same_value, section_labels, slot, with_defaults, with_row_keys
 from .errors import UserError
 from .sweep.config import check_label
 from .io import OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
@@ -118,6 +118,7 @@ def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     ok = df[df["status"].eq("ok")].drop_duplicates(["label", "cell_key"]).copy()
     later = ok["_run"] != ok.groupby("cell_key")["_run"].transform("min")
     ok.loc[later, "cell_key"] = ok.loc[later, "cell_key"] + _RUN_MARK + ok.loc[later, "_run"].astype(str)
+    ok = _drop_repeated_measurements(ok, runs)
     _refuse_two_versions(ok, runs)
     where = [c for c in GROUP_COLUMNS if c in df] + ["scheme", "img_size"]
     rest = df[~df["status"].eq("ok")].drop_duplicates(where)
@@ -142,6 +143,37 @@ def plain_keys(keys: pd.Series) -> pd.Series:
     return keys.str.replace(rf"{_RUN_MARK}\d+$", "", regex=True)
 
 
+def _drop_repeated_measurements(ok: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """``ok`` without the rows that repeat an earlier run's measurement of the same place under the same label
+    although their cells are keyed apart (an older hiera-bench keyed its cells otherwise; files touched but not
+    changed): the same images, each right or wrong alike, the same counts, top-5 and nll. The first run's row
+    stays, as for one cell that two runs hold."""
+    places = pd.Series([slot(r) for r in ok.to_dict("records")], index=ok.index)
+    repeated = []
+    for _, part in ok.groupby([ok["label"], places], sort=False):
+        repeated += [idx for idx, row in part.iloc[1:].iterrows() if _same_measurement(part.iloc[0], row, runs)]
+    return ok.drop(index=repeated)
+
+
+def _same_measurement(a: pd.Series, b: pd.Series, runs: list[Run]) -> bool:
+    if not all(same_value(a.get(col), b.get(col)) for col in ("n_images", "n_failed")):
+        return False
+    # older versions rounded top-5 and nll in their tables: equal to that rounding
+    if not all(abs(float(a[col]) - float(b[col])) <= tol for col, tol in (("top5", 1e-3), ("nll", 1e-4))):
+        return False
+    outcomes = [_outcomes(runs[int(row["_run"])], row) for row in (a, b)]
+    return all(o is not None and not o.empty for o in outcomes) and outcomes[0].equals(outcomes[1])
+
+
+def _outcomes(run: Run, row: pd.Series) -> pd.DataFrame | None:
+    """Each image's outcome in the cell of ``row`` (image id, right at top-1, failed), by image id."""
+    if run.predictions is None:
+        return None
+    key = plain_keys(pd.Series([row["cell_key"]])).iloc[0]
+    cell = run.predictions[run.predictions["cell_key"].eq(key)]
+    return cell[["image_id", "correct1", "failed"]].sort_values("image_id").reset_index(drop=True)
+
+
 def _refuse_two_versions(ok: pd.DataFrame, runs: list[Run]) -> None:
     """Two different cells in one place of one label (the same checkpoint, data ids and preprocessing, measured
     on files whose sizes or mtimes differed) cannot be shown or paired as one: say which and how to part them."""
@@ -154,8 +186,9 @@ def _refuse_two_versions(ok: pd.DataFrame, runs: list[Run]) -> None:
     where = sorted({str(runs[int(i)].root) for i in same["_run"]})
     what = f"{first['label']} {first['scheme']} @{int(first['img_size'])}"
     if len(where) > 1:
-        raise UserError(f"{' and '.join(where)} both hold {what} (same checkpoint, data ids and preprocessing) measured "
-                        "on different files (their sizes or mtimes differ); give each run its own --label")
+        raise UserError(f"{' and '.join(where)} both hold {what} (same checkpoint, data ids and preprocessing) with "
+                        "different numbers, measured on different files (their sizes or mtimes differ); give each "
+                        "run its own --label")
     raise UserError(f"{where[0]} holds two versions of {what} (the data files changed between sweeps); re-run a sweep "
                     "into that folder to rebuild its views, or give the report another run")
 

@@ -274,3 +274,35 @@ def test_the_views_show_the_cells_of_the_files_as_they_are_now(cli, full_ckpt, f
     table = pd.read_parquet(out / "results.parquet")
     assert sorted(table["img_size"].unique()) == [64]  # nothing measured on other files stands next to it
     assert len(_rows(out)) == 16  # every measurement is still on disk
+
+
+def test_rows_older_versions_wrote_fill_the_same_slots_as_todays(cli, full_ckpt, folder, tmp_path):
+    """Rows of versions before ``decode`` and ``global_size`` existed, or that kept a ``--limit`` above the data's
+    size, are the same measurement slots as today's rows: after the files changed, the newer cell replaces them in the views. They
+    once stood beside it as a second column group (``[decode all]``, ``[limit 1000]``) showing the old files'
+    numbers with no note."""
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "run"
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", folder, "--out", out, "-q", "--res", "64,96"]
+    assert cli(*args).code == 0
+    old = set(_rows(out))
+    for key, path in _rows(out).items():  # as an older version wrote them (its own keys stay as they are)
+        found = path.stat()
+        row = json.loads(path.read_text())
+        del row["decode"], row["global_size"]  # abswin of this full-grid checkpoint: the default grid, unnamed
+        row["limit"] = 1000
+        path.write_text(json.dumps(row))
+        os.utime(path, ns=(found.st_atime_ns, found.st_mtime_ns))
+        cell = json.loads((path.parent / "cell.json").read_text())
+        del cell["data_state"]  # versions before it: which files a cell measured is unknown
+        (path.parent / "cell.json").write_text(json.dumps(cell))
+    touch(sorted(folder.glob("*/*.JPEG"))[0])
+    assert cli(*args).code == 0
+    new = set(_rows(out)) - old
+    assert len(new) == len(old)
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table.cell_key) == new and not table.duplicated(["scheme", "img_size"]).any()
+    assert "[" not in (out / "results.md").read_text().splitlines()[0], "one column group"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -276,3 +277,22 @@ def test_captions_explain_only_the_marks_the_table_has(runs):
         assert ("exact 95 % CI" in caption) == has and ("McNemar" in caption) == has
         assert (r"$\pm$" in tex) == has and ("McNemar" in tex) == has
         assert "identical embedding" in caption and r"$\equiv$" in tex  # the native cell is shared either way
+
+
+def test_one_label_measured_twice_with_the_same_outcomes_is_shown_once(cli, full_ckpt, class_folder, tmp_path):
+    """A copy of the files with new mtimes (or a folder an older version keyed otherwise) makes other cell keys
+    for the same measurement: the report shows it once (the first run's), as it does one cell two runs hold.
+    It once refused, saying the files differed."""
+    import shutil
+
+    copy = Path(shutil.copytree(class_folder, tmp_path / "copy", copy_function=shutil.copy))  # new mtimes
+    for name, data in (("a", class_folder), ("b", copy)):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(data), out=str(tmp_path / name), res="32,64",
+                              batch_size=6, workers=0))
+    keys = [set(pd.read_csv(tmp_path / name / "results.csv")["cell_key"]) for name in "ab"]
+    assert not keys[0] & keys[1], "the copy's cells are keyed apart"
+    result = cli("report", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "rep")
+    assert result.code == 0, result.err
+    table = pd.read_csv(tmp_path / "rep" / "report.csv")
+    assert len(table) == 4 and not table.duplicated(["scheme", "img_size"]).any()
+    assert set(table["cell_key"]) == keys[0]
