@@ -19,8 +19,10 @@ Results: ``benchmarks/results/finish-<host>[-<tag>].json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,6 +79,8 @@ def main() -> int:
     ap.add_argument("--tag", default="", help="suffix of the results files")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-finish-")).resolve()
+    if not args.work:  # 50 000 images and a finished run; pass --work to keep them for re-runs
+        atexit.register(shutil.rmtree, work, True)
     data, ckpt = work / "val", work / "ckpt"
     argv = ["sweep", "-c", str(ckpt), "-d", str(data), "--res", "64,96,128,160", "-b", "256", "-q",
             "--out", str(work / "run")]

@@ -23,10 +23,12 @@ Results go to ``benchmarks/results/<host-or-device>.json`` and ``.md`` (and to `
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import math
 import os
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -566,6 +568,7 @@ def run(args, on_model_done: Callable[[dict[str, Any]], None] | None = None) -> 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     budget = args.budget_s
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    atexit.register(shutil.rmtree, work, True)  # staged images, checkpoints, run folders: hundreds of MB
     os.environ.setdefault("HF_DATASETS_CACHE", str(work / "hf-datasets"))
     pairs, source = resolve_images(args.images, plan.n_images, work)
     data = stage_class_folder(pairs, work / "val")

@@ -29,6 +29,7 @@ Models are random-init timm Hieras at their real configs (top-1 is chance; speed
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -371,6 +372,8 @@ def run(args: argparse.Namespace, on_part: Callable[[dict[str, Any]], None]) -> 
     t_begin = time.perf_counter()
     device = torch.device(args.device)
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-suite-"))
+    if not args.work:  # 50 000 staged links, checkpoints, run folders; a --work folder is the user's to keep
+        atexit.register(shutil.rmtree, work, True)
     work.mkdir(parents=True, exist_ok=True)
     left = lambda: args.budget_s - (time.perf_counter() - t_begin)  # noqa: E731
     from hiera_bench.grid import parse_grid
