@@ -156,3 +156,48 @@ def test_an_interrupted_force_command_names_the_sweeps_it_had_not_started(tmp_pa
     assert stopped.returncode == 130, stopped.stderr
     assert ("re-run the command without --force to resume (with --force it starts over); second had not started: "
             "sweep it with --force after") in stopped.stderr
+
+
+def _stamp_parts(store, versions) -> None:
+    """Each committed part as another version wrote it: with ``versions`` recorded, or (None) none at all."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from hiera_bench.sweep.store import MEASURED_WITH
+
+    for _, _, path in store.parts():
+        table = pq.read_table(path)
+        meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != MEASURED_WITH}
+        if versions is not None:
+            meta[MEASURED_WITH] = json.dumps(versions).encode()
+        pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def test_cells_measured_with_other_package_versions_are_reused_and_said(cli, tmp_path, full_ckpt, images):
+    """A folder kept between CI jobs, then timm or torch upgraded: the re-run reuses the finished cells (their keys
+    do not name versions), so its table and a check after it would show the old versions' numbers as today's. The
+    sweep now says which cells and versions, and run.json lists them; --force measures them again."""
+    import json
+
+    from hiera_bench.sweep.provenance import measuring_versions
+
+    out = tmp_path / "run"
+    args = _args(full_ckpt, images, out, "64,96")
+    first = cli(*args)
+    assert first.code == 0 and "measured, in whole or in part" not in first.err
+    assert "measured_with_other_versions" not in json.loads((out / "run.json").read_text())
+    stores = [RunDir(out).cell(p.parent.name) for p in sorted(out.glob("cells/*/row.json"))]
+    assert len(stores) == 4 and stores[0].measured_with() == [measuring_versions()]
+    _stamp_parts(stores[0], {**measuring_versions(), "timm": "0.9.0"})
+    _stamp_parts(stores[1], None)
+    again = cli(*args)
+    assert again.code == 0, again.err
+    assert "2 of 4 cell(s) were measured, in whole or in part, with timm 0.9.0 (this environment has timm " in again.err
+    assert "or by a hiera-bench too old to record its versions" in again.err and "--force" in again.err
+    other = json.loads((out / "run.json").read_text())["measured_with_other_versions"]
+    assert sorted(other["cells"]) == sorted(s.root.name for s in stores[:2])
+    assert {**measuring_versions(), "timm": "0.9.0"} in other["versions"] and None in other["versions"]
+    fresh = cli(*args, "--force")
+    assert fresh.code == 0 and "measured, in whole or in part" not in fresh.err
+    assert "measured_with_other_versions" not in json.loads((out / "run.json").read_text())

@@ -298,6 +298,12 @@ def show_results(results, as_json: bool) -> None:
         if changed:
             err.print(f"note: {name}{changed} cell(s) of earlier sweeps were measured on files that have changed since: "
                       "left out of the views (kept in cells/); sweep their sizes again to measure them", markup=False)
+        other = r.run.get("measured_with_other_versions")
+        if other:
+            from ..sweep.provenance import other_versions_note
+
+            err.print(f"note: {name}" + other_versions_note(len(other["cells"]), len(r.run.get("cells", [])),
+                                                             other["versions"]), markup=False)
         large = r.run.get("large_images", 0)
         if large:
             from PIL import Image

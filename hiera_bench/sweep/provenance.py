@@ -5,21 +5,31 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
-def versions() -> dict[str, str]:
+@cache
+def measuring_versions() -> dict[str, str]:
+    """The packages whose version can move a cell's numbers (model code, kernels, decoding and resizing): each
+    committed part of a cell's records carries them."""
     import PIL
-    import datasets
     import timm
+    import torchvision
+
+    return {"hiera_bench": _own_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "pillow": PIL.__version__}
+
+
+def versions() -> dict[str, str]:
+    import datasets
 
     return {
-        "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-        "pillow": PIL.__version__, "datasets": datasets.__version__, "numpy": np.__version__,
-        "hiera_bench": _own_version(), "scipy": _dist_version("scipy"), "pandas": _dist_version("pandas"),
+        **measuring_versions(), "python": platform.python_version(), "datasets": datasets.__version__,
+        "numpy": np.__version__, "scipy": _dist_version("scipy"), "pandas": _dist_version("pandas"),
         "cuda": torch.version.cuda or "none",
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
         "platform": platform.platform(),
@@ -58,3 +68,27 @@ def device_name(device: torch.device) -> str:
 
 def iso_time(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+def other_versions(measured: list[list[dict[str, str] | None]]) -> list[dict[str, str] | None]:
+    """Of each cell's versions (:meth:`CellStore.measured_with`), the distinct ones other than this environment's."""
+    current, found = measuring_versions(), []
+    for versions in (v for cell in measured for v in cell if v != current):
+        if versions not in found:
+            found.append(versions)
+    return found
+
+
+def other_versions_note(n_other: int, n_cells: int, versions: list[dict[str, str] | None]) -> str:
+    """What a sweep tells when cells it shows were measured with other package versions than the ones installed."""
+    current = measuring_versions()
+    theirs = sorted({f"{name} {v[name]}" for v in versions if isinstance(v, dict)
+                     for name in current if v.get(name) != current[name]})
+    ours = sorted({name for v in versions if isinstance(v, dict) for name in current if v.get(name) != current[name]})
+    said = []
+    if theirs:
+        said.append(f"with {', '.join(theirs)} (this environment has {', '.join(f'{n} {current[n]}' for n in ours)})")
+    if None in versions:
+        said.append("by a hiera-bench too old to record its versions")
+    return (f"{n_other} of {n_cells} cell(s) were measured, in whole or in part, {' or '.join(said)}: their numbers are "
+            "shown as measured; sweep with --force to measure them again here")

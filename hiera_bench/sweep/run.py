@@ -31,7 +31,7 @@ from .config import Progress, Quiet, SweepConfig, validate_config
 from .distributed import Cluster
 from .evaluate import Evaluation, EvaluationReport
 from .plan import Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards
-from .provenance import device_name, git_sha, iso_time, versions
+from .provenance import device_name, git_sha, iso_time, other_versions, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory
 from .shards import Assignment, assign
@@ -142,6 +142,7 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: Share
             gflops = {size: g for r in reports for size, g in r["gflops"].items()}
             t_rows = time.time()
             rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
+            run_info.update(records_versions(sweep, forwards))
             run_info.setdefault("timing", {})["rows_s"] = round(time.time() - t_rows, 3)
     outcome = write_results(sweep, rows, failed, run_info, t_start) if cluster.primary else None
     table, run_info, problems_found = cluster.broadcast(outcome)
@@ -362,6 +363,19 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
             failed.update(bad)
             rows.append(row)
     return rows, failed
+
+
+def records_versions(sweep: Sweep, forwards: list[Forward]) -> dict[str, Any]:
+    """run.json's ``measured_with_other_versions``: the sweep's cells whose records were measured (in part) with
+    other package versions than this run's (reused from an earlier sweep, or resumed across an upgrade), and those
+    versions (null: unrecorded); nothing when every record is this environment's."""
+    keys = sorted({key for fwd in forwards for key in fwd.keys.values()})
+    measured = {key: sweep.run_dir.cell(key).measured_with() for key in keys}
+    versions = other_versions(list(measured.values()))
+    if not versions:
+        return {}
+    cells = [key for key, found in measured.items() if other_versions([found])]
+    return {"measured_with_other_versions": {"cells": cells, "versions": versions}}
 
 
 def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:

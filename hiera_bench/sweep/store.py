@@ -13,6 +13,7 @@ old file or the new one, never a truncated one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -22,11 +23,13 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..cells import CellIdentity, newest_per_slot
 from ..errors import UserError
 from ..io import OwnedFolder, atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
+from .provenance import measuring_versions
 from .records import PART_SCHEMA
 from .shards import Span, complement, merge
 
@@ -36,6 +39,8 @@ ROW_KEYS = ("cell_key", "model", "scheme", "img_size", "status")
 #: row.json's stamp of when the cell finished (seconds since the epoch): which of two versions of one slot
 #: is newer (the files changed between them). Not a column: :meth:`CellStore.read_row` leaves it out.
 FINISHED = "finished_unix"
+#: The key of a part's parquet metadata that names the package versions that measured it.
+MEASURED_WITH = b"measured_with"
 
 
 @dataclass
@@ -80,9 +85,25 @@ class CellStore:
         return spans[0][1] if spans and spans[0][0] == 0 else 0
 
     def write_part(self, start: int, end: int, records: pa.Table, forward_s: float) -> None:
-        meta = {b"forward_s": repr(forward_s).encode()}
+        meta = {b"forward_s": repr(forward_s).encode(), MEASURED_WITH: json.dumps(measuring_versions()).encode()}
         table = records.replace_schema_metadata(meta)
         atomic_write_parquet(self.root / f"part-{start:09d}-{end:09d}.parquet", table)
+
+    def measured_with(self) -> list[dict[str, str] | None]:
+        """The distinct package versions that measured this cell's committed parts (None: a part of a version
+        that did not record them)."""
+        found: list[dict[str, str] | None] = []
+        for _, _, path in self.parts():
+            try:
+                meta = pq.read_schema(path).metadata or {}
+                versions = json.loads(meta[MEASURED_WITH]) if MEASURED_WITH in meta else None
+            except (OSError, ValueError, pa.ArrowException):  # damaged: reading its records says so, with the fix
+                continue
+            if not isinstance(versions, (dict, type(None))):
+                versions = None
+            if versions not in found:
+                found.append(versions)
+        return found
 
     @property
     def fix(self) -> str:
