@@ -252,8 +252,23 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     # a row without a key is a size the latest sweep skipped (skips are not kept for later sweeps)
     keep = groups.isin(latest) | table["cell_key"].isna()
     out = table[keep]
-    out.attrs = dict(table.attrs, left_out=int((~keep).sum()))
+    out.attrs = dict(table.attrs, left_out=int((~keep).sum()), run_json=str(path))
     return out
+
+
+def other_versions_said(table: pd.DataFrame) -> str | None:
+    """The note of the sweep that wrote ``table``'s run folder when some of its cells were measured with other package
+    versions than that sweep's (see :func:`hiera_bench.sweep.run.records_versions`)."""
+    if not table.attrs.get("run_json"):
+        return None
+    run = read_json(Path(table.attrs["run_json"]), "run.json", RESWEEP)
+    other = run.get("measured_with_other_versions")
+    if not isinstance(other, dict) or not isinstance(other.get("cells"), list) or not isinstance(other.get("versions"), list):
+        return None
+    from .sweep.provenance import other_versions_note
+
+    current = run.get("versions") if isinstance(run.get("versions"), dict) else None
+    return other_versions_note(len(other["cells"]), len(run.get("cells") or []), other["versions"], current)
 
 
 def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.2, use_ci: bool = False,
@@ -261,7 +276,12 @@ def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.
     """:func:`compare` on a run folder (its latest sweep's measurements; or a results file) and a baseline run
     folder (the same: a baseline re-made into its own folder is the new one) or results file."""
     base = latest_sweep(read_table(baseline))
-    result = compare(latest_sweep(read_table(run)), base, metric, tol, use_ci, allow_missing_provenance)
+    ran = latest_sweep(read_table(run))
+    result = compare(ran, base, metric, tol, use_ci, allow_missing_provenance)
+    for table, which in ((ran, "the run"), (base, "the baseline")):
+        said = other_versions_said(table)
+        if said:
+            result.notes.append(f"in {which}, {said}")
     if base.attrs.get("left_out"):
         result.notes.append(f"{base.attrs['left_out']} cell(s) of earlier sweeps in the baseline folder not used: "
                             "another checkpoint, data or options than its latest sweep's")

@@ -198,6 +198,9 @@ def test_cells_measured_with_other_package_versions_are_reused_and_said(cli, tmp
     other = json.loads((out / "run.json").read_text())["measured_with_other_versions"]
     assert sorted(other["cells"]) == sorted(s.root.name for s in stores[:2])
     assert {**measuring_versions(), "timm": "0.9.0"} in other["versions"] and None in other["versions"]
+    checked = cli("check", out, "--baseline", out)
+    assert checked.code == 0 and "note: in the run, 2 of 4 cell(s) were measured, in whole or in part, with timm 0.9.0 (the " \
+        "sweep ran with timm " in checked.out and "note: in the baseline, 2 of 4" in checked.out, checked.out
     fresh = cli(*args, "--force")
     assert fresh.code == 0 and "measured, in whole or in part" not in fresh.err
     assert "measured_with_other_versions" not in json.loads((out / "run.json").read_text())

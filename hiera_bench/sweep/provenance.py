@@ -79,16 +79,19 @@ def other_versions(measured: list[list[dict[str, str] | None]]) -> list[dict[str
     return found
 
 
-def other_versions_note(n_other: int, n_cells: int, versions: list[dict[str, str] | None]) -> str:
-    """What a sweep tells when cells it shows were measured with other package versions than the ones installed."""
-    current = measuring_versions()
-    theirs = sorted({f"{name} {v[name]}" for v in versions if isinstance(v, dict)
-                     for name in current if v.get(name) != current[name]})
-    ours = sorted({name for v in versions if isinstance(v, dict) for name in current if v.get(name) != current[name]})
+def other_versions_note(n_other: int, n_cells: int, versions: list[dict[str, str] | None],
+                        current: dict[str, str] | None = None) -> str:
+    """What a sweep tells when cells it shows were measured with other package versions than the ones installed
+    (``current``: the sweep's, where another process reads its run.json)."""
+    whose = "the sweep ran with" if current else "this environment has"
+    current = {name: str(v) for name, v in (current or measuring_versions()).items() if name in measuring_versions()}
+    theirs = sorted({f"{name} {v.get(name, 'unrecorded')}" for v in versions if isinstance(v, dict)
+                     for name in current if v.get(name) != current.get(name)})
+    ours = sorted({name for v in versions if isinstance(v, dict) for name in current if v.get(name) != current.get(name)})
     said = []
     if theirs:
-        said.append(f"with {', '.join(theirs)} (this environment has {', '.join(f'{n} {current[n]}' for n in ours)})")
-    if None in versions:
+        said.append(f"with {', '.join(theirs)} ({whose} {', '.join(f'{n} {current[n]}' for n in ours)})")
+    if None in versions or not said:
         said.append("by a hiera-bench too old to record its versions")
     return (f"{n_other} of {n_cells} cell(s) were measured, in whole or in part, {' or '.join(said)}: their numbers are "
-            "shown as measured; sweep with --force to measure them again here")
+            "shown as measured; sweep with --force to measure them again")
