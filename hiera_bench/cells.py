@@ -127,22 +127,25 @@ def with_defaults(table: pd.DataFrame) -> pd.DataFrame:
     for col, default in COLUMN_DEFAULTS.items():  # rows of an older table merged with newer ones: NaN there
         if default is not None and col in table and table[col].isna().any():
             missing[col] = table[col].where(table[col].notna(), default)
-    if {"limit", "n_images", "n_failed"} <= set(table) and table["limit"].notna().any():
-        missing["limit"] = [effective_limit(*v) for v in zip(table["limit"], table["n_images"], table["n_failed"])]
-    if "label" not in table and "model" in table:
-        missing["label"] = table["model"].astype(str)
-    elif "label" in table and table["label"].isna().any():
-        missing["label"] = table["label"].where(table["label"].notna(), table["model"].astype(str))
+    if "limit" in table and "data_fingerprint" in table and table["limit"].notna().any():
+        free = unlimited_fingerprints(table.to_dict("records"))
+        missing["limit"] = table["limit"].where(~table["data_fingerprint"].isin(free), None)
     return table.assign(**missing) if missing else table
 
 
-def effective_limit(limit: Any, n_images: Any, n_failed: Any) -> Any:
-    """``--limit`` as a cell's identity has it: none where it selected every image. Older versions kept a limit
-    above the data's size, which selects the same images as none (newer ones drop it when they open the data);
-    such a cell evaluated fewer images than its limit. One that evaluated exactly as many is taken as limited."""
-    if missing(limit) or missing(n_images) or missing(n_failed):
-        return limit
-    return None if limit > n_images + n_failed else limit
+def unlimited_fingerprints(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The data fingerprints (of the images a cell evaluated) that some row reaches with no effective ``--limit``:
+    none, or one above the images it evaluated (older versions kept a limit at or above the data's size, newer
+    ones drop it when they open the data). Every row of such a fingerprint evaluated the same images."""
+    free = set()
+    for row in rows:
+        fingerprint, limit = row.get("data_fingerprint"), row.get("limit")
+        if missing(fingerprint):
+            continue
+        counted = [row.get("n_images"), row.get("n_failed")]
+        if missing(limit) or (not any(missing(c) for c in counted) and limit > sum(counted)):
+            free.add(fingerprint)
+    return free
 
 
 def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
@@ -154,10 +157,12 @@ def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(cell_key=keys)
 
 
-def slot(row: Mapping[str, Any]) -> tuple:
+def slot(row: Mapping[str, Any], unlimited: Collection[str] = ()) -> tuple:
     """The place a row fills in a table: its group, data name, series and size. Two cells of one slot (the files
-    changed between runs, so the state differs) are two versions of one measurement: the newer one is shown."""
-    row = {**row, "limit": effective_limit(row.get("limit"), row.get("n_images"), row.get("n_failed"))}
+    changed between runs, so the state differs) are two versions of one measurement: the newer one is shown.
+    ``unlimited``: fingerprints whose rows' limits select every image (:func:`unlimited_fingerprints`)."""
+    if row.get("data_fingerprint") in unlimited:
+        row = {**row, "limit": None}
     values = (_or_default(row.get(c), c) for c in (*GROUP_COLUMNS, "data_name", *SERIES_COLUMNS, "img_size"))
     return tuple(None if missing(value) else _short(value) for value in values)
 
@@ -166,29 +171,14 @@ def newest_per_slot(rows: Iterable[tuple[Mapping[str, Any], float]]) -> list[Map
     """Of rows given with when each finished, the newest of each :func:`slot` (the later one on a tie), in
     the order given."""
     rows = list(rows)
-    places = [slot(row) for row, _ in rows]
-    by_rest: dict[tuple, set[tuple]] = {}
-    for place in places:
-        by_rest.setdefault(_without_grid(place), set()).add(place)
-    for i, (row, _) in enumerate(rows):
-        # rows of versions before the global_size field measured the default grid without naming it: the one
-        # grid a newer row of their place names is theirs
-        named = by_rest[_without_grid(places[i])] - {places[i]}
-        if "global_size" not in row and len(named) == 1:
-            places[i] = named.pop()
+    free = unlimited_fingerprints(row for row, _ in rows)
+    places = [slot(row, free) for row, _ in rows]
     newest: dict[tuple, int] = {}
     for i, (row, finished) in enumerate(rows):
         place = places[i]
         if place not in newest or finished >= rows[newest[place]][1]:
             newest[place] = i
     return [rows[i][0] for i in sorted(newest.values())]
-
-
-_GRID = len(GROUP_COLUMNS) + 1 + SERIES_COLUMNS.index("global_size")  # its position in a slot
-
-
-def _without_grid(place: tuple) -> tuple:
-    return place[:_GRID] + (None,) + place[_GRID + 1:]
 
 
 def group_ids(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Series:
@@ -248,6 +238,9 @@ def section_labels(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Seri
 def differences(a: pd.Series, b: pd.Series) -> list[str]:
     """What makes row ``a`` not comparable with row ``b`` (empty: comparable)."""
     present = [col for col in MUST_MATCH if (col in a.index or col in COLUMN_DEFAULTS) and (col in b.index or col in COLUMN_DEFAULTS)]
+    if "data_fingerprint" in present and not missing(_get(a, "data_fingerprint")) \
+            and same_value(_get(a, "data_fingerprint"), _get(b, "data_fingerprint")):
+        present = [col for col in present if col != "limit"]  # the same images: a limit at or above their number
     return [f"{MUST_MATCH[col]}: run {_shown(a, col)}, baseline {_shown(b, col)}" for col in present
             if not same_value(_get(a, col), _get(b, col))]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .cells import (NOTED, counts_differ, counts_text, differences, group_ids, missing_provenance,
-                    missing, noted_differences, same_value, with_defaults)
+                    noted_differences, same_value, with_defaults)
 from .errors import UserError
 from .report import read_table
 from .untrusted import RESWEEP, read_json, wrong
@@ -103,16 +103,9 @@ def _name(row: pd.Series) -> str:
     return f"{row['model']} {row['scheme']}@{int(row['img_size'])}" + ("" if pd.isna(crop) else f" crop {crop:g}")
 
 
-def _same_cell_value(col: str, a, b) -> bool:
-    # tables of versions before the global_size column measured abswin of a full-grid checkpoint on the default
-    # grid without naming it (today every such cell names its grid): a missing grid matches the one the other
-    # side has; a run with several grids for one baseline cell is refused as ambiguous
-    return same_value(a, b) or (col == "global_size" and (missing(a) or missing(b)))
-
-
 def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
     """The run's row for a baseline cell; None when the run lacks it. Incomparable rows raise."""
-    same_cell = [all(_same_cell_value(col, r[col], base_row[col]) for col in CELL) for _, r in run.iterrows()]
+    same_cell = [all(same_value(r[col], base_row[col]) for col in CELL) for _, r in run.iterrows()]
     candidates = run[same_cell]
     if candidates.empty:
         return None

@@ -25,13 +25,13 @@ import torch
 from .errors import UserError, listed
 from .grid import parse_grid
 from .models import LoadedModel, build_at_size, load_model
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import MARKERS, atomic_write_bytes, atomic_write_json, atomic_write_text
 from .posembed import get_scheme, spec_from_model
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 #: Written into every export folder: ``--force`` replaces a folder only when it is one of ours.
-MARKER_NAME = ".hiera-bench-export"
+MARKER_NAME = MARKERS["export"]
 MARKER_TEXT = "Written by `hiera-bench export`; `hiera-bench export --force` may replace this folder.\n"
 EXPORT_FILES = frozenset({WEIGHTS_NAME, CONFIG_NAME, MARKER_NAME})
 

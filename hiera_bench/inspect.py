@@ -20,7 +20,7 @@ import torch
 from .errors import UserError
 from .geometry import SizeGeometry
 from .grid import invalid_reason
-from .io import OwnedFolder, atomic_write_bytes, atomic_write_json
+from .io import MARKERS, OwnedFolder, atomic_write_bytes, atomic_write_json
 from .models import load_model
 from .posembed import PosEmbedSpec, get_scheme, spec_from_model, tokens_to_grid, window_periodicity
 from .posembed.ops import Size2
@@ -253,14 +253,15 @@ def _inspections(root: Path) -> bool:
     return False
 
 
-#: The ``-o`` folder of ``inspect``: one figure and one JSON per size.
-INSPECT_FOLDER = OwnedFolder(".hiera-bench-inspect", "-o", ("posembed-*.png", "posembed-*.svg", "inspect-*.json"),
-                             earlier=_inspections)
+def inspect_folder(size: int) -> OwnedFolder:
+    """The ``-o`` folder of ``inspect`` at ``size``: the figure and the JSON it writes."""
+    return OwnedFolder(MARKERS["inspect"], "-o", (f"posembed-{size}.png", f"posembed-{size}.svg", f"inspect-{size}.json"),
+                       earlier=_inspections)
 
 
 def write_inspection(report: Inspection, fig: Any, out: Path) -> list[Path]:
     """``posembed-<R>.png``, ``.svg`` and ``inspect-<R>.json`` under ``out``, each atomically (into a folder the
-    caller owns: ``inspect`` claims it with :data:`INSPECT_FOLDER` first)."""
+    caller owns: ``inspect`` claims it with :func:`inspect_folder` first)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out} is a file, not a folder; choose another -o")
     paths = []

@@ -174,6 +174,11 @@ def _never(root: Path) -> bool:
     return False
 
 
+#: The marker of each kind of folder hiera-bench writes: a folder with any of them is hiera-bench's.
+MARKERS = {"run": ".hiera-bench-run", "report": ".hiera-bench-report", "inspect": ".hiera-bench-inspect",
+           "demo": ".hiera-bench-demo", "export": ".hiera-bench-export"}
+
+
 @dataclass(frozen=True)
 class OwnedFolder:
     """A folder a command writes files of fixed names into (a run, a report, an inspection, the demo).
@@ -192,8 +197,8 @@ class OwnedFolder:
     def foreign(self, root: Path) -> list[str]:
         """The files of ``root`` this folder's writer would replace, when ``root`` is not hiera-bench's."""
         root = Path(root)
-        if not root.is_dir() or (root / self.marker).is_file() or self.earlier(root):
-            return []
+        if not root.is_dir() or any((root / marker).is_file() for marker in MARKERS.values()) or self.earlier(root):
+            return []  # another command's folder (a report into the demo's) rewrites files hiera-bench wrote
         return sorted({p.relative_to(root).as_posix() for pattern in self.names for p in root.glob(pattern)})
 
     def refuse_foreign(self, root: Path) -> None:

@@ -18,10 +18,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .cells import GROUP_COLUMNS, same_value, section_labels, slot, with_defaults, with_row_keys
-from .errors import UserError
+from .cells import (GROUP_COLUMNS, same_value, section_labels, slot, unlimited_fingerprints, with_defaults,
+                    with_row_keys)
+from .errors import UserError, listed
 from .sweep.config import check_label
-from .io import OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
+from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
 from .pivot import latex, markdown, pivot
 from .stats import annotate, with_cell_keys
 from .untrusted import RESWEEP, read_parquet, reading
@@ -66,11 +67,24 @@ def read_table(path: Path) -> pd.DataFrame:
     missing = [c for c in ("model", "scheme", "img_size", "native_size", "status", "top1") if c not in df]
     if missing:
         raise UserError(f"{source} is not a hiera-bench results table (no column {', '.join(missing)})")
+    unnamed = _unnamed_grids(df)
     df = with_row_keys(with_defaults(df))
     df.attrs["source"] = str(source)
+    df.attrs["unnamed_grids"] = unnamed
     if path.is_dir():
         df.attrs["views"] = str(views)
     return df
+
+
+def _unnamed_grids(df: pd.DataFrame) -> bool:
+    """A table of a version before the global_size column with cells whose numbers depend on the abswin fit's
+    grid (abswin of a full-grid checkpoint): their grid is not known from the table."""
+    if "global_size" in df or "pos_embed_kind" not in df:
+        return False
+    from .posembed import list_schemes, get_scheme
+
+    fitting = [name for name in list_schemes() if get_scheme(name).uses_fit]
+    return bool((df["pos_embed_kind"].eq("full") & df["scheme"].isin(fitting)).any())
 
 
 def _read_results_file(path: Path) -> pd.DataFrame:
@@ -113,6 +127,11 @@ def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     cells. A cell two labels hold (the native cell of a checkpoint swept under two labels, or a re-run on
     another device) stays in each label's group, paired with that run's own records: its key carries the run
     (see :func:`plain_keys`) until the statistics are made."""
+    unnamed = [str(r.root) for r in runs if r.table.attrs.get("unnamed_grids")]
+    if unnamed and len(runs) > 1:
+        raise UserError(f"{listed(unnamed)}: the table of an older hiera-bench that does not name the abswin fit's "
+                        "global grid, so its abswin cells cannot be placed beside another run's; sweep it again with "
+                        "this version (its table then names the grid), or report it alone")
     tables = [r.table for r in runs]
     df = pd.concat(tables, ignore_index=True)
     ok = df[df["status"].eq("ok")].drop_duplicates(["label", "cell_key"]).copy()
@@ -148,7 +167,8 @@ def _drop_repeated_measurements(ok: pd.DataFrame, runs: list[Run]) -> pd.DataFra
     although their cells are keyed apart (an older hiera-bench keyed its cells otherwise; files touched but not
     changed): the same images, each right or wrong alike, the same counts, top-5 and nll. The first run's row
     stays, as for one cell that two runs hold."""
-    places = pd.Series([slot(r) for r in ok.to_dict("records")], index=ok.index)
+    free = unlimited_fingerprints(ok.to_dict("records"))
+    places = pd.Series([slot(r, free) for r in ok.to_dict("records")], index=ok.index)
     repeated = []
     for _, part in ok.groupby([ok["label"], places], sort=False):
         repeated += [idx for idx, row in part.iloc[1:].iterrows() if _same_measurement(part.iloc[0], row, runs)]
@@ -177,7 +197,8 @@ def _outcomes(run: Run, row: pd.Series) -> pd.DataFrame | None:
 def _refuse_two_versions(ok: pd.DataFrame, runs: list[Run]) -> None:
     """Two different cells in one place of one label (the same checkpoint, data ids and preprocessing, measured
     on files whose sizes or mtimes differed) cannot be shown or paired as one: say which and how to part them."""
-    places = ok.assign(_slot=[slot(r) for r in ok.to_dict("records")])
+    free = unlimited_fingerprints(ok.to_dict("records"))
+    places = ok.assign(_slot=[slot(r, free) for r in ok.to_dict("records")])
     twice = places[places.duplicated(["label", "_slot"], keep=False)]
     if twice.empty:
         return
@@ -236,7 +257,7 @@ def report_folder() -> OwnedFolder:
     from .plots import figure_files
 
     names = ("report.md", "report.csv", "report.parquet", "report.tex", "headlines.json")
-    return OwnedFolder(".hiera-bench-report", "-o", names + tuple(f"plots/{name}" for name in figure_files()),
+    return OwnedFolder(MARKERS["report"], "-o", names + tuple(f"plots/{name}" for name in figure_files()),
                        earlier=first_line_is("report.md", REPORT_HEADING))
 
 

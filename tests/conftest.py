@@ -15,10 +15,13 @@ import tempfile
 from pathlib import Path
 
 _CACHE = Path(tempfile.mkdtemp(prefix="hiera-bench-tests-"))
-os.environ.setdefault("HF_HOME", str(_CACHE / "hf"))
+# set, not defaulted: a developer's own HF_HOME or hub cache must never receive the tests' random-weight snapshots
+os.environ["HF_HOME"] = str(_CACHE / "hf")
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE"):
+    os.environ.pop(_var, None)  # each would win over HF_HOME
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("HF_DATASETS_CACHE", str(_CACHE / "datasets"))
+os.environ["HF_DATASETS_CACHE"] = str(_CACHE / "datasets")
 os.environ["HIERA_BENCH_CACHE"] = str(_CACHE / "hiera-bench")
 #: Where tests that cannot use ``tmp_path`` (hypothesis strategies) make their folders.
 os.environ["HIERA_BENCH_TESTS_TMP"] = str(_CACHE / "tmp")

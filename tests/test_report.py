@@ -296,3 +296,22 @@ def test_one_label_measured_twice_with_the_same_outcomes_is_shown_once(cli, full
     table = pd.read_csv(tmp_path / "rep" / "report.csv")
     assert len(table) == 4 and not table.duplicated(["scheme", "img_size"]).any()
     assert set(table["cell_key"]) == keys[0]
+
+
+def test_a_table_that_does_not_name_the_abswin_grid_is_not_placed_beside_another_run(cli, full_ckpt, class_folder,
+                                                                                       tmp_path):
+    """A run folder of a version before the global_size column, reported with another run under one label, showed its
+    abswin cells as a second series "abswin (global learned)" (a full-grid checkpoint learned none) beside the same
+    measurement: it is refused in one line, and reported alone it is read as it is."""
+    for name in ("old", "new"):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(tmp_path / name), res="64,96",
+                              batch_size=6, workers=0))
+    views = (tmp_path / "old" / "results.parquet").resolve().parent
+    table = pd.read_parquet(views / "results.parquet").drop(columns=["global_size"])
+    table.to_parquet(views / "results.parquet")
+    table.to_csv(views / "results.csv", index=False)
+    result = cli("report", tmp_path / "old", tmp_path / "new", "-o", tmp_path / "rep")
+    assert result.code == 2 and "does not name the abswin fit's global grid" in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1
+    alone = cli("report", tmp_path / "old", "-o", tmp_path / "rep-old")
+    assert alone.code == 0 and "global learned" not in (tmp_path / "rep-old" / "report.md").read_text()

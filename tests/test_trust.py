@@ -237,6 +237,11 @@ def test_report_inspect_and_demo_never_overwrite_a_folder_of_the_users(cli, full
     refused = cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", theirs)
     assert refused.code == 2 and "inspect-96.json that hiera-bench did not write" in refused.err
     assert (theirs / "inspect-96.json").read_text() == '{"mine": 1}' and not (theirs / "posembed-96.png").exists()
+    (theirs / "inspect-96.json").unlink()
+    (theirs / "posembed-mae-224.png").write_text("my figure")  # a name inspect never writes: left alone
+    assert cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", theirs).code == 0
+    assert (theirs / "posembed-mae-224.png").read_text() == "my figure" and (theirs / "posembed-96.png").is_file()
+    assert cli("report", run, "-o", run).code == 0, "a folder of another hiera-bench command is hiera-bench's"
     inspected = tmp_path / "inspected"
     assert cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", inspected).code == 0
     (inspected / ".hiera-bench-inspect").unlink()  # as an older hiera-bench left it: its own JSON tells it apart

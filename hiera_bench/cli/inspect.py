@@ -21,17 +21,17 @@ def inspect(
     global_size: Optional[int] = typer.Option(None, "--global-size", metavar="SIDE", help="Global grid side for the abswin fit of full-grid checkpoints (as in sweep)."),
 ) -> None:
     """Print MODEL's position-embedding structure; draw it at native size, after interp and after abswin to --res."""
-    from ..inspect import INSPECT_FOLDER, inspect_model, parse_channels, write_inspection
+    from ..inspect import inspect_folder, inspect_model, parse_channels, write_inspection
 
-    if out_dir is not None:
-        INSPECT_FOLDER.refuse_foreign(out_dir)  # before the model loads: the user's files decide in a second
+    if out_dir is not None and res is not None:
+        inspect_folder(res).refuse_foreign(out_dir)  # before the model loads: the user's files decide in a second
     chosen = parse_channels(channels) if channels is not None else None
     report, fig = inspect_model(one_model(model_arg, model), checkpoint, res, chosen, global_size=global_size)
     if global_size is not None and report.pos_embed_kind == "abswin":
         err.print("note: --global-size only applies to full-grid checkpoints; this one learned its own split",
                   markup=False)
     target = out_dir or Path("results") / report.model / "inspect"
-    paths = write_inspection(report, fig, INSPECT_FOLDER.claim(target))
+    paths = write_inspection(report, fig, inspect_folder(report.size).claim(target))
     for line in summary_lines(report):
         out.print(line, markup=False, soft_wrap=True)
     out.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False, soft_wrap=True)

@@ -76,12 +76,12 @@ SUMMARY_HEADING = "# hiera-bench demo"
 
 def demo_folder():
     """The demo's ``--out``: its combined table, summary and figures (each checkpoint's run folder is its own)."""
-    from ..io import OwnedFolder, first_line_is
+    from ..io import MARKERS, OwnedFolder, first_line_is
     from ..plots import figure_files
 
     figures = figure_files() + (f"posembed-{DEMO_INSPECT}.png", f"posembed-{DEMO_INSPECT}.svg",
                                 f"inspect-{DEMO_INSPECT}.json", "demo.png")
-    return OwnedFolder(".hiera-bench-demo", "--out", ("results.csv", "summary.md") + tuple(f"plots/{f}" for f in figures),
+    return OwnedFolder(MARKERS["demo"], "--out", ("results.csv", "summary.md") + tuple(f"plots/{f}" for f in figures),
                        earlier=first_line_is("summary.md", SUMMARY_HEADING))
 
 

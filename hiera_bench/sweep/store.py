@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ..cells import CellIdentity, newest_per_slot
 from ..errors import UserError
-from ..io import OwnedFolder, atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
+from ..io import MARKERS, OwnedFolder, atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
 from .provenance import measuring_versions
 from .records import PART_SCHEMA
@@ -88,6 +88,25 @@ class CellStore:
         meta = {b"forward_s": repr(forward_s).encode(), MEASURED_WITH: json.dumps(measuring_versions()).encode()}
         table = records.replace_schema_metadata(meta)
         atomic_write_parquet(self.root / f"part-{start:09d}-{end:09d}.parquet", table)
+
+    def _fitted_grid(self, row: dict[str, Any]) -> str | None:
+        """The abswin fit's global grid of a row written before rows named it: its cell.json's, where the grid
+        changes the cell's numbers (a fitting scheme on a full-grid checkpoint; those versions put the grid
+        into every cell.json)."""
+        from ..cells import global_size_text
+        from ..posembed import get_scheme
+
+        try:
+            fits = get_scheme(str(row.get("scheme"))).uses_fit
+        except UserError:  # a scheme this version does not have
+            return None
+        if row.get("pos_embed_kind") != "full" or not fits:
+            return None
+        try:
+            grid = json.loads((self.root / "cell.json").read_text(encoding="utf-8")).get("global_size")
+            return global_size_text(grid) if isinstance(grid, list) and len(grid) == 2 else (grid if isinstance(grid, str) else None)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
 
     def measured_with(self) -> list[dict[str, str] | None]:
         """The distinct package versions that measured this cell's committed parts (None: a part of a version
@@ -162,6 +181,8 @@ class CellStore:
         row = dict(require_keys(read_json(self.row_path, "finished cell", self.fix), ROW_KEYS, self.row_path,
                                 "finished cell", self.fix))
         stamp = row.pop(FINISHED, None)
+        if "global_size" not in row:
+            row["global_size"] = self._fitted_grid(row)
         if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
             try:
                 stamp = self.row_path.stat().st_mtime
@@ -191,7 +212,7 @@ class DataFiles:
 #: The merged views a run folder shows at its top (see :mod:`.views`).
 VIEWS = ("results.csv", "results.parquet", "results.md", "predictions.parquet", "run.json")
 #: A run folder's own mark: files of the names in :data:`VIEWS` elsewhere are someone else's.
-MARKER = ".hiera-bench-run"
+MARKER = MARKERS["run"]
 
 
 def _cells_of_older_version(root: Path) -> bool:

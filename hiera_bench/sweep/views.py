@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ..cells import slot
+from ..cells import slot, unlimited_fingerprints
 from ..interrupts import deferred
 from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text, writer
 from ..pivot import markdown, pivot
@@ -49,11 +49,12 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         mine = table.to_dict("records")
         # of several cells of one slot (the files changed between runs) only one is shown: this sweep's, which
         # measured the files as they are now, or else the one that finished last
-        taken = {slot(r) for r in mine}
         shown, changed = run_dir.shown_rows(files)
-        rows = _named_as_now([r for r in shown if slot(r) not in taken], mine) + mine
+        free = unlimited_fingerprints([*mine, *shown, *changed])
+        taken = {slot(r, free) for r in mine}
+        rows = _named_as_now([r for r in shown if slot(r, free) not in taken], mine) + mine
         if files is not None:  # versions of the places this sweep measured again are not missed
-            run_info["cells_of_changed_files"] = len({slot(r) for r in changed} - taken)
+            run_info["cells_of_changed_files"] = len({slot(r, free) for r in changed} - taken)
         t_stats = time.time()
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
