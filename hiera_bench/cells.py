@@ -130,6 +130,10 @@ def with_defaults(table: pd.DataFrame) -> pd.DataFrame:
     if "limit" in table and "data_fingerprint" in table and table["limit"].notna().any():
         free = unlimited_fingerprints(table.to_dict("records"))
         missing["limit"] = table["limit"].where(~table["data_fingerprint"].isin(free), None)
+    if "label" not in table and "model" in table:
+        missing["label"] = table["model"].astype(str)
+    elif "label" in table and table["label"].isna().any():
+        missing["label"] = table["label"].where(table["label"].notna(), table["model"].astype(str))
     return table.assign(**missing) if missing else table
 
 
