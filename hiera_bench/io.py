@@ -179,14 +179,34 @@ MARKERS = {"run": ".hiera-bench-run", "report": ".hiera-bench-report", "inspect"
            "demo": ".hiera-bench-demo", "export": ".hiera-bench-export"}
 
 
+def _manifest(marker: Path) -> set[str] | None:
+    """The files a marker says its command wrote; None for a marker without that list (a run folder's from before
+    it, an export's)."""
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    return {str(f) for f in files} if isinstance(files, list) else None
+
+
+def written_here(root: Path) -> set[str]:
+    """Every file the markers in ``root`` say hiera-bench wrote there (of any command)."""
+    found: set[str] = set()
+    for marker in MARKERS.values():
+        found |= _manifest(Path(root) / marker) or set()
+    return found
+
+
 @dataclass(frozen=True)
 class OwnedFolder:
     """A folder a command writes files of fixed names into (a run, a report, an inspection, the demo).
 
-    Its ``marker`` file makes it hiera-bench's. A folder holding files of those names (``names``: glob patterns
-    relative to it) without the marker is someone else's, refused and never overwritten: ``report -o ~/paper``
-    must not replace the user's own report.tex. ``earlier`` recognises a folder an older hiera-bench wrote
-    before it had the marker, so an upgrade keeps writing where it wrote before.
+    Its ``marker`` lists the files the command wrote there. A file of one of its ``names`` (paths relative to the
+    folder) that no marker in the folder lists is someone else's: the folder is refused and the file never
+    overwritten (``report -o ~/paper`` must not replace the user's report.tex, nor may a report replace it in a
+    folder an ``inspect`` wrote into). ``earlier`` recognises a folder an older hiera-bench wrote before markers,
+    and a marker of this kind without a list (an older run folder's) covers the kind's own names.
     """
 
     marker: str
@@ -195,11 +215,15 @@ class OwnedFolder:
     earlier: Callable[[Path], bool] = _never
 
     def foreign(self, root: Path) -> list[str]:
-        """The files of ``root`` this folder's writer would replace, when ``root`` is not hiera-bench's."""
+        """The files of ``root`` this folder's writer would replace that hiera-bench did not write."""
         root = Path(root)
-        if not root.is_dir() or any((root / marker).is_file() for marker in MARKERS.values()) or self.earlier(root):
-            return []  # another command's folder (a report into the demo's) rewrites files hiera-bench wrote
-        return sorted({p.relative_to(root).as_posix() for pattern in self.names for p in root.glob(pattern)})
+        own = root / self.marker
+        if not root.is_dir():
+            return []
+        if own.is_file() and _manifest(own) is None or not own.is_file() and self.earlier(root):
+            return []  # written before markers listed files, or before there were markers
+        ours = written_here(root)
+        return sorted(name for name in self.names if os.path.lexists(root / name) and name not in ours)
 
     def refuse_foreign(self, root: Path) -> None:
         root = Path(root)
@@ -207,16 +231,18 @@ class OwnedFolder:
             raise UserError(f"{self.option} {root} is a file, not a folder; choose another {self.option}")
         foreign = self.foreign(root)
         if foreign:
-            raise UserError(f"{self.option} {root} holds {listed(foreign)} that hiera-bench did not write (it has no "
-                            f"{self.marker} marker); choose another {self.option}, or move those files away")
+            raise UserError(f"{self.option} {root} holds {listed(foreign)} that hiera-bench did not write (no marker "
+                            f"lists it); choose another {self.option}, or move those files away")
 
     def claim(self, root: Path) -> Path:
-        """``root``, created and marked as hiera-bench's; refused (one line) if it is someone else's."""
+        """``root``, created, with its marker listing this command's files; refused (one line) if it holds
+        someone else's file of those names."""
         root = Path(root)
         self.refuse_foreign(root)
-        if not (root / self.marker).is_file():
-            atomic_write_text(root / self.marker, f"Written by hiera-bench; it rewrites {', '.join(self.names)} "
-                                                  "here. Files of other names are left alone.\n")
+        own = root / self.marker
+        listed_before = _manifest(own) or set()
+        if not set(self.names) <= listed_before:
+            atomic_write_json(own, {"written_by": "hiera-bench", "files": sorted(listed_before | set(self.names))})
         return root
 
 

@@ -241,7 +241,29 @@ def test_report_inspect_and_demo_never_overwrite_a_folder_of_the_users(cli, full
     (theirs / "posembed-mae-224.png").write_text("my figure")  # a name inspect never writes: left alone
     assert cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", theirs).code == 0
     assert (theirs / "posembed-mae-224.png").read_text() == "my figure" and (theirs / "posembed-96.png").is_file()
-    assert cli("report", run, "-o", run).code == 0, "a folder of another hiera-bench command is hiera-bench's"
+    assert cli("report", run, "-o", run).code == 0, "the run's own plots are listed in its marker"
+
+    # a marker lists what its command wrote: it does not make the user's other files hiera-bench's
+    (theirs / "report.md").write_text("my report")  # theirs now carries inspect's marker
+    refused = cli("report", run, "-o", theirs)
+    assert refused.code == 2 and "report.md that hiera-bench did not write" in refused.err
+    assert (theirs / "report.md").read_text() == "my report"
+    copied = tmp_path / "copied"  # an export's marker copied along with a model: it lists nothing of a report's
+    copied.mkdir()
+    (copied / ".hiera-bench-export").write_text("Written by `hiera-bench export`\n")
+    (copied / "report.md").write_text("my report")
+    assert cli("report", run, "-o", copied).code == 2 and (copied / "report.md").read_text() == "my report"
+    sizes = tmp_path / "sizes"
+    sizes.mkdir()
+    (sizes / "posembed-96.png").write_text("my figure")
+    assert cli("inspect", "--checkpoint", full_ckpt, "--res", "128", "-o", sizes).code == 0
+    refused = cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", sizes)
+    assert refused.code == 2 and (sizes / "posembed-96.png").read_text() == "my figure"
+    swept = tmp_path / "swept"
+    swept.mkdir()
+    (swept / "report.md").write_text("my report")
+    assert _sweep(cli, full_ckpt, class_folder, swept).code == 0
+    assert cli("report", swept, "-o", swept).code == 2 and (swept / "report.md").read_text() == "my report"
     inspected = tmp_path / "inspected"
     assert cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", inspected).code == 0
     (inspected / ".hiera-bench-inspect").unlink()  # as an older hiera-bench left it: its own JSON tells it apart

@@ -240,15 +240,15 @@ class RunDir:
             if self.root.exists() and not self.root.is_dir():
                 raise UserError(f"--out {self.root} is a file, not a folder; choose another --out")
             return
-        run_folder().refuse_foreign(self.root)
+        folder = run_folder()
+        folder.refuse_foreign(self.root)
         try:
             (self.root / "cells").mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-probe-{os.getpid()}"
             probe.write_text("")
             probe.unlink()
             remove_stale_temp_files(self.root)
-            if not (self.root / MARKER).is_file():
-                atomic_write_json(self.root / MARKER, {"written_by": "hiera-bench", "layout": 2})
+            folder.claim(self.root)  # the marker, listing the views and plots
         except OSError as exc:
             raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
 
