@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import MUST_MATCH, NOTED, noted_differences, same_value
+from .cells import MUST_MATCH, NOTED, missing, noted_differences, same_value
 from .errors import UserError
 from .report import Run, read_run
 from .stats import discordant, mcnemar_exact, outcomes, paired_difference_ci
@@ -116,7 +116,11 @@ def _cells(run: Run, scheme: str | None, at: int | None,
 
 def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str]:
     """Refuse runs on different images; the notes on what else differs."""
-    differ = [f"{MUST_MATCH[c]}: {row_a.get(c)} vs {row_b.get(c)}" for c in SAME_IMAGES
+    fingerprint = row_a.get("data_fingerprint")
+    # the fingerprint hashes the ids and labels a --limit or --per-class selected: equal, they are the same images
+    # (an older version kept a --limit at or above the data's size, which newer ones drop)
+    same = not missing(fingerprint) and same_value(fingerprint, row_b.get("data_fingerprint"))
+    differ = [f"{MUST_MATCH[c]}: {row_a.get(c)} vs {row_b.get(c)}" for c in (() if same else SAME_IMAGES)
               if not same_value(row_a.get(c), row_b.get(c))]
     if differ:
         raise UserError(f"{a.root} and {b.root} were evaluated on different images ({'; '.join(differ)}); "

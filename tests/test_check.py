@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -264,3 +265,23 @@ def test_a_table_that_does_not_name_the_abswin_grid_is_never_matched_to_some_gri
     for args in ((run_dir, "--baseline", _save(old, tmp_path)), (_save(old, tmp_path, "run.csv"), "--baseline", run_dir)):
         result = cli("check", *args)
         assert result.code == 2 and "lacks 3 baseline cell(s)" in result.err, result.out + result.err
+
+
+def test_compare_takes_the_same_images_under_an_old_limit_equal_to_the_data_size(cli, run_dir, results, tmp_path):
+    """Versions before a --limit at or above the data's size was dropped kept it (here 12 of 12 images): the data
+    fingerprint, of the ids and labels the limit selected, is the same, so the images are; compare once refused."""
+    import shutil
+
+    old = Path(shutil.copytree(run_dir, tmp_path / "old", symlinks=True))
+    views = (old / "results.parquet").resolve().parent
+    table = pd.read_parquet(views / "results.parquet").assign(limit=12)
+    assert (table["n_images"] + table["n_failed"]).eq(12).all()
+    table.to_parquet(views / "results.parquet")
+    table.to_csv(views / "results.csv", index=False)
+    result = cli("compare", old, run_dir, "--at", "64")
+    assert result.code == 0, result.err
+    other = table.assign(limit=6, data_fingerprint="0123456789abcdef")  # other images: still refused
+    other.to_parquet(views / "results.parquet")
+    other.to_csv(views / "results.csv", index=False)
+    refused = cli("compare", old, run_dir, "--at", "64")
+    assert refused.code == 2 and "evaluated on different images" in refused.err
