@@ -129,6 +129,10 @@ def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str
              "with its own preprocessing" for c in PREPROCESSING if not same_value(row_a.get(c), row_b.get(c))]
     notes += [f"{NOTED[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — the difference includes that change"
               for c in noted_differences(row_a, row_b)]
+    grids = [row.get("global_size") for row in (row_a, row_b)]
+    if not same_value(*grids):  # the abswin fit of a full-grid checkpoint on another global grid
+        notes.append(f"the abswin fit's global grid differs: {' vs '.join('none' if missing(g) else str(g) for g in grids)}"
+                     " — the difference includes that change")
     if same_value(row_a.get("checkpoint_sha256"), row_b.get("checkpoint_sha256")):
         notes.append("both runs evaluated the same checkpoint (same sha256)")
     return notes

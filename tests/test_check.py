@@ -285,3 +285,12 @@ def test_compare_takes_the_same_images_under_an_old_limit_equal_to_the_data_size
     other.to_csv(views / "results.csv", index=False)
     refused = cli("compare", old, run_dir, "--at", "64")
     assert refused.code == 2 and "evaluated on different images" in refused.err
+
+
+def test_compare_notes_an_abswin_fit_on_another_global_grid(cli, run_dir, full_ckpt, class_folder, tmp_path):
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(tmp_path / "g1"), res="64,96",
+                          global_size=1, batch_size=6, workers=0))
+    compared = cli("compare", run_dir, tmp_path / "g1", "--at", "96", "--json")
+    assert compared.code == 0, compared.err
+    assert "the abswin fit's global grid differs: 2x2 vs 1x1 — the difference includes that change" in \
+        json.loads(compared.out)["notes"]
