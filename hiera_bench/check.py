@@ -228,14 +228,16 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
 def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of a run folder's latest measurements: every cell of the checkpoint, data and preprocessing its
     latest sweep measured (run.json's ``cells``; crops and sizes swept by earlier commands too) and the sizes that
-    sweep skipped, with the number of the folder's other cells in ``.attrs["left_out"]``; a results file, or a
+    sweep skipped, with the number of the folder's other cells in ``.attrs["left_out"]`` (and the sweep's note of
+    cells measured with other package versions in ``.attrs["versions_note"]``); a results file, or a
     folder from before run.json listed its cells, whole. ``table`` is :func:`~hiera_bench.report.read_table`'s:
     run.json is read from the same views as the results."""
     views = table.attrs.get("views")
     path = Path(views) / "run.json" if views else None
     if path is None or not path.is_file():
         return table
-    cells = read_json(path, "run.json", RESWEEP).get("cells")
+    run = read_json(path, "run.json", RESWEEP)
+    cells = run.get("cells")
     if cells is None:
         return table
     if not isinstance(cells, list) or not all(isinstance(k, str) for k in cells):
@@ -245,16 +247,13 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     # a row without a key is a size the latest sweep skipped (skips are not kept for later sweeps)
     keep = groups.isin(latest) | table["cell_key"].isna()
     out = table[keep]
-    out.attrs = dict(table.attrs, left_out=int((~keep).sum()), run_json=str(path))
+    out.attrs = dict(table.attrs, left_out=int((~keep).sum()), versions_note=other_versions_said(run))
     return out
 
 
-def other_versions_said(table: pd.DataFrame) -> str | None:
-    """The note of the sweep that wrote ``table``'s run folder when some of its cells were measured with other package
+def other_versions_said(run: dict) -> str | None:
+    """The note of the sweep whose ``run.json`` this is when some of its cells were measured with other package
     versions than that sweep's (see :func:`hiera_bench.sweep.run.records_versions`)."""
-    if not table.attrs.get("run_json"):
-        return None
-    run = read_json(Path(table.attrs["run_json"]), "run.json", RESWEEP)
     other = run.get("measured_with_other_versions")
     if not isinstance(other, dict) or not isinstance(other.get("cells"), list) or not isinstance(other.get("versions"), list):
         return None
@@ -272,9 +271,8 @@ def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.
     ran = latest_sweep(read_table(run))
     result = compare(ran, base, metric, tol, use_ci, allow_missing_provenance)
     for table, which in ((ran, "the run"), (base, "the baseline")):
-        said = other_versions_said(table)
-        if said:
-            result.notes.append(f"in {which}, {said}")
+        if table.attrs.get("versions_note"):
+            result.notes.append(f"in {which}, {table.attrs['versions_note']}")
     if base.attrs.get("left_out"):
         result.notes.append(f"{base.attrs['left_out']} cell(s) of earlier sweeps in the baseline folder not used: "
                             "another checkpoint, data or options than its latest sweep's")

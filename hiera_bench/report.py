@@ -24,7 +24,7 @@ from .errors import UserError, listed
 from .sweep.config import check_label
 from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
 from .pivot import latex, markdown, pivot
-from .stats import annotate, with_cell_keys
+from .stats import annotate, outcomes, with_cell_keys
 from .untrusted import RESWEEP, read_parquet, reading
 from .sweep.rows import tidy_table
 from .sweep.views import current_views
@@ -137,8 +137,11 @@ def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     ok = df[df["status"].eq("ok")].drop_duplicates(["label", "cell_key"]).copy()
     later = ok["_run"] != ok.groupby("cell_key")["_run"].transform("min")
     ok.loc[later, "cell_key"] = ok.loc[later, "cell_key"] + _RUN_MARK + ok.loc[later, "_run"].astype(str)
+    free = unlimited_fingerprints(ok.to_dict("records"))
+    ok = ok.assign(_slot=[slot(r, free) for r in ok.to_dict("records")])
     ok = _drop_repeated_measurements(ok, runs)
     _refuse_two_versions(ok, runs)
+    ok = ok.drop(columns="_slot")
     where = [c for c in GROUP_COLUMNS if c in df] + ["scheme", "img_size"]
     rest = df[~df["status"].eq("ok")].drop_duplicates(where)
     rest = rest.merge(ok[where].drop_duplicates(), on=where, how="left", indicator=True)
@@ -163,43 +166,38 @@ def plain_keys(keys: pd.Series) -> pd.Series:
 
 
 def _drop_repeated_measurements(ok: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
-    """``ok`` without the rows that repeat an earlier run's measurement of the same place under the same label
-    although their cells are keyed apart (an older hiera-bench keyed its cells otherwise; files touched but not
-    changed): the same images, each right or wrong alike, the same counts, top-5 and nll. The first run's row
-    stays, as for one cell that two runs hold."""
-    free = unlimited_fingerprints(ok.to_dict("records"))
-    places = pd.Series([slot(r, free) for r in ok.to_dict("records")], index=ok.index)
+    """``ok`` (with each row's ``_slot``) without the rows that repeat an earlier run's measurement of the same place
+    under the same label although their cells are keyed apart (an older hiera-bench keyed its cells otherwise; files
+    touched but not changed): the same images, each right or wrong alike, the same counts, top-5 and nll. The first
+    run's row stays, as for one cell that two runs hold."""
+    read: dict[int, dict[str, pd.Series]] = {}  # per run, the statistics' own reading, made where it is needed
+
+    def correct(row: pd.Series) -> pd.Series | None:
+        i = int(row["_run"])
+        if i not in read:
+            read[i] = {} if runs[i].predictions is None else outcomes(runs[i].table, runs[i].predictions)
+        return read[i].get(plain_keys(pd.Series([row["cell_key"]])).iloc[0])
+
+    def same(a: pd.Series, b: pd.Series) -> bool:
+        if not all(same_value(a.get(col), b.get(col)) for col in ("n_images", "n_failed")):
+            return False
+        # older versions rounded top-5 and nll in their tables: equal to that rounding
+        if not all(abs(float(a[col]) - float(b[col])) <= tol for col, tol in (("top5", 1e-3), ("nll", 1e-4))):
+            return False
+        found = [correct(row) for row in (a, b)]
+        return all(f is not None and not f.empty for f in found) and found[0].sort_index().equals(found[1].sort_index())
+
     repeated = []
-    for _, part in ok.groupby([ok["label"], places], sort=False):
-        repeated += [idx for idx, row in part.iloc[1:].iterrows() if _same_measurement(part.iloc[0], row, runs)]
+    for _, part in ok.groupby(["label", "_slot"], sort=False):
+        repeated += [idx for idx, row in part.iloc[1:].iterrows() if same(part.iloc[0], row)]
     return ok.drop(index=repeated)
 
 
-def _same_measurement(a: pd.Series, b: pd.Series, runs: list[Run]) -> bool:
-    if not all(same_value(a.get(col), b.get(col)) for col in ("n_images", "n_failed")):
-        return False
-    # older versions rounded top-5 and nll in their tables: equal to that rounding
-    if not all(abs(float(a[col]) - float(b[col])) <= tol for col, tol in (("top5", 1e-3), ("nll", 1e-4))):
-        return False
-    outcomes = [_outcomes(runs[int(row["_run"])], row) for row in (a, b)]
-    return all(o is not None and not o.empty for o in outcomes) and outcomes[0].equals(outcomes[1])
-
-
-def _outcomes(run: Run, row: pd.Series) -> pd.DataFrame | None:
-    """Each image's outcome in the cell of ``row`` (image id, right at top-1, failed), by image id."""
-    if run.predictions is None:
-        return None
-    key = plain_keys(pd.Series([row["cell_key"]])).iloc[0]
-    cell = run.predictions[run.predictions["cell_key"].eq(key)]
-    return cell[["image_id", "correct1", "failed"]].sort_values("image_id").reset_index(drop=True)
-
-
 def _refuse_two_versions(ok: pd.DataFrame, runs: list[Run]) -> None:
-    """Two different cells in one place of one label (the same checkpoint, data ids and preprocessing, measured
-    on files whose sizes or mtimes differed) cannot be shown or paired as one: say which and how to part them."""
-    free = unlimited_fingerprints(ok.to_dict("records"))
-    places = ok.assign(_slot=[slot(r, free) for r in ok.to_dict("records")])
-    twice = places[places.duplicated(["label", "_slot"], keep=False)]
+    """Two different cells in one place (``ok``'s ``_slot``) of one label (the same checkpoint, data ids and
+    preprocessing, measured on files whose sizes or mtimes differed) cannot be shown or paired as one: say which and
+    how to part them."""
+    twice = ok[ok.duplicated(["label", "_slot"], keep=False)]
     if twice.empty:
         return
     first = twice.iloc[0]

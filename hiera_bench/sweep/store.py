@@ -102,11 +102,10 @@ class CellStore:
             return None
         if row.get("pos_embed_kind") != "full" or not fits:
             return None
-        try:
-            grid = json.loads((self.root / "cell.json").read_text(encoding="utf-8")).get("global_size")
-            return global_size_text(grid) if isinstance(grid, list) and len(grid) == 2 else (grid if isinstance(grid, str) else None)
-        except (OSError, ValueError, AttributeError, TypeError):
-            return None
+        grid = self._identity().get("global_size")
+        if isinstance(grid, list) and len(grid) == 2:  # as those versions wrote it
+            return global_size_text(grid)
+        return grid if isinstance(grid, str) else None
 
     def measured_with(self) -> list[dict[str, str] | None]:
         """The distinct package versions that measured this cell's committed parts (None: a part of a version
@@ -167,12 +166,14 @@ class CellStore:
     def read_row(self) -> dict[str, Any]:
         return self.read_stamped_row()[0]
 
+    def _identity(self) -> dict[str, Any]:
+        """The cell's cell.json (empty where it has none)."""
+        path = self.root / "cell.json"
+        return read_json(path, "cell identity", self.fix) if path.is_file() else {}
+
     def data_state(self) -> str | None:
         """The state of the data files the cell was measured on (its identity's; None where it has none)."""
-        path = self.root / "cell.json"
-        if not path.is_file():
-            return None
-        state = read_json(path, "cell identity", self.fix).get("data_state")
+        state = self._identity().get("data_state")
         return state if isinstance(state, str) else None
 
     def read_stamped_row(self) -> tuple[dict[str, Any], float]:
