@@ -131,6 +131,25 @@ def _crops_hint(missing: list[pd.Series], run: pd.DataFrame) -> str:
             f"{','.join(f'{c:g}' for c in have) or 'none'})")
 
 
+def _unnamed_grid_hint(missing: list[pd.Series], run: pd.DataFrame, baseline: pd.DataFrame) -> str:
+    """Why abswin cells of a full-grid checkpoint went unmatched when one side's table is of a version before
+    tables named the abswin fit's global grid (such cells are never matched to a guessed grid)."""
+    from .posembed import reads_global_grid
+
+    def unnamed(row: pd.Series) -> bool:
+        return reads_global_grid(str(row["scheme"]), row.get("pos_embed_kind")) and pd.isna(row.get("global_size"))
+
+    if any(unnamed(b) for b in missing):
+        which, table = "baseline", baseline
+    elif any(unnamed(r) for _, r in run.iterrows()):
+        which, table = "run", run
+    else:
+        return ""
+    return (f" (the {which}{_source(table)} is of a version before tables named the abswin fit's global grid, so "
+            f"its abswin cells of a full-grid checkpoint match no cell; its sweep run again with this version names the "
+            "grid)")
+
+
 def _source(table: pd.DataFrame) -> str:
     """`` <file>`` a table was read from, for messages about it (empty for a table built in memory)."""
     return f" {table.attrs['source']}" if table.attrs.get("source") else ""
@@ -200,6 +219,7 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     left_out = int(run.attrs.get("left_out", 0))
     if missing:
         shown = ", ".join(_name(b) for b in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        shown += _unnamed_grid_hint(missing, run, baseline)
         if left_out:
             raise UserError(f"the run lacks {len(missing)} baseline cell(s): {shown} ({left_out} cell(s) of other "
                             "checkpoints, data or options in the folder are not checked); sweep those sizes, schemes"

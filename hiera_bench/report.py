@@ -81,10 +81,9 @@ def _unnamed_grids(df: pd.DataFrame) -> bool:
     grid (abswin of a full-grid checkpoint): their grid is not known from the table."""
     if "global_size" in df or "pos_embed_kind" not in df:
         return False
-    from .posembed import list_schemes, get_scheme
+    from .posembed import reads_global_grid
 
-    fitting = [name for name in list_schemes() if get_scheme(name).uses_fit]
-    return bool((df["pos_embed_kind"].eq("full") & df["scheme"].isin(fitting)).any())
+    return any(reads_global_grid(str(s), k) for s, k in zip(df["scheme"], df["pos_embed_kind"]))
 
 
 def _read_results_file(path: Path) -> pd.DataFrame:

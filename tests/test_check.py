@@ -265,6 +265,12 @@ def test_a_table_that_does_not_name_the_abswin_grid_is_never_matched_to_some_gri
     for args in ((run_dir, "--baseline", _save(old, tmp_path)), (_save(old, tmp_path, "run.csv"), "--baseline", run_dir)):
         result = cli("check", *args)
         assert result.code == 2 and "lacks 3 baseline cell(s)" in result.err, result.out + result.err
+        which = "baseline" if args[0] == run_dir else "run"
+        assert f"the {which} " in result.err and "before tables named the abswin fit's global grid" in result.err
+    # a run that lacks cells for another reason is not blamed on the grid
+    fewer = _save(results[results["img_size"].ne(results["img_size"].max())], tmp_path, "fewer.csv")
+    result = cli("check", fewer, "--baseline", run_dir)
+    assert result.code == 2 and "lacks" in result.err and "global grid" not in result.err, result.err
 
 
 def test_compare_takes_the_same_images_under_an_old_limit_equal_to_the_data_size(cli, run_dir, results, tmp_path):

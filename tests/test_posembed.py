@@ -139,3 +139,13 @@ def test_window_pattern_survives_abswin_but_not_interp():
         assert window_periodicity(ours, tokens, (8, 8)) == pytest.approx(1.0, abs=1e-6)
         stretched = get_scheme("interp")(spec, tokens, mask_grid)
         assert window_periodicity(stretched, tokens, (8, 8)) < 0.05
+
+
+def test_only_a_fitting_scheme_on_a_full_grid_checkpoint_reads_the_global_grid():
+    """The one answer plan (cell identity), the run store (old rows) and report/check (old tables) ask."""
+    from hiera_bench.posembed import reads_global_grid
+
+    assert reads_global_grid("abswin", "full")
+    assert not reads_global_grid("abswin", "abswin")  # the checkpoint's own split: no fit, no grid choice
+    assert not reads_global_grid("interp", "full") and not reads_global_grid("interp-hf", "full")
+    assert not reads_global_grid("no-such-scheme", "full") and not reads_global_grid("abswin", None)

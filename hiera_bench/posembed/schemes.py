@@ -79,6 +79,13 @@ def get_scheme(name: str) -> Scheme:
         raise UserError(f"unknown scheme {name!r}; choose from {', '.join(_SCHEMES)}") from None
 
 
+def reads_global_grid(scheme: str, pos_embed_kind: str | None) -> bool:
+    """Whether ``scheme``'s embedding for a checkpoint of ``pos_embed_kind`` depends on the abswin fit's global
+    grid (a fitting scheme on a full-grid checkpoint); a scheme this version does not have: False."""
+    known = _SCHEMES.get(scheme)
+    return pos_embed_kind == "full" and known is not None and known.uses_fit
+
+
 def parse_schemes(text: str) -> list[Scheme]:
     """``"interp,abswin"`` -> schemes, in the given order, without repeats."""
     names = [n.strip() for n in text.split(",") if n.strip()]

@@ -9,7 +9,7 @@ import torch
 
 from ..cells import CellIdentity, global_size_text
 from ..geometry import HieraGeometry
-from ..posembed import PosEmbedSpec, Scheme
+from ..posembed import PosEmbedSpec, Scheme, reads_global_grid
 from .shards import Span
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
 def fitted_global_size(scheme: Scheme, spec: PosEmbedSpec) -> str | None:
     """The abswin fit's global grid as a cell names it: only where it changes the numbers (a full-grid
     checkpoint, a scheme that reads the fit), evaluated or skipped alike."""
-    return global_size_text(spec.global_size) if spec.kind == "full" and scheme.uses_fit else None
+    return global_size_text(spec.global_size) if reads_global_grid(scheme.name, spec.kind) else None
 
 
 def missing_records(forwards: list[Forward], run_dir: "RunDir", force: bool, n: int) -> dict[str, list[Span]]:

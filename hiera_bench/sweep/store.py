@@ -94,13 +94,9 @@ class CellStore:
         changes the cell's numbers (a fitting scheme on a full-grid checkpoint; those versions put the grid
         into every cell.json)."""
         from ..cells import global_size_text
-        from ..posembed import get_scheme
+        from ..posembed import reads_global_grid
 
-        try:
-            fits = get_scheme(str(row.get("scheme"))).uses_fit
-        except UserError:  # a scheme this version does not have
-            return None
-        if row.get("pos_embed_kind") != "full" or not fits:
+        if not reads_global_grid(str(row.get("scheme")), row.get("pos_embed_kind")):
             return None
         grid = self._identity().get("global_size")
         if isinstance(grid, list) and len(grid) == 2:  # as those versions wrote it
