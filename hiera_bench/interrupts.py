@@ -7,6 +7,7 @@ its temporary file and the rename that publishes it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -42,10 +43,15 @@ def starting_over(force: bool, later: list[str] = ()) -> None:
 
 
 def exit_quietly_on_signals() -> None:
-    """Until a command runs, SIGINT/SIGTERM end the process with one line and 130/143: nothing to keep yet."""
+    """Until a command runs, SIGINT/SIGTERM end the process with one line, by SIGINT (as every Ctrl-C of
+    hiera-bench does: see ``cli.app.entry``) or with 143: nothing to keep yet."""
 
     def leave(signum: int, frame=None) -> None:  # noqa: ARG001  (a signal handler's signature)
         sys.stderr.write("interrupted while starting; nothing had run\n")
+        if signum == signal.SIGINT:
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         raise SystemExit(143 if signum == signal.SIGTERM else 130)
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,6 @@ from ..interrupts import exit_quietly_on_signals
 # installs the handlers that keep finished work once the command runs.
 exit_quietly_on_signals()
 
-from .app import app, main  # noqa: E402
+from .app import app, entry, main  # noqa: E402
 
-__all__ = ["app", "main"]
+__all__ = ["app", "entry", "main"]

@@ -84,6 +84,7 @@ def _interrupted(signum: int) -> None:
     # traceback or as -SIGINT; ignored handlers survive teardown, Python ones are reset to the default
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    _state["stopped_by"] = signum
     what = "terminated" if signum == signal.SIGTERM else "interrupted"
     if not _another_rank():  # a torchrun job stopped as a whole says so once, on rank 0
         err.print(f"{what}: finished cells and committed images are kept; {resume_hint()}", markup=False)
@@ -130,6 +131,27 @@ def with_bare_options(argv: list[str]) -> list[str]:
         bare = arg in BARE_OPTIONS and (following is None or following.startswith("-"))
         fixed.append(f"{arg}={BARE_OPTIONS[arg]}" if bare else arg)
     return fixed
+
+
+def entry() -> None:
+    """The process's entry (the ``hiera-bench`` script, ``python -m hiera_bench``): :func:`main`, after which a
+    command stopped by Ctrl-C ends the process by SIGINT once Python has finished, as an uncaught Ctrl-C does.
+    A calling shell then knows the user pressed Ctrl-C: a loop over models stops instead of starting the
+    next one, and the shell shows 130. (Exiting 130 instead was not even stable: CPython 3.8+ still ends by
+    SIGINT, after any exit status, when the interrupt had passed through code run by exec()/eval(), as
+    namedtuple and dataclass creation do.)"""
+    _state.pop("stopped_by", None)
+    try:
+        main()
+    except SystemExit:
+        if _state.get("stopped_by") != signal.SIGINT:
+            raise
+        # an uncaught KeyboardInterrupt makes the interpreter finish, then re-raise SIGINT with the default
+        # action; the one line is already printed, so the traceback is not
+        quiet = KeyboardInterrupt()
+        previous = sys.excepthook
+        sys.excepthook = lambda kind, exc, tb: None if exc is quiet else previous(kind, exc, tb)
+        raise quiet from None
 
 
 def main(argv: list[str] | None = None) -> None:
