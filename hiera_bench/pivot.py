@@ -462,8 +462,17 @@ def _tex_count(n: int | None) -> str:
 
 
 def _tex_stars(stars: str) -> str:
-    """Stars in an ``\\rlap`` take no width, so the decimal points of a column stay aligned."""
-    return rf"\rlap{{$^{{{stars}}}$}}" if stars else ""
+    """Stars as a superscript in a sub-column of their own: they take its width, never the next column's."""
+    return rf"$^{{{stars}}}$" if stars else ""
+
+
+#: A column's sub-columns by kind. top-1: the value and its CI side by side, then Δ vs native and Δ's stars;
+#: a contrast: the difference, its stars, its CI. Numbers are right-aligned so decimal points line up.
+_TEX_SUBCOLUMNS = {"top1": r"r@{\,}l@{\;}r@{}l", "contrast": r"r@{}l@{\,}l"}
+
+
+def _tex_width(kind: str) -> int:
+    return len(re.sub(r"@\{[^}]*\}", "", _TEX_SUBCOLUMNS[kind]))
 
 
 def tex_label(text: str) -> str:
@@ -471,24 +480,24 @@ def tex_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "table"
 
 
-def _tex_cells(value: PivotCell | Contrast | None) -> list[str]:
-    """The three sub-columns of a cell (value, CI, Δ), each right-aligned so decimals line up."""
+def _tex_cells(value: PivotCell | Contrast | None, kind: str) -> list[str]:
+    """The sub-columns of a cell (:data:`_TEX_SUBCOLUMNS`)."""
     if value is None:
-        return ["", "", ""]
+        return [""] * _tex_width(kind)
     if isinstance(value, Contrast):
         if value.shared:
             return [r"$\equiv$", "", ""]
         ci = "" if value.low is None or value.high is None else \
             rf"{{\scriptsize [{_tex_number(value.low, '+.2f')}, {_tex_number(value.high, '+.2f')}]}}"
-        return [_tex_number(value.delta, "+.3f") + _tex_stars(significance_mark(value.p)), ci, ""]
+        return [_tex_number(value.delta, "+.3f"), _tex_stars(significance_mark(value.p)), ci]
     if value.status != "ok":
-        return ["--", "", ""]
+        return ["--", "", "", ""]
     ci = "" if value.ci is None else _tex_interval(interval_parts(value.top1, value.ci))
     if value.delta is None:
-        delta = r"$\equiv$" if value.shared else ""
+        delta, stars = r"$\equiv$" if value.shared else "", ""
     else:
-        delta = _tex_number(value.delta, "+.3f") + _tex_stars(significance_mark(value.delta_p))
-    return [_tex_number(value.top1, ".3f"), ci, delta]
+        delta, stars = _tex_number(value.delta, "+.3f"), _tex_stars(significance_mark(value.delta_p))
+    return [_tex_number(value.top1, ".3f"), ci, delta, stars]
 
 
 def _tex_interval(parts: tuple[float, float] | float) -> str:
@@ -498,24 +507,25 @@ def _tex_interval(parts: tuple[float, float] | float) -> str:
 
 
 def latex(p: Pivot, key: str = "hiera-bench") -> str:
-    """One booktabs table: a column group per label (\\cmidrule under its name), three right-aligned
-    sub-columns per series (top-1, ± CI, Δ vs native) so decimal points align; ``\\label{tab:<key>}``."""
+    """One booktabs table: a column group per label (\\cmidrule under its name), sub-columns per series
+    (:data:`_TEX_SUBCOLUMNS`) so decimal points align; ``\\label{tab:<key>}``."""
     if not p.groups:
         return "% hiera-bench: no results\n"
     columns = p.columns()
     rel = p.native is not None
     lead = 2 if rel else 1
-    spec = "r" * lead + "@{\\quad}".join("r@{\\,}r@{\\;}r" for _ in columns)
+    kinds = [c.kind for c in columns]
+    spec = "r" * lead + "@{\\quad}".join(_TEX_SUBCOLUMNS[k] for k in kinds)
     head1, head2, rules, at = [], [], [], lead + 1
     for g in p.groups:
-        width = 3 * (len(g.series) + len(g.contrasts))
+        width = _tex_width("top1") * len(g.series) + _tex_width("contrast") * len(g.contrasts)
         head1.append(rf"\multicolumn{{{width}}}{{c}}{{{tex_escape(g.label)} (native {g.native}\,px, "
                      rf"$n={_tex_count(g.n_images)}$)}}")
         rules.append(rf"\cmidrule(lr){{{at}-{at + width - 1}}}")
         at += width
-    for c in columns:
-        name = tex_escape(c.series) if c.kind == "top1" else tex_escape(c.group.contrast_name(c.series))
-        head2.append(rf"\multicolumn{{3}}{{c}}{{{name}}}")
+    for c, kind in zip(columns, kinds):
+        name = tex_escape(c.series) if kind == "top1" else tex_escape(c.group.contrast_name(c.series))
+        head2.append(rf"\multicolumn{{{_tex_width(kind)}}}{{c}}{{{name}}}")
     what = "; ".join(f"{tex_escape(g.label)}: native {g.native}\\,px, $n={_tex_count(g.n_images)}$ images"
                      + (f" of {tex_escape(g.data)}" if g.data else "")
                      for g in p.groups)
@@ -530,7 +540,8 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
         + ([r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "] if "p" in marks else [])
         + ([r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero)."]
            if "shared" in marks else [])).rstrip()
-    lines = ["% hiera-bench: needs \\usepackage{booktabs}"] + _tex_open(caption, tex_label(key), spec)
+    lines = ["% hiera-bench: needs \\usepackage{booktabs}; wider than your text? put the tabular in "
+             "\\resizebox{\\linewidth}{!}{...} (graphicx) or use table*"] + _tex_open(caption, tex_label(key), spec)
     if p.several:
         lines.append(" & " * (lead - 1) + " & " + " & ".join(head1) + r" \\")
         lines.append(" ".join(rules))
@@ -538,7 +549,7 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
     lines.append(r"\midrule")
     for size in p.sizes:
         label = size_text(p, size, lambda s: rf"\textbf{{{s}}}", tex_escape)
-        cells = [x for c in columns for x in _tex_cells(p.value(c, size))]
+        cells = [x for c, kind in zip(columns, kinds) for x in _tex_cells(p.value(c, size), kind)]
         lines.append(label + (f" & {size / p.native:.2f}" if rel else "") + " & " + " & ".join(cells) + r" \\")
     return "\n".join(lines + _TEX_CLOSE + _latex_best_crops(p, key)) + "\n"
 

@@ -128,16 +128,42 @@ def test_latex_is_one_booktabs_table_with_aligned_columns_and_a_label(runs):
     tex = latex(pivot(build([runs / "full", runs / "abswin"])), key="two runs")
     assert tex.count(r"\begin{tabular}") == 1 == tex.count(r"\bottomrule") == tex.count(r"\toprule")
     assert r"\label{tab:two-runs}" in tex and r"hiera\_tiny\_224" in tex and r"$\pm$" in tex and "±" not in tex
-    assert r"\cmidrule(lr){3-11} \cmidrule(lr){12-20}" in tex  # a column group per run: 3 series x 3 sub-columns
+    # a column group per run: 2 schemes x 4 sub-columns (top-1, CI, delta, stars) + their contrast's 3
+    assert r"\cmidrule(lr){3-13} \cmidrule(lr){14-24}" in tex
     assert r"$\equiv$: both schemes use the identical embedding" in tex
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert [line.split(" & ")[0] for line in body] == ["32", r"\textbf{64}", "96", "128"]
-    assert all(line.count(" & ") == 19 and line.endswith(r"\\") for line in body)
-    spec = tex.split(r"\begin{tabular}{")[1].split("}\n")[0]
-    assert spec.count("r") == 20 and "l" not in spec.replace("@{\\quad}", "")  # right-aligned: decimals line up
+    assert all(line.count(" & ") == 23 and line.endswith(r"\\") for line in body)
+    spec = re.sub(r"@\{[^}]*\}", "", tex.split(r"\begin{tabular}{")[1].split("}\n")[0])
+    # numbers right-aligned so decimals line up; a CI left-aligned beside its value; stars in columns of their own
+    assert spec == "rr" + ("rlrl" * 2 + "rll") * 2
+    for line in body:
+        cells = line.removesuffix(r"\\").split(" & ")[2:]
+        groups = [cells[i:i + 11] for i in (0, 11)]
+        for g in groups:
+            for value, ci, delta, stars in (g[0:4], g[4:8]):
+                assert ci in ("", ) or ci.startswith(r"{\scriptsize"), ci
+                assert stars in ("", "$^{*}$", "$^{**}$", "$^{***}$") and "^" not in delta, (delta, stars)
+            assert g[9] in ("", "$^{*}$", "$^{**}$", "$^{***}$") and "^" not in g[8]
     outside_math = re.sub(r"\$[^$]*\$", "", "\n".join(body))
     assert re.search(r"\$-[0-9]", tex) and not re.search(r"-[0-9]", outside_math), "minus signs in math mode"
     assert not re.search(r"[0-9]\*", tex), "stars are superscripts in math mode, never text after a number"
+
+
+@pytest.mark.skipif(not __import__("shutil").which("pdflatex"), reason="no pdflatex here (texlive-latex-recommended)")
+def test_latex_compiles_as_pasted_into_a_paper(runs, tmp_path):
+    """The table as its header comment says to use it: \\input with booktabs loaded."""
+    import subprocess
+
+    tex = latex(pivot(build([runs / "full", runs / "abswin"])), key="two runs")
+    (tmp_path / "table.tex").write_text(tex)
+    (tmp_path / "paper.tex").write_text("\n".join([
+        r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\begin{document}",
+        r"\input{table.tex}", r"\end{document}", ""]))
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "Missing" not in done.stdout and "Undefined" not in done.stdout, done.stdout[-3000:]
 
 
 def test_report_usage_errors(cli, runs, tmp_path):
@@ -255,14 +281,14 @@ def test_a_lopsided_exact_interval_is_shown_by_its_ends_not_as_a_half_width():
     # 600 of 600: the exact interval is [99.39, 100]; "100.000 ± 0.31" would say [99.69, 100.31]
     full = PivotCell("ok", top1=100.0, ci=(99.3876, 100.0))
     assert cell_text(full) == "100.000 [99.39, 100.00]"
-    assert _tex_cells(full)[1] == r"{\scriptsize [$99.39$, $100.00$]}"
+    assert _tex_cells(full, "top1")[1] == r"{\scriptsize [$99.39$, $100.00$]}"
     # 0 of 6: [0, 45.93], not "± 22.96"
     assert cell_text(PivotCell("ok", top1=0.0, ci=(0.0, 45.93))) == "0.000 [0.00, 45.93]"
     # about symmetric (372 of 600): the usual ± half-width
     low, high = binomial_ci(372, 600)
     half = (high - low) / 2
     assert cell_text(PivotCell("ok", top1=62.0, ci=(low, high))) == f"62.000 ± {half:.2f}"
-    assert _tex_cells(PivotCell("ok", top1=62.0, ci=(low, high)))[1] == rf"{{\scriptsize $\pm$${half:.2f}$}}"
+    assert _tex_cells(PivotCell("ok", top1=62.0, ci=(low, high)), "top1")[1] == rf"{{\scriptsize $\pm$${half:.2f}$}}"
 
 
 def test_captions_explain_only_the_marks_the_table_has(runs):
