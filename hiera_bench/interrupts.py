@@ -42,9 +42,20 @@ def starting_over(force: bool, later: list[str] = ()) -> None:
         _resume["hint"] += f"; {', '.join(later)} had not started: sweep {'them' if len(later) > 1 else 'it'} with --force after"
 
 
+def running_as_the_cli() -> bool:
+    """This process is hiera-bench's own (its script, or ``python -m hiera_bench``, whose ``argv[0]`` is ``-m``
+    while the package loads), not a program (a notebook, a test runner) that imported the package."""
+    first = sys.argv[0] if sys.argv else ""
+    return first == "-m" or os.path.basename(first) == "hiera-bench" or \
+        first.endswith(os.path.join("hiera_bench", "__main__.py"))
+
+
 def exit_quietly_on_signals() -> None:
     """Until a command runs, SIGINT/SIGTERM end the process with one line, by SIGINT (as every Ctrl-C of
-    hiera-bench does: see ``cli.app.entry``) or with 143: nothing to keep yet."""
+    hiera-bench does: see ``cli.app.entry``) or with 143: nothing to keep yet. Only in hiera-bench's own
+    process: a program that imports the package keeps its handlers (a notebook's Ctrl-C must not end it)."""
+    if not running_as_the_cli():
+        return
 
     def leave(signum: int, frame=None) -> None:  # noqa: ARG001  (a signal handler's signature)
         sys.stderr.write("interrupted while starting; nothing had run\n")

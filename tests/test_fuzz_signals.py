@@ -121,3 +121,13 @@ def test_ctrl_c_in_a_shell_loop_stops_the_loop(tmp_path, full_ckpt, images):
     assert proc.returncode == -signal.SIGINT, (proc.returncode, stderr)
     assert [line for line in stderr.splitlines() if line.strip()] == [
         "interrupted: finished cells and committed images are kept; re-run the same command to resume"]
+
+
+def test_a_program_that_imports_the_cli_keeps_its_own_ctrl_c():
+    """hiera-bench's quiet start (a Ctrl-C while it loads ends it by SIGINT with one line) is for its own process:
+    a notebook or a test runner that imports ``hiera_bench.cli`` keeps its SIGINT handler (its Ctrl-C would
+    otherwise end the whole kernel)."""
+    probe = ("import signal; before = signal.getsignal(signal.SIGINT); import hiera_bench.cli; "
+             "print(signal.getsignal(signal.SIGINT) is before)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stdout + done.stderr
