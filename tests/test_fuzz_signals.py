@@ -128,6 +128,9 @@ def test_a_program_that_imports_the_cli_keeps_its_own_ctrl_c():
     a notebook or a test runner that imports ``hiera_bench.cli`` keeps its SIGINT handler (its Ctrl-C would
     otherwise end the whole kernel)."""
     probe = ("import signal; before = signal.getsignal(signal.SIGINT); import hiera_bench.cli; "
-             "print(signal.getsignal(signal.SIGINT) is before)")
+             "print(signal.getsignal(signal.SIGINT) is before)\n"
+             "try:\n    hiera_bench.cli.main(['sweep', '--help'])\nexcept SystemExit:\n    pass\n"
+             "print(signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "True", done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "True" and lines[-1] == "True True", done.stdout + done.stderr  # after the import, after main

@@ -14,7 +14,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ..interrupts import Terminated, on_signal, resume_hint
+from ..interrupts import Terminated, on_signal, resume_hint, running_as_the_cli
 
 app = typer.Typer(
     name="hiera-bench",
@@ -155,14 +155,28 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..errors import UserError
+    """``hiera-bench ARGV``: exits (``SystemExit``) with the command's status. Ctrl-C and SIGTERM are
+    handled while it runs; a program that calls it gets its own handlers back after."""
     from . import commands  # noqa: F401  (registers the commands)
 
     argv = with_bare_options(sys.argv[1:] if argv is None else list(argv))
     _state.pop("signal", None)  # a new command (tests run several in one process)
 
+    callers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    try:
+        _command(argv)
+    finally:
+        if not running_as_the_cli():  # a program that called main() gets its own Ctrl-C back
+            for sig, handler in callers.items():
+                signal.signal(sig, handler)
+
+
+def _command(argv: list[str]) -> None:
+    """Run one command, turning what it raises into the one-line contract and an exit status."""
+    from ..errors import UserError
+
     try:
         # typer turns KeyboardInterrupt into a returned exit code 130 in non-standalone mode
         code = app(args=argv, standalone_mode=False)
