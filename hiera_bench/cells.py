@@ -20,7 +20,7 @@ from typing import Any, Collection, Iterable, Mapping
 import pandas as pd
 
 #: Cells sharing these values have one native cell per series; sizes within them are paired on the same images.
-GROUP_COLUMNS = ("model", "checkpoint_sha256", "data_fingerprint", "limit", "per_class", "crop_pct", "interpolation",
+GROUP_COLUMNS = ("model", "checkpoint_sha256", "model_args", "data_fingerprint", "limit", "per_class", "crop_pct", "interpolation",
                  "decode", "dtype", "class_subset")
 #: Names the user gave that keep measurements apart although they are not part of a cell's numbers: the data
 #: set's name (``--data NAME=PATH``: two sets may share ids and labels, e.g. val and a corrupted copy) and the
@@ -40,6 +40,7 @@ MUST_MATCH = {
     "interpolation": "preprocessing (interpolation)",
     "decode": "preprocessing (--decode)",
     "checkpoint_sha256": "checkpoint (sha256)",
+    "model_args": "architecture (the checkpoint folder's config.json model_args)",
     "class_subset": "scoring (--class-subset)",
 }
 #: Fields two compared cells may differ in, said in a note (``check``, ``compare``): the numbers are still of
@@ -49,7 +50,7 @@ NOTED = {"dtype": "precision (dtype)"}
 #: images to decoding errors measured other images (a table without these columns is not held to them).
 IMAGE_COUNTS = {"n_images": "evaluated", "n_failed": "failed to decode"}
 #: How a group field that tells two measurements of one model apart is shown in a section label.
-LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "data_name": ("data", None), "data_fingerprint": ("data", 8), "limit": ("limit", None),
+LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "model_args": ("args", 8), "data_name": ("data", None), "data_fingerprint": ("data", 8), "limit": ("limit", None),
                 "per_class": ("per class", None), "crop_pct": ("crop", None), "interpolation": ("interp", None),
                 "decode": ("decode", None), "dtype": ("dtype", None), "class_subset": ("classes", None)}
 #: Columns newer than the first tables, and what a table without one means (every other identity column
@@ -75,10 +76,11 @@ class CellIdentity:
     global_size: str | None = None
     data_state: str | None = None
     class_subset: str | None = None  # scored over these classes only (ImageNet-R/-A); None: all of the model's
+    model_args: str | None = None  # a checkpoint folder's architecture arguments (models.args_digest)
 
     def fields(self) -> dict[str, Any]:
-        """The cell's ``cell.json``: every field; ``data_state`` and ``class_subset`` only where set (the keys
-        of cells made before they existed stay the same)."""
+        """The cell's ``cell.json``: every field; ``data_state``, ``class_subset`` and ``model_args`` only where
+        set (the keys of cells made before they existed stay the same)."""
         out = {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "preprocess": dict(self.preprocess),
                "data_fingerprint": self.data_fingerprint, "limit": self.limit, "per_class": self.per_class,
                "dtype": self.dtype, "global_size": self.global_size, "scheme": self.scheme, "img_size": self.img_size}
@@ -86,6 +88,8 @@ class CellIdentity:
             out["data_state"] = self.data_state
         if self.class_subset is not None:
             out["class_subset"] = self.class_subset
+        if self.model_args is not None:
+            out["model_args"] = self.model_args
         return out
 
     @property
@@ -96,7 +100,8 @@ class CellIdentity:
 
     def columns(self) -> dict[str, Any]:
         """The tidy-table columns this identity fills."""
-        return {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "scheme": self.scheme,
+        return {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "model_args": self.model_args,
+                "scheme": self.scheme,
                 "img_size": self.img_size, "crop_pct": self.preprocess["crop_pct"],
                 "interpolation": self.preprocess["interpolation"], "decode": self.preprocess.get("decode", "pil"),
                 "dtype": self.dtype, "data_fingerprint": self.data_fingerprint, "limit": self.limit,
@@ -161,14 +166,29 @@ def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(cell_key=keys)
 
 
+#: The group columns of a row's place. A checkpoint folder's architecture arguments are not among them: rows of
+#: versions that did not record them lack them, and a folder measured again after its config.json changed shows
+#: the new cells where the old ones were.
+SLOT_GROUP = tuple(c for c in GROUP_COLUMNS if c != "model_args")
+
+
 def slot(row: Mapping[str, Any], unlimited: Collection[str] = ()) -> tuple:
     """The place a row fills in a table: its group, data name, series and size. Two cells of one slot (the files
     changed between runs, so the state differs) are two versions of one measurement: the newer one is shown.
     ``unlimited``: fingerprints whose rows' limits select every image (:func:`unlimited_fingerprints`)."""
     if row.get("data_fingerprint") in unlimited:
         row = {**row, "limit": None}
-    values = (_or_default(row.get(c), c) for c in (*GROUP_COLUMNS, "data_name", *SERIES_COLUMNS, "img_size"))
+    values = (_or_default(row.get(c), c) for c in (*SLOT_GROUP, "data_name", *SERIES_COLUMNS, "img_size"))
     return tuple(None if missing(value) else _short(value) for value in values)
+
+
+def args_unknown(rows: list[Mapping[str, Any]]) -> list[bool]:
+    """Per row: measured by a version that did not record its checkpoint folder's ``model_args`` while another
+    row of the same checkpoint has them. It may be of other arguments (config.json edited since), so it is not
+    shown beside them: the two would make one group of what may be two models."""
+    recorded = {(row.get("model"), row.get("checkpoint_sha256")) for row in rows if not missing(row.get("model_args"))}
+    return [missing(row.get("model_args")) and (row.get("model"), row.get("checkpoint_sha256")) in recorded
+            for row in rows]
 
 
 def newest_per_slot(rows: Iterable[tuple[Mapping[str, Any], float]]) -> list[Mapping[str, Any]]:
@@ -241,12 +261,16 @@ def section_labels(table: pd.DataFrame, ignore: Collection[str] = ()) -> pd.Seri
 
 def differences(a: pd.Series, b: pd.Series) -> list[str]:
     """What makes row ``a`` not comparable with row ``b`` (empty: comparable)."""
+    return [f"{MUST_MATCH[col]}: run {_shown(a, col)}, baseline {_shown(b, col)}" for col in differing(a, b)]
+
+
+def differing(a: pd.Series, b: pd.Series) -> list[str]:
+    """The :data:`MUST_MATCH` columns rows ``a`` and ``b`` both have (or imply) and differ in."""
     present = [col for col in MUST_MATCH if (col in a.index or col in COLUMN_DEFAULTS) and (col in b.index or col in COLUMN_DEFAULTS)]
     if "data_fingerprint" in present and not missing(_get(a, "data_fingerprint")) \
             and same_value(_get(a, "data_fingerprint"), _get(b, "data_fingerprint")):
         present = [col for col in present if col != "limit"]  # the same images: a limit at or above their number
-    return [f"{MUST_MATCH[col]}: run {_shown(a, col)}, baseline {_shown(b, col)}" for col in present
-            if not same_value(_get(a, col), _get(b, col))]
+    return [col for col in present if not same_value(_get(a, col), _get(b, col))]
 
 
 def noted_differences(a: pd.Series, b: pd.Series) -> list[str]:
@@ -269,10 +293,18 @@ def counts_text(row: pd.Series) -> str:
     return shown + ("" if missing(failed) else f" ({int(failed)} {IMAGE_COUNTS['n_failed']})")
 
 
+#: :data:`MUST_MATCH` columns whose absence is a value, not missing provenance: no limit (every image), no cap
+#: per class, no model_args (timm's architecture for the name; a table of a version before they were recorded
+#: is not held to them, and ``check`` says so).
+MAY_BE_EMPTY = ("limit", "per_class", "model_args")
+#: The :data:`MUST_MATCH` columns that say which model was measured (the rest say on what and how).
+MODEL_IDENTITY = ("checkpoint_sha256", "model_args")
+
+
 def missing_provenance(row: pd.Series) -> list[str]:
     """The :data:`MUST_MATCH` columns a row lacks (an old or hand-made table)."""
-    return [col for col in MUST_MATCH if col not in COLUMN_DEFAULTS and (col not in row.index or missing(row[col]))
-            and col not in ("limit", "per_class")]  # no limit is a real value: every image
+    return [col for col in MUST_MATCH if col not in COLUMN_DEFAULTS and col not in MAY_BE_EMPTY
+            and (col not in row.index or missing(row[col]))]
 
 
 def same_value(a: Any, b: Any) -> bool:

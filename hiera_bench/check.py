@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import (NOTED, counts_differ, counts_text, differences, group_ids, missing_provenance,
-                    noted_differences, same_value, with_defaults)
+from .cells import (MODEL_IDENTITY, MUST_MATCH, NOTED, counts_differ, counts_text, differences, differing, group_ids,
+                    missing_provenance, noted_differences, same_value, with_defaults)
 from .errors import UserError
 from .report import read_table
 from .untrusted import RESWEEP, read_json, wrong
@@ -110,6 +110,17 @@ def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
     if candidates.empty:
         return None
     comparable = [r for _, r in candidates.iterrows() if not differences(r, base_row)]
+    # the same cell of another model under the same name, on the same data and preprocessing: the table holds
+    # several sweeps (a results file of a folder whose checkpoint was replaced), and which one is "the run"
+    # is not the table's to say
+    rivals = [r for _, r in candidates.iterrows() if differing(r, base_row)
+              and set(differing(r, base_row)) <= set(MODEL_IDENTITY)]
+    if comparable and rivals:
+        found = sorted({f"{r['checkpoint_sha256']}"[:8] for r in [*comparable, *rivals]})
+        raise UserError(f"the run{_source(run)} holds {_name(base_row)} of {len(comparable) + len(rivals)} models "
+                        f"under one name ({MUST_MATCH[differing(rivals[0], base_row)[0]]}: {', '.join(found)}) and "
+                        "does not say which sweep came last; check the run folder of a sweep by this version (its "
+                        "latest sweep is checked), or a table of one sweep")
     if len(comparable) == 1:
         return comparable[0]
     if len(comparable) > 1:
@@ -150,6 +161,17 @@ def _unnamed_grid_hint(missing: list[pd.Series], run: pd.DataFrame, baseline: pd
             "grid)")
 
 
+def _unrecorded_args_notes(run: pd.DataFrame, baseline: pd.DataFrame) -> list[str]:
+    """A note where one table records a checkpoint folder's model_args and the other, of a version before they
+    were recorded, does not: the architecture arguments were not compared."""
+    for which, table, other in (("baseline", baseline, run), ("run", run, baseline)):
+        if "model_args" not in table and "model_args" in other and other["model_args"].notna().any():
+            return [f"the {which}{_source(table)} does not record the checkpoint folder's config.json model_args (a "
+                    "version before they were recorded), so a change in them is not caught; make a new "
+                    f"{which} to hold them too"]
+    return []
+
+
 def _source(table: pd.DataFrame) -> str:
     """`` <file>`` a table was read from, for messages about it (empty for a table built in memory)."""
     return f" {table.attrs['source']}" if table.attrs.get("source") else ""
@@ -173,8 +195,8 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     if metric not in METRICS:
         raise UserError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
     m = METRICS[metric]
-    if not (tol >= 0):
-        raise UserError(f"--tol must be 0 or more (absolute points of {metric}), got {tol}")
+    if not (0 <= tol < math.inf):
+        raise UserError(f"--tol must be a finite number, 0 or more (absolute points of {metric}), got {tol}")
     if use_ci and (m.ci is None or not set(m.ci) <= set(baseline.columns) or baseline[m.ci[0]].isna().all()):
         raise UserError(f"--ci needs the baseline's 95 % CI of {metric}: "
                         + ("only top1 has one" if m.ci is None else
@@ -236,6 +258,7 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
         result.left_out = left_out
         result.notes.append(f"{left_out} cell(s) of earlier sweeps in the run folder not checked: another "
                             "checkpoint, data or options than its latest sweep's (run.json cells)")
+    result.notes += _unrecorded_args_notes(run, baseline)
     result.notes += [f"{what} differs: run {mine}, baseline {theirs} ({len(rows)} of {len(result.cells)} cells); "
                      "compared all the same, it is not required to match"
                      for (what, mine, theirs), rows in noted.items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from itertools import chain
@@ -61,6 +62,12 @@ def resolve_name(name: str) -> tuple[str, str | None]:
     return arch, tag or None
 
 
+def args_digest(args: dict[str, Any]) -> str:
+    """A short stable name of architecture arguments: equal arguments, equal names (lists and tuples alike)."""
+    blob = json.dumps(args, sort_keys=True, default=lambda v: list(v) if isinstance(v, (tuple, set)) else str(v))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -96,6 +103,9 @@ class LoadedModel:
     license: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     display_name: str | None = None
+    #: the checkpoint folder's ``model_args`` as :func:`args_digest` names them (they build the net the weights
+    #: go into); None: the architecture is timm's for the name (a hub model, a bare weights file)
+    model_args: str | None = None
 
     @property
     def name(self) -> str:
@@ -230,6 +240,8 @@ def load_model(
     native = _native_size_from_weights(state_dict, probe.patch_stride[0], cfg["input_size"][-1])
     cfg["input_size"] = (3, native, native)
     kwargs = dict(model_args, num_classes=num_classes)
+    if model_args:
+        _check_forward(name, cfg, native, kwargs, Path(checkpoint) / "config.json")
     net = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=cfg, img_size=native, **kwargs)
     _load_strict(net, state_dict, arch, weights_path)
     net.eval()
@@ -240,7 +252,23 @@ def load_model(
         label_names=list(label_names) if label_names else _default_labels(num_classes),
         license=cfg.get("license"), extra={"model_card": folder_cfg.get("model_card")} if folder_cfg else {},
         display_name=folder_cfg.get("model_name"),
+        model_args=args_digest(model_args) if folder_cfg else None,
     )
+
+
+def _check_forward(name: str, cfg: dict[str, Any], native: int, kwargs: dict[str, Any], cfg_file: Path) -> None:
+    """The net a config's ``model_args`` build must run at its native size: tried on the meta device (shapes
+    only, no memory or time), so a bad argument is one line, not a traceback in the sweep's first forward."""
+    import timm
+
+    with torch.device("meta"):
+        trial = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=cfg, img_size=native, **kwargs)
+        try:
+            trial(torch.empty(1, 3, native, native))
+        except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as exc:
+            raise wrong(cfg_file, "checkpoint config",
+                        f"gives {name} arguments its forward fails with at {native} px ({first_line(exc)})",
+                        CONFIG_FIX) from exc
 
 
 def _default_labels(num_classes: int) -> list[str] | None:

@@ -27,7 +27,7 @@ from .pivot import latex, markdown, pivot
 from .stats import annotate, outcomes, with_cell_keys
 from .untrusted import RESWEEP, read_parquet, reading
 from .sweep.rows import tidy_table
-from .sweep.views import current_views
+from .sweep.views import GENERATIONS, current_views
 
 #: Per-image columns the statistics read; the rest of predictions.parquet stays on disk.
 _PRED_COLUMNS = ["cell_key", "model", "scheme", "img_size", "image_id", "correct1", "failed"]
@@ -50,7 +50,7 @@ def read_table(path: Path) -> pd.DataFrame:
     read is in ``.attrs["source"]`` (a run folder's views folder, where its run.json is, in ``.attrs["views"]``).
     A run folder whose results.csv no longer says what its parquet says
     (edited by hand, or half-copied) is refused rather than read one way or the other."""
-    path = Path(path)
+    path, views = Path(path), None
     if path.is_dir():
         views = current_views(path)
         found = next((views / n for n in ("results.parquet", "results.csv") if (views / n).is_file()), None)
@@ -62,6 +62,9 @@ def read_table(path: Path) -> pd.DataFrame:
         source = path / found.name
     elif path.is_file():
         df, source = _read_results_file(path), path
+        beside = path.resolve().parent
+        if beside.parent.name == GENERATIONS and (beside / "run.json").is_file():  # a run folder's own file
+            views = beside
     else:
         raise UserError(f"{path} does not exist; give a run folder or a results .csv/.parquet file")
     missing = [c for c in ("model", "scheme", "img_size", "native_size", "status", "top1") if c not in df]
@@ -71,7 +74,7 @@ def read_table(path: Path) -> pd.DataFrame:
     df = with_row_keys(with_defaults(df))
     df.attrs["source"] = str(source)
     df.attrs["unnamed_grids"] = unnamed
-    if path.is_dir():
+    if views is not None:
         df.attrs["views"] = str(views)
     return df
 

@@ -97,7 +97,8 @@ def test_incomparable_baselines_are_usage_errors_naming_what_differs(cli, run_di
     (["--baseline", "{tmp}/nowhere.csv"], "does not exist"),
     (["--baseline", "{tmp}"], "not a run folder"),
     (["--baseline", "{run}", "--metric", "top7"], "--metric 'top7'"),
-    (["--baseline", "{run}", "--tol", "-1"], "--tol must be 0 or more"),
+    (["--baseline", "{run}", "--tol", "-1"], "--tol must be a finite number, 0 or more"),
+    (["--baseline", "{run}", "--tol", "inf"], "--tol must be a finite number"),  # a templated value turned the gate off
     (["--baseline", "{run}", "--metric", "nll", "--ci"], "only top1 has one"),
 ])
 def test_usage_errors_exit_2(cli, run_dir, tmp_path, args, expected):
@@ -153,8 +154,14 @@ def test_a_new_checkpoint_swept_into_an_old_folder_is_checked_not_the_old_cells(
     _sweep(cli, other_ckpt, class_folder, folder)
     result = cli("check", folder, "--baseline", run_dir)
     assert result.code == 2 and "different checkpoint (sha256)" in result.err, result.out + result.err
-    # a results file is read whole, as before (it has no run.json to say which sweep came last)
-    assert cli("check", folder / "results.csv", "--baseline", run_dir).code == 0
+    # the folder's own results file is checked as the folder (it passed on the old checkpoint's rows, in it too)
+    own = cli("check", folder / "results.csv", "--baseline", run_dir)
+    assert own.code == 2 and "different checkpoint (sha256)" in own.err, own.out + own.err
+    # a copy of it (an artifact) has no run.json to say which sweep came last: two models of one name are refused
+    copy = tmp_path / "artifact.csv"
+    copy.write_bytes((folder / "results.csv").read_bytes())
+    mixed = cli("check", copy, "--baseline", run_dir)
+    assert mixed.code == 2 and "of 2 models under one name (checkpoint (sha256)" in mixed.err, mixed.out + mixed.err
     # the first checkpoint again (every cell reused): checked, and the other checkpoint's cells are said
     _sweep(cli, full_ckpt, class_folder, folder)
     again = cli("check", folder, "--baseline", run_dir, "--json")
@@ -182,8 +189,10 @@ def test_sizes_swept_by_earlier_commands_of_the_same_checkpoint_are_checked(cli,
     assert result.code == 2 and "different checkpoint (sha256)" in result.err, result.err
 
 
-def test_a_run_folder_whose_run_json_lists_no_cells_is_checked_whole(cli, run_dir, other_ckpt, class_folder,
-                                                                     tmp_path):
+def test_a_run_folder_whose_run_json_lists_no_cells_cannot_say_which_model_is_the_run(cli, run_dir, other_ckpt,
+                                                                                     class_folder, tmp_path):
+    """A folder from before run.json listed its cells, holding two checkpoints' cells: it once passed by checking
+    the old checkpoint's cells and listing the new one's as "not in the baseline"."""
     import shutil
 
     folder = tmp_path / "run"
@@ -195,7 +204,10 @@ def test_a_run_folder_whose_run_json_lists_no_cells_is_checked_whole(cli, run_di
     info.unlink()
     info.write_text(json.dumps(raw))
     result = cli("check", folder, "--baseline", run_dir)
-    assert result.code == 0 and "6 cell(s) not in the baseline, not checked" in result.out, result.err
+    assert result.code == 2 and "does not say which sweep came last" in result.err, result.out + result.err
+    _sweep(cli, other_ckpt, class_folder, folder)  # swept again by this version: its run.json names the cells
+    again = cli("check", folder, "--baseline", run_dir)
+    assert again.code == 2 and "different checkpoint (sha256)" in again.err, again.out + again.err
 
 
 # --- images that failed to decode change the image set ----------------------------------------------------
@@ -300,3 +312,70 @@ def test_compare_notes_an_abswin_fit_on_another_global_grid(cli, run_dir, full_c
     assert compared.code == 0, compared.err
     assert "the abswin fit's global grid differs: 2x2 vs 1x1 — the difference includes that change" in \
         json.loads(compared.out)["notes"]
+
+
+# --- a checkpoint folder's architecture arguments --------------------------------------------------------
+
+def _edit_args(ckpt: Path, **changes) -> None:
+    config = json.loads((ckpt / "config.json").read_text())
+    config["model_args"].update(changes)
+    (ckpt / "config.json").write_text(json.dumps(config))
+
+
+def test_a_change_of_config_json_model_args_is_a_new_model_not_a_cached_one(cli, run_dir, full_ckpt, class_folder,
+                                                                              tmp_path):
+    """A PR that edits only config.json's model_args (q_pool changes the forward, not one weight): the cached run
+    folder once showed the old cells (same keys) and check passed on them; a fresh folder failed."""
+    import shutil
+
+    ckpt = Path(shutil.copytree(full_ckpt, tmp_path / "ckpt"))
+    folder = Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))  # job 1's cells, cached
+    before = {p.name for p in (folder / "cells").iterdir()}
+    _edit_args(ckpt, q_pool=1)
+    _sweep(cli, ckpt, class_folder, folder)
+    after = {p.name for p in (folder / "cells").iterdir()}
+    assert len(after - before) == 6, "every cell measured again with the new arguments"
+    table = pd.read_csv(folder / "results.csv")
+    assert len(table) == 6 and table["model_args"].nunique() == 1  # the views show the new cells where the old were
+    result = cli("check", folder, "--baseline", run_dir)
+    assert result.code == 2 and "architecture (the checkpoint folder's config.json model_args)" in result.err, \
+        result.out + result.err
+    assert cli("check", folder, "--baseline", folder).code == 0
+
+
+def test_a_baseline_from_before_model_args_were_recorded_is_checked_with_a_note(cli, run_dir, results, tmp_path):
+    old = results.drop(columns=["model_args"])
+    result = cli("check", run_dir, "--baseline", _save(old, tmp_path), "--json")
+    assert result.code == 0, result.err
+    assert any("does not record the checkpoint folder's config.json model_args" in n
+               for n in json.loads(result.out)["notes"])
+
+
+def test_model_args_the_forward_fails_with_are_one_line(cli, full_ckpt, class_folder, tmp_path):
+    import shutil
+
+    ckpt = Path(shutil.copytree(full_ckpt, tmp_path / "ckpt"))
+    _edit_args(ckpt, patch_padding=[0, 0])  # builds, and every weight fits, but the patch grid is 15x15, not 16x16
+    result = cli("sweep", "-c", ckpt, "--data", class_folder, "-o", tmp_path / "run", "--res", "64", "-q")
+    assert result.code == 2 and "config.json" in result.err and "forward fails" in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_cells_of_a_version_before_model_args_are_not_grouped_with_cells_that_have_them(monkeypatch, full_ckpt,
+                                                                                         class_folder, tmp_path):
+    """A folder of the version before: its cells carry no model_args. Adding a size measured the native cell again
+    (with them) and the views split the label in two, the old rows without a native cell, Δ or stars."""
+    import hiera_bench.models as models
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:  # the version before recorded none
+        patch.setattr(models, "args_digest", lambda args: None)
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(out), res="32,64,96",
+                              batch_size=6, workers=0))
+    assert pd.read_csv(out / "results.csv")["model_args"].isna().all()
+    result = run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(out), res="128",
+                                   batch_size=6, workers=0))
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(table["img_size"].unique()) == [64, 128] and table["model_args"].notna().all()
+    assert table.loc[table["img_size"].eq(128), "top1_delta_vs_native"].notna().all()
+    assert result.run["cells_of_unrecorded_args"] == 4  # 32 and 96 px, both schemes: kept in cells/, not shown

@@ -42,7 +42,8 @@ def diff_table(result):
 def check(
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder (the --out of a sweep) or its results.csv/.parquet."),
     baseline: Path = typer.Option(..., "--baseline", metavar="BASELINE", help="Baseline run folder or results .csv/.parquet."),
-    tol: float = typer.Option(0.2, "--tol", metavar="POINTS", help="Largest allowed drop, in absolute points of --metric."),
+    tol: float = typer.Option(0.2, "--tol", metavar="POINTS", help="Largest allowed drop, in --metric's own units: percentage points of top1/top5, "
+                             "nats of nll (mean per image), percentage points of ece."),
     metric: str = typer.Option("top1", "--metric", metavar="METRIC", help="top1, top5, nll or ece (lower is better for nll and ece)."),
     ci: bool = typer.Option(False, "--ci", help="Also fail a cell whose value falls below the baseline's 95 % CI (top1)."),
     allow_missing_provenance: bool = typer.Option(False, "--allow-missing-provenance", help="Compare tables that lack checkpoint/data/preprocessing columns (e.g. made by hand)."),

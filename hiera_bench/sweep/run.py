@@ -308,7 +308,7 @@ def cell(sweep: Sweep, crop_pct: float, **fields: Any) -> CellIdentity:
                             data_fingerprint=sweep.data_fingerprint,
                             limit=sweep.data.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
                             data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
-                            **fields)
+                            model_args=sweep.loaded.model_args, **fields)
     return sweep.run_dir.known_identity(identity, lambda: sweep.earlier_states)
 
 
