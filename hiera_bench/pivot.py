@@ -97,7 +97,8 @@ class BestCrop:
     of: int  # how many crops were evaluated there
 
     def text(self) -> str:
-        return f"{self.top1:.3f} @{'/'.join(f'{c:g}' for c in self.crops)}"
+        shown = f"{self.top1:.3f} @{'/'.join(f'{c:g}' for c in self.crops)}"
+        return shown if self.of > 1 else f"{shown} (the only crop evaluated)"  # best of one is no finding
 
 
 @dataclass(frozen=True)
@@ -202,17 +203,24 @@ def _group(label: str, part: pd.DataFrame) -> Group:
     n = int(ok["n_images"].max()) if len(ok) and "n_images" in ok and ok["n_images"].notna().any() else None
     with_contrast = [s for s in series if any(k[1] == s for k in contrasts)]
     return Group(label, native, n, series, reference, with_contrast, cells, contrasts, gflops, speed, headline(part),
-                 _data(ok))
+                 data_text(ok))
 
 
-def _data(rows: pd.DataFrame) -> str:
-    """The --data name of the rows, else their data location (shortened); "" when the table has neither."""
+def data_text(rows: pd.DataFrame) -> str:
+    """The --data name of the rows, else their data location (shortened), and the classes top-1 is scored over
+    where ``--class-subset`` narrowed them (200-way ImageNet-R top-1 is not 1000-way top-1); "" when the table
+    has none of these."""
+    shown = ""
     for column in ("data_name", "data"):
         names = rows[column].dropna().astype(str) if column in rows else pd.Series(dtype=str)
         names = names[names != ""]
         if len(names):
-            return short_path(names.iloc[0], 40)
-    return ""
+            shown = short_path(names.iloc[0], 40)
+            break
+    subsets = rows["class_subset"].dropna().astype(str) if "class_subset" in rows else pd.Series(dtype=str)
+    if len(subsets):
+        shown = f"{shown or 'the data'}, top-1 over the {subsets.iloc[0]} classes only (--class-subset)"
+    return shown
 
 
 def short_path(path: str, keep: int) -> str:
@@ -424,7 +432,7 @@ def markdown(p: Pivot) -> str:
     out.append("| size |" + (" rel |" if rel else "") + "".join(f" {md_cell(c.title(p.several))} |" for c in columns))
     out.append("|---:|" + ("---:|" if rel else "") + "---:|" * len(columns))
     for size in p.sizes:
-        label = size_text(p, size, lambda s: f"{s} **native**")
+        label = size_text(p, size, lambda s: f"{s} **native**", md_cell)
         cells = [render(p.value(c, size), CellStyle()) for c in columns]
         out.append(f"| {label} |" + (f" {size / p.native:.2f} |" if rel else "") + "".join(f" {md_cell(c)} |" for c in cells))
     if p.notes:
@@ -531,7 +539,9 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
                      for g in p.groups)
     marks = p.marks()
     caption = "".join(
-        [rf"Top-1 accuracy (\%) by input size (bold: the native size); {what}. "]
+        [r"Top-1 accuracy (\%) by input size"
+         + (" (bold: the native size); " if any(len(p.natives_at(z)) == len(p.groups) for z in p.sizes) else "; ")
+         + f"{what}. "]
         + ([r"$\pm$: half-width of the exact 95\,\% binomial CI (its two ends where it is lopsided, near 0 or "
             r"100\,\%); "] if "ci" in marks else [])
         + [r"then $\Delta$ vs the native size of the same scheme, paired over the same images. "]

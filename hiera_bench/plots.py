@@ -18,7 +18,7 @@ import pandas as pd
 
 from .cells import REFERENCE_SERIES, section_labels
 from .io import atomic_write_bytes
-from .pivot import short_path
+from .pivot import data_text
 from .subsets import KNOWN, subset
 
 #: Colours per label (colour-blind safe, Okabe–Ito), in report order.
@@ -83,8 +83,8 @@ def caption(table: pd.DataFrame) -> str:
     for label in _labels(ok):
         rows = _rows_of(ok, label)
         n = int(rows["n_images"].max()) if "n_images" in rows and rows["n_images"].notna().any() else None
-        data = str(rows["data"].iloc[0]) if "data" in rows and rows["data"].notna().any() else "?"
-        parts.append(f"{label}: n = {n:,} images of {short_path(data, 38)}" if n else f"{label}: {data}")
+        data = data_text(rows) or "?"
+        parts.append(f"{label}: n = {n:,} images of {data}" if n else f"{label}: {data}")
     return "; ".join(parts) + ". Bands/bars: 95 % CI (top-1: exact binomial; differences: paired, Bonett–Price)."
 
 

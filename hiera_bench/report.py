@@ -24,7 +24,7 @@ from .errors import UserError, listed
 from .sweep.config import check_label
 from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
 from .pivot import latex, markdown, pivot
-from .stats import annotate, outcomes, with_cell_keys
+from .stats import STAT_COLUMNS, annotate, outcomes, with_cell_keys
 from .untrusted import RESWEEP, read_parquet, reading
 from .sweep.rows import tidy_table
 from .sweep.views import GENERATIONS, current_views
@@ -232,10 +232,26 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
         raise UserError(f"{', '.join(str(r.root) for r in runs)}: no cell to report (the results table has no rows); "
                         "re-run the sweep into that folder")
     out = annotate(table, None if preds is None else pa.Table.from_pandas(preds, preserve_index=False))
+    out = _stored_statistics(out, table.reset_index(drop=True), [i for i, r in enumerate(runs) if r.predictions is None])
     out["label"] = section_labels(out, ignore=("crop_pct",))  # crops of one label stay one label (a column apart)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
     out["cell_key"] = plain_keys(out["cell_key"])
     return out[["label"] + [c for c in out.columns if c != "label"]]
+
+
+def _stored_statistics(annotated: pd.DataFrame, table: pd.DataFrame, runs: list[int]) -> pd.DataFrame:
+    """The CIs and tests of the ``runs`` that came without per-image records (a shared results file): the ones
+    their sweep computed from those records and stored in the table, where it has them. Recomputing them is
+    impossible without the records, and blanks would read as "not significant"."""
+    rows = table["_run"].isin(runs).to_numpy()
+    if not rows.any():
+        return annotated
+    annotated = annotated.copy()
+    for col in STAT_COLUMNS:
+        if col in table:
+            annotated.loc[rows, col] = table.loc[rows, col].to_numpy()
+    annotated.attrs["stored_statistics"] = sorted({str(label) for label in table.loc[rows, "label"]})
+    return annotated
 
 
 #: A report's first line, which also tells a report folder of an older hiera-bench (before its marker).

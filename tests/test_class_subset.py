@@ -62,6 +62,13 @@ def test_imagenet_r_scoring_equals_timm_with_sliced_logits(cli, imagenet_ckpt, t
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert set(table["class_subset"]) == {"imagenet-r"}
     assert json.loads((tmp_path / "run" / "run.json").read_text())["class_subset"] == "imagenet-r"
+    # a paper reader sees it: 200-way top-1 is not 1000-way top-1 (only report.csv once said so)
+    said = "top-1 over the imagenet-r classes only"
+    assert said in (tmp_path / "run" / "results.md").read_text()
+    report = cli("report", tmp_path / "run", "-o", tmp_path / "report")
+    assert report.code == 0, report.err
+    assert said in (tmp_path / "report" / "report.md").read_text()
+    assert said in (tmp_path / "report" / "report.tex").read_text()
 
     # the same images scored over all 1000 classes are other cells, and the run says what it did
     result = cli("sweep", "-c", folder, "--data", data, "--res", "64", "--schemes", "interp", "--device", "cpu",

@@ -122,3 +122,11 @@ def test_compare_pairs_a_crop_list_run_crop_by_crop(cli, runs):
     assert sorted({p.crop_pct for p in itself.pairs}) == list(CROPS) and len(itself.pairs) == 12
     shown = cli("compare", runs / "all", runs / "one-1.0", "--markdown")
     assert shown.code == 0 and "| crop |" in shown.out, shown.err
+
+
+def test_a_size_with_one_crop_evaluated_does_not_name_a_best_crop():
+    """A size swept at one crop only (a later command added it) read as "crop 1.0 is best at 192 px"."""
+    from hiera_bench.pivot import BestCrop
+
+    assert BestCrop((1.0,), 100.0, of=1).text() == "100.000 @1 (the only crop evaluated)"
+    assert BestCrop((0.875, 1.0), 98.5, of=2).text() == "98.500 @0.875/1"

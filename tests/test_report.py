@@ -262,6 +262,13 @@ def test_a_label_with_a_pipe_keeps_the_markdown_and_latex_tables_whole(runs):
     cells = {len(_re.findall(r"(?<!\\)\|", line)) for line in rows + [next(line for line in md.splitlines()
                                                                            if line.startswith("|---"))]}
     assert len(cells) == 1 and r"x\|y" in md
+    # natives that differ name their labels in the size column: "64 (native: x|y)" once had one cell too many
+    other = table.assign(native_size=table["native_size"].where(table["label"].ne("z"), 96))
+    md = markdown(pivot(other))
+    assert "(native: x\\|y)" in md
+    cells = {len(_re.findall(r"(?<!\\)\|", line)) for line in md.splitlines() if line.startswith("|")}
+    assert len(cells) == 1, md
+    assert "bold: the native size" not in latex(pivot(other)) and "bold: the native size" in latex(pivot(table))
     tex = latex(pivot(table), key="pipe")
     assert r"x\textbar{}y" in tex and "x|y" not in tex
 
@@ -341,3 +348,21 @@ def test_a_table_that_does_not_name_the_abswin_grid_is_not_placed_beside_another
     assert len(result.err.strip().splitlines()) == 1
     alone = cli("report", tmp_path / "old", "-o", tmp_path / "rep-old")
     assert alone.code == 0 and "global learned" not in (tmp_path / "rep-old" / "report.md").read_text()
+
+
+def test_a_run_without_per_image_records_keeps_the_statistics_its_table_holds(cli, runs, tmp_path):
+    """A colleague shares results.csv, not the large predictions.parquet: the report once blanked every CI and
+    test (the stars gone, so -38 points read as not significant) and said nothing."""
+    import shutil
+
+    from hiera_bench.stats import STAT_COLUMNS
+
+    shared = Path(shutil.copytree(runs / "full", tmp_path / "shared", symlinks=True))
+    (shared / "predictions.parquet").resolve().unlink()
+    (shared / "predictions.parquet").unlink()
+    with_records, without = build([runs / "full"]), build([shared])
+    assert without.attrs["stored_statistics"] == sorted(set(with_records["label"]))
+    pd.testing.assert_frame_equal(without[STAT_COLUMNS], with_records[STAT_COLUMNS], check_dtype=False)
+    assert without["delta_p"].notna().any()
+    result = cli("report", shared, "-o", tmp_path / "report")
+    assert result.code == 0 and "no per-image records (predictions.parquet)" in result.err, result.err

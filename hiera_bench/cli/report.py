@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, out
+from .app import app, err, out
 
 
 @app.command()
@@ -24,6 +24,10 @@ def report(
     target = out_dir or (runs[0] / "report" if len(runs) == 1 else Path("report"))
     report_folder().refuse_foreign(target)  # before the runs are read: a folder of the user's is refused at once
     table = build(runs, labels)
+    stored = table.attrs.get("stored_statistics")
+    if stored:
+        err.print(f"note: {', '.join(stored)}: no per-image records (predictions.parquet) to recompute CIs and tests "
+                  "from; shown are those the results table holds", markup=False, soft_wrap=True)
     paths = write_report(table, runs, target)
     results = pivot(table)
     out.print(terminal(results))
