@@ -30,8 +30,9 @@ FORMATS = ("png", "svg")
 
 
 def _ok(table: pd.DataFrame) -> pd.DataFrame:
-    """The evaluated rows, each labelled by its section (a label's crops or data sets are lines of their own)."""
-    table = table.assign(label=section_labels(table))
+    """The evaluated rows, each labelled by its section (a label's crops or data sets are lines of their own), as
+    plain text: matplotlib reads a label with two ``$`` as math ("cost $5 and $6" lost its spaces)."""
+    table = table.assign(label=section_labels(table).str.replace("$", r"\$", regex=False))
     return table[table["status"].eq("ok")].sort_values("img_size")
 
 

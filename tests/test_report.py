@@ -366,3 +366,9 @@ def test_a_run_without_per_image_records_keeps_the_statistics_its_table_holds(cl
     assert without["delta_p"].notna().any()
     result = cli("report", shared, "-o", tmp_path / "report")
     assert result.code == 0 and "no per-image records (predictions.parquet)" in result.err, result.err
+
+
+def test_plot_text_shows_a_label_with_dollars_as_written(runs):
+    """matplotlib reads text between two $ as math: "cost $5 and $6" came out as italic "cost 5and6"."""
+    table = build([runs / "full"], labels=["cost $5 and $6"])
+    assert plots.caption(table).startswith(r"cost \$5 and \$6: ")
