@@ -15,6 +15,7 @@ left there never answer for the new one.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -280,6 +281,7 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     if path is None or not path.is_file():
         return table
     run = read_json(path, "run.json", RESWEEP)
+    _refuse_unfinished(path.parent, run)
     cells = run.get("cells")
     if cells is None:
         return table
@@ -292,6 +294,22 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     out = table[keep]
     out.attrs = dict(table.attrs, left_out=int((~keep).sum()), versions_note=other_versions_said(run))
     return out
+
+
+def _refuse_unfinished(views: Path, run: dict) -> None:
+    """A run folder into which a sweep began after the one its views show and has not finished (interrupted, failed
+    or still running) cannot vouch for that sweep's checkpoint: its views are the earlier sweep's results."""
+    from .sweep.store import unfinished_sweeps
+    from .sweep.views import GENERATIONS
+
+    root = views.parent.parent if views.parent.name == GENERATIONS else views
+    shown = run.get("started_unix")
+    later = unfinished_sweeps(root, float(shown) if isinstance(shown, (int, float)) else 0.0)
+    if later:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max(later)))
+        raise UserError(f"{root}: a sweep into it began at {when}, after the one its results show, and has not "
+                        "finished (interrupted, failed or still running); its results are the earlier sweep's. Re-run "
+                        "that sweep to finish it (or wait for it), then check")
 
 
 def other_versions_said(run: dict) -> str | None:

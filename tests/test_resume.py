@@ -92,9 +92,16 @@ def test_ctrl_c_keeps_finished_work_and_the_rerun_computes_only_the_rest(cli, tm
     assert any(c["parts"] for c in new.values()), "nothing was committed before the interrupt"
     assert all(interrupted[k] == c for k, c in finished.items())  # finished cells untouched
     assert len(pd.read_csv(out / "results.csv")) == 2  # the merged views still show the first sweep
+    # ... so check will not take them for this sweep's results (a CI step after a timed-out sweep passed on them)
+    assert len(list(out.glob("runs/*.unfinished.json"))) == 1
+    early = cli("check", out, "--baseline", out)
+    assert early.code == 2 and "has not finished" in early.err, early.out + early.err
 
     rerun = cli(*_args(full_ckpt, images, out, GRID))
     assert rerun.code == 0, rerun.err
+    # the interrupted sweep's mark stays (it did not finish); the resume's views are of a later sweep
+    assert len(list(out.glob("runs/*.unfinished.json"))) == 1
+    assert cli("check", out, "--baseline", out).code == 0
     after = _cells(out)
     for key, cell in finished.items():  # not recomputed, not rewritten
         assert after[key] == cell

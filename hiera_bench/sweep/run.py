@@ -122,6 +122,7 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: Share
     cluster.check_shared(sweep.run_dir.root)
     run_info = provenance(sweep, device, t_start)
     n_images = len(sweep.data)
+    begun = sweep.run_dir.begin_sweep(t_start) if cluster.primary else None  # until its views are published
     with ExitStack() as locks:
         if cluster.primary:  # against other runs into the folder; the job's own ranks share it by the plan
             for key in sorted(k for fwd in forwards for k in fwd.keys.values()):
@@ -145,6 +146,8 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: Share
             run_info.update(records_versions(sweep, forwards))
             run_info.setdefault("timing", {})["rows_s"] = round(time.time() - t_rows, 3)
     outcome = write_results(sweep, rows, failed, run_info, t_start) if cluster.primary else None
+    if begun is not None:
+        sweep.run_dir.end_sweep(begun)
     table, run_info, problems_found = cluster.broadcast(outcome)
     return SweepResult(table, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info, problems_found, cluster.primary)
 

@@ -224,6 +224,24 @@ def run_folder() -> OwnedFolder:
                        earlier=_cells_of_older_version)
 
 
+#: The name end of a begun sweep's mark in ``runs/`` (:meth:`RunDir.begin_sweep`).
+UNFINISHED = ".unfinished.json"
+
+
+def unfinished_sweeps(root: Path, since: float) -> list[float]:
+    """When sweeps into run folder ``root`` began that started after ``since`` (the sweep its views show) and have
+    not finished (:meth:`RunDir.begin_sweep`)."""
+    begun = []
+    for mark in sorted((Path(root) / "runs").glob(f"*{UNFINISHED}")):
+        try:
+            when = float(json.loads(mark.read_text())["started_unix"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a mark that cannot be read marks nothing
+        if when > since:
+            begun.append(when)
+    return begun
+
+
 class RunDir:
     """The ``--out`` folder. It carries :data:`MARKER`; a folder with view-named files but no marker (nor
     cells of an older hiera-bench) belongs to someone else and is refused, never overwritten.
@@ -248,6 +266,17 @@ class RunDir:
             folder.claim(self.root)  # the marker, listing the views and plots
         except OSError as exc:
             raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
+
+    def begin_sweep(self, started: float) -> Path:
+        """Mark a sweep into the folder as begun; :meth:`end_sweep` removes the mark once its views are published.
+        A mark left (an interrupted, failed or running sweep) tells ``check`` the views are not its results."""
+        mark = self.root / "runs" / f"{time.strftime('%Y%m%dT%H%M%S', time.localtime(started))}-{os.getpid()}{UNFINISHED}"
+        atomic_write_json(mark, {"started_unix": round(started, 3), "pid": os.getpid()})
+        return mark
+
+    @staticmethod
+    def end_sweep(mark: Path) -> None:
+        mark.unlink(missing_ok=True)
 
     def merge_lock(self):
         """Serialises rebuilding the merged views, so the last run to finish sees every row."""
