@@ -108,6 +108,8 @@ class Pivot:
     notes: list[str]
     #: ``(label without its crop, series) -> size -> best crop``, for labels measured at several crop_pcts
     best_crops: dict[tuple[str, str], dict[int, BestCrop]] = field(default_factory=dict)
+    #: what the labels side by side were measured under where they differ (:func:`setup_differences`)
+    setup: str = ""
 
     @property
     def several(self) -> bool:
@@ -152,7 +154,31 @@ def pivot(table: pd.DataFrame) -> Pivot:
     df = table.assign(_label=section_labels(table), _series=series_names(table))
     groups = [_group(label, part) for label, part in df.groupby("_label", sort=False)]
     sizes = sorted({int(s) for s in df["img_size"]})
-    return Pivot(groups, sizes, legend(df), best_crops(df))
+    setup = setup_differences(df)
+    return Pivot(groups, sizes, legend(df) + ([setup] if setup else []), best_crops(df), setup)
+
+
+#: Settings that move top-1 by themselves (a crop alone moved the demo's by 2-7 points), as a caption names them.
+SETUP_FIELDS = {"crop_pct": "crop", "interpolation": "interpolation", "dtype": "dtype", "decode": "decode"}
+
+
+def setup_differences(df: pd.DataFrame) -> str:
+    """A sentence naming the settings in which the labels side by side differ, each label's values ("" when they
+    agree): only ``report.csv`` said that one label was measured at crop 0.875 and the next at 1.0."""
+    ok = df[df["status"].eq("ok")]
+    if "label" not in ok or ok["label"].nunique() < 2:
+        return ""
+    values = {col: {str(label): "/".join(sorted({f"{v:g}" if isinstance(v, float) else str(v)
+                                                  for v in part[col].dropna()}))
+                    for label, part in ok.groupby("label", sort=False)}
+              for col in SETUP_FIELDS if col in ok}
+    differing = [col for col, by_label in values.items() if len(set(by_label.values())) > 1]
+    if not differing:
+        return ""
+    labels = list(values[differing[0]])
+    said = "; ".join(f"{label}: " + ", ".join(f"{SETUP_FIELDS[col]} {values[col][label] or '?'}" for col in differing)
+                     for label in labels)
+    return f"The labels were measured under different settings, which move top-1 by themselves ({said})."
 
 
 def best_crops(df: pd.DataFrame) -> dict[tuple[str, str], dict[int, BestCrop]]:
@@ -548,8 +574,9 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
         + ([r"$a-b$ columns: the paired difference of two schemes at one size with its 95\,\% CI (Bonett--Price). "]
            if "contrast" in marks else [])
         + ([r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "] if "p" in marks else [])
-        + ([r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero)."]
-           if "shared" in marks else [])).rstrip()
+        + ([r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero). "]
+           if "shared" in marks else [])
+        + ([tex_escape(p.setup)] if p.setup else [])).rstrip()
     lines = ["% hiera-bench: needs \\usepackage{booktabs}; wider than your text? put the tabular in "
              "\\resizebox{\\linewidth}{!}{...} (graphicx) or use table*"] + _tex_open(caption, tex_label(key), spec)
     if p.several:
@@ -629,7 +656,8 @@ def terminal(p: Pivot):
         (["± half the exact 95 % CI (\\[low, high] if lopsided)"] if "ci" in marks else [])
         + (["*/**/*** significant at p<0.05/0.01/0.001 (exact McNemar)"] if "p" in marks else [])
         + (["a − b: paired difference \\[95 % CI]"] if "contrast" in marks else [])
-        + (["≡ identical embedding: evaluated once"] if "shared" in marks else []))
+        + (["≡ identical embedding: evaluated once"] if "shared" in marks else [])
+        + ([escape(p.setup)] if p.setup else []))
     titles, rows = best_crop_rows(p)
     if not rows:
         return table

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .cells import (GROUP_COLUMNS, same_value, section_labels, slot, unlimited_fingerprints, with_defaults,
+from .cells import (GROUP_COLUMNS, missing, same_value, section_labels, slot, unlimited_fingerprints, with_defaults,
                     with_row_keys)
 from .errors import UserError, listed
 from .sweep.config import check_label
@@ -248,8 +248,13 @@ def _stored_statistics(annotated: pd.DataFrame, table: pd.DataFrame, runs: list[
         return annotated
     annotated = annotated.copy()
     for col in STAT_COLUMNS:
-        if col in table:
-            annotated.loc[rows, col] = table.loc[rows, col].to_numpy()
+        if col not in table:
+            continue
+        stored = table.loc[rows, col]
+        if col == "mcnemar_ref":  # the one text column
+            annotated.loc[rows, col] = ["" if missing(v) else str(v) for v in stored]
+        else:  # a file edited by hand may hold anything: what is not a number is not a statistic
+            annotated.loc[rows, col] = pd.to_numeric(stored, errors="coerce").to_numpy(dtype=float)
     annotated.attrs["stored_statistics"] = sorted({str(label) for label in table.loc[rows, "label"]})
     return annotated
 

@@ -372,3 +372,15 @@ def test_plot_text_shows_a_label_with_dollars_as_written(runs):
     """matplotlib reads text between two $ as math: "cost $5 and $6" came out as italic "cost 5and6"."""
     table = build([runs / "full"], labels=["cost $5 and $6"])
     assert plots.caption(table).startswith(r"cost \$5 and \$6: ")
+
+
+def test_labels_measured_under_different_settings_say_so(runs):
+    """Two labels side by side, each at its checkpoint's own crop (the full-grid one's 0.875, the abswin one's 0.95,
+    which alone moves top-1 by points): only report.csv said so."""
+    from hiera_bench.pivot import markdown
+
+    table = build([runs / "full", runs / "abswin"], labels=["a", "b"])
+    said = pivot(table).setup
+    assert said.endswith("(a: crop 0.875; b: crop 0.95).") and said in markdown(pivot(table))
+    assert "(a: crop 0.875; b: crop 0.95)." in latex(pivot(table))
+    assert pivot(table.assign(crop_pct=0.9)).setup == ""
