@@ -10,6 +10,7 @@ tell schemes apart; the caption says n, the data and what the bands are.
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -146,7 +147,8 @@ def top1_vs_size(table: pd.DataFrame, title: str = "") -> Any:
                    label=f"native {native} px" if len(natives) == 1 else None)
     _accuracy_axis(ax, ok, chance(table))
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, ncols=2 if several else 1)
+    if not several:
+        ax.legend(fontsize=8)
     if len(natives) == 1:
         top = ax.secondary_xaxis("top", functions=(lambda s: s / natives[0], lambda r: r * natives[0]))
         top.set_xlabel("size relative to native (×)")
@@ -154,8 +156,10 @@ def top1_vs_size(table: pd.DataFrame, title: str = "") -> Any:
         _contrast_panel(axes[1], ok, several)
     axes[-1].set_xlabel("input size (px)")
     _size_ticks(axes[-1], sorted({int(s) for s in ok["img_size"]}))
-    fig.text(0.01, 0.0, caption(table), fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
-    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    if several:  # under the x-axis label: labels as long as papers use were cut off at the figure's edge
+        axes[-1].legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                        borderaxespad=5.4, ncols=2, fontsize=7)
+    _foot(fig, caption(table))
     return fig
 
 
@@ -171,9 +175,12 @@ def _contrast_panel(ax: Any, ok: pd.DataFrame, several: bool) -> None:
                         color=LABEL_COLOURS[i % len(LABEL_COLOURS)], capsize=3, linestyle="-",
                         label=f"{label}: {scheme} − {REFERENCE_SERIES}" if several else f"{scheme} − {REFERENCE_SERIES}")
     ax.axhline(0.0, color="0.2", linewidth=0.8)
-    ax.set_ylabel("difference (points)")
+    schemes = sorted(set(contrasts["scheme"]))
+    ax.set_ylabel(f"{schemes[0]} − {REFERENCE_SERIES} (points)" if len(schemes) == 1 else "difference (points)",
+                  fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if not several or len(schemes) > 1:  # several labels: their colours are the top panel's, in the figure legend
+        ax.legend(fontsize=8)
 
 
 def top1_vs_gflops(table: pd.DataFrame, title: str = "") -> Any:
@@ -210,9 +217,21 @@ def top1_vs_gflops(table: pd.DataFrame, title: str = "") -> Any:
     ax.plot([], [], linestyle="none", marker="*", markersize=10, color="white", markeredgecolor="black",
             label="native size")
     ax.legend(fontsize=8)
-    fig.text(0.01, 0.0, caption(table), fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
-    fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
+    _foot(fig, caption(table))
     return fig
+
+
+#: Characters of a 7 pt caption line across a 6.8 in figure (DejaVu Sans averages ~0.55 em), with some slack.
+_CAPTION_CHARS = 118
+
+
+def _foot(fig: Any, text: str) -> None:
+    """The caption at the figure's foot, wrapped here so that the axes are laid out above all of its lines (a
+    caption of three lines ran over the x-axis label when matplotlib wrapped it after the layout)."""
+    lines = textwrap.wrap(text, _CAPTION_CHARS)
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=7, color="0.3", ha="left", va="bottom")
+    room = (len(lines) * 7 * 1.3 / 72 + 0.06) / fig.get_figheight()
+    fig.get_layout_engine().set(rect=(0, room, 1, 1 - room))
 
 
 def _figure_bytes(fig: Any, fmt: str) -> bytes:

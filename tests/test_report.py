@@ -384,3 +384,23 @@ def test_labels_measured_under_different_settings_say_so(runs):
     assert said.endswith("(a: crop 0.875; b: crop 0.95).") and said in markdown(pivot(table))
     assert "(a: crop 0.875; b: crop 0.95)." in latex(pivot(table))
     assert pivot(table.assign(crop_pct=0.9)).setup == ""
+
+
+def test_long_labels_caption_and_legend_do_not_overlap_the_axes_text(runs):
+    """Three labels as long as papers use: the legend ran off the figure's right edge and over the data, and a
+    caption of three lines covered the x-axis label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    long = ["a rather long label for the full-grid model", "another long label for the abswin one",
+            "the full-grid model on a subset of the images"]
+    table = build([runs / "full", runs / "abswin", runs / "subset"], labels=long)
+    fig = plots.top1_vs_size(table)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    bottom = fig.axes[-1] if len(fig.axes) < 3 else [a for a in fig.axes if a.get_xlabel() == "input size (px)"][0]
+    xlabel = bottom.xaxis.label.get_window_extent(renderer)
+    legend = bottom.get_legend().get_window_extent(renderer)
+    caption = fig.texts[-1].get_window_extent(renderer)
+    width = fig.bbox.width
+    assert not xlabel.overlaps(legend) and not legend.overlaps(caption) and not xlabel.overlaps(caption)
+    assert 0 <= legend.x0 and legend.x1 <= width and caption.x1 <= width and caption.y0 >= 0
