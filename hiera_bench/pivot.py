@@ -134,7 +134,7 @@ class Pivot:
 
     def marks(self) -> set[str]:
         """What the table shows besides top-1, for its caption: ``ci``, ``p`` (McNemar stars), ``contrast``
-        (a − b columns) and ``shared`` (≡)."""
+        (a − b columns), ``shared`` (≡) and ``not_ok`` (a cell not evaluated)."""
         values = [self.value(c, size) for c in self.columns() for size in self.sizes]
         found = {"contrast"} if any(c.kind == "contrast" for c in self.columns()) else set()
         for v in values:
@@ -144,6 +144,8 @@ class Pivot:
                 found.add("p")
             if getattr(v, "shared", False):
                 found.add("shared")
+            if isinstance(v, PivotCell) and v.status != "ok":
+                found.add("not_ok")
         return found
 
 
@@ -233,9 +235,9 @@ def _group(label: str, part: pd.DataFrame) -> Group:
 
 
 def data_text(rows: pd.DataFrame) -> str:
-    """The --data name of the rows, else their data location (shortened), and the classes top-1 is scored over
-    where ``--class-subset`` narrowed them (200-way ImageNet-R top-1 is not 1000-way top-1); "" when the table
-    has none of these."""
+    """The --data name of the rows, else their data location (shortened), and what narrowed the images or the
+    classes: ``--limit``/``--per-class``, images that failed to decode, ``--class-subset`` (200-way ImageNet-R
+    top-1 is not 1000-way top-1); "" when the table says none of these."""
     shown = ""
     for column in ("data_name", "data"):
         names = rows[column].dropna().astype(str) if column in rows else pd.Series(dtype=str)
@@ -243,10 +245,18 @@ def data_text(rows: pd.DataFrame) -> str:
         if len(names):
             shown = short_path(names.iloc[0], 40)
             break
-    subsets = rows["class_subset"].dropna().astype(str) if "class_subset" in rows else pd.Series(dtype=str)
-    if len(subsets):
-        shown = f"{shown or 'the data'}, top-1 over the {subsets.iloc[0]} classes only (--class-subset)"
-    return shown
+    said = [shown or "the data"]
+    first = lambda col: rows[col].dropna().iloc[0] if col in rows and rows[col].notna().any() else None  # noqa: E731
+    if first("limit") is not None:
+        said.append(f"the first {int(first('limit')):,} by image id (--limit)")
+    if first("per_class") is not None:
+        said.append(f"{int(first('per_class')):,} per class (--per-class)")
+    failed = int(rows["n_failed"].max()) if "n_failed" in rows and rows["n_failed"].notna().any() else 0
+    if failed:
+        said.append(f"{failed:,} that failed to decode left out")
+    if first("class_subset") is not None:
+        said.append(f"top-1 over the {first('class_subset')} classes only (--class-subset)")
+    return ", ".join(said) if len(said) > 1 or shown else ""
 
 
 def short_path(path: str, keep: int) -> str:
@@ -576,6 +586,7 @@ def latex(p: Pivot, key: str = "hiera-bench") -> str:
         + ([r"$^{*}\,p<0.05$, $^{**}\,p<0.01$, $^{***}\,p<0.001$ (exact McNemar). "] if "p" in marks else [])
         + ([r"$\equiv$: both schemes use the identical embedding at this size (one evaluation, difference zero). "]
            if "shared" in marks else [])
+        + ([r"--: not evaluated at this size (skipped or failed; report.md says why). "] if "not_ok" in marks else [])
         + ([tex_escape(p.setup)] if p.setup else [])).rstrip()
     lines = ["% hiera-bench: needs \\usepackage{booktabs}; wider than your text? put the tabular in "
              "\\resizebox{\\linewidth}{!}{...} (graphicx) or use table*"] + _tex_open(caption, tex_label(key), spec)

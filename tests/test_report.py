@@ -102,7 +102,8 @@ def test_figures_have_one_line_per_scheme_a_native_marker_and_labelled_axes(runs
 def test_overlaid_figures_name_each_label_and_scheme(runs):
     table = build([runs / "full", runs / "abswin"], labels=["tiny", "small"])
     fig = plots.top1_vs_size(table)
-    names = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)  # one, under the axes
+    names = [t.get_text() for t in legend.get_texts()]
     assert names[:4] == ["tiny: interp", "tiny: abswin", "small: interp", "small: abswin"]
     assert {c.get_label() for c in fig.axes[1].containers} == {"tiny: abswin − interp", "small: abswin − interp"}
     colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
@@ -404,3 +405,12 @@ def test_long_labels_caption_and_legend_do_not_overlap_the_axes_text(runs):
     width = fig.bbox.width
     assert not xlabel.overlaps(legend) and not legend.overlaps(caption) and not xlabel.overlaps(caption)
     assert 0 <= legend.x0 and legend.x1 <= width and caption.x1 <= width and caption.y0 >= 0
+
+
+def test_captions_say_how_the_images_were_narrowed(runs):
+    """A single-label report of a --limit run said "n = 6 images of <a larger set>" and nothing else."""
+    from hiera_bench.pivot import markdown
+
+    md = markdown(pivot(build([runs / "subset"])))
+    assert "n = 6 images of" in md and "the first 6 by image id (--limit)" in md
+    assert "the first 6 by image id (--limit)" in latex(pivot(build([runs / "subset"])))
