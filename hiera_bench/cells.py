@@ -182,13 +182,21 @@ def slot(row: Mapping[str, Any], unlimited: Collection[str] = ()) -> tuple:
     return tuple(None if missing(value) else _short(value) for value in values)
 
 
-def args_unknown(rows: list[Mapping[str, Any]]) -> list[bool]:
-    """Per row: measured by a version that did not record its checkpoint folder's ``model_args`` while another
-    row of the same checkpoint has them. It may be of other arguments (config.json edited since), so it is not
-    shown beside them: the two would make one group of what may be two models."""
+def args_superseded(rows: list[Mapping[str, Any]], current: list[Mapping[str, Any]]) -> list[bool]:
+    """Per row: measured under other checkpoint-folder ``model_args`` than the same checkpoint's rows in ``current``
+    (a sweep's own, after config.json changed), or, for a checkpoint ``current`` does not have, without them (an
+    older version) beside rows that have them. Such a row may be of another net, so it is not shown beside them:
+    one label would mix two models, or split with its native cell on one side only."""
+    now = {(row.get("model"), row.get("checkpoint_sha256")): row.get("model_args") for row in current}
     recorded = {(row.get("model"), row.get("checkpoint_sha256")) for row in rows if not missing(row.get("model_args"))}
-    return [missing(row.get("model_args")) and (row.get("model"), row.get("checkpoint_sha256")) in recorded
-            for row in rows]
+    stale = []
+    for row in rows:
+        place, args = (row.get("model"), row.get("checkpoint_sha256")), row.get("model_args")
+        if place in now:
+            stale.append(not same_value(args, now[place]))
+        else:
+            stale.append(missing(args) and place in recorded)
+    return stale
 
 
 def newest_per_slot(rows: Iterable[tuple[Mapping[str, Any], float]]) -> list[Mapping[str, Any]]:

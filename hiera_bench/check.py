@@ -281,7 +281,7 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     if path is None or not path.is_file():
         return table
     run = read_json(path, "run.json", RESWEEP)
-    _refuse_unfinished(path.parent, run)
+    table.attrs["views_started"] = run.get("started_unix")
     cells = run.get("cells")
     if cells is None:
         return table
@@ -296,20 +296,27 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _refuse_unfinished(views: Path, run: dict) -> None:
-    """A run folder into which a sweep began after the one its views show and has not finished (interrupted, failed
-    or still running) cannot vouch for that sweep's checkpoint: its views are the earlier sweep's results."""
+def _refuse_unfinished(run: pd.DataFrame) -> None:
+    """A run folder into which a sweep of the run's model began after the one its views show and has not finished
+    (interrupted, failed or still running) cannot vouch for that model: its views are the earlier sweep's results.
+    Sweeps of other models into the folder (a concurrent sweep of another checkpoint) do not count."""
     from .sweep.store import unfinished_sweeps
     from .sweep.views import GENERATIONS
 
+    views = run.attrs.get("views")
+    if not views:
+        return
+    views = Path(views)
     root = views.parent.parent if views.parent.name == GENERATIONS else views
-    shown = run.get("started_unix")
-    later = unfinished_sweeps(root, float(shown) if isinstance(shown, (int, float)) else 0.0)
+    shown = run.attrs.get("views_started")
+    models = set(run["model"].dropna().astype(str)) if "model" in run else set()
+    later = [when for when, model in unfinished_sweeps(root, float(shown) if isinstance(shown, (int, float)) else 0.0)
+             if model is None or model in models]
     if later:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max(later)))
-        raise UserError(f"{root}: a sweep into it began at {when}, after the one its results show, and has not "
-                        "finished (interrupted, failed or still running); its results are the earlier sweep's. Re-run "
-                        "that sweep to finish it (or wait for it), then check")
+        raise UserError(f"the run {root}: a sweep of {', '.join(sorted(models))} into it began at {when}, after the "
+                        "one its results show, and has not finished (interrupted, failed or still running); its "
+                        "results are the earlier sweep's. Re-run that sweep to finish it (or wait for it), then check")
 
 
 def other_versions_said(run: dict) -> str | None:
@@ -330,6 +337,7 @@ def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.
     folder (the same: a baseline re-made into its own folder is the new one) or results file."""
     base = latest_sweep(read_table(baseline))
     ran = latest_sweep(read_table(run))
+    _refuse_unfinished(ran)  # the run's only: a baseline is what its views show, whatever began in it since
     result = compare(ran, base, metric, tol, use_ci, allow_missing_provenance)
     for table, which in ((ran, "the run"), (base, "the baseline")):
         if table.attrs.get("versions_note"):

@@ -62,6 +62,18 @@ def resolve_name(name: str) -> tuple[str, str | None]:
     return arch, tag or None
 
 
+#: Architecture arguments that change nothing at evaluation (dropout and stochastic depth are off in eval mode).
+TRAINING_ONLY_ARGS = frozenset({"drop_path_rate", "drop_rate", "proj_drop_rate", "attn_drop_rate"})
+
+
+def architecture_digest(model_args: dict[str, Any]) -> str | None:
+    """A checkpoint folder's ``model_args`` as part of its cells' identity: None where none changes the net
+    evaluated (no arguments, or only training-time ones), so that the same weights as a bare file or a hub model
+    are the same cells."""
+    relevant = {k: v for k, v in model_args.items() if k not in TRAINING_ONLY_ARGS}
+    return args_digest(relevant) if relevant else None
+
+
 def args_digest(args: dict[str, Any]) -> str:
     """A short stable name of architecture arguments: equal arguments, equal names (lists and tuples alike)."""
     blob = json.dumps(args, sort_keys=True, default=lambda v: list(v) if isinstance(v, (tuple, set)) else str(v))
@@ -231,7 +243,7 @@ def load_model(
         with torch.device("meta"):
             probe = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay or None,
                                       num_classes=num_classes, **model_args)
-    except (TypeError, ValueError, KeyError, AssertionError) as exc:  # timm's reply to model_args it cannot take
+    except Exception as exc:  # timm's reply to model_args it cannot take: any error a config can cause
         if not folder_cfg:
             raise
         raise wrong(Path(checkpoint) / "config.json", "checkpoint config",
@@ -252,7 +264,7 @@ def load_model(
         label_names=list(label_names) if label_names else _default_labels(num_classes),
         license=cfg.get("license"), extra={"model_card": folder_cfg.get("model_card")} if folder_cfg else {},
         display_name=folder_cfg.get("model_name"),
-        model_args=args_digest(model_args) if folder_cfg else None,
+        model_args=architecture_digest(model_args),
     )
 
 
@@ -265,7 +277,7 @@ def _check_forward(name: str, cfg: dict[str, Any], native: int, kwargs: dict[str
         trial = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=cfg, img_size=native, **kwargs)
         try:
             trial(torch.empty(1, 3, native, native))
-        except (RuntimeError, ValueError, AssertionError, IndexError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001  (whatever a shape error of the net raises: the config's fault)
             raise wrong(cfg_file, "checkpoint config",
                         f"gives {name} arguments its forward fails with at {native} px ({first_line(exc)})",
                         CONFIG_FIX) from exc

@@ -493,7 +493,10 @@ _TEX_ESCAPES = {"|": r"\textbar{}", "\\": r"\textbackslash{}", "_": r"\_", "%": 
 
 
 def tex_escape(text: str) -> str:
-    return re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "$-$")
+    """Text as LaTeX prints it: its special characters escaped, a minus sign in math, and ``--`` kept two hyphens
+    (LaTeX makes it an en dash: ``--class-subset`` read "–class-subset")."""
+    escaped = re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "$-$")
+    return re.sub(r"-(?=-)", "-{}", escaped)
 
 
 def _tex_number(value: float, spec: str) -> str:

@@ -63,7 +63,8 @@ def read_table(path: Path) -> pd.DataFrame:
     elif path.is_file():
         df, source = _read_results_file(path), path
         beside = path.resolve().parent
-        if beside.parent.name == GENERATIONS and (beside / "run.json").is_file():  # a run folder's own file
+        own = beside.parent.name == GENERATIONS or (beside / MARKERS["run"]).is_file()  # copied without links too
+        if own and (beside / "run.json").is_file():  # a run folder's own file: read as the folder
             views = beside
     else:
         raise UserError(f"{path} does not exist; give a run folder or a results .csv/.parquet file")
@@ -266,7 +267,14 @@ REPORT_HEADING = "# hiera-bench report"
 def markdown_report(df: pd.DataFrame, sources: list[Path]) -> str:
     """The combined pivot, its headlines and the runs it came from."""
     lines = [REPORT_HEADING, "", "Runs: " + ", ".join(f"`{p}`" for p in sources), "", markdown(pivot(df))]
+    if df.attrs.get("stored_statistics"):
+        lines += ["", STORED_NOTE.format(labels=", ".join(df.attrs["stored_statistics"])), ""]
     return "\n".join(lines)
+
+
+#: Said where a run came without per-image records (:func:`_stored_statistics`), in report.md and on stderr.
+STORED_NOTE = ("Note: {labels}: no per-image records (predictions.parquet) to recompute CIs and tests from; shown "
+               "are those the results table holds.")
 
 
 def headlines(df: pd.DataFrame) -> dict[str, str]:

@@ -351,13 +351,19 @@ def test_a_baseline_from_before_model_args_were_recorded_is_checked_with_a_note(
                for n in json.loads(result.out)["notes"])
 
 
-def test_model_args_the_forward_fails_with_are_one_line(cli, full_ckpt, class_folder, tmp_path):
+@pytest.mark.parametrize("bad", [
+    {"patch_padding": [0, 0]},  # builds, and every weight fits, but the patch grid is 15x15, not 16x16
+    {"q_stride": [0, 0]},  # ZeroDivisionError, once a traceback (adv15)
+    {"dim_mul": 0.5},
+    {"sep_pos_embed": True},  # IndexError
+])
+def test_model_args_the_net_fails_with_are_one_line(cli, full_ckpt, class_folder, tmp_path, bad):
     import shutil
 
     ckpt = Path(shutil.copytree(full_ckpt, tmp_path / "ckpt"))
-    _edit_args(ckpt, patch_padding=[0, 0])  # builds, and every weight fits, but the patch grid is 15x15, not 16x16
+    _edit_args(ckpt, **bad)
     result = cli("sweep", "-c", ckpt, "--data", class_folder, "-o", tmp_path / "run", "--res", "64", "-q")
-    assert result.code == 2 and "config.json" in result.err and "forward fails" in result.err, result.err
+    assert result.code == 2 and "config.json" in result.err, result.err
     assert len(result.err.strip().splitlines()) == 1
 
 
@@ -378,4 +384,56 @@ def test_cells_of_a_version_before_model_args_are_not_grouped_with_cells_that_ha
     table = pd.read_csv(out / "results.csv")
     assert sorted(table["img_size"].unique()) == [64, 128] and table["model_args"].notna().all()
     assert table.loc[table["img_size"].eq(128), "top1_delta_vs_native"].notna().all()
-    assert result.run["cells_of_unrecorded_args"] == 4  # 32 and 96 px, both schemes: kept in cells/, not shown
+    assert result.run["cells_of_other_model_args"] == 4  # 32 and 96 px, both schemes: kept in cells/, not shown
+
+
+def test_cells_of_other_model_args_are_not_shown_beside_a_sweep_of_new_ones(cli, run_dir, full_ckpt, class_folder,
+                                                                              tmp_path):
+    """config.json edited, then one size swept again: the views showed a half-old, half-new model, the old-args
+    sizes as a label of their own without a native cell (adv15)."""
+    import shutil
+
+    ckpt = Path(shutil.copytree(full_ckpt, tmp_path / "ckpt"))
+    folder = Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
+    _edit_args(ckpt, q_pool=1)
+    result = cli("sweep", "-c", ckpt, "--data", class_folder, "-o", folder, "--res", "64", "--device", "cpu", "-b",
+                 "6", "-j", "0", "--no-plots")
+    assert result.code == 0, result.err
+    table = pd.read_csv(folder / "results.csv")
+    assert list(table["img_size"].unique()) == [64] and table["model_args"].nunique() == 1
+    assert "4 cell(s) of earlier sweeps were measured under other config.json model_args" in result.err
+
+
+def test_a_folder_without_model_args_is_the_same_model_as_its_bare_weights():
+    """A checkpoint folder whose config.json gives no model_args (or only training-time ones) builds timm's net for
+    the name, as the weights file alone does: the same cells, not "another architecture" (adv15)."""
+    from hiera_bench.models import architecture_digest
+    from hiera_bench.testing import TINY_ARGS
+
+    assert architecture_digest({}) is None and architecture_digest({"drop_path_rate": 0.1}) is None
+    assert architecture_digest(dict(TINY_ARGS)) == architecture_digest({**TINY_ARGS, "drop_path_rate": 0.2}) is not None
+    assert architecture_digest({**TINY_ARGS, "q_pool": 1}) != architecture_digest(dict(TINY_ARGS))
+
+
+def test_only_an_unfinished_sweep_of_the_run_s_model_blocks_its_gate(cli, run_dir, tmp_path):
+    """A sweep that began after the views and did not finish blocks check for its model; a concurrent sweep of another
+    model, or a mark in the baseline folder, does not (adv15: a nightly sweep into the baseline blocked every gate)."""
+    import shutil
+    import time
+
+    from hiera_bench.sweep.store import RunDir
+
+    folder = Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
+    model = pd.read_csv(folder / "results.csv")["model"].iloc[0]
+    RunDir(folder).begin_sweep(time.time() + 1, "another-model")
+    assert cli("check", folder, "--baseline", run_dir).code == 0
+    baseline = Path(shutil.copytree(run_dir, tmp_path / "base", symlinks=True))
+    RunDir(baseline).begin_sweep(time.time() + 1, model)
+    assert cli("check", folder, "--baseline", baseline).code == 0
+    RunDir(folder).begin_sweep(time.time() + 1, model)
+    refused = cli("check", folder, "--baseline", baseline)
+    assert refused.code == 2 and "the run" in refused.err and "has not finished" in refused.err, refused.err
+    # the same folder copied with its links dereferenced (a CI artifact): its results file is read as the folder
+    copied = Path(shutil.copytree(folder, tmp_path / "artifact", symlinks=False))
+    also = cli("check", copied / "results.csv", "--baseline", baseline)
+    assert also.code == 2 and "has not finished" in also.err, also.err

@@ -367,6 +367,7 @@ def test_a_run_without_per_image_records_keeps_the_statistics_its_table_holds(cl
     assert without["delta_p"].notna().any()
     result = cli("report", shared, "-o", tmp_path / "report")
     assert result.code == 0 and "no per-image records (predictions.parquet)" in result.err, result.err
+    assert "no per-image records (predictions.parquet)" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_plot_text_shows_a_label_with_dollars_as_written(runs):
@@ -413,4 +414,10 @@ def test_captions_say_how_the_images_were_narrowed(runs):
 
     md = markdown(pivot(build([runs / "subset"])))
     assert "n = 6 images of" in md and "the first 6 by image id (--limit)" in md
-    assert "the first 6 by image id (--limit)" in latex(pivot(build([runs / "subset"])))
+    assert "the first 6 by image id (-{}-limit)" in latex(pivot(build([runs / "subset"])))
+
+
+def test_latex_keeps_double_hyphens_of_option_names():
+    from hiera_bench.pivot import tex_escape
+
+    assert tex_escape("(--class-subset) a---b") == "(-{}-class-subset) a-{}-{}-b"  # not an en or em dash

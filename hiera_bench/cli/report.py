@@ -19,15 +19,14 @@ def report(
     """Merge RUN_DIRs into one table (a column group per label, abswin − interp per size) and overlaid figures;
     write report.md/.csv/.parquet/.tex and plots/top1-vs-size, top1-vs-gflops (PNG, SVG)."""
     from ..pivot import pivot, terminal
-    from ..report import build, report_folder, write_report
+    from ..report import STORED_NOTE, build, report_folder, write_report
 
     target = out_dir or (runs[0] / "report" if len(runs) == 1 else Path("report"))
     report_folder().refuse_foreign(target)  # before the runs are read: a folder of the user's is refused at once
     table = build(runs, labels)
     stored = table.attrs.get("stored_statistics")
     if stored:
-        err.print(f"note: {', '.join(stored)}: no per-image records (predictions.parquet) to recompute CIs and tests "
-                  "from; shown are those the results table holds", markup=False, soft_wrap=True)
+        err.print(STORED_NOTE.format(labels=", ".join(stored)), markup=False, soft_wrap=True)
     paths = write_report(table, runs, target)
     results = pivot(table)
     out.print(terminal(results))

@@ -298,11 +298,11 @@ def show_results(results, as_json: bool) -> None:
         if changed:
             err.print(f"note: {name}{changed} cell(s) of earlier sweeps were measured on files that have changed since: "
                       "left out of the views (kept in cells/); sweep their sizes again to measure them", markup=False)
-        unrecorded = r.run.get("cells_of_unrecorded_args", 0)
-        if unrecorded:
-            err.print(f"note: {name}{unrecorded} cell(s) of earlier sweeps were measured before hiera-bench recorded the "
-                      "checkpoint folder's config.json model_args: left out of the views (kept in cells/); sweep their "
-                      "sizes again to measure them", markup=False)
+        superseded = r.run.get("cells_of_other_model_args", 0)
+        if superseded:
+            err.print(f"note: {name}{superseded} cell(s) of earlier sweeps were measured under other config.json "
+                      "model_args of the checkpoint folder (or before hiera-bench recorded them): left out of the views "
+                      "(kept in cells/); sweep their sizes again to measure them", markup=False)
         other = r.run.get("measured_with_other_versions")
         if other:
             from ..sweep.provenance import other_versions_note

@@ -122,7 +122,7 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: Share
     cluster.check_shared(sweep.run_dir.root)
     run_info = provenance(sweep, device, t_start)
     n_images = len(sweep.data)
-    begun = sweep.run_dir.begin_sweep(t_start) if cluster.primary else None  # until its views are published
+    begun = sweep.run_dir.begin_sweep(t_start, sweep.loaded.name) if cluster.primary else None  # until published
     with ExitStack() as locks:
         if cluster.primary:  # against other runs into the folder; the job's own ranks share it by the plan
             for key in sorted(k for fwd in forwards for k in fwd.keys.values()):

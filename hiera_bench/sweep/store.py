@@ -228,17 +228,18 @@ def run_folder() -> OwnedFolder:
 UNFINISHED = ".unfinished.json"
 
 
-def unfinished_sweeps(root: Path, since: float) -> list[float]:
+def unfinished_sweeps(root: Path, since: float) -> list[tuple[float, str | None]]:
     """When sweeps into run folder ``root`` began that started after ``since`` (the sweep its views show) and have
-    not finished (:meth:`RunDir.begin_sweep`)."""
+    not finished (:meth:`RunDir.begin_sweep`), and the model each measures."""
     begun = []
     for mark in sorted((Path(root) / "runs").glob(f"*{UNFINISHED}")):
         try:
-            when = float(json.loads(mark.read_text())["started_unix"])
-        except (OSError, ValueError, KeyError, TypeError):
+            told = json.loads(mark.read_text())
+            when, model = float(told["started_unix"]), told.get("model")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # a mark that cannot be read marks nothing
         if when > since:
-            begun.append(when)
+            begun.append((when, model if isinstance(model, str) else None))
     return begun
 
 
@@ -267,11 +268,12 @@ class RunDir:
         except OSError as exc:
             raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
 
-    def begin_sweep(self, started: float) -> Path:
+    def begin_sweep(self, started: float, model: str) -> Path:
         """Mark a sweep into the folder as begun; :meth:`end_sweep` removes the mark once its views are published.
         A mark left (an interrupted, failed or running sweep) tells ``check`` the views are not its results."""
-        mark = self.root / "runs" / f"{time.strftime('%Y%m%dT%H%M%S', time.localtime(started))}-{os.getpid()}{UNFINISHED}"
-        atomic_write_json(mark, {"started_unix": round(started, 3), "pid": os.getpid()})
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.localtime(started))}-{os.getpid()}-{os.urandom(3).hex()}"
+        mark = self.root / "runs" / f"{stamp}{UNFINISHED}"  # one per sweep, several of one process included
+        atomic_write_json(mark, {"started_unix": round(started, 3), "pid": os.getpid(), "model": model})
         return mark
 
     @staticmethod

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ..cells import args_unknown, slot, unlimited_fingerprints
+from ..cells import args_superseded, slot, unlimited_fingerprints
 from ..interrupts import deferred
 from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text, writer
 from ..pivot import markdown, pivot
@@ -55,10 +55,10 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         rows = _named_as_now([r for r in shown if slot(r, free) not in taken], mine) + mine
         if files is not None:  # versions of the places this sweep measured again are not missed
             run_info["cells_of_changed_files"] = len({slot(r, free) for r in changed} - taken)
-        unknown = args_unknown(rows)
-        if any(unknown):
-            run_info["cells_of_unrecorded_args"] = sum(unknown)
-            rows = [r for r, out in zip(rows, unknown) if not out]
+        superseded = args_superseded(rows, mine)
+        if any(superseded):
+            run_info["cells_of_other_model_args"] = sum(superseded)
+            rows = [r for r, out in zip(rows, superseded) if not out]
         t_stats = time.time()
         merged = tidy_table(rows)
         merged["top1_delta_vs_native"] = native_deltas(merged)
