@@ -496,7 +496,25 @@ def tex_escape(text: str) -> str:
     """Text as LaTeX prints it: its special characters escaped, a minus sign in math, and ``--`` kept two hyphens
     (LaTeX makes it an en dash: ``--class-subset`` read "–class-subset")."""
     escaped = re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "$-$")
-    return re.sub(r"-(?=-)", "-{}", escaped)
+    return re.sub(r"[\u0370-\u03ff]", lambda m: _tex_greek(m.group()), re.sub(r"-(?=-)", "-{}", escaped))
+
+
+#: Greek capitals LaTeX has a command for (the others look like Latin letters and are written as those).
+_GREEK_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
+
+
+def _tex_greek(letter: str) -> str:
+    """A Greek letter in math mode (pdflatex stops at a bare α in a label)."""
+    import unicodedata
+
+    words = unicodedata.name(letter, "").split()  # "GREEK SMALL LETTER ALPHA"
+    if len(words) != 4 or words[:1] != ["GREEK"] or words[2] != "LETTER":
+        return "?"
+    spelled = "LAMBDA" if words[3] == "LAMDA" else words[3]  # Unicode's spelling, not LaTeX's
+    name = spelled.capitalize() if words[1] == "CAPITAL" else spelled.lower()
+    if words[1] == "CAPITAL" and name not in _GREEK_CAPITALS:
+        return "X" if spelled == "CHI" else spelled[0]  # Alpha, Beta, ... look like A, B, ...
+    return "o" if name == "omicron" else rf"\ensuremath{{\{name}}}"
 
 
 def _tex_number(value: float, spec: str) -> str:

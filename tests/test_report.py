@@ -156,7 +156,7 @@ def test_latex_compiles_as_pasted_into_a_paper(runs, tmp_path):
     """The table as its header comment says to use it: \\input with booktabs loaded."""
     import subprocess
 
-    tex = latex(pivot(build([runs / "full", runs / "abswin"])), key="two runs")
+    tex = latex(pivot(build([runs / "full", runs / "abswin"], labels=["ours-α", "β_2 & 50%"])), key="two runs")
     (tmp_path / "table.tex").write_text(tex)
     (tmp_path / "paper.tex").write_text("\n".join([
         r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\begin{document}",
@@ -421,3 +421,10 @@ def test_latex_keeps_double_hyphens_of_option_names():
     from hiera_bench.pivot import tex_escape
 
     assert tex_escape("(--class-subset) a---b") == "(-{}-class-subset) a-{}-{}-b"  # not an en or em dash
+
+
+def test_latex_writes_greek_letters_of_labels_in_math():
+    """pdflatex stopped at a bare α in a label (adv13)."""
+    from hiera_bench.pivot import tex_escape
+
+    assert tex_escape("abswin-α Λ Α") == r"abswin-\ensuremath{\alpha} \ensuremath{\Lambda} A"
