@@ -110,16 +110,16 @@ def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
     candidates = run[same_cell]
     if candidates.empty:
         return None
-    comparable = [r for _, r in candidates.iterrows() if not differences(r, base_row)]
+    apart = [(r, differing(r, base_row)) for _, r in candidates.iterrows()]
+    comparable = [r for r, cols in apart if not cols]
     # the same cell of another model under the same name, on the same data and preprocessing: the table holds
     # several sweeps (a results file of a folder whose checkpoint was replaced), and which one is "the run"
     # is not the table's to say
-    rivals = [r for _, r in candidates.iterrows() if differing(r, base_row)
-              and set(differing(r, base_row)) <= set(MODEL_IDENTITY)]
+    rivals = [(r, cols) for r, cols in apart if cols and set(cols) <= set(MODEL_IDENTITY)]
     if comparable and rivals:
-        found = sorted({f"{r['checkpoint_sha256']}"[:8] for r in [*comparable, *rivals]})
+        found = sorted({f"{r['checkpoint_sha256']}"[:8] for r in [*comparable, *(r for r, _ in rivals)]})
         raise UserError(f"the run{_source(run)} holds {_name(base_row)} of {len(comparable) + len(rivals)} models "
-                        f"under one name ({MUST_MATCH[differing(rivals[0], base_row)[0]]}: {', '.join(found)}) and "
+                        f"under one name ({MUST_MATCH[rivals[0][1][0]]}: {', '.join(found)}) and "
                         "does not say which sweep came last; check the run folder of a sweep by this version (its "
                         "latest sweep is checked), or a table of one sweep")
     if len(comparable) == 1:
@@ -301,13 +301,10 @@ def _refuse_unfinished(run: pd.DataFrame) -> None:
     (interrupted, failed or still running) cannot vouch for that model: its views are the earlier sweep's results.
     Sweeps of other models into the folder (a concurrent sweep of another checkpoint) do not count."""
     from .sweep.store import unfinished_sweeps
-    from .sweep.views import GENERATIONS
 
-    views = run.attrs.get("views")
-    if not views:
+    if not run.attrs.get("run_folder"):
         return
-    views = Path(views)
-    root = views.parent.parent if views.parent.name == GENERATIONS else views
+    root = Path(run.attrs["run_folder"])
     shown = run.attrs.get("views_started")
     models = set(run["model"].dropna().astype(str)) if "model" in run else set()
     later = [when for when, model in unfinished_sweeps(root, float(shown) if isinstance(shown, (int, float)) else 0.0)

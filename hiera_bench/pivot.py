@@ -246,7 +246,10 @@ def data_text(rows: pd.DataFrame) -> str:
             shown = short_path(names.iloc[0], 40)
             break
     said = [shown or "the data"]
-    first = lambda col: rows[col].dropna().iloc[0] if col in rows and rows[col].notna().any() else None  # noqa: E731
+
+    def first(col: str) -> Any:
+        return rows[col].dropna().iloc[0] if col in rows and rows[col].notna().any() else None
+
     if first("limit") is not None:
         said.append(f"the first {int(first('limit')):,} by image id (--limit)")
     if first("per_class") is not None:

@@ -47,12 +47,13 @@ class Run:
 
 def read_table(path: Path) -> pd.DataFrame:
     """A results table from a run folder (its results.parquet, else results.csv) or a results file; the file
-    read is in ``.attrs["source"]`` (a run folder's views folder, where its run.json is, in ``.attrs["views"]``).
+    read is in ``.attrs["source"]`` (a run folder's views folder, where its run.json is, in ``.attrs["views"]``, and
+    the run folder in ``.attrs["run_folder"]``; its own results file counts as the folder).
     A run folder whose results.csv no longer says what its parquet says
     (edited by hand, or half-copied) is refused rather than read one way or the other."""
-    path, views = Path(path), None
+    path, views, folder = Path(path), None, None
     if path.is_dir():
-        views = current_views(path)
+        views, folder = current_views(path), path
         found = next((views / n for n in ("results.parquet", "results.csv") if (views / n).is_file()), None)
         if found is None:
             raise UserError(f"{path} is not a run folder (no results.parquet or results.csv); give the --out of a sweep")
@@ -65,7 +66,7 @@ def read_table(path: Path) -> pd.DataFrame:
         beside = path.resolve().parent
         own = beside.parent.name == GENERATIONS or (beside / MARKERS["run"]).is_file()  # copied without links too
         if own and (beside / "run.json").is_file():  # a run folder's own file: read as the folder
-            views = beside
+            views, folder = beside, (beside.parent.parent if beside.parent.name == GENERATIONS else beside)
     else:
         raise UserError(f"{path} does not exist; give a run folder or a results .csv/.parquet file")
     missing = [c for c in ("model", "scheme", "img_size", "native_size", "status", "top1") if c not in df]
@@ -76,7 +77,7 @@ def read_table(path: Path) -> pd.DataFrame:
     df.attrs["source"] = str(source)
     df.attrs["unnamed_grids"] = unnamed
     if views is not None:
-        df.attrs["views"] = str(views)
+        df.attrs.update(views=str(views), run_folder=str(folder))
     return df
 
 
