@@ -16,6 +16,7 @@ import pytest
 
 import hiera_bench
 from hiera_bench.sweep import SweepConfig, run_sweep
+from hiera_bench.errors import UserError
 from hiera_bench.sweep.shards import assign, batches, complement, merge, segments, units
 from hiera_bench.sweep.store import RunDir
 from hiera_bench.testing import make_class_folder
@@ -289,3 +290,28 @@ def test_a_job_that_cannot_be_joined_is_one_line(monkeypatch):
     with pytest.raises(UserError, match="rank 0 could not join the torchrun job .*127.0.0.1:port") as stop:
         Cluster.join("cpu")
     assert "\n" not in str(stop.value)
+
+
+@pytest.mark.parametrize("error, said", [
+    (OSError(28, "No space left on device", "/run/cells/x/part.parquet"),
+     "No space left on device: /run/cells/x/part.parquet (free space, then re-run the same command"),
+    (UserError("image 7 cannot be decoded and --strict stops at the first; remove it or drop --strict"),
+     "image 7 cannot be decoded and --strict stops at the first; remove it or drop --strict"),
+])
+def test_a_rank_that_fails_on_something_the_user_can_fix_is_one_line_from_rank_0_with_the_fix(monkeypatch, error,
+                                                                                                said):
+    """Rank 1's own error reaches rank 0 through the job's store: rank 0 prints it with what helps, rank 1 prints
+    nothing (it printed its own line too, and a full disk lost its advice on the way)."""
+    import torch.distributed as dist
+
+    from hiera_bench.sweep import distributed
+
+    monkeypatch.setitem(distributed._stopped, "error", False)
+    store = dist.HashStore()
+    one = distributed.Cluster(rank=1, world_size=2, backend="gloo", store=store, host="node1")
+    zero = distributed.Cluster(rank=0, world_size=2, backend="gloo", store=store, host="node0")
+    assert isinstance(one.explain(error), distributed.ReportedByRankZero)
+    line = str(zero.explain(distributed.LostContact("Connection closed by peer")))
+    assert line.startswith(f"rank 1 on node1: {said}"), line
+    if isinstance(error, UserError):  # the fix is the rank's own: re-running the same command would fail again
+        assert "re-run" not in line

@@ -6,7 +6,6 @@ shows the traceback. Torch and timm are imported inside commands so ``--help`` s
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ import sys
 import typer
 from rich.console import Console
 
+from ..errors import is_os_error, os_advice, os_error_text
 from ..interrupts import Terminated, on_signal, resume_hint, running_as_the_cli
 
 app = typer.Typer(
@@ -96,25 +96,23 @@ def _another_rank() -> bool:
     return "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0"
 
 
-#: What helps with an OS error the library did not turn into a UserError, by errno (writes, mostly).
-OS_ADVICE = {
-    errno.ENOSPC: "free space",
-    errno.EDQUOT: "free space or raise your quota",
-    errno.EACCES: "fix permissions",
-    errno.EPERM: "fix permissions",
-    errno.EROFS: "choose a writable folder",
-}
-
-
 def _os_error_line(exc: OSError) -> str:
-    advice = OS_ADVICE.get(exc.errno, "check the path")
-    return f"error: {exc.strerror}: {exc.filename or ''} (nothing finished was lost; {advice}, then {resume_hint()})"
+    return f"error: {os_error_text(exc)} (nothing finished was lost; {os_advice(exc)}, then {resume_hint()})"
+
+
+def _subcommands(ctx) -> list[str]:
+    """The command names below hiera-bench itself in a click context (``["sweep"]``), whatever the program's
+    name (``hiera-bench``, ``python -m hiera_bench``)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return names[::-1]
 
 
 def _usage_error_line(exc) -> str:
     """click's usage error (unknown option, a value of the wrong type) as the one-line contract."""
-    ctx = getattr(exc, "ctx", None)
-    command = f"hiera-bench {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "hiera-bench"
+    command = " ".join(["hiera-bench", *_subcommands(getattr(exc, "ctx", None))])
     message = " ".join(exc.format_message().split()).rstrip(".")
     return f"error: {message}; see '{command} --help'"
 
@@ -197,7 +195,7 @@ def _command(argv: list[str]) -> None:
     except OSError as exc:
         if "signal" in _state and not _state["debug"]:
             _interrupted(_state["signal"])
-        if _state["debug"] or exc.errno is None:
+        if _state["debug"] or not is_os_error(exc):
             raise
         err.print(_os_error_line(exc), markup=False)
         sys.exit(2)
@@ -208,6 +206,9 @@ def _command(argv: list[str]) -> None:
             # a Ctrl-C inside an import (numpy's, torch's) can surface as another error (a RecursionError from
             # a half-initialised module): once a signal came, the run was interrupted, whatever broke after it
             _interrupted(_state["signal"])
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help, as --help shows it
+            app(args=[*_subcommands(exc.ctx), "--help"], standalone_mode=False)
+            sys.exit(exc.exit_code)
         # usage errors of typer's (vendored) click
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
             err.print(_usage_error_line(exc), markup=False, soft_wrap=True)

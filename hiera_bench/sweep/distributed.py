@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, is_os_error, os_advice, os_error_text
 from ..interrupts import resume_hint
 from ..io import atomic_write_text
 from .config import Progress
@@ -41,6 +41,8 @@ TIMEOUT = timedelta(minutes=30)
 SHARED_GRACE_S = 5.0
 #: How often a rank sends its progress to the store and looks for another rank's failure.
 TICK_S = 0.5
+#: Kinds of a rank's failure: its one line says what to fix (rank 0 shows it as it is), or it crashed.
+FIXABLE, CRASHED = "fixable", "crashed"
 
 
 class ReportedByRankZero(UserError):
@@ -271,22 +273,23 @@ class Cluster:
         """Add ``n`` (image, forward) pairs done here; returns the job's total so far."""
         return self._collective(lambda: self.store.add("done", n))
 
-    def post_failure(self, message: str) -> None:
-        """Tell the other ranks why this one stops (the first rank to fail is the one rank 0 names)."""
+    def post_failure(self, message: str, kind: str = CRASHED) -> None:
+        """Tell the other ranks why this one stops (the first rank to fail is the one rank 0 names); ``kind``:
+        :data:`FIXABLE` (the message says what to do) or :data:`CRASHED`."""
         try:
             nth = self.store.add("failures", 1)
-            self.store.set(f"failure/{nth}", f"{self.rank}\t{self.host}\t{message}")
+            self.store.set(f"failure/{nth}", f"{self.rank}\t{self.host}\t{kind}\t{message}")
         except RuntimeError:
             pass  # the store is gone with the job: nobody is left to tell
 
-    def failure(self, wait_s: float = 0.0) -> tuple[int, str, str] | None:
-        """The first failure a rank posted (rank, host, message), waiting up to ``wait_s`` for one."""
+    def failure(self, wait_s: float = 0.0) -> tuple[int, str, str, str] | None:
+        """The first failure a rank posted (rank, host, kind, message), waiting up to ``wait_s`` for one."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 if self.store.check(["failure/1"]):
-                    rank, host, message = self.store.get("failure/1").decode().split("\t", 2)
-                    return int(rank), host, message
+                    rank, host, kind, message = self.store.get("failure/1").decode().split("\t", 3)
+                    return int(rank), host, kind, message
             except RuntimeError:
                 return None
             if time.monotonic() >= deadline:
@@ -337,18 +340,24 @@ class Cluster:
             return None
         if isinstance(exc, Exception) and not isinstance(exc, LostContact):
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            self.post_failure(first if isinstance(exc, UserError) else f"{type(exc).__name__}: {first}")
+            if isinstance(exc, UserError):
+                self.post_failure(first, FIXABLE)
+            elif is_os_error(exc):  # a full disk, a permission: what helps, in rank 0's one line
+                self.post_failure(f"{os_error_text(exc)} ({os_advice(exc)}, then {resume_hint()})", FIXABLE)
+            else:
+                self.post_failure(f"{type(exc).__name__}: {first}")
         stopped = isinstance(exc, (KeyboardInterrupt, LostContact))
         if not self.primary:
-            return ReportedByRankZero() if stopped or isinstance(exc, UserError) else None
+            reported = stopped or isinstance(exc, UserError) or is_os_error(exc)
+            return ReportedByRankZero() if reported else None
         if not stopped:
             return None  # rank 0's own error: printed as it is
         failed = self.failure(wait_s=2.0)  # a rank that failed posts why before it exits and torchrun stops us
         if failed is not None and failed[0] != self.rank:
             return _rank_failed(*failed)
         if isinstance(exc, LostContact):
-            return UserError(f"lost contact with another rank ({exc}); finished cells and committed images are "
-                             f"kept: {resume_hint()}")
+            return UserError(f"lost contact with the job: another rank or its torchrun agent is gone ({exc}); finished "
+                             f"cells and committed images are kept: {resume_hint()}")
         return UserError("the job was stopped: a rank died or the job was cancelled (torchrun's log names the rank); "
                          f"finished cells and committed images are kept: {resume_hint()}")
 
@@ -365,15 +374,18 @@ _stopped = {"error": False}
 
 
 def _leave_job() -> None:
-    """At a clean exit: end the process group this process made (torch warns of one left open). After an error
-    it is left as it is: ending an NCCL group while another rank is gone can wait for that rank."""
+    """At exit: end the process group this process made (torch warns of one left open, and a gloo group's threads
+    still running as the interpreter ends abort it: SIGABRT, which torchrun then names as the job's failure). After
+    an error an NCCL group is left as it is: ending it while another rank is gone can wait for that rank."""
     import torch.distributed as dist
 
-    if dist.is_initialized() and not _stopped["error"]:
+    if dist.is_initialized() and (not _stopped["error"] or dist.get_backend() == "gloo"):
         dist.destroy_process_group()
 
 
-def _rank_failed(rank: int, host: str, message: str) -> UserError:
+def _rank_failed(rank: int, host: str, kind: str, message: str) -> UserError:
+    if kind == FIXABLE:  # the rank's own one line says what to do
+        return UserError(f"rank {rank} on {host}: {message}")
     return UserError(f"rank {rank} on {host} failed: {message}; finished cells and committed images are kept: "
                      f"{resume_hint()}")
 
