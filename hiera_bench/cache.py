@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def cache_root() -> Path:
@@ -14,12 +16,14 @@ def cache_root() -> Path:
     return base / "hiera-bench"
 
 
-def use_persistent_compile_cache() -> str:
-    """Point inductor's on-disk caches (FX graphs, AOT autograd, Triton kernels) at the hiera-bench cache.
+@contextmanager
+def persistent_compile_cache() -> Iterator[str]:
+    """Inductor's on-disk caches (FX graphs, AOT autograd, Triton kernels) in the hiera-bench cache while a
+    sweep compiles; the environment as it was afterwards (the caller's own compiles keep their folder).
 
     torch's default is ``/tmp/torchinductor_<user>``, which a reboot or a fresh CI container empties;
     a second sweep of the same model then compiles from scratch. ``TORCHINDUCTOR_CACHE_DIR`` set by the
-    user wins. Returns the folder in use.
+    user wins. Yields the folder in use.
     """
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
@@ -27,4 +31,10 @@ def use_persistent_compile_cache() -> str:
     # importing timm already makes inductor write its default into the environment: that one is not the user's
     if not current or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torchinductor")
-    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    try:
+        yield os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    finally:
+        if current is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = current

@@ -77,10 +77,11 @@ class CellIdentity:
     data_state: str | None = None
     class_subset: str | None = None  # scored over these classes only (ImageNet-R/-A); None: all of the model's
     model_args: str | None = None  # a checkpoint folder's architecture arguments (models.args_digest)
+    embedding: str | None = None  # for a scheme hiera-bench does not version: its embedding's digest
 
     def fields(self) -> dict[str, Any]:
-        """The cell's ``cell.json``: every field; ``data_state``, ``class_subset`` and ``model_args`` only where
-        set (the keys of cells made before they existed stay the same)."""
+        """The cell's ``cell.json``: every field; ``data_state``, ``class_subset``, ``model_args`` and ``embedding``
+        only where set (the keys of cells made before they existed stay the same)."""
         out = {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "preprocess": dict(self.preprocess),
                "data_fingerprint": self.data_fingerprint, "limit": self.limit, "per_class": self.per_class,
                "dtype": self.dtype, "global_size": self.global_size, "scheme": self.scheme, "img_size": self.img_size}
@@ -90,6 +91,8 @@ class CellIdentity:
             out["class_subset"] = self.class_subset
         if self.model_args is not None:
             out["model_args"] = self.model_args
+        if self.embedding is not None:
+            out["embedding"] = self.embedding
         return out
 
     @property

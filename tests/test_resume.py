@@ -211,3 +211,21 @@ def test_cells_measured_with_other_package_versions_are_reused_and_said(cli, tmp
     fresh = cli(*args, "--force")
     assert fresh.code == 0 and "measured, in whole or in part" not in fresh.err
     assert "measured_with_other_versions" not in json.loads((out / "run.json").read_text())
+
+
+def test_a_run_stopped_after_its_records_but_before_its_rows_resumes_with_every_figure(tmp_path, full_ckpt, images):
+    """Killed while the rows were being built: the cells' records are complete but no row was written. The
+    resume evaluates nothing and must still give the whole row, GFLOPs included (they were taken only from
+    the sizes evaluated in the run, so such cells kept none, for good)."""
+    out = tmp_path / "run"
+    run_sweep(_config(full_ckpt, images, out, GRID))
+    whole = pd.read_parquet(out / "results.parquet")
+    for row in out.glob("cells/*/row.json"):
+        row.unlink()  # the state a kill between the last commit and the rows leaves
+    again = run_sweep(_config(full_ckpt, images, out, GRID))
+    assert again.run["ranks"][0]["evaluated_images"] == 0
+    resumed = pd.read_parquet(out / "results.parquet")
+    assert resumed["gflops"].notna().all()
+    columns = COMPARED + ["gflops"]
+    pd.testing.assert_frame_equal(resumed[columns].sort_values(["scheme", "img_size"]).reset_index(drop=True),
+                                  whole[columns].sort_values(["scheme", "img_size"]).reset_index(drop=True))

@@ -143,18 +143,25 @@ def test_class_folder_lists_what_datasets_imagefolder_lists(tmp_path):
 
 
 def test_compile_cache_is_persistent_unless_the_user_chose_one(monkeypatch, tmp_path):
+    import os
+
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    from hiera_bench.cache import use_persistent_compile_cache
+    from hiera_bench.cache import persistent_compile_cache
 
     monkeypatch.setenv("HIERA_BENCH_CACHE", str(tmp_path / "hb"))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    assert use_persistent_compile_cache() == str(tmp_path / "hb" / "torchinductor")
+    with persistent_compile_cache() as folder:
+        assert folder == os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "hb" / "torchinductor")
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # the caller's own compiles keep their folder
     # importing timm makes inductor write its /tmp default into the environment: still ours to replace
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
-    assert use_persistent_compile_cache() == str(tmp_path / "hb" / "torchinductor")
+    with persistent_compile_cache() as folder:
+        assert folder == str(tmp_path / "hb" / "torchinductor")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default_cache_dir()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
-    assert use_persistent_compile_cache() == str(tmp_path / "mine")
+    with persistent_compile_cache() as folder:
+        assert folder == str(tmp_path / "mine")
 
 
 def test_a_signal_inside_an_atomic_write_waits_for_the_rename(tmp_path):

@@ -181,6 +181,7 @@ def sweep(
         crop_pct=o.crop_pct, interpolation=o.interpolation, global_size=o.global_size, save_every=o.save_every, force=o.force,
         strict=o.strict, channels_last=o.channels_last, compile=o.compile_, real_labels=o.real_labels, decode=o.decode,
         class_subset=o.class_subset, max_failed=o.max_failed / 100.0, config_file=str(config.resolve()) if config else None,
+        plots=o.plots,
         command="hiera-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     configs = several(base, list(o.model or []), [str(c) for c in o.checkpoint or []], list(o.label or []), list(o.data or []))
@@ -194,10 +195,6 @@ def sweep(
                 results.append(run_sweep(cfg, progress, shared))
             finally:
                 progress.stop()
-            if o.plots and results[-1].primary and not results[-1].table.empty:
-                from ..plots import write_plots
-
-                write_plots(results[-1].table, results[-1].out / "plots", formats=("png",))
     show_results(results, o.as_json)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import datasets
 import pyarrow.compute as pc
@@ -13,6 +15,7 @@ from ..errors import UserError
 from .base import (FEATURES, ClassIndex, DataSource, Layout, detect_layout, get_layout, list_layouts, read_column,
                    register_layout)
 from . import classfolder, wnidnames  # noqa: F401  (register their layouts)
+from .loader import ignore_large_image_warnings
 
 for _optional in ("parquet", "hub", "webdataset", "flatval", "saved"):
     try:
@@ -23,14 +26,27 @@ for _optional in ("parquet", "hub", "webdataset", "flatval", "saved"):
 
 DEFAULT_DATA = "hf:ILSVRC/imagenet-1k"
 
-# datasets' sort still passes the pyarrow<25 argument; nothing a user can act on
-warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
-
-if os.environ.get("HIERA_BENCH_VERBOSE") != "1":
-    datasets.disable_progress_bars()
-    # CRITICAL, not ERROR: a file datasets fails to read is logged (over many lines) and then raised, and
-    # the raise becomes hiera-bench's one-line error naming the file
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+@contextmanager
+def quiet_data() -> Iterator[None]:
+    """While hiera-bench reads data: datasets' progress bars and logs off (``HIERA_BENCH_VERBOSE=1`` keeps them),
+    and warnings nobody can act on ignored; the caller's settings afterwards."""
+    verbose = os.environ.get("HIERA_BENCH_VERBOSE") == "1"
+    bars_off, level = datasets.utils.are_progress_bars_disabled(), datasets.logging.get_verbosity()
+    with warnings.catch_warnings():
+        # datasets' sort still passes the pyarrow<25 argument
+        warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
+        ignore_large_image_warnings()
+        if not verbose:
+            datasets.disable_progress_bars()
+            # CRITICAL, not ERROR: a file datasets fails to read is logged (over many lines) and then raised,
+            # and the raise becomes hiera-bench's one-line error naming the file
+            datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+        try:
+            yield
+        finally:
+            datasets.logging.set_verbosity(level)
+            if not bars_off:
+                datasets.enable_progress_bars()
 
 
 def default_location() -> str:
@@ -69,7 +85,12 @@ def open_data(
     per_class: int | None = None,
 ) -> DataSource:
     """Open an evaluation set; labels index ``class_names``; sorted by image id, then cut by ``limit``/``per_class``."""
-    location = location or default_location()
+    with quiet_data():
+        return _open(location or default_location(), class_names, data_format, limit, per_class)
+
+
+def _open(location: str, class_names: list[str], data_format: str | None, limit: int | None,
+          per_class: int | None) -> DataSource:
     if data_format:
         layout = get_layout(data_format)
     elif location.startswith("hf:"):
@@ -102,5 +123,5 @@ def open_data(
 
 __all__ = [
     "FEATURES", "ClassIndex", "DataSource", "Layout", "DEFAULT_DATA", "default_location", "detect_layout",
-    "get_layout", "list_layouts", "open_data", "register_layout",
+    "get_layout", "list_layouts", "open_data", "quiet_data", "register_layout",
 ]

@@ -15,9 +15,11 @@ from ..preprocess import MultiSizeTransform, View
 from .shared import DecodedCrops
 
 
-# PIL warns (once per image, from whichever thread or worker decodes it) about images above MAX_IMAGE_PIXELS;
-# timm decodes them all the same, so a sweep does too and says how many there were once, in its summary
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+def ignore_large_image_warnings(_worker: int | None = None) -> None:
+    """PIL warns (once per image, from whichever thread or worker decodes it) about images above MAX_IMAGE_PIXELS;
+    timm decodes them all the same, so a sweep does too and says how many there were once, in its summary. Set
+    within a sweep's :func:`~hiera_bench.data.quiet_data` and in each DataLoader worker (its ``worker_init_fn``)."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def is_large(image: Image.Image) -> bool:

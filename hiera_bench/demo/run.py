@@ -50,7 +50,8 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
         for name, folder in ckpts.items():
             progress = progress_factory() if progress_factory else None
             cfg = SweepConfig(checkpoint=str(folder), data=str(data), res=DEMO_RES, schemes="interp,abswin",
-                              out=str(Path(out) / name), device=device, force=True, command="hiera-bench demo")
+                              out=str(Path(out) / name), device=device, force=True, command="hiera-bench demo",
+                              plots=False)  # the demo draws its own figures of both
             try:
                 result = run_sweep(cfg, progress, shared)
             finally:

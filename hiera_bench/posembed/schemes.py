@@ -29,6 +29,7 @@ registers itself with :func:`register_scheme`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,6 +51,9 @@ class Scheme:
     #: reads the global + window split, which for a full-grid checkpoint is a fit whose global grid
     #: (``--global-size``) changes the embedding: part of such a cell's identity
     uses_fit: bool = False
+    #: defined in hiera-bench, so its code is versioned with it; a scheme registered elsewhere may change under
+    #: the same name, so its cells are told apart by the embedding they use (see :func:`embedding_digest`)
+    versioned: bool = False
 
     def __call__(self, spec: PosEmbedSpec, token_grid: Size2, mask_grid: Size2) -> torch.Tensor:
         return self.fn(spec, token_grid, mask_grid)
@@ -62,10 +66,17 @@ def register_scheme(name: str, description: str, uses_fit: bool = False) -> Call
     """Register a scheme under ``name`` (decorator)."""
 
     def wrap(fn: SchemeFn) -> SchemeFn:
-        _SCHEMES[name] = Scheme(name, description, fn, uses_fit)
+        _SCHEMES[name] = Scheme(name, description, fn, uses_fit, fn.__module__.split(".")[0] == __name__.split(".")[0])
         return fn
 
     return wrap
+
+
+def embedding_digest(embedding: torch.Tensor) -> str:
+    """A short hash of an embedding's values and shape (float32): what a cell of an unversioned scheme used."""
+    values = embedding.detach().to("cpu", torch.float32).contiguous()
+    blob = repr(tuple(values.shape)).encode() + values.numpy().tobytes()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def list_schemes() -> list[str]:

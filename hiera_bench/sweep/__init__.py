@@ -8,7 +8,7 @@ table), ``views`` (merged outputs), ``provenance`` (run.json), ``run`` (the flow
 positions each cell lacks and each rank evaluates), ``distributed`` (the ranks of a torchrun job).
 """
 
-from .config import AMP_DTYPES, Progress, SweepConfig, several, validate_config
+from .config import AMP_DTYPES, Logged, Progress, Quiet, SweepConfig, several, validate_config
 from .run import SweepResult, run_sweep
 
-__all__ = ["AMP_DTYPES", "Progress", "SweepConfig", "SweepResult", "run_sweep", "several", "validate_config"]
+__all__ = ["AMP_DTYPES", "Logged", "Progress", "Quiet", "SweepConfig", "SweepResult", "run_sweep", "several", "validate_config"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import numbers
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -52,6 +55,7 @@ class SweepConfig:
     data_name: str | None = None  # how reports name this data set (``--data NAME=PATH``)
     class_subset: str | None = None  # imagenet-r, imagenet-a or a wnid file: score over those classes only
     config_file: str | None = None  # the --config TOML its options came from (the command line overriding it)
+    plots: bool = True  # draw plots/top1-vs-size.png and top1-vs-gflops.png of the run folder's views
 
     @property
     def dtype_name(self) -> str:
@@ -66,8 +70,22 @@ class Progress(Protocol):
     def log(self, message: str) -> None: ...
 
 
+class Logged:
+    """A :class:`Progress` for programs (the library default): no bar; each message a warning of the
+    ``hiera_bench`` logger, which Python shows on stderr unless the program configures logging."""
+
+    def start(self, total: int, description: str) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        logging.getLogger("hiera_bench").warning(message)
+
+
 class Quiet:
-    """A :class:`Progress` that shows nothing (the library default)."""
+    """A :class:`Progress` that shows nothing."""
 
     def start(self, total: int, description: str) -> None:
         pass
@@ -121,7 +139,7 @@ def parse_batch_size(value: int | str) -> int | str:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     try:
-        number = int(value)
+        number = int(value) if not isinstance(value, (float, bool)) else _whole(value)
     except (TypeError, ValueError):
         raise UserError(f"--batch-size must be a positive integer or auto, got {value!r}") from None
     if number < 1:
@@ -233,6 +251,50 @@ def _default_label(model: str | None, checkpoint: str | None) -> str:
         return str(model)
     path = Path(checkpoint)
     return path.name if path.is_dir() or not path.suffix else path.stem
+
+
+#: SweepConfig fields that name files or folders (a ``Path`` is as good as a string; ``~`` is the home folder).
+PATH_FIELDS = ("checkpoint", "data", "out", "root", "real_labels", "class_subset", "config_file")
+#: SweepConfig fields that hold a whole number (or None), by the option that sets them.
+WHOLE_FIELDS = {"limit": "--limit", "per_class": "--per-class", "workers": "--workers",
+                "global_size": "--global-size", "save_every": "--save-every"}
+
+
+def normalised(cfg: SweepConfig) -> SweepConfig:
+    """A copy of ``cfg`` in the types the sweep reads, as Python callers naturally give them: paths as ``Path``
+    (``~`` expanded), ``res=96`` or ``[224, 256]``, ``schemes=["interp", "abswin"]``; a number that is not whole
+    where a count belongs is refused. The caller's config is left as it was."""
+    changes: dict[str, Any] = {}
+    for name in PATH_FIELDS:
+        value = getattr(cfg, name)
+        if isinstance(value, os.PathLike) or (isinstance(value, str) and value.startswith("~")):
+            changes[name] = os.path.expanduser(os.fspath(value))
+    if isinstance(cfg.res, numbers.Integral) and not isinstance(cfg.res, bool):
+        changes["res"] = str(int(cfg.res))
+    elif isinstance(cfg.res, (list, tuple)):
+        changes["res"] = ",".join(str(v) for v in cfg.res)
+    if isinstance(cfg.schemes, (list, tuple)):
+        changes["schemes"] = ",".join(str(v) for v in cfg.schemes)
+    for name, option in WHOLE_FIELDS.items():
+        value = getattr(cfg, name)
+        if value is None or type(value) is int:
+            continue
+        try:
+            changes[name] = _whole(value)  # numpy integers too: run.json is JSON
+        except (TypeError, ValueError):
+            raise UserError(f"{option} must be a whole number, got {value!r}") from None
+    return replace(cfg, **changes)
+
+
+def _whole(value: Any) -> int:
+    """``value`` as an int if it is a whole number (``8``, ``8.0``, ``"8"``); else ValueError/TypeError."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a count")
+    if isinstance(value, str):
+        return int(value.strip())
+    if isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer()):
+        return int(value)
+    raise ValueError(f"{value!r} is not a whole number")
 
 
 def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:

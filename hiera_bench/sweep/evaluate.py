@@ -18,7 +18,7 @@ import torch
 
 from ..data import DataSource
 from ..data.devicedecode import DeviceCrops, EncodedImages, collate_encoded
-from ..data.loader import Batch, MultiSizeImages, collate
+from ..data.loader import Batch, MultiSizeImages, collate, ignore_large_image_warnings
 from ..data.shared import DecodedCrops
 from ..errors import UserError
 from ..models import LoadedModel, build_at_size
@@ -128,6 +128,7 @@ class Evaluation:
         loader = torch.utils.data.DataLoader(  # batches never cross a segment: see shards
             images, batch_sampler=batches(segs, batch_size), num_workers=workers, collate_fn=collate_fn,
             pin_memory=self.device.type == "cuda" and device_crops is None, persistent_workers=False,
+            worker_init_fn=ignore_large_image_warnings if workers else None,
             prefetch_factor=prefetch_factor(workers, batch_size, [size for size, _ in transform.views],
                                             int(prefetch_budget() * self.host_share))
             if workers else None,

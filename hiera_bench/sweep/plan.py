@@ -9,7 +9,7 @@ import torch
 
 from ..cells import CellIdentity, global_size_text
 from ..geometry import HieraGeometry
-from ..posembed import PosEmbedSpec, Scheme, reads_global_grid
+from ..posembed import PosEmbedSpec, Scheme, embedding_digest, reads_global_grid
 from .shards import Span
 
 if TYPE_CHECKING:
@@ -57,12 +57,15 @@ def plan_forwards(spec: PosEmbedSpec, schemes: list[Scheme], sizes: list[int], g
 def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
              cell: Callable[..., CellIdentity]) -> None:
     """Give every forward's cells their identity: ``cell(scheme=..., img_size=..., global_size=...)`` with the
-    abswin fit's global grid only where it changes the numbers (a full-grid checkpoint, a scheme that reads it)."""
+    abswin fit's global grid only where it changes the numbers (a full-grid checkpoint, a scheme that reads it),
+    and the embedding's digest for a scheme registered outside hiera-bench (its code may change, its name not)."""
     by_name = {s.name: s for s in schemes}
     for fwd in forwards:
         for name in fwd.schemes:
+            scheme = by_name[name]
             fwd.cells[name] = cell(scheme=name, img_size=fwd.size, crop_pct=fwd.crop_pct,
-                                   global_size=fitted_global_size(by_name[name], spec))
+                                   global_size=fitted_global_size(scheme, spec),
+                                   **({} if scheme.versioned else {"embedding": embedding_digest(fwd.embedding)}))
 
 
 def fitted_global_size(scheme: Scheme, spec: PosEmbedSpec) -> str | None:

@@ -5,35 +5,35 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from functools import cached_property, partial
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..cells import CellIdentity, same_value
-from ..data import DataSource, open_data
+from ..data import DataSource, open_data, quiet_data
 from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
 from ..errors import UserError
 from ..grid import Grid, default_grid, parse_grid
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, build_at_size, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
 from ..preprocess import EvalPreprocess
 from ..published import reference_checks
 from ..stats import SETTINGS as STATS_SETTINGS
 from ..subsets import ClassSubset, detect, subset
-from .config import Progress, Quiet, SweepConfig, validate_config
+from .config import Logged, Progress, SweepConfig, normalised, validate_config
 from .distributed import Cluster
 from .evaluate import Evaluation, EvaluationReport
 from .plan import Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards
 from .provenance import device_name, git_sha, iso_time, other_versions, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
-from .runtime import check_memory
+from .runtime import check_memory, gflops_per_image
 from .shards import Assignment, assign
 from .store import DataFiles, RunDir
 from .views import this_sweeps_rows, write_views
@@ -97,7 +97,8 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None, shared: Shared
     rank 0's result (see :mod:`.distributed`)."""
     cluster = Cluster.join(cfg.device)
     try:
-        result = _sweep(cfg, cluster, cluster.progress(progress or Quiet()), shared)
+        with state_of_a_sweep():
+            result = _sweep(cfg, cluster, cluster.progress(progress or Logged()), shared)
     except BaseException as exc:
         instead = cluster.explain(exc)
         if instead is None:
@@ -106,16 +107,30 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None, shared: Shared
     return result
 
 
-def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: SharedDecodes | None) -> SweepResult:
+@contextmanager
+def state_of_a_sweep() -> Iterator[None]:
+    """The process state a sweep relies on, for its duration only: float32 as torch's default dtype (the nets
+    are built in it), the caller's random state kept (building a net draws its init), the data libraries quiet."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.random.fork_rng(devices=[]), quiet_data():
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: SharedDecodes | None) -> SweepResult:
     t_start = time.time()
 
-    def prepare() -> tuple[Sweep, list[Forward], torch.device]:
+    def prepare() -> tuple[SweepConfig, Sweep, list[Forward], torch.device]:
+        cfg = normalised(given)  # the caller's config stays as it was
         schemes, device = validate_config(cfg)
         device = cluster.place(device)
         sweep = load(cfg, schemes, device, progress, cluster.primary)
-        return sweep, plan(sweep, cluster.primary), device
+        return cfg, sweep, plan(sweep, cluster.primary), device
 
-    sweep, forwards, device = cluster.agree(prepare)
+    cfg, sweep, forwards, device = cluster.agree(prepare)
     cluster.check_same({"checkpoint (sha256)": sweep.loaded.sha256, "data (ids and labels)": sweep.data_fingerprint,
                         "data files (sizes and mtimes)": sweep.data_state,
                         "cells": ",".join(k for fwd in forwards for k in fwd.keys.values())})
@@ -141,6 +156,7 @@ def _sweep(cfg: SweepConfig, cluster: Cluster, progress: Progress, shared: Share
             run_info.update(job_info(cluster, work, reports))
             await_records(sweep.run_dir, work, n_images, cluster.distributed)
             gflops = {size: g for r in reports for size, g in r["gflops"].items()}
+            gflops.update(uncounted_gflops(sweep, forwards, gflops, device))
             t_rows = time.time()
             rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
             run_info.update(records_versions(sweep, forwards))
@@ -234,6 +250,10 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
     files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states)
     merged = write_views(sweep.run_dir, table, run_info, t_start, files)
+    if sweep.cfg.plots and merged["status"].eq("ok").any():
+        from ..plots import write_plots
+
+        write_plots(merged, sweep.run_dir.root / "plots", formats=("png",))  # the folder's views, as results.csv
     mine = this_sweeps_rows(merged, table)
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
 
@@ -333,6 +353,19 @@ def columns(sweep: Sweep, device: str) -> SweepColumns:
                         pos_embed_kind=loaded.pos_embed_kind, native_size=loaded.native_size, explained_energy=sweep.spec.explained,
                         data=sweep.data.location, data_layout=sweep.data.layout, device=device,
                         data_name=sweep.cfg.data_name)
+
+
+def uncounted_gflops(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
+                     device: torch.device) -> dict[int, float]:
+    """FLOPs per image of the sizes whose cells need a row though no rank evaluated them now: their records were
+    complete when an earlier run stopped before building the rows (counted as the loop counts them)."""
+    sizes = sorted({fwd.size for fwd in forwards if fwd.size not in gflops
+                    and any(not sweep.run_dir.cell(key).is_done() for key in fwd.keys.values())})
+    if not sizes:
+        return {}
+    sweep.loaded.model.to(device)
+    return {size: gflops_per_image(build_at_size(sweep.loaded, size, next(f for f in forwards if f.size == size)
+                                                 .embedding).to(device), size, device) for size in sizes}
 
 
 def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..cache import use_persistent_compile_cache
+from ..cache import persistent_compile_cache
 from ..errors import UserError
 from ..geometry import HieraGeometry
 from ..metrics import device_records, records_to_numpy
@@ -177,22 +177,21 @@ def compile_runners(runners: dict[int, SizeRunner], batch: int, device: torch.de
     returns seconds per size, graphs compiled and cache hits, for run.json."""
     import torch._dynamo
 
-    cache_dir = use_persistent_compile_cache()
     # one cache entry per size on the one Hiera.forward code object; past the limit dynamo would run eagerly
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 2 * len(runners) + 8))
+    limits = {name: max(getattr(torch._dynamo.config, name), 2 * len(runners) + 8)
+              for name in ("recompile_limit", "cache_size_limit") if hasattr(torch._dynamo.config, name)}
     before = compile_counters()
     seconds = {}
-    for size, runner in runners.items():
-        t0 = time.perf_counter()
-        runner.run = CompiledNet(runner.net, log, backend)
-        with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
-            zeros = torch.zeros(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-            runner(zeros, log)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds[str(size)] = round(time.perf_counter() - t0, 3)
+    with persistent_compile_cache() as cache_dir, torch._dynamo.config.patch(limits):
+        for size, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.run = CompiledNet(runner.net, log, backend)
+            with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
+                zeros = torch.zeros(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
+                runner(zeros, log)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[str(size)] = round(time.perf_counter() - t0, 3)
     after = compile_counters()
     return {"seconds": seconds, "cache_dir": cache_dir, **{k: after[k] - before[k] for k in after}}
 

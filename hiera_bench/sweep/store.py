@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -260,9 +261,8 @@ class RunDir:
         folder.refuse_foreign(self.root)
         try:
             (self.root / "cells").mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-probe-"):  # a name of its own per call
+                pass
             remove_stale_temp_files(self.root)
             folder.claim(self.root)  # the marker, listing the views and plots
         except OSError as exc:

@@ -1,0 +1,164 @@
+"""hiera-bench used from Python, as a notebook or a script does: natural argument types, numbers that follow
+the code that made them, and the caller's process state (torch, datasets, warnings, logging) left as it was."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hiera_bench.errors import UserError
+from hiera_bench.posembed import get_scheme, register_scheme
+from hiera_bench.posembed.schemes import _SCHEMES
+from hiera_bench.sweep import Quiet, SweepConfig, run_sweep
+
+
+def _config(ckpt: Path, data: Path, out: Path, **kw) -> SweepConfig:
+    return SweepConfig(**{"checkpoint": str(ckpt), "data": str(data), "out": str(out), "res": "64,96", "batch_size": 4,
+                          "workers": 0, "device": "cpu", "plots": False, **kw})
+
+
+def _cell_fields(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/cell.json"))]
+
+
+@pytest.fixture
+def own_scheme():
+    """A scheme registered outside hiera-bench (a researcher's), removed again after the test."""
+    yield "mine"
+    _SCHEMES.pop("mine", None)
+
+
+def test_a_scheme_of_ones_own_changed_under_the_same_name_is_measured_again(full_ckpt, class_folder, tmp_path,
+                                                                           own_scheme):
+    interp = get_scheme("interp").fn
+
+    @register_scheme(own_scheme, "interp, as a researcher first wrote it")
+    def first(spec, token_grid, mask_grid):
+        return interp(spec, token_grid, mask_grid)
+
+    cfg = _config(full_ckpt, class_folder, tmp_path / "run", schemes=f"interp,{own_scheme}")
+    before = run_sweep(cfg).table.set_index(["scheme", "img_size"])
+    assert before.loc[(own_scheme, 96), "nll"] == pytest.approx(before.loc[("interp", 96), "nll"], abs=1e-6)
+
+    @register_scheme(own_scheme, "edited: the embedding left out")
+    def edited(spec, token_grid, mask_grid):
+        return interp(spec, token_grid, mask_grid) * 0
+
+    again = run_sweep(cfg)
+    assert again.run["ranks"][0]["evaluated_images"] > 0
+    after = again.table.set_index(["scheme", "img_size"])
+    assert after.loc[(own_scheme, 96), "nll"] != pytest.approx(before.loc[(own_scheme, 96), "nll"], abs=1e-3)
+    # the built-in scheme's cells are found again, their keys as before (hiera-bench versions its own code)
+    assert (after.loc[("interp", 96), "cell_key"] == before.loc[("interp", 96), "cell_key"])
+    shown = pd.read_csv(tmp_path / "run" / "results.csv").set_index(["scheme", "img_size"])
+    assert shown.loc[(own_scheme, 96), "nll"] == pytest.approx(after.loc[(own_scheme, 96), "nll"], abs=1e-9)
+    fields = _cell_fields(tmp_path / "run")
+    assert all("embedding" not in f for f in fields if f["scheme"] == "interp")
+    assert len({f["embedding"] for f in fields if f["scheme"] == own_scheme and f["img_size"] == 96}) == 2
+
+
+def test_python_values_a_caller_naturally_gives_are_taken_and_the_callers_config_is_left_alone(
+        full_ckpt, class_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = SweepConfig(checkpoint=full_ckpt, data=Path(class_folder), out="~/run", res=[64, 96], schemes=["interp"],
+                      batch_size="4", amp="auto", crop_pct=[0.875], workers=0, device="cpu", plots=False)
+    kept = repr(cfg)
+    result = run_sweep(cfg)
+    assert repr(cfg) == kept  # not filled in by the sweep (a replace(cfg, device="cuda") must not keep fp32)
+    assert result.out == tmp_path / "home" / "run" and (tmp_path / "home" / "run" / "results.csv").is_file()
+    assert not (Path.cwd() / "~").exists()
+    assert sorted(result.table["img_size"]) == [64, 96]
+    assert run_sweep(replace(cfg, res=96)).run["ranks"][0]["evaluated_images"] == 0  # found again, through ~
+    for field, value in (("limit", 2.5), ("batch_size", 2.5), ("workers", True)):
+        with pytest.raises(UserError, match=f"--{field.replace('_', '-')} must be"):
+            run_sweep(replace(cfg, **{field: value}))
+
+
+def test_a_sweep_leaves_the_callers_torch_state_as_it_was(full_ckpt, class_folder, tmp_path):
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        result = run_sweep(_config(full_ckpt, class_folder, tmp_path / "run"))
+        assert torch.get_default_dtype() == torch.float64
+        assert torch.equal(torch.rand(3), expected)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    reference = run_sweep(_config(full_ckpt, class_folder, tmp_path / "fp32-default"))
+    assert result.table["top1"].tolist() == reference.table["top1"].tolist()
+
+
+def test_importing_and_sweeping_leave_datasets_and_warnings_as_the_caller_set_them(full_ckpt, class_folder,
+                                                                                    tmp_path):
+    import subprocess
+    import sys
+
+    import datasets
+    from PIL import Image
+
+    imported = subprocess.run([sys.executable, "-c", (
+        "import warnings, datasets\n"
+        "before = (datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled())\n"
+        "import hiera_bench.data, hiera_bench.sweep\n"
+        "from PIL import Image\n"
+        "assert (datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()) == before\n"
+        "assert not any(f[2] in (Image.DecompressionBombWarning, FutureWarning) for f in warnings.filters), warnings.filters\n"
+    )], capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    level, bars = datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()
+    filters = list(warnings.filters)
+    run_sweep(_config(full_ckpt, class_folder, tmp_path / "run"))
+    assert (datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()) == (level, bars)
+    assert warnings.filters == filters
+    assert not any(f[2] is Image.DecompressionBombWarning for f in warnings.filters)
+
+
+def test_the_library_says_what_the_cli_would_through_logging_unless_told_to_be_quiet(abswin_ckpt, class_folder,
+                                                                                      tmp_path, caplog):
+    cfg = _config(abswin_ckpt, class_folder, tmp_path / "run", global_size=2)
+    with caplog.at_level(logging.WARNING, logger="hiera_bench"):
+        run_sweep(cfg)
+    assert any("--global-size only applies to full-grid checkpoints" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hiera_bench"):
+        run_sweep(cfg, Quiet())
+    assert not caplog.records
+
+
+def test_every_sweep_keeps_its_history_file_even_several_in_one_second(full_ckpt, class_folder, tmp_path):
+    cfg = _config(full_ckpt, class_folder, tmp_path / "run", res="64")
+    t0 = time.time()
+    for label in ("a", "b", "c"):
+        run_sweep(replace(cfg, label=label))
+    history = [p for p in (tmp_path / "run" / "runs").glob("*.json") if not p.name.endswith(".unfinished.json")]
+    assert len(history) == 3 or time.time() - t0 > 3  # each within the same second as the last, on any host
+    assert sorted(json.loads(p.read_text())["label"] for p in history) == ["a", "b", "c"]
+
+
+def test_the_plots_of_a_sweep_show_every_cell_of_its_folder_as_results_csv_does(full_ckpt, class_folder, tmp_path,
+                                                                                 monkeypatch):
+    import hiera_bench.plots as plots
+
+    drawn = []
+    real = plots.write_plots
+    monkeypatch.setattr(plots, "write_plots", lambda table, *a, **k: drawn.append(table) or real(table, *a, **k))
+    cfg = _config(full_ckpt, class_folder, tmp_path / "run", plots=True)
+    run_sweep(cfg)
+    run_sweep(replace(cfg, res="128"))
+    assert sorted(set(drawn[-1]["img_size"])) == [64, 96, 128]
+    shown = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(set(shown["img_size"])) == [64, 96, 128]
+    assert (tmp_path / "run" / "plots" / "top1-vs-size.png").is_file()
+    run_sweep(replace(cfg, res="96", plots=False, label="no-plots"))
+    assert len(drawn) == 2
+    assert os.path.getsize(tmp_path / "run" / "plots" / "top1-vs-gflops.png") > 0
