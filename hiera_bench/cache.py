@@ -27,14 +27,17 @@ def persistent_compile_cache() -> Iterator[str]:
     """
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # inductor also sets TRITON_CACHE_DIR (inside its own folder) where it is unset: restored alike
+    before = {var: os.environ.get(var) for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    current = before["TORCHINDUCTOR_CACHE_DIR"]
     # importing timm already makes inductor write its default into the environment: that one is not the user's
     if not current or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torchinductor")
     try:
         yield os.environ["TORCHINDUCTOR_CACHE_DIR"]
     finally:
-        if current is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = current
+        for var, value in before.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value

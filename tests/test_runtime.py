@@ -188,3 +188,25 @@ def test_a_signal_inside_an_atomic_write_waits_for_the_rename(tmp_path):
             sig.raise_signal(sig.SIGINT)  # outside a write: at once
     finally:
         sig.signal(sig.SIGINT, previous)
+
+
+def test_compile_settings_hold_for_the_whole_loop_and_are_given_back(monkeypatch, tmp_path):
+    """The recompile limit is raised for as long as the compiled nets run (an out-of-memory back-off recompiles a
+    size mid-loop: past the default limit of 8 it ran eagerly); inductor's and Triton's cache folders and the limit
+    are the caller's again after."""
+    import os
+
+    import torch._dynamo
+
+    from hiera_bench.sweep.runtime import compile_settings
+
+    monkeypatch.setenv("HIERA_BENCH_CACHE", str(tmp_path / "hb"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    limit = torch._dynamo.config.recompile_limit
+    with compile_settings(9):
+        assert torch._dynamo.config.recompile_limit >= 2 * 9 + 8
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "hb" / "torchinductor")
+        os.environ["TRITON_CACHE_DIR"] = str(tmp_path / "hb" / "torchinductor" / "triton")  # as inductor sets it
+    assert torch._dynamo.config.recompile_limit == limit
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ and "TRITON_CACHE_DIR" not in os.environ

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, ContextManager
 
 import datasets
 import pyarrow.compute as pc
 
 from ..errors import UserError
+from ..state import ProcessSetting
 from .base import (FEATURES, ClassIndex, DataSource, Layout, detect_layout, get_layout, list_layouts, read_column,
                    register_layout)
 from . import classfolder, wnidnames  # noqa: F401  (register their layouts)
@@ -26,27 +26,40 @@ for _optional in ("parquet", "hub", "webdataset", "flatval", "saved"):
 
 DEFAULT_DATA = "hf:ILSVRC/imagenet-1k"
 
-@contextmanager
-def quiet_data() -> Iterator[None]:
-    """While hiera-bench reads data: datasets' progress bars and logs off (``HIERA_BENCH_VERBOSE=1`` keeps them),
-    and warnings nobody can act on ignored; the caller's settings afterwards."""
-    verbose = os.environ.get("HIERA_BENCH_VERBOSE") == "1"
+def _quiet_datasets() -> Callable[[], None]:
+    """datasets' progress bars and logs off (``HIERA_BENCH_VERBOSE=1`` keeps them), and warnings nobody can act
+    on ignored; returns the undo (the caller's settings back, the filters added here removed)."""
     bars_off, level = datasets.utils.are_progress_bars_disabled(), datasets.logging.get_verbosity()
-    with warnings.catch_warnings():
-        # datasets' sort still passes the pyarrow<25 argument
-        warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
-        ignore_large_image_warnings()
-        if not verbose:
-            datasets.disable_progress_bars()
-            # CRITICAL, not ERROR: a file datasets fails to read is logged (over many lines) and then raised,
-            # and the raise becomes hiera-bench's one-line error naming the file
-            datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-        try:
-            yield
-        finally:
-            datasets.logging.set_verbosity(level)
-            if not bars_off:
-                datasets.enable_progress_bars()
+    before = list(warnings.filters)
+    # datasets' sort still passes the pyarrow<25 argument
+    warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
+    ignore_large_image_warnings()
+    added = [entry for entry in warnings.filters[:2] if entry not in before]  # a filter the caller had stays
+    if os.environ.get("HIERA_BENCH_VERBOSE") != "1":
+        datasets.disable_progress_bars()
+        # CRITICAL, not ERROR: a file datasets fails to read is logged (over many lines) and then raised, and
+        # the raise becomes hiera-bench's one-line error naming the file
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+
+    def undo() -> None:
+        for entry in added:
+            if entry in warnings.filters:
+                warnings.filters.remove(entry)
+        getattr(warnings, "_filters_mutated", lambda: None)()
+        datasets.logging.set_verbosity(level)
+        if not bars_off:
+            datasets.enable_progress_bars()
+
+    return undo
+
+
+_QUIET = ProcessSetting(_quiet_datasets)
+
+
+def quiet_data() -> ContextManager[None]:
+    """While hiera-bench reads data (every sweep of the process, in any thread): datasets quiet, see
+    :func:`_quiet_datasets`; the caller's settings once the last one ends."""
+    return _QUIET.held()
 
 
 def default_location() -> str:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..sweep.config import Quiet
 from . import DEMO_INSPECT, DEMO_RES, checkpoint_dirs, val_folder
 
 #: The checkpoint whose position embedding the demo draws: the abs-win one, whose window embedding is its own.
@@ -22,6 +23,13 @@ class DemoResult:
     plots: list[Path]
     report: pd.DataFrame | None = None  # the runs merged and annotated as `hiera-bench report` does (one pivot)
     inspection: Any = None  # hiera_bench.inspect.Inspection of INSPECTED at DEMO_INSPECT px
+
+
+class Said(Quiet):
+    """No bar; a sweep's messages through the demo's own ``log``."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log  # type: ignore[method-assign]
 
 
 def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any] | None = None,
@@ -48,7 +56,7 @@ def run_demo(out: Path, device: str = "cpu", progress_factory: Callable[[], Any]
     tables, runs = [], {}
     with SharedDecodes(len(ckpts), log=log) as shared:  # the checkpoints share their preprocessing: one decode
         for name, folder in ckpts.items():
-            progress = progress_factory() if progress_factory else None
+            progress = progress_factory() if progress_factory else Said(log)
             cfg = SweepConfig(checkpoint=str(folder), data=str(data), res=DEMO_RES, schemes="interp,abswin",
                               out=str(Path(out) / name), device=device, force=True, command="hiera-bench demo",
                               plots=False)  # the demo draws its own figures of both

@@ -7,7 +7,7 @@ import numbers
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 
@@ -139,7 +139,7 @@ def parse_batch_size(value: int | str) -> int | str:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     try:
-        number = int(value) if not isinstance(value, (float, bool)) else _whole(value)
+        number = _whole(value)
     except (TypeError, ValueError):
         raise UserError(f"--batch-size must be a positive integer or auto, got {value!r}") from None
     if number < 1:
@@ -269,11 +269,13 @@ def normalised(cfg: SweepConfig) -> SweepConfig:
         value = getattr(cfg, name)
         if isinstance(value, os.PathLike) or (isinstance(value, str) and value.startswith("~")):
             changes[name] = os.path.expanduser(os.fspath(value))
-    if isinstance(cfg.res, numbers.Integral) and not isinstance(cfg.res, bool):
-        changes["res"] = str(int(cfg.res))
-    elif isinstance(cfg.res, (list, tuple)):
-        changes["res"] = ",".join(str(v) for v in cfg.res)
-    if isinstance(cfg.schemes, (list, tuple)):
+    if cfg.res is not None and not isinstance(cfg.res, str):
+        try:
+            sizes = [cfg.res] if not isinstance(cfg.res, Iterable) else list(cfg.res)
+            changes["res"] = ",".join(str(_whole(size)) for size in sizes)
+        except (TypeError, ValueError):
+            raise UserError(f"--res {cfg.res!r}: give sizes as 224, [224, 256] or a text like '224:352:32'") from None
+    if isinstance(cfg.schemes, Iterable) and not isinstance(cfg.schemes, str):
         changes["schemes"] = ",".join(str(v) for v in cfg.schemes)
     for name, option in WHOLE_FIELDS.items():
         value = getattr(cfg, name)
@@ -298,7 +300,10 @@ def _whole(value: Any) -> int:
 
 
 def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
-    """Check every option that needs no model or data; returns the schemes and the device."""
+    """Check every option that needs no model or data and fill ``cfg`` in (:func:`normalised` types, the batch
+    size parsed, ``amp="auto"`` resolved); returns the schemes and the device."""
+    for name, value in vars(normalised(cfg)).items():
+        setattr(cfg, name, value)
     cfg.batch_size = parse_batch_size(cfg.batch_size)
     check_label(cfg.label)
     if cfg.limit is not None and cfg.limit < 1:

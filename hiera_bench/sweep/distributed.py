@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from ..errors import UserError, is_os_error, os_advice, os_error_text
+from ..errors import OS_ADVICE, UserError, is_os_error, os_advice, os_error_text
 from ..interrupts import resume_hint
 from ..io import atomic_write_text
 from .config import Progress
@@ -148,6 +148,8 @@ class Cluster:
             cluster.sum_on_devices(0)
         # NCCL moves tensors between GPUs; the plan and reports are Python objects, best kept on the host
         cluster.control = dist.new_group(backend="gloo", timeout=TIMEOUT) if cluster.backend == "nccl" else None
+        if cluster.control is not None:
+            _joined["control"] = cluster.control
         # counters of this sweep only: the store outlives it when a program runs several sweeps in one job
         run = cluster.broadcast(secrets.token_hex(8) if cluster.primary else None)
         cluster.store = dist.PrefixStore(f"hiera-bench/{run}", store)
@@ -342,13 +344,13 @@ class Cluster:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             if isinstance(exc, UserError):
                 self.post_failure(first, FIXABLE)
-            elif is_os_error(exc):  # a full disk, a permission: what helps, in rank 0's one line
+            elif is_os_error(exc) and exc.errno in OS_ADVICE:  # a full disk, a permission: what helps, in one line
                 self.post_failure(f"{os_error_text(exc)} ({os_advice(exc)}, then {resume_hint()})", FIXABLE)
             else:
                 self.post_failure(f"{type(exc).__name__}: {first}")
         stopped = isinstance(exc, (KeyboardInterrupt, LostContact))
         if not self.primary:
-            reported = stopped or isinstance(exc, UserError) or is_os_error(exc)
+            reported = stopped or isinstance(exc, UserError) or (is_os_error(exc) and exc.errno in OS_ADVICE)
             return ReportedByRankZero() if reported else None
         if not stopped:
             return None  # rank 0's own error: printed as it is
@@ -371,6 +373,8 @@ class Cluster:
 
 #: Whether a sweep of this process stopped on an error (set by :meth:`Cluster.explain`).
 _stopped = {"error": False}
+#: The gloo group an NCCL job made for Python objects (kept for the process, as the default group is).
+_joined: dict[str, Any] = {}
 
 
 def _leave_job() -> None:
@@ -379,8 +383,15 @@ def _leave_job() -> None:
     an error an NCCL group is left as it is: ending it while another rank is gone can wait for that rank."""
     import torch.distributed as dist
 
-    if dist.is_initialized() and (not _stopped["error"] or dist.get_backend() == "gloo"):
+    if not dist.is_initialized():
+        return
+    if not _stopped["error"] or dist.get_backend() == "gloo":
         dist.destroy_process_group()
+    elif _joined.get("control") is not None:  # an NCCL job's gloo group for Python objects: ended alike
+        try:
+            dist.destroy_process_group(_joined["control"])
+        except (RuntimeError, ValueError):  # already gone with the job: nothing left to end
+            pass
 
 
 def _rank_failed(rank: int, host: str, kind: str, message: str) -> UserError:

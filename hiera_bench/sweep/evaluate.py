@@ -10,6 +10,7 @@ so the device runs batch i+1 while the host files batch i's records, and records
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,8 +28,8 @@ from .config import AMP_DTYPES, Progress, SweepConfig
 from .plan import Forward
 from .records import CellBuffer, records_table
 from .shards import Segment, batches, length
-from .runtime import (PendingRecords, SizeRunner, auto_batch_size, compile_runners, forward_batch, gflops_per_image,
-                      loading_plan, prefetch_budget, prefetch_factor)
+from .runtime import (PendingRecords, SizeRunner, auto_batch_size, compile_runners, compile_settings, forward_batch,
+                      gflops_per_image, loading_plan, prefetch_budget, prefetch_factor)
 from .store import RunDir
 
 
@@ -67,6 +68,10 @@ class Evaluation:
     def run(self, pending: list[Forward], segs: list[Segment], total: int) -> EvaluationReport:
         """Evaluate ``pending`` over ``segs`` (this rank's); ``total``: the (image, forward) pairs of every
         rank, for the progress bar."""
+        with compile_settings(len({f.size for f in pending})) if self.cfg.compile else nullcontext():
+            return self._run(pending, segs, total)
+
+    def _run(self, pending: list[Forward], segs: list[Segment], total: int) -> EvaluationReport:
         report = EvaluationReport(images=length((s.start, s.end) for s in segs))
         t_prepare = time.time()
         cfg, device = self.cfg, self.device

@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 from functools import cached_property, partial
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,8 +25,10 @@ from ..models import LoadedModel, build_at_size, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
 from ..preprocess import EvalPreprocess
 from ..published import reference_checks
+from ..state import ProcessSetting
 from ..stats import SETTINGS as STATS_SETTINGS
 from ..subsets import ClassSubset, detect, subset
+from ..untrusted import first_line
 from .config import Logged, Progress, SweepConfig, normalised, validate_config
 from .distributed import Cluster
 from .evaluate import Evaluation, EvaluationReport
@@ -107,24 +109,29 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None, shared: Shared
     return result
 
 
-@contextmanager
-def state_of_a_sweep() -> Iterator[None]:
-    """The process state a sweep relies on, for its duration only: float32 as torch's default dtype (the nets
-    are built in it), the caller's random state kept (building a net draws its init), the data libraries quiet."""
+def _float32_default() -> Callable[[], None]:
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
-    try:
-        with torch.random.fork_rng(devices=[]), quiet_data():
-            yield
-    finally:
-        torch.set_default_dtype(dtype)
+    return lambda: torch.set_default_dtype(dtype)
+
+
+_FLOAT32 = ProcessSetting(_float32_default)
+
+
+@contextmanager
+def state_of_a_sweep() -> Iterator[None]:
+    """The process state a sweep relies on, while any sweep of the process runs: float32 as torch's default dtype
+    (the nets are built in it), the data libraries quiet; and the caller's random state kept (building a net
+    draws its init)."""
+    with _FLOAT32.held(), quiet_data(), torch.random.fork_rng(devices=[]):
+        yield
 
 
 def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: SharedDecodes | None) -> SweepResult:
     t_start = time.time()
 
     def prepare() -> tuple[SweepConfig, Sweep, list[Forward], torch.device]:
-        cfg = normalised(given)  # the caller's config stays as it was
+        cfg = normalised(given)  # a copy: the caller's config stays as it was
         schemes, device = validate_config(cfg)
         device = cluster.place(device)
         sweep = load(cfg, schemes, device, progress, cluster.primary)
@@ -237,6 +244,20 @@ def await_records(run_dir: RunDir, work: Assignment, n_images: int, distributed:
         time.sleep(1.0)
 
 
+def draw_plots(sweep: Sweep, merged: pd.DataFrame) -> None:
+    """``plots/`` of the folder's views (the cells results.csv shows). A figure that fails is said, not raised:
+    the numbers are written by then."""
+    if not merged["status"].eq("ok").any():
+        return
+    from ..plots import write_plots
+
+    try:
+        write_plots(merged, sweep.run_dir.root / "plots", formats=("png",))
+    except Exception as exc:  # noqa: BLE001  (matplotlib's errors, a full disk: the results stand)
+        sweep.progress.log(f"plots/ not drawn ({type(exc).__name__}: {first_line(exc)}); the results are written, "
+                           f"and 'hiera-bench report {sweep.run_dir.root}' draws the figures")
+
+
 def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, str], run_info: dict[str, Any],
                   t_start: float) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
     """The tidy table with the skipped sizes, merged into the run folder's views; this sweep's rows,
@@ -249,11 +270,8 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
     run_info.update(failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
     files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states)
-    merged = write_views(sweep.run_dir, table, run_info, t_start, files)
-    if sweep.cfg.plots and merged["status"].eq("ok").any():
-        from ..plots import write_plots
-
-        write_plots(merged, sweep.run_dir.root / "plots", formats=("png",))  # the folder's views, as results.csv
+    merged = write_views(sweep.run_dir, table, run_info, t_start, files,
+                         draw=partial(draw_plots, sweep) if sweep.cfg.plots else None)
     mine = this_sweeps_rows(merged, table)
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -175,25 +175,34 @@ def compile_runners(runners: dict[int, SizeRunner], batch: int, device: torch.de
                     backend: str = "inductor") -> dict[str, Any]:
     """Compile each size's net now, outside the timed forwards (so images/s stays a steady-state figure);
     returns seconds per size, graphs compiled and cache hits, for run.json."""
+    before = compile_counters()
+    seconds = {}
+    for size, runner in runners.items():
+        t0 = time.perf_counter()
+        runner.run = CompiledNet(runner.net, log, backend)
+        with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
+            zeros = torch.zeros(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
+            runner(zeros, log)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds[str(size)] = round(time.perf_counter() - t0, 3)
+    after = compile_counters()
+    return {"seconds": seconds, "cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+            **{k: after[k] - before[k] for k in after}}
+
+
+@contextmanager
+def compile_settings(n_sizes: int) -> Iterator[None]:
+    """While a sweep's compiled nets run (compiled, and recompiled after an out-of-memory back-off): inductor's
+    caches in hiera-bench's folder, and room in dynamo's recompile limit for every size, twice; the caller's
+    settings after."""
     import torch._dynamo
 
     # one cache entry per size on the one Hiera.forward code object; past the limit dynamo would run eagerly
-    limits = {name: max(getattr(torch._dynamo.config, name), 2 * len(runners) + 8)
+    limits = {name: max(getattr(torch._dynamo.config, name), 2 * n_sizes + 8)
               for name in ("recompile_limit", "cache_size_limit") if hasattr(torch._dynamo.config, name)}
-    before = compile_counters()
-    seconds = {}
-    with persistent_compile_cache() as cache_dir, torch._dynamo.config.patch(limits):
-        for size, runner in runners.items():
-            t0 = time.perf_counter()
-            runner.run = CompiledNet(runner.net, log, backend)
-            with torch.no_grad(), (torch.autocast(device.type, dtype=amp) if amp else nullcontext()):
-                zeros = torch.zeros(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-                runner(zeros, log)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds[str(size)] = round(time.perf_counter() - t0, 3)
-    after = compile_counters()
-    return {"seconds": seconds, "cache_dir": cache_dir, **{k: after[k] - before[k] for k in after}}
+    with persistent_compile_cache(), torch._dynamo.config.patch(limits):
+        yield
 
 
 # glibc serves blocks above its largest mmap threshold (32 MiB) with a fresh mmap, so on the CPU every

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -39,12 +39,14 @@ def current_views(root: Path) -> Path:
 
 
 def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
-                t_start: float | None = None, files: DataFiles | None = None) -> pd.DataFrame:
+                t_start: float | None = None, files: DataFiles | None = None,
+                draw: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
     """Every finished cell of the folder (other sweeps' too) merged with ``table``, annotated with the
     statistics of the per-image records, written as one generation; returns the merged table. With the
     sweep's ``t_start``, run.json's ``finished`` and ``wall_s`` are stamped once the statistics are made; with
     its ``files``, cells of that data measured on files that have changed since are left out of the views
-    (counted in run.json's ``cells_of_changed_files``)."""
+    (counted in run.json's ``cells_of_changed_files``). ``draw`` makes figures of the merged table while it is
+    the folder's current one (no other sweep publishes in between)."""
     with run_dir.merge_lock():
         mine = table.to_dict("records")
         # of several cells of one slot (the files changed between runs) only one is shown: this sweep's, which
@@ -73,6 +75,8 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         # one file per sweep: several sweeps of one process can finish within a second
         stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.localtime())}-{os.getpid()}-{os.urandom(3).hex()}"
         atomic_write_json(run_dir.root / "runs" / f"{stamp}.json", run_info)
+        if draw is not None:
+            draw(merged)
         return merged
 
 
