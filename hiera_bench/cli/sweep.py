@@ -87,7 +87,8 @@ class RichProgress:
             self._end = now
         if self.task is not None:
             self.progress.advance(self.task, n)
-        if self.lines and (now - self._last_line >= self.every or self.done >= self.total):
+        # n == 0: a torchrun rank 0 ticking while it waits for the others (the last line is out already)
+        if self.lines and n and (now - self._last_line >= self.every or self.done >= self.total):
             self._last_line = now
             rate = self.rate()
             eta = _clock((self.total - self.done) / rate) if rate else "-:--:--"
