@@ -98,7 +98,8 @@ def native_top1(folder: Path, data: Path) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         result = run_sweep(SweepConfig(checkpoint=str(folder), data=str(data), res=str(NATIVE), schemes="interp",
-                                       out=tmp, device="cpu", workers=0, command="train_demo native check"))
+                                       out=tmp, device="cpu", workers=0, command="train_demo native check",
+                                       plots=False))
     return float(result.table["top1"].iloc[0])
 
 
