@@ -264,3 +264,14 @@ def test_a_limit_of_exactly_the_data_size_is_no_limit(cli, full_ckpt, class_fold
     assert cli(*args, "--out", tmp_path / "all").code == 0
     assert cli(*args, "--out", tmp_path / "exact", "--limit", "12").code == 0  # the set has 12 images
     assert cli("check", tmp_path / "exact", "--baseline", tmp_path / "all").code == 0
+
+
+def test_a_bare_command_shows_its_help_and_usage_hints_name_the_command_under_python_m():
+    """``hiera-bench`` alone printed its help squashed into one error line; under ``python -m hiera_bench`` a
+    usage error's hint read ``see 'hiera-bench -m hiera_bench sweep --help'``."""
+    bare = subprocess.run([sys.executable, "-m", "hiera_bench"], capture_output=True, text=True)
+    assert bare.returncode == 2 and not bare.stderr.startswith("error")
+    assert "Usage:" in bare.stdout and "sweep" in bare.stdout and len(bare.stdout.splitlines()) > 10
+    wrong = subprocess.run([sys.executable, "-m", "hiera_bench", "sweep", "--bogus"], capture_output=True, text=True)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().endswith("see 'hiera-bench sweep --help'"), wrong.stderr
