@@ -70,20 +70,6 @@ class Progress(Protocol):
     def log(self, message: str) -> None: ...
 
 
-class Logged:
-    """A :class:`Progress` for programs (the library default): no bar; each message a warning of the
-    ``hiera_bench`` logger, which Python shows on stderr unless the program configures logging."""
-
-    def start(self, total: int, description: str) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        logging.getLogger("hiera_bench").warning(message)
-
-
 class Quiet:
     """A :class:`Progress` that shows nothing."""
 
@@ -95,6 +81,14 @@ class Quiet:
 
     def log(self, message: str) -> None:
         pass
+
+
+class Logged(Quiet):
+    """A :class:`Progress` for programs (the library default): no bar; each message a warning of the
+    ``hiera_bench`` logger, which Python shows on stderr unless the program configures logging."""
+
+    def log(self, message: str) -> None:
+        logging.getLogger("hiera_bench").warning(message)
 
 
 def _cuda_count() -> int:

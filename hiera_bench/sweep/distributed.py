@@ -340,18 +340,18 @@ class Cluster:
         _stopped["error"] = True
         if isinstance(exc, ReportedByRankZero):
             return None
+        fixable_os = is_os_error(exc) and exc.errno in OS_ADVICE  # a full disk, a permission: what helps, in one line
         if isinstance(exc, Exception) and not isinstance(exc, LostContact):
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             if isinstance(exc, UserError):
                 self.post_failure(first, FIXABLE)
-            elif is_os_error(exc) and exc.errno in OS_ADVICE:  # a full disk, a permission: what helps, in one line
+            elif fixable_os:
                 self.post_failure(f"{os_error_text(exc)} ({os_advice(exc)}, then {resume_hint()})", FIXABLE)
             else:
                 self.post_failure(f"{type(exc).__name__}: {first}")
         stopped = isinstance(exc, (KeyboardInterrupt, LostContact))
         if not self.primary:
-            reported = stopped or isinstance(exc, UserError) or (is_os_error(exc) and exc.errno in OS_ADVICE)
-            return ReportedByRankZero() if reported else None
+            return ReportedByRankZero() if stopped or isinstance(exc, UserError) or fixable_os else None
         if not stopped:
             return None  # rank 0's own error: printed as it is
         failed = self.failure(wait_s=2.0)  # a rank that failed posts why before it exits and torchrun stops us

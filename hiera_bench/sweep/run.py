@@ -29,7 +29,7 @@ from ..state import ProcessSetting
 from ..stats import SETTINGS as STATS_SETTINGS
 from ..subsets import ClassSubset, detect, subset
 from ..untrusted import first_line
-from .config import Logged, Progress, SweepConfig, normalised, validate_config
+from .config import Logged, Progress, SweepConfig, validate_config
 from .distributed import Cluster
 from .evaluate import Evaluation, EvaluationReport
 from .plan import Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards
@@ -131,7 +131,7 @@ def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: Sha
     t_start = time.time()
 
     def prepare() -> tuple[SweepConfig, Sweep, list[Forward], torch.device]:
-        cfg = normalised(given)  # a copy: the caller's config stays as it was
+        cfg = replace(given)  # validate_config fills in a copy: the caller's config stays as it was
         schemes, device = validate_config(cfg)
         device = cluster.place(device)
         sweep = load(cfg, schemes, device, progress, cluster.primary)

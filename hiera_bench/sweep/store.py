@@ -271,10 +271,15 @@ class RunDir:
     def begin_sweep(self, started: float, model: str) -> Path:
         """Mark a sweep into the folder as begun; :meth:`end_sweep` removes the mark once its views are published.
         A mark left (an interrupted, failed or running sweep) tells ``check`` the views are not its results."""
-        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.localtime(started))}-{os.getpid()}-{os.urandom(3).hex()}"
-        mark = self.root / "runs" / f"{stamp}{UNFINISHED}"  # one per sweep, several of one process included
+        mark = self.history_file(started, UNFINISHED)
         atomic_write_json(mark, {"started_unix": round(started, 3), "pid": os.getpid(), "model": model})
         return mark
+
+    def history_file(self, when: float, suffix: str = ".json") -> Path:
+        """``runs/<time>-<pid>-<id><suffix>``: a name of its own per sweep, several of one process in one second
+        included."""
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.localtime(when))}-{os.getpid()}-{os.urandom(3).hex()}"
+        return self.root / "runs" / f"{stamp}{suffix}"
 
     @staticmethod
     def end_sweep(mark: Path) -> None:

@@ -72,9 +72,7 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         if t_start is not None:
             run_info.update(finished=iso_time(done), wall_s=round(done - t_start, 3))
         _publish(run_dir.root, merged, predictions, run_info)
-        # one file per sweep: several sweeps of one process can finish within a second
-        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.localtime())}-{os.getpid()}-{os.urandom(3).hex()}"
-        atomic_write_json(run_dir.root / "runs" / f"{stamp}.json", run_info)
+        atomic_write_json(run_dir.history_file(time.time()), run_info)
         if draw is not None:
             draw(merged)
         return merged
