@@ -22,14 +22,14 @@ from ..data.devicedecode import DeviceCrops, EncodedImages, collate_encoded
 from ..data.loader import Batch, MultiSizeImages, collate, ignore_large_image_warnings
 from ..data.shared import DecodedCrops
 from ..errors import UserError
-from ..models import LoadedModel, build_at_size
+from ..models import LoadedModel
 from ..preprocess import EvalPreprocess, MultiSizeTransform, View, normalise
 from .config import AMP_DTYPES, Progress, SweepConfig
 from .plan import Forward
 from .records import CellBuffer, records_table
 from .shards import Segment, batches, length
 from .runtime import (PendingRecords, SizeRunner, auto_batch_size, compile_runners, compile_settings, forward_batch,
-                      gflops_per_image, loading_plan, prefetch_budget, prefetch_factor)
+                      counted_net, loading_plan, prefetch_budget, prefetch_factor)
 from .store import RunDir
 
 
@@ -110,12 +110,10 @@ class Evaluation:
     def _runners(self, pending: list[Forward], sizes: list[int], memory_format: torch.memory_format,
                  report: EvaluationReport) -> dict[int, SizeRunner]:
         """One net per size (each scheme's embedding is copied in before its forward), its FLOPs counted."""
-        self.loaded.model.to(self.device)
         runners = {}
         for size in sizes:
             first = next(f for f in pending if f.size == size)
-            net = build_at_size(self.loaded, size, first.embedding).to(self.device, memory_format=memory_format)
-            report.gflops[size] = gflops_per_image(net, size, self.device)
+            net, report.gflops[size] = counted_net(self.loaded, size, first.embedding, self.device, memory_format)
             runners[size] = SizeRunner(size, net, valid=None if self.valid is None else self.valid.to(self.device))
         for fwd in pending:
             fwd.embedding = fwd.embedding.to(self.device)

@@ -21,7 +21,7 @@ from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
 from ..errors import UserError
 from ..grid import Grid, default_grid, parse_grid
-from ..models import LoadedModel, build_at_size, load_model
+from ..models import LoadedModel, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
 from ..preprocess import EvalPreprocess
 from ..published import reference_checks
@@ -35,7 +35,7 @@ from .evaluate import Evaluation, EvaluationReport
 from .plan import Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards
 from .provenance import device_name, git_sha, iso_time, other_versions, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
-from .runtime import check_memory, gflops_per_image
+from .runtime import check_memory, counted_net
 from .shards import Assignment, assign
 from .store import DataFiles, RunDir
 from .views import this_sweeps_rows, write_views
@@ -381,9 +381,8 @@ def uncounted_gflops(sweep: Sweep, forwards: list[Forward], gflops: dict[int, fl
                     and any(not sweep.run_dir.cell(key).is_done() for key in fwd.keys.values())})
     if not sizes:
         return {}
-    sweep.loaded.model.to(device)
-    return {size: gflops_per_image(build_at_size(sweep.loaded, size, next(f for f in forwards if f.size == size)
-                                                 .embedding).to(device), size, device) for size in sizes}
+    return {size: counted_net(sweep.loaded, size, next(f for f in forwards if f.size == size).embedding, device)[1]
+            for size in sizes}
 
 
 def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],

@@ -17,6 +17,7 @@ from ..cache import persistent_compile_cache
 from ..errors import UserError
 from ..geometry import HieraGeometry
 from ..metrics import device_records, records_to_numpy
+from ..models import LoadedModel, build_at_size
 from .plan import Forward
 
 
@@ -56,6 +57,14 @@ def gflops_per_image(net: torch.nn.Module, size: int, device: torch.device) -> f
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(x)
     return counter.get_total_flops() / 1e9
+
+
+def counted_net(loaded: LoadedModel, size: int, embedding: torch.Tensor, device: torch.device,
+                memory_format: torch.memory_format = torch.contiguous_format) -> tuple[torch.nn.Module, float]:
+    """The net at ``size`` on ``device`` (``embedding`` copied in) and its forward GFLOPs per image."""
+    loaded.model.to(device)
+    net = build_at_size(loaded, size, embedding).to(device, memory_format=memory_format)
+    return net, gflops_per_image(net, size, device)
 
 
 class CompiledNet:
