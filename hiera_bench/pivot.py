@@ -496,10 +496,25 @@ _TEX_ESCAPES = {"|": r"\textbar{}", "\\": r"\textbackslash{}", "_": r"\_", "%": 
 
 
 def tex_escape(text: str) -> str:
-    """Text as LaTeX prints it: its special characters escaped, a minus sign in math, and ``--`` kept two hyphens
-    (LaTeX makes it an en dash: ``--class-subset`` read "–class-subset")."""
-    escaped = re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text)).replace("−", "$-$")
-    return re.sub(r"[\u0370-\u03ff]", lambda m: _tex_greek(m.group()), re.sub(r"-(?=-)", "-{}", escaped))
+    """Text as LaTeX prints it: its special characters escaped, ``--`` kept two hyphens (LaTeX makes it an en
+    dash: ``--class-subset`` read "–class-subset"), and the symbols and Greek letters pdflatex's UTF-8 input
+    stops at written as LaTeX commands. Other characters are left to the document's own set-up (accented
+    Latin letters work as they are; CJK needs the user's CJK package)."""
+    escaped = re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text))
+    escaped = re.sub(r"-(?=-)", "-{}", escaped)
+    return re.sub(r"[\u0370-\u03ff]", lambda m: _tex_greek(m.group()),
+                  re.sub(f"[{''.join(_TEX_SYMBOLS)}]", lambda m: _TEX_SYMBOLS[m.group()], escaped))
+
+
+#: Symbols a label or a setup line may hold that pdflatex's UTF-8 input has no definition for (or, for
+#: typographic dashes and quotes, writes other than the ASCII LaTeX has for them).
+_TEX_SYMBOLS = {"−": "$-$", "×": r"\ensuremath{\times}", "±": r"\ensuremath{\pm}", "·": r"\ensuremath{\cdot}",
+                "→": r"\ensuremath{\rightarrow}", "←": r"\ensuremath{\leftarrow}", "↔": r"\ensuremath{\leftrightarrow}",
+                "≤": r"\ensuremath{\leq}", "≥": r"\ensuremath{\geq}", "≈": r"\ensuremath{\approx}",
+                "≠": r"\ensuremath{\neq}", "≡": r"\ensuremath{\equiv}", "∞": r"\ensuremath{\infty}",
+                "√": r"\ensuremath{\surd}", "°": r"\ensuremath{^\circ}", "µ": r"\ensuremath{\mu}",
+                "–": "--", "—": "---", "‘": "`", "’": "'", "“": "``", "”": "''", "…": r"\ldots{}",
+                "\u00a0": "~", "★": r"\ensuremath{\star}", "✓": r"\ensuremath{\surd}", "†": r"\dag{}", "‡": r"\ddag{}"}
 
 
 #: Greek capitals LaTeX has a command for (the others look like Latin letters and are written as those).

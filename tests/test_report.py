@@ -428,3 +428,13 @@ def test_latex_writes_greek_letters_of_labels_in_math():
     from hiera_bench.pivot import tex_escape
 
     assert tex_escape("abswin-α Λ Α") == r"abswin-\ensuremath{\alpha} \ensuremath{\Lambda} A"
+
+
+def test_latex_writes_symbols_of_labels_as_commands():
+    """pdflatex's UTF-8 input stops at ×, →, ≥ ... in a label ("Unicode character not set up for use with LaTeX");
+    typographic dashes and quotes become LaTeX's own; accented letters and other scripts are left as they are."""
+    from hiera_bench.pivot import tex_escape
+
+    assert tex_escape("ft×1.5 → 384 ≥ 2–3 “ours” −1") == (
+        r"ft\ensuremath{\times}1.5 \ensuremath{\rightarrow} 384 \ensuremath{\geq} 2--3 ``ours'' $-$1")
+    assert tex_escape("modèle 模型") == "modèle 模型"
