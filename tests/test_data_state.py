@@ -306,3 +306,29 @@ def test_rows_older_versions_wrote_fill_the_same_slots_as_todays(cli, full_ckpt,
     table = pd.read_parquet(out / "results.parquet")
     assert set(table.cell_key) == new and not table.duplicated(["scheme", "img_size"]).any()
     assert "[" not in (out / "results.md").read_text().splitlines()[0], "one column group"
+
+
+def test_cells_of_images_since_removed_or_added_leave_the_views(cli, full_ckpt, folder, tmp_path):
+    """Files removed from or added to the --data folder make another set (another fingerprint). Its earlier
+    cells stood in the views as a second section, "n = 12 images of …" beside "n = 11", with no note, although
+    those images are no longer there (adv19). A sweep of the same --data and selection now leaves them out, with
+    the note; cells of another selection (--limit) of the folder stay."""
+    import pandas as pd
+
+    out = tmp_path / "run"
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", folder, "--out", out, "-q", "--no-plots"]
+    assert cli(*args, "--res", "32,64,96").code == 0
+    assert cli(*args, "--res", "64", "--limit", "5").code == 0
+    images = sorted(folder.glob("*/*.JPEG"))
+    images[0].unlink()
+    shutil.copy(images[1], images[1].with_name("ILSVRC2012_val_00009999.JPEG"))
+    images[2].unlink()
+    result = cli(*args, "--res", "64")
+    assert result.code == 0, result.err
+    table = pd.read_parquet(out / "results.parquet")
+    now = table[table["limit"].isna()]
+    assert sorted(now["img_size"].unique()) == [64] and set(now["n_images"]) == {11}  # 32 and 96 px of 12 left
+    assert set(table.loc[table["limit"].notna(), "limit"]) == {5}  # another selection of the folder: kept
+    assert "4 cell(s) of earlier sweeps were measured on files that have changed since" in result.err
+    assert "n = 12" not in (out / "results.md").read_text()
+    assert len(_rows(out)) == 10  # every measurement is still on disk

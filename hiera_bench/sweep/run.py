@@ -269,7 +269,9 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
     table = tidy_table(rows)
     run_info.update(failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
-    files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states)
+    files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states,
+                      sweep.data.location, {"limit": sweep.data.limit, "per_class": sweep.cfg.per_class,
+                                            "class_subset": sweep.subset.name if sweep.subset else None})
     merged = write_views(sweep.run_dir, table, run_info, t_start, files,
                          draw=partial(draw_plots, sweep) if sweep.cfg.plots else None)
     mine = this_sweeps_rows(merged, table)

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..cells import CellIdentity, newest_per_slot
+from ..cells import CellIdentity, newest_per_slot, same_value, unlimited_fingerprints
 from ..errors import UserError
 from ..io import MARKERS, OwnedFolder, atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
@@ -192,19 +192,33 @@ class CellStore:
 @dataclass
 class DataFiles:
     """The data a sweep reads, as it is now: which rows measured it (fingerprint, ``--data`` name), the state
-    of its files and, on demand, that state as earlier versions computed it."""
+    of its files and, on demand, that state as earlier versions computed it; where it lies (``--data`` as
+    given) and which of its images the sweep selects (``limit``, ``per_class``, ``class_subset``)."""
 
     fingerprint: str
     name: str | None
     state: str
     earlier_states: Callable[[], Iterable[str]]
+    location: str | None = None
+    selection: dict[str, Any] | None = None
 
     def changed_since(self, row: dict[str, Any], cell: CellStore) -> bool:
-        """Whether ``row`` measured this data on files that have changed since (another state)."""
-        if str(row.get("data_fingerprint")) != self.fingerprint or (row.get("data_name") or None) != (self.name or None):
+        """Whether ``row`` measured this data on files that have changed since: another state of the same images,
+        or other images (added, removed, relabelled) under the same ``--data`` and selection."""
+        if (row.get("data_name") or None) != (self.name or None):
             return False
+        if str(row.get("data_fingerprint")) != self.fingerprint:
+            return self._same_place(row)
         state = cell.data_state()
         return state is not None and state != self.state and state not in self.earlier_states()
+
+    def _same_place(self, row: dict[str, Any]) -> bool:
+        """``row`` measured ``--data`` as given now, selected as now: the images there have changed since."""
+        if self.location is None or self.selection is None or row.get("data") != self.location:
+            return False
+        if row.get("data_fingerprint") in unlimited_fingerprints([row]):
+            row = {**row, "limit": None}  # a limit at or above the data's size selected every image
+        return all(same_value(row.get(name), value) for name, value in self.selection.items())
 
 
 #: The merged views a run folder shows at its top (see :mod:`.views`).
