@@ -183,6 +183,8 @@ def test_real_labels_need_val_numbers(cli, full_ckpt, tmp_path):
         p.rename(p.with_name(f"photo_{p.stem[-2:]}.JPEG"))
     result = cli("sweep", "--checkpoint", full_ckpt, "--data", data, "--out", tmp_path / "o", "--real-labels", "timm")
     assert result.code == 2 and "ImageNet val number" in result.err
+    # before the image loop, not after it (on ImageNet val, the whole sweep's time; adv19): nothing evaluated
+    assert not list((tmp_path / "o").glob("cells/*/part-*")) and not list((tmp_path / "o").glob("runs/*"))
 
 
 def test_two_subsets_in_one_out_get_a_column_group_each(cli, full_ckpt, class_folder, tmp_path):

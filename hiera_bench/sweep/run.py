@@ -85,6 +85,11 @@ class Sweep:
         return self.cfg.label or self.loaded.name
 
     @cached_property
+    def real_labels(self):
+        """The ImageNet-ReaL labels of ``--real-labels`` (None without it), checked against the data's ids."""
+        return _real_labels(self.cfg.real_labels, self.data)
+
+    @cached_property
     def earlier_states(self) -> list[str]:
         """The data's state as earlier versions computed it (stat'ed once, and only where a cell needs it)."""
         return self.data.earlier_states()
@@ -307,8 +312,10 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
     out = Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name)
     refuse_out_inside_data(out, cfg.data)
     run_dir = RunDir(out, primary)
-    return Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,
-                 scoring(cfg, loaded, data, progress), tuple(crops))
+    sweep = Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,
+                  scoring(cfg, loaded, data, progress), tuple(crops))
+    sweep.real_labels  # noqa: B018  (a --real-labels the data cannot use fails now, not after the image loop)
+    return sweep
 
 
 def refuse_out_inside_data(out: Path, data: str) -> None:
@@ -391,7 +398,7 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
               device: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every cell's row (built once, when its records are complete; read back after) and the failed images."""
     shared = columns(sweep, device)
-    real = _real_labels(sweep.cfg.real_labels, sweep.data)
+    real = sweep.real_labels
     labels_used = {"real_labels": real_labels_digest(real)} if real is not None else {}
     uses_fit = {s.name: s.uses_fit for s in sweep.schemes}
     n_total = len(sweep.data)
