@@ -67,7 +67,8 @@ def subset(spec: str) -> ClassSubset:
     if not path.is_file():
         raise UserError(f"--class-subset {spec!r}: give imagenet-r, imagenet-a or a text file of wnids, one per line")
     try:
-        wnids = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        # utf-8-sig: Windows editors start a text file with a byte-order mark, which would join the first wnid
+        wnids = tuple(line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip())
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"--class-subset {path} cannot be read as text ({type(exc).__name__}); give a text file of "
                         "wnids, one per line") from None

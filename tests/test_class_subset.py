@@ -111,3 +111,13 @@ def test_a_subset_that_leaves_out_some_of_the_data_s_classes_is_refused(cli, ima
     assert result.code == 2 and result.err.count("\n") == 1, result.err
     assert f"{len(only_r)} of the data's 3 classes are not in it" in result.err and only_r[0] in result.err
     assert "all in imagenet-r" in result.err and not (tmp_path / "run" / "results.csv").exists()
+
+
+def test_a_subset_file_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Windows editors start a text file with a UTF-8 BOM; it joined the first wnid and the file was refused (adv19)."""
+    wnids = ["n01440764", "n01443537"]
+    (tmp_path / "plain.txt").write_text("\n".join(wnids) + "\n")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(wnids).encode())
+    plain, bom = subset(str(tmp_path / "plain.txt")), subset(str(tmp_path / "bom.txt"))
+    assert bom.wnids == plain.wnids == tuple(wnids)
+    assert bom.name.split(":")[1] == plain.name.split(":")[1]  # the same classes: the same digest

@@ -62,9 +62,15 @@ def test_a_stem_repeated_within_one_class_folder_is_refused(tmp_path, class_fold
     shutil.copytree(class_folder, root)
     first = sorted(root.glob(f"{CLASSES[0]}/*.JPEG"))[0]
     shutil.copy(first, first.with_suffix(".png"))
-    with pytest.raises(UserError, match=rf"1 image id occurs more than once.*{CLASSES[0]}/{first.stem}") as info:
+    with pytest.raises(UserError, match=rf"{first.stem} is there twice \({CLASSES[0]}/{first.name} and "
+                                        rf"{CLASSES[0]}/{first.stem}.png\); delete the copy") as info:
         open_data(str(root), CLASSES)
     assert "\n" not in str(info.value)
+    renamed = first.with_name("photo.png")  # not a val number: the stems repeat, the set's ids are folder/stem
+    first.with_suffix(".png").rename(renamed)
+    shutil.copy(first, first.with_name("photo.JPEG"))
+    with pytest.raises(UserError, match=rf"1 image id occurs more than once.*{CLASSES[0]}/photo"):
+        open_data(str(root), CLASSES)
 
 
 def test_repeated_ids_in_parquet_are_refused(tmp_path, class_folder):

@@ -156,6 +156,28 @@ def _not_utf8(paths: Sequence[str]) -> UserError:
                      "made on Windows); rename them to UTF-8 (e.g. convmv -f latin1 -t utf8 -r --notest FOLDER) and re-run")
 
 
+#: How hub repos and shard writers name a split in a file name (``validation-00000-of-00014.parquet``,
+#: ``val-0.parquet``, ``imagenet1k-validation-00.tar``): a word of its own, between ``-``, ``_`` or ``.``.
+SPLIT_WORD = r"(?:^|[-_.]){}(?:[-_.]|$)"
+VALIDATION_SPLIT = re.compile(SPLIT_WORD.format("(?:validation|valid|val)"), re.IGNORECASE)
+OTHER_SPLIT = re.compile(SPLIT_WORD.format("(?:train|training|test)"), re.IGNORECASE)
+
+
+def validation_files(files: Sequence[Path]) -> list[Path]:
+    """Of a folder's data files, those of the validation split where the names tell splits apart, else all."""
+    validation = [f for f in files if VALIDATION_SPLIT.search(f.name)]
+    return validation or list(files)
+
+
+def refuse_other_splits(files: Sequence[str], location: str) -> None:
+    """Every file of a folder is named as the train or test split: none is the validation split a sweep scores
+    (files or a glob given by name are read as given)."""
+    if Path(location).is_dir() and files and all(OTHER_SPLIT.search(os.path.basename(f)) for f in files):
+        names = ", ".join(os.path.basename(f) for f in files[:2]) + (" ..." if len(files) > 2 else "")
+        raise UserError(f"--data {location}: its files ({names}) are the train or test split, not validation; "
+                        "give the validation files")
+
+
 def image_id_from_path(path: str) -> str:
     """The val number when the name holds one, else the file stem."""
     name = os.path.basename(path)  # os.path, not pathlib: this runs once per image (50 000 for ImageNet val)
@@ -228,7 +250,7 @@ def detect_layout(location: str) -> Layout:
         why = entry.layout.near_miss(location) if hasattr(entry.layout, "near_miss") else None
         if why:
             raise UserError(why)
-    inside = _layout_one_level_down(location)
+    inside = layout_one_level_down(location)
     if inside is not None:
         folder, layout = inside
         raise UserError(f"--data {location}: no known ImageNet layout here, but {folder} is one ({layout.name}); "
@@ -239,7 +261,7 @@ def detect_layout(location: str) -> Layout:
     )
 
 
-def _layout_one_level_down(location: str, look_at: int = 8) -> tuple[str, Layout] | None:
+def layout_one_level_down(location: str, look_at: int = 8) -> tuple[str, Layout] | None:
     """A val-named subfolder of ``location`` some layout reads (``imagenet/`` given for ``imagenet/val/``; at
     most ``look_at``). Only val-named ones: a class folder one level down would read as a set of its own."""
     root = Path(location)

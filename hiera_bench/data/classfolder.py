@@ -10,22 +10,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Iterator
 
 import datasets
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
 from ..errors import UserError
-from .base import (ClassIndex, arrow_dataset, image_id_from_path, imagenet_wnids, labels_for_imagenet_index,
-                   labels_for_wnids, register_layout)
+from .base import (VAL_ID, WNID, ClassIndex, arrow_dataset, image_id_from_path, imagenet_wnids,
+                   labels_for_imagenet_index, labels_for_wnids, layout_one_level_down, register_layout)
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 #: what datasets' imagefolder loader counts as an image (this layout used it until it was the slow part)
 IMAGEFOLDER_EXTENSIONS = frozenset(ImageFolder.EXTENSIONS)
 
 
+#: Folders archivers add that hold no images of the set (macOS zips' resource forks).
+NOT_CLASSES = {"__MACOSX"}
+
+
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASSES)
+
+
+def _holds_images(folder: Path, suffixes: Collection[str]) -> bool:
+    """``folder`` or a folder below it holds an image."""
+    return any(True for _ in _walk_images(folder, suffixes))
+
+
+def _nested_class_folders(root: Path) -> bool:
+    """Every folder of ``root`` is named by a wnid and one holds its images a level or more down (a tar unpacked
+    into its own folder: ``val/n01440764/n01440764/*.JPEG``)."""
+    folders = _class_dirs(root)
+    return bool(folders) and all(WNID.fullmatch(d.name) for d in folders) and any(
+        _holds_images(d, IMAGE_SUFFIXES) for d in folders)
 
 
 @register_layout("folder", priority=40)
@@ -37,7 +54,7 @@ class ClassFolderLayout:
         if not root.is_dir():
             return False
         # every folder until one holds images: a set may start with empty class folders
-        return any(image_files(d, IMAGE_SUFFIXES) for d in _class_dirs(root))
+        return any(image_files(d, IMAGE_SUFFIXES) for d in _class_dirs(root)) or _nested_class_folders(root)
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
@@ -47,14 +64,14 @@ class ClassFolderLayout:
         names = [d.name for d in _class_dirs(root)]
         if not names:
             raise UserError(f"--data {root}: no class folders inside; expected <root>/<class>/<image>")
-        for name in names:
-            classes.index(name, where=f"folder {root}")
+        _refuse_other_folders(root, [n for n in names if n not in classes], classes)
         listed = [(name, path) for name in names for path in _images_in(root / name)]
         if not listed:
             raise UserError(f"--data {root}: no images found in the class folders")
+        _refuse_classes_within_classes(root, listed, classes)
         # labels by folder name, never by position among the folders present
         labels = labels_for_wnids([name for name, _ in listed], classes, where=f"folder {root}")
-        return arrow_dataset(_image_ids(listed), labels, [p for _, p in listed])
+        return arrow_dataset(_image_ids(listed, root), labels, [p for _, p in listed])
 
     def data_files(self, location: str) -> list[str]:
         return []  # every row is an image file of its own
@@ -87,33 +104,76 @@ class IndexFolderLayout:
         if not listed:
             raise UserError(f"--data {root}: no images found in the class folders")
         labels = labels_for_imagenet_index([int(name) for name, _ in listed], classes, where=f"folder {root}")
-        return arrow_dataset(_image_ids(listed), labels, [p for _, p in listed])
+        return arrow_dataset(_image_ids(listed, root), labels, [p for _, p in listed])
 
     def data_files(self, location: str) -> list[str]:
         return []
 
 
-def _image_ids(listed: list[tuple[str, str]]) -> list[str]:
-    """Each image's id: its val number or file stem, or ``<class folder>/<stem>`` where those repeat.
+def _image_ids(listed: list[tuple[str, str]], root: Path) -> list[str]:
+    """Each image's id: its val number or file stem, or ``<class folder>/<stem>`` where stems repeat.
 
     The statistics pair images by id, so the same file name in two class folders (common in
     ImageNet-Sketch-like sets) would pair the wrong outcomes. Then every image of the set is named
     ``<class folder>/<stem>``, one scheme for the whole set; a set whose names are unique, as ImageNet
-    val's are, keeps its ids, and so its baselines and ReaL labels.
+    val's are, keeps its ids, and so its baselines and ReaL labels. A val number is one image: a second
+    file of it (``ILSVRC2012_val_00000001 (1).JPEG``, a copy) is refused, not counted twice.
     """
     ids = [image_id_from_path(path) for _, path in listed]
     if len(set(ids)) == len(ids):
         return ids
+    first: dict[str, str] = {}
+    for image_id, (_, path) in zip(ids, listed):
+        if image_id in first and VAL_ID.fullmatch(image_id):
+            shown = [os.path.relpath(p, root) for p in (first[image_id], path)]
+            raise UserError(f"--data {root}: {image_id} is there twice ({shown[0]} and {shown[1]}); "
+                            "delete the copy (one file per val image)")
+        first.setdefault(image_id, path)
     return [f"{name}/{os.path.splitext(os.path.basename(path))[0]}" for name, path in listed]
 
 
-def _images_in(folder: Path) -> list[str]:
-    """Image files directly in ``folder`` (the extensions datasets' imagefolder takes), sorted by name.
+def _refuse_other_folders(root: Path, unknown: list[str], classes: ClassIndex) -> None:
+    """Folders of ``root`` that are not classes: a one-line error naming the set inside, if one is
+    (``CLS-LOC/{train,val,test}`` given for ``CLS-LOC/val``), else the first such folder."""
+    if not unknown:
+        return
+    inside = layout_one_level_down(str(root))
+    if inside is not None:
+        folder, layout = inside
+        raise UserError(f"--data {root}: its folders {', '.join(unknown[:3])} are not classes of the model, but "
+                        f"{folder} is a data set ({layout.name}); give --data {folder}")
+    classes.index(unknown[0], where=f"folder {root}")
 
-    One ``scandir`` per class: datasets' imagefolder builder resolves its glob file by file in Python,
+
+def _refuse_classes_within_classes(root: Path, listed: list[tuple[str, str]], classes: ClassIndex) -> None:
+    """An image below its class folder in a folder named as another class: which class it is cannot be told."""
+    for name, path in listed:
+        parent = os.path.basename(os.path.dirname(path))
+        if parent != name and parent in classes:
+            raise UserError(f"--data {root}: {os.path.relpath(path, root)} lies in class folder {name} but in a "
+                            f"folder named {parent}, another class; move it into the folder of its class")
+
+
+def _images_in(folder: Path) -> list[str]:
+    """Image files in ``folder`` and the folders below it (the extensions datasets' imagefolder takes),
+    sorted by path: the class is the top folder's, as torchvision's ImageFolder has it (timm reads the
+    images below a class folder too), so ``val/n01440764/n01440764/*.JPEG`` is read, not dropped.
+
+    One ``scandir`` per folder: datasets' imagefolder builder resolves its glob file by file in Python,
     which took 26 of the 38 s of opening a 50 000-image val folder (then 22 s again with its cache).
     """
-    return image_files(folder, IMAGEFOLDER_EXTENSIONS)
+    return sorted(_walk_images(folder, IMAGEFOLDER_EXTENSIONS))
+
+
+def _walk_images(folder: Path, suffixes: Collection[str]) -> Iterator[str]:
+    """The images of :func:`image_files` in ``folder`` and, depth first, in its non-hidden folders (links to
+    folders are not followed: a link to the data's own root would list it again)."""
+    with os.scandir(folder) as entries:
+        found = list(entries)
+    yield from sorted(e.path for e in found if _is_image(e, suffixes))
+    for path in sorted(e.path for e in found if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+                       and e.name not in NOT_CLASSES):
+        yield from _walk_images(Path(path), suffixes)
 
 
 def image_files(folder: Path, suffixes: Collection[str]) -> list[str]:
@@ -124,5 +184,9 @@ def image_files(folder: Path, suffixes: Collection[str]) -> list[str]:
     follow): it then fails to open and counts in ``n_failed`` instead of silently leaving the set.
     """
     with os.scandir(folder) as entries:
-        return sorted(e.path for e in entries if not e.name.startswith(".")
-                      and os.path.splitext(e.name)[1].lower() in suffixes and (e.is_symlink() or e.is_file()))
+        return sorted(e.path for e in entries if _is_image(e, suffixes))
+
+
+def _is_image(entry: os.DirEntry, suffixes: Collection[str]) -> bool:
+    return (not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in suffixes
+            and (entry.is_symlink() or entry.is_file()))

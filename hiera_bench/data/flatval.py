@@ -121,6 +121,18 @@ def _devkit(root: Path) -> tuple[dict[str, str], Path] | None:
     return read_devkit_truth(truth, meta), truth
 
 
+def _refuse_half_sorted(root: Path, images: list[Path]) -> None:
+    """Flat val images beside class folders that hold images (a valprep script stopped half-way, or a stray
+    image in a class-folder set): either reading would leave the other images out without a word."""
+    sorted_into = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                   and image_files(d, IMAGE_SUFFIXES)]
+    if sorted_into:
+        shown = ", ".join(f"{d.name}/" for d in sorted_into[:2]) + (" ..." if len(sorted_into) > 2 else "")
+        raise UserError(f"--data {root}: {len(images)} val images lie directly in it and {len(sorted_into)} class "
+                        f"folder(s) hold more ({shown}); sort every image into its class folder (or move the flat "
+                        "ones out) so that the set is one layout")
+
+
 #: Ground-truth readers, tried in order; each returns ({val id: wnid}, the file read) or None when its files
 #: are absent.
 GROUND_TRUTH: tuple[Callable[[Path], tuple[dict[str, str], Path] | None], ...] = (_kaggle, _devkit)
@@ -139,6 +151,7 @@ class FlatValLayout:
         images = val_images(root)
         if not images:
             raise UserError(f"--data {root}: no ILSVRC2012_val_*.JPEG images directly in this folder")
+        _refuse_half_sorted(root, images)
         found = next((t for reader in GROUND_TRUTH if (t := reader(root)) is not None), None)
         if found is None:
             raise UserError(f"--data {root}: {len(images)} val images but no labels; put {KAGGLE_CSV} or the devkit's "

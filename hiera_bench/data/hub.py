@@ -67,6 +67,15 @@ class HubLayout:
         snapshot = fetch_validation(repo, revision)
         return _snapshot_layout(repo, snapshot).load(str(snapshot), classes)
 
+    def near_miss(self, location: str) -> str | None:
+        """A hub-cache entry given as a folder (``.../hub/datasets--ILSVRC--imagenet-1k``): its repo, through the cache."""
+        root = Path(location)
+        if not (root.name.startswith("datasets--") and (root / "snapshots").is_dir()):
+            return None
+        repo = root.name.removeprefix("datasets--").replace("--", "/", 1)
+        return (f"--data {root} is the HF cache's copy of {repo}; give --data hf:{repo} "
+                f"(with HF_HUB_CACHE={root.parent} if that is not your cache)")
+
     def data_files(self, location: str) -> list[str]:
         """The snapshot's validation files, found in the HF cache only (``load`` put them there)."""
         repo, revision = parse_hub_location(location)

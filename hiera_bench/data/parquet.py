@@ -18,13 +18,13 @@ import pyarrow.compute as pc
 from ..errors import UserError
 from ..untrusted import REDOWNLOAD, check_parquet, odd_one_out, reading
 from .base import (WNID, ClassIndex, common_dataset, image_id_from_path, labels_for_wnids, read_column,
-                   register_layout, wnids_for_names)
+                   refuse_other_splits, register_layout, validation_files, wnids_for_names)
 
 GLOB_CHARS = "*?["
 
 
 def parquet_files(location: str) -> list[str]:
-    """The parquet files at ``location``: a glob, a file, or a folder (its ``validation-*`` files if any)."""
+    """The parquet files at ``location``: a glob, a file, or a folder (its validation split's files if any)."""
     if any(ch in location for ch in GLOB_CHARS):
         return sorted(f for f in glob.glob(location, recursive=True) if f.endswith(".parquet"))
     root = Path(location)
@@ -34,8 +34,7 @@ def parquet_files(location: str) -> list[str]:
         return []
     found = sorted(root.glob("*.parquet")) or sorted(root.glob("data/*.parquet"))
     # a full copy of the hub repo also holds train and test shards: only validation is ours
-    validation = [f for f in found if f.name.startswith("validation")]
-    return [str(f) for f in (validation or found)]
+    return [str(f) for f in validation_files(found)]
 
 
 def _image_column(dataset: datasets.Dataset) -> str:
@@ -85,6 +84,7 @@ class ParquetLayout:
         files = parquet_files(location)
         if not files:
             raise UserError(f"--data {location}: no .parquet files found (give a folder, a file or a glob)")
+        refuse_other_splits(files, location)
         columns = {file: check_parquet(file, "parquet data file", REDOWNLOAD) for file in files}
         odd_one_out(columns, "parquet data file", "columns", "re-download the odd one")
         with reading(location, "parquet data", REDOWNLOAD):

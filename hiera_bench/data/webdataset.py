@@ -17,13 +17,13 @@ import pyarrow.compute as pc
 from ..errors import UserError
 from ..untrusted import REDOWNLOAD, check_tar, odd_one_out, reading
 from .base import (VAL_ID, WNID, ClassIndex, common_dataset, labels_for_imagenet_index, labels_for_wnids,
-                   register_layout)
+                   refuse_other_splits, register_layout, validation_files)
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
 
 def tar_files(location: str) -> list[str]:
-    """The shards at ``location``: a glob, one .tar, or a folder (its ``*validation*`` shards if any)."""
+    """The shards at ``location``: a glob, one .tar, or a folder (its validation split's shards if any)."""
     if any(ch in location for ch in "*?["):
         return sorted(f for f in glob.glob(location) if f.endswith(".tar"))
     root = Path(location)
@@ -31,9 +31,7 @@ def tar_files(location: str) -> list[str]:
         return [str(root)] if root.suffix == ".tar" else []
     if not root.is_dir():
         return []
-    found = sorted(root.glob("*.tar"))
-    validation = [f for f in found if "validation" in f.name]
-    return [str(f) for f in (validation or found)]
+    return [str(f) for f in validation_files(sorted(root.glob("*.tar")))]
 
 
 def _json_field(samples: pa.ChunkedArray | None, field: str) -> list | None:
@@ -53,6 +51,7 @@ class WebDatasetLayout:
         files = tar_files(location)
         if not files:
             raise UserError(f"--data {location}: no .tar shards found (give a folder, a shard or a glob)")
+        refuse_other_splits(files, location)
         where = f"webdataset {location}"
         kinds = {file: check_tar(file, "webdataset shard", REDOWNLOAD) for file in files}
         odd_one_out(kinds, "webdataset shard", "member kinds", "re-download the odd one")

@@ -1,8 +1,9 @@
-"""A flat folder of images whose names start with their class: ``<wnid>_<name>.<ext>``.
+"""A flat folder of images whose names carry their class: ``<wnid>_<name>.<ext>`` or ``<name>_<wnid>.<ext>``.
 
 ImageNet's own train files are named so (``n01440764_10026.JPEG``), and so is the widely used
-1000-image ``imagenet-sample-images`` set (``n01440764_tench.JPEG``, one per class). The label is the
-name's wnid, mapped to the model's classes by name like a class folder's.
+1000-image ``imagenet-sample-images`` set (``n01440764_tench.JPEG``, one per class); the hub's
+``ILSVRC/imagenet-1k`` val archive names its files ``ILSVRC2012_val_00000001_n01751748.JPEG``. The label
+is the name's wnid, mapped to the model's classes by name like a class folder's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from ..errors import UserError
 from .base import ClassIndex, arrow_dataset, image_id_from_path, labels_for_wnids, register_layout
 from .classfolder import IMAGE_SUFFIXES, image_files
 
-WNID_PREFIX = re.compile(r"^(n\d{8})_")
+#: ``<wnid>_<name>`` or ``<name>_<wnid>`` (the file name without its extension)
+WNID_IN_NAME = re.compile(r"^(n\d{8})_|_(n\d{8})$")
+
+
+def wnid_in_name(path: str) -> str | None:
+    """The wnid a file's name starts or ends with, if it does."""
+    found = WNID_IN_NAME.search(os.path.splitext(os.path.basename(path))[0])
+    return (found.group(1) or found.group(2)) if found else None
 
 
 def named_images(root: Path) -> list[str]:
@@ -31,12 +39,13 @@ def _images(root: Path) -> list[str]:
 
 
 def _unnamed(files: list[str]) -> list[str]:
-    return [os.path.basename(f) for f in files if not WNID_PREFIX.match(os.path.basename(f))]
+    return [os.path.basename(f) for f in files if not wnid_in_name(f)]
 
 
 @register_layout("wnidnames", priority=50)
 class WnidNamesLayout:
-    description = "a flat folder of images named <wnid>_<name>.<ext> (ImageNet train names, imagenet-sample-images)"
+    description = ("a flat folder of images named <wnid>_<name>.<ext> or <name>_<wnid>.<ext> (ImageNet train names, "
+                   "imagenet-sample-images, the hub's val archive)")
 
     def detect(self, location: str) -> bool:
         return bool(named_images(Path(location)))
@@ -46,8 +55,8 @@ class WnidNamesLayout:
         files = named_images(root)
         if not files:
             raise UserError(f"--data {root}: the wnidnames layout needs every image directly in the folder named "
-                            "<wnid>_<name> (n01440764_tench.JPEG); drop --data-format to detect the layout")
-        wnids = [WNID_PREFIX.match(os.path.basename(f)).group(1) for f in files]
+                            "<wnid>_<name> (n01440764_tench.JPEG) or <name>_<wnid>; drop --data-format to detect the layout")
+        wnids = [wnid_in_name(f) for f in files]
         labels = labels_for_wnids(wnids, classes, where=f"folder {root}")
         return arrow_dataset([image_id_from_path(f) for f in files], labels, files)
 
