@@ -78,10 +78,12 @@ class CellIdentity:
     class_subset: str | None = None  # scored over these classes only (ImageNet-R/-A); None: all of the model's
     model_args: str | None = None  # a checkpoint folder's architecture arguments (models.args_digest)
     embedding: str | None = None  # for a scheme hiera-bench does not version: its embedding's digest
+    # an abs-win checkpoint's native size: its weights do not say it, and interp resamples from its grid
+    native_size: int | None = None
 
     def fields(self) -> dict[str, Any]:
-        """The cell's ``cell.json``: every field; ``data_state``, ``class_subset``, ``model_args`` and ``embedding``
-        only where set (the keys of cells made before they existed stay the same)."""
+        """The cell's ``cell.json``: every field; ``data_state``, ``class_subset``, ``model_args``, ``embedding`` and
+        ``native_size`` only where set (the keys of cells made before they existed stay the same)."""
         out = {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "preprocess": dict(self.preprocess),
                "data_fingerprint": self.data_fingerprint, "limit": self.limit, "per_class": self.per_class,
                "dtype": self.dtype, "global_size": self.global_size, "scheme": self.scheme, "img_size": self.img_size}
@@ -93,6 +95,8 @@ class CellIdentity:
             out["model_args"] = self.model_args
         if self.embedding is not None:
             out["embedding"] = self.embedding
+        if self.native_size is not None:
+            out["native_size"] = self.native_size
         return out
 
     @property

@@ -21,7 +21,7 @@ from torch import nn
 
 from .errors import UserError, listed
 from .geometry import HieraGeometry
-from .untrusted import first_line, load_safetensors, load_torch_weights, read_json, wrong
+from .untrusted import first_line, load_safetensors, load_torch_weights, plain_name, read_json, wrong
 
 #: Short names users type, mapped to the checkpoints they mean.
 ALIASES: dict[str, str] = {
@@ -175,12 +175,51 @@ CONFIG_FIX = "fix it, or re-export the checkpoint folder"
 
 
 def read_folder_config(cfg_file: Path) -> dict[str, Any]:
-    """A checkpoint folder's config.json, its keys checked against :data:`CONFIG_TYPES`."""
-    config = read_json(cfg_file, "checkpoint config", CONFIG_FIX)
+    """A checkpoint folder's config.json, its keys checked against :data:`CONFIG_TYPES` (``null`` is as absent)
+    and the values hiera-bench uses checked further: a config is untrusted input, like the weights."""
+    config = {k: v for k, v in read_json(cfg_file, "checkpoint config", CONFIG_FIX).items() if v is not None}
     for key, kind in CONFIG_TYPES.items():
-        if key in config and config[key] is not None and not isinstance(config[key], kind):
+        if key in config and not isinstance(config[key], kind):
             raise wrong(cfg_file, "checkpoint config", f"has a {type(config[key]).__name__} as {key!r}", CONFIG_FIX)
+    pretrained = {k: v for k, v in config.get("pretrained_cfg", {}).items() if v is not None}
+    if "pretrained_cfg" in config:
+        config["pretrained_cfg"] = pretrained
+    problem = _config_problem(config, pretrained)
+    if problem:
+        raise wrong(cfg_file, "checkpoint config", problem, CONFIG_FIX)
     return config
+
+
+def _config_problem(config: dict[str, Any], pretrained: dict[str, Any]) -> str | None:
+    """What is wrong with the values of a checkpoint folder's config.json that hiera-bench uses (None: nothing)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    name = config.get("model_name")
+    if name is not None and not plain_name(name):  # it names the default run folder, exports and figures
+        return f"gives model_name {name!r}, which is not a plain name (no slashes, not . or ..)"
+    for where, names in (("label_names", config.get("label_names")), ("pretrained_cfg.label_names",
+                                                                       pretrained.get("label_names"))):
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            return f"has {where} that are not a list of class names (strings)"
+    size = pretrained.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 3 and all(whole(v) for v in size)):
+        return f"has pretrained_cfg.input_size {size!r}; it must be [3, height, width] in whole pixels"
+    crop = pretrained.get("crop_pct")
+    if crop is not None and not (number(crop) and 0 < crop <= 1):
+        return f"has pretrained_cfg.crop_pct {crop!r}; it must be a number in (0, 1]"
+    for key in ("mean", "std"):
+        values = pretrained.get(key)
+        if values is not None and not (isinstance(values, list) and len(values) == 3 and all(number(v) for v in values)
+                                       and (key == "mean" or all(v > 0 for v in values))):
+            return f"has pretrained_cfg.{key} {values!r}; it must be 3 numbers{' above 0' if key == 'std' else ''}"
+    for key in ("interpolation", "crop_mode"):
+        if pretrained.get(key) is not None and not isinstance(pretrained[key], str):
+            return f"has pretrained_cfg.{key} {pretrained[key]!r}; it must be a name (a string)"
+    return None
 
 
 def _find_weights(folder: Path) -> Path:
@@ -190,14 +229,20 @@ def _find_weights(folder: Path) -> Path:
     raise UserError(f"checkpoint folder {folder} has no model.safetensors (or pytorch_model.bin)")
 
 
-def _native_size_from_weights(state_dict: dict[str, torch.Tensor], patch_stride: int, cfg_size: int) -> int:
+def _native_size(state_dict: dict[str, torch.Tensor], patch_stride: int, cfg_size: int, built_size: Any) -> int:
+    """The size the checkpoint was trained at: a full-grid ``pos_embed``'s grid says it. Abs-win weights do not
+    (their embeddings are a fixed global grid and one window), so there it is the ``img_size`` the net was built
+    with (config.json ``model_args``: what timm's ``local-dir:`` builds; timm's own export leaves
+    ``pretrained_cfg.input_size`` at the architecture's default), else the config's or timm's ``input_size``."""
     pos = state_dict.get("pos_embed")
     if pos is not None and pos.ndim == 3 and "pos_embed_win" not in state_dict:
         side = math.isqrt(pos.shape[1])
         if side * side != pos.shape[1]:
             raise UserError(f"pos_embed with {pos.shape[1]} tokens is not a square token grid")
         return side * patch_stride
-    return cfg_size
+    if isinstance(built_size, (list, tuple)) and len(built_size) == 2 and built_size[0] == built_size[1]:
+        built_size = built_size[0]
+    return built_size if isinstance(built_size, int) and not isinstance(built_size, bool) and built_size > 0 else cfg_size
 
 
 def load_model(
@@ -232,7 +277,7 @@ def load_model(
     if weights_path is None:
         return _load_from_hub(arch, tag)
 
-    state_dict = checkpoint_filter_fn(_read_state_dict(weights_path))
+    state_dict = _renamed_as_timm(_read_state_dict(weights_path), checkpoint_filter_fn, weights_path)
     # the native size comes from the weights; a saved img_size (timm exports carry one) would clash with it
     model_args = {k: v for k, v in folder_cfg.get("model_args", {}).items() if k != "img_size"}
     overlay = dict(folder_cfg.get("pretrained_cfg", {}))
@@ -249,7 +294,8 @@ def load_model(
         raise wrong(Path(checkpoint) / "config.json", "checkpoint config",
                     f"gives {name} arguments timm cannot build it with ({first_line(exc)})", CONFIG_FIX) from exc
     cfg = dict(probe.pretrained_cfg)
-    native = _native_size_from_weights(state_dict, probe.patch_stride[0], cfg["input_size"][-1])
+    native = _native_size(state_dict, probe.patch_stride[0], cfg["input_size"][-1],
+                          folder_cfg.get("model_args", {}).get("img_size"))
     cfg["input_size"] = (3, native, native)
     kwargs = dict(model_args, num_classes=num_classes)
     if model_args:
@@ -266,6 +312,19 @@ def load_model(
         display_name=folder_cfg.get("model_name"),
         model_args=architecture_digest(model_args),
     )
+
+
+def _renamed_as_timm(state_dict: dict[str, torch.Tensor], rename, source: Path) -> dict[str, torch.Tensor]:
+    """``state_dict`` with timm's key names (``rename``: timm's ``checkpoint_filter_fn``, which maps older names
+    such as ``norm.*`` onto ``head.norm.*``). Two tensors that land on one name are refused: the later one would
+    win without a word, and the strict key check after the renaming could not see the other."""
+    names = rename({key: key for key in state_dict})  # new name -> the original name it came from
+    lost = [key for key in state_dict if key not in set(names.values())]
+    if lost:
+        twin = next(new for new, old in names.items() if rename({lost[0]: lost[0]}).get(new) == lost[0])
+        raise UserError(f"checkpoint {source} holds both {lost[0]} and {names[twin]}, which timm reads as one tensor "
+                        f"({twin}); keep the one the model was trained with")
+    return {new: state_dict[old] for new, old in names.items()}
 
 
 def _check_forward(name: str, cfg: dict[str, Any], native: int, kwargs: dict[str, Any], cfg_file: Path) -> None:

@@ -70,6 +70,12 @@ def reading(path: str | Path, what: str, fix: str) -> Iterator[None]:
         raise UserError(f"{what} {path} {problem(Path(path), exc)}; {fix}") from exc
 
 
+def plain_name(name: str) -> bool:
+    """One printable path component: a name that may become a folder's (not empty, ``.``, ``..``, no slash or line
+    break), so that no name a file gives can place what is written elsewhere."""
+    return bool(name.strip()) and name not in (".", "..") and not any(c in name for c in "/\\\0\n\r\t")
+
+
 def wrong(path: str | Path, what: str, found: str, fix: str) -> UserError:
     """The error for a file that parses but is not what ``what`` should be."""
     return UserError(f"{what} {path} {found}; {fix}")

@@ -222,3 +222,68 @@ def test_cli_refuses_nan_pos_embed_in_one_line(cli, tmp_path, full_ckpt, class_f
     lines = result.err.strip().splitlines()
     assert result.code == 2 and len(lines) == 1, result.err
     assert lines[0].startswith("error: ") and "pos_embed has 5 NaN values" in lines[0], lines[0]
+
+
+def test_an_abswin_folders_model_args_img_size_is_its_native_size(tmp_path, abswin_ckpt):
+    """timm's own export of an abs-win net built at 64 px writes model_args img_size 64 and leaves
+    pretrained_cfg.input_size at the architecture's 256, and timm's local-dir builds it at 64. The img_size was
+    dropped: native 256, every Δ measured against it and interp@64 resampled from the 256 grid (adv20)."""
+    import shutil
+
+    folder = Path(shutil.copytree(abswin_ckpt, tmp_path / "ckpt"))
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"]["img_size"] = 64
+    config["pretrained_cfg"]["input_size"] = [3, 256, 256]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = load_model(checkpoint=folder)
+    assert loaded.native_size == 64 and loaded.model.tokens_spatial_shape == [16, 16]
+    del config["model_args"]["img_size"]  # without it, the config's input_size says it
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_model(checkpoint=folder).native_size == 256
+
+
+def _folder_with_config(full_ckpt: Path, to: Path, change) -> Path:
+    import shutil
+
+    folder = Path(shutil.copytree(full_ckpt, to))
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+CONFIG_CASES = {  # a config.json value -> what the one-line error names (None: it loads, null is as absent)
+    "model_args null": (lambda c: c.update(model_args=None), "does not fit model hiera_tiny_224"),  # the tiny widths gone
+    "pretrained_cfg null": (lambda c: c.update(pretrained_cfg=None), None),
+    "label_names of ints": (lambda c: c.update(label_names=[0, 1, 2]), "label_names that are not a list of class names"),
+    "pretrained_cfg.label_names of ints": (lambda c: c["pretrained_cfg"].update(label_names=[0, 1, 2]),
+                                           "pretrained_cfg.label_names that are not"),
+    "float input_size": (lambda c: c["pretrained_cfg"].update(input_size=[3, 64.0, 64.0]), "in whole pixels"),
+    "zero std": (lambda c: c["pretrained_cfg"].update(std=[0, 0, 0]), "std [0, 0, 0]; it must be 3 numbers above 0"),
+    "crop_pct 2": (lambda c: c["pretrained_cfg"].update(crop_pct=2), "crop_pct 2; it must be a number in (0, 1]"),
+    "model_name with slashes": (lambda c: c.update(model_name="../../evil"), "model_name '../../evil', which is not a plain name"),
+    "absolute model_name": (lambda c: c.update(model_name="/tmp/elsewhere"), "which is not a plain name"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES)
+def test_config_values_are_checked_in_one_line(tmp_path, full_ckpt, case):
+    """Each was a traceback (null model_args/pretrained_cfg, label_names of ints, a float input_size), a NaN forward
+    (std 0), or a model_name that placed the run folder, exports and figures outside results/ (adv20)."""
+    change, error = CONFIG_CASES[case]
+    folder = _folder_with_config(full_ckpt, tmp_path / "ckpt", change)
+    if error is None:
+        assert load_model(checkpoint=folder).native_size == 64
+        return
+    with pytest.raises(UserError, match=__import__("re").escape(error)) as info:
+        load_model(checkpoint=folder)
+    assert "\n" not in str(info.value) and ("fit" in error or str(folder / "config.json") in str(info.value))
+
+
+def test_two_tensors_timm_reads_as_one_are_refused(tmp_path, full_ckpt):
+    """timm renames norm.* to head.norm.*: with both in a checkpoint the later won without a word (adv20)."""
+    state = load_model(checkpoint=full_ckpt).model.state_dict()
+    state["norm.weight"] = torch.zeros_like(state["head.norm.weight"])
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    with pytest.raises(UserError, match="holds both head.norm.weight and norm.weight, which timm reads as one tensor"):
+        load_model("hiera_tiny_224", tmp_path / "w.safetensors")

@@ -32,9 +32,10 @@ def _folder(root, per_class: int, broken: int, duplicate: bool, odd: bool, seed:
     if odd:
         for i, payload in enumerate(odd_files().values()):
             (root / classes[(i + 1) % 3] / f"ILSVRC2012_val_{800 + i:08d}.JPEG").write_bytes(payload)
-    if duplicate:  # the same file name in two class folders: ids must stay distinct
+    if duplicate:  # the same file name in two class folders (ImageNet-Sketch's names): ids must stay distinct
         first = sorted((root / classes[0]).iterdir())[0]
-        shutil.copyfile(first, root / classes[2] / first.name)
+        for wnid in (classes[0], classes[2]):  # not a val number: one of those in two folders is refused
+            shutil.copyfile(first, root / wnid / "sketch_1.JPEG")
 
 
 def _discordant(a: pd.Series, b: pd.Series) -> tuple[int, int]:

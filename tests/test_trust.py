@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from hiera_bench.sweep import SweepConfig, run_sweep
 from hiera_bench.testing import WNIDS, make_class_folder
@@ -44,7 +45,7 @@ def one_broken(tmp_path_factory) -> Path:
 def test_a_sweep_that_decoded_no_image_is_not_ok_and_check_says_so(cli, full_ckpt, all_broken, tmp_path):
     result = _sweep(cli, full_ckpt, all_broken, tmp_path / "run")
     assert result.code == 1, result.err
-    assert "evaluated no image" in result.err and "could not be decoded" in result.err and "Traceback" not in result.err
+    assert "cell(s) gave no result" in result.err and "could not be decoded" in result.err and "Traceback" not in result.err
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert set(table["status"]) == {"failed"} and table["top1"].isna().all()  # written, never "ok"
     # a baseline with nothing evaluated is no baseline; a run against a good baseline fails
@@ -284,3 +285,55 @@ def test_a_sweeps_plots_do_not_replace_the_users_in_an_unmarked_out(cli, full_ck
     result = _sweep(cli, full_ckpt, class_folder, out, "--plots")
     assert result.code == 2 and "plots/top1-vs-size.png that hiera-bench did not write" in result.err
     assert (out / "plots" / "top1-vs-size.png").read_text() == "my figure" and not (out / "cells").exists()
+
+
+def _copy_with_config(ckpt: Path, to: Path, **changes) -> Path:
+    """A copy of a checkpoint folder whose config.json ``pretrained_cfg``/``model_args`` are updated."""
+    folder = Path(shutil.copytree(ckpt, to))
+    config = json.loads((folder / "config.json").read_text())
+    for part, values in changes.items():
+        config[part] = {**config.get(part, {}), **values}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_non_finite_logits_fail_the_cell_and_the_gate(cli, full_ckpt, class_folder, tmp_path):
+    """A forward that overflows gave NaN logits; topk ranks NaN first, so every image "predicted" class 0 and the
+    cell stood as ok at top-1 33.333 (one class in three), nll NaN; exit 0 and check passed (adv20)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(full_ckpt, tmp_path / "ckpt"))
+    weights = load_file(str(folder / "model.safetensors"))
+    weights["pos_embed"] = torch.full_like(weights["pos_embed"], 3.0e38)  # finite: the weights check passes
+    save_file(weights, str(folder / "model.safetensors"))
+    result = _sweep(cli, folder, class_folder, tmp_path / "run")
+    assert result.code == 1 and "gave non-finite logits (NaN or inf): the forward overflows" in result.err, result.err
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(table["status"]) == {"failed"} and table["top1"].isna().all() and table["nll"].isna().all()
+    assert cli("check", tmp_path / "run", "--baseline", tmp_path / "run").code == 2
+
+
+def test_an_abswin_checkpoints_native_size_is_part_of_its_cells(abswin_ckpt, class_folder, tmp_path, monkeypatch):
+    """Abs-win weights do not say their native size; config.json does. After it changed (64 -> 96 px) the folder's
+    cells were reused, interp resampled from the old grid and "Δ vs native 64 px" (adv20). Cells of the same
+    native size that an earlier version keyed without it still count."""
+    import hiera_bench.sweep.run as sweep_run
+
+    def sweep(ckpt, out):
+        return run_sweep(SweepConfig(checkpoint=str(ckpt), data=str(class_folder), out=str(out), res="64,96",
+                                     batch_size=4, workers=0, plots=False))
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patched:  # as the version before native_size was recorded keyed them
+        patched.setattr(sweep_run, "native_in_identity", lambda loaded: None)
+        sweep(abswin_ckpt, out)
+    again = sweep(abswin_ckpt, out)
+    assert sum(r["evaluated_images"] for r in again.run["ranks"]) == 0  # same native size: every cell reused
+    at96 = _copy_with_config(abswin_ckpt, tmp_path / "ckpt96", pretrained_cfg={"input_size": [3, 96, 96]})
+    moved = sweep(at96, out).table.set_index(["scheme", "img_size"])
+    fresh = sweep(at96, tmp_path / "fresh").table.set_index(["scheme", "img_size"])
+    assert set(moved["native_size"]) == {96}
+    assert moved.loc[("interp", 64), "cell_key"] != again.table.set_index(["scheme", "img_size"]).loc[
+        ("interp", 64), "cell_key"]
+    pd.testing.assert_series_equal(moved["nll"], fresh["nll"])
+    assert moved.loc[("interp", 64), "nll"] != again.table.set_index(["scheme", "img_size"]).loc[("interp", 64), "nll"]

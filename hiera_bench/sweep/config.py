@@ -14,6 +14,7 @@ import torch
 from ..errors import UserError
 from ..grid import parse_spec
 from ..posembed import Scheme, parse_schemes
+from ..untrusted import plain_name
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: ``--amp auto`` (a bare ``--amp``): bf16 autocast where it pays (CUDA), fp32 elsewhere.
@@ -166,7 +167,7 @@ def check_label(label: str | None) -> None:
     """``--label`` names a run folder and a column group of reports: printable, one path component."""
     if label is None:
         return
-    if not label.strip() or label in (".", "..") or any(c in label for c in "/\\\0\n\t"):
+    if not plain_name(label):
         raise UserError(f"--label {label!r} must be a non-empty name without slashes or line breaks, "
                         "e.g. --label small-ft320")
 

@@ -67,17 +67,31 @@ def cell_row(shared: SweepColumns, cell: CellIdentity, store: CellStore, n_total
     failed = dict(zip(records.loc[bad, "image_id"], records.loc[bad, "error"]))
     metrics = cell_metrics(ok["correct1"].astype(bool).to_numpy(), ok["correct5"].astype(bool).to_numpy(),
                            ok["nll"].to_numpy(), ok["confidence"].to_numpy())
-    evaluated = metrics["n_images"] > 0
+    reason = why_not_ok(records, ok)
+    if reason:  # no figure of a cell that failed passes for a result
+        metrics.update({name: float("nan") for name in ("top1", "top5", "nll", "ece")})
     row = {
         **shared.for_size(cell.img_size), **cell.columns(), **metrics, "n_failed": int(bad.sum()),
         "imgs_per_s": round(len(ok) / seconds, 2) if seconds > 0 else float("nan"),
         "gflops": round(gflops, 4) if gflops is not None else float("nan"), "forward_s": round(seconds, 3),
-        "status": "ok" if evaluated else "failed",
-        "reason": "" if evaluated else f"none of the {len(records)} images could be decoded",
+        "status": "failed" if reason else "ok",
+        "reason": reason,
         "shared_with": ",".join(shared_with),
         "explained_energy": round(shared.explained_energy, 6) if uses_fit else float("nan"),
     }
     return row, failed
+
+
+def why_not_ok(records: pd.DataFrame, ok: pd.DataFrame) -> str:
+    """Why a cell's numbers are no result (empty: they are): no image decoded, or the forward gave non-finite
+    logits (an overflow: NaN logits rank first in top-k, so top-1 would look plausible)."""
+    if not len(ok):
+        return f"none of the {len(records)} images could be decoded"
+    nonfinite = int((~np.isfinite(ok["nll"].to_numpy(dtype=np.float64))).sum())
+    if nonfinite:
+        return (f"{nonfinite} of {len(ok)} images gave non-finite logits (NaN or inf): the forward overflows; try "
+                "another --amp (bf16, or none), or check the checkpoint's weights")
+    return ""
 
 
 def skipped_row(shared: SweepColumns, cell: CellIdentity, reason: str) -> dict[str, Any]:

@@ -358,8 +358,15 @@ def cell(sweep: Sweep, crop_pct: float, **fields: Any) -> CellIdentity:
                             data_fingerprint=sweep.data_fingerprint,
                             limit=sweep.data.limit, per_class=cfg.per_class, dtype=cfg.dtype_name,
                             data_state=sweep.data_state, class_subset=sweep.subset.name if sweep.subset else None,
-                            model_args=sweep.loaded.model_args, **fields)
+                            model_args=sweep.loaded.model_args, native_size=native_in_identity(sweep.loaded),
+                            **fields)
     return sweep.run_dir.known_identity(identity, lambda: sweep.earlier_states)
+
+
+def native_in_identity(loaded: LoadedModel) -> int | None:
+    """The native size as part of a cell's identity where the weights do not fix it (abs-win checkpoints: a
+    config.json that says another size makes other cells, interp's resampled from another grid)."""
+    return loaded.native_size if loaded.pos_embed_kind == "abswin" else None
 
 
 def plan(sweep: Sweep, primary: bool = True) -> list[Forward]:
@@ -470,10 +477,13 @@ def too_many_failed(n_failed: int, n_images: int, max_failed: float) -> bool:
 def problems(table: pd.DataFrame, n_failed: int, n_images: int, max_failed: float) -> list[str]:
     """Why this sweep's numbers must not be taken as they are (empty: they can)."""
     out = []
-    empty = table[table["status"].eq("failed")]
-    if len(empty):
-        out.append(f"{len(empty)} cell(s) evaluated no image: " + ", ".join(
-            f"{r.scheme}@{int(r.img_size)}" for r in empty.itertuples()))
+    failed = table[table["status"].eq("failed")]
+    if len(failed):
+        cells_by_reason: dict[str, list[str]] = {}
+        for r in failed.itertuples():
+            cells_by_reason.setdefault(str(r.reason), []).append(f"{r.scheme}@{int(r.img_size)}")
+        out.append(f"{len(failed)} cell(s) gave no result: " + "; ".join(
+            f"{', '.join(cells)}: {reason}" for reason, cells in cells_by_reason.items()))
     if too_many_failed(n_failed, n_images, max_failed):
         out.append(f"{n_failed} of {n_images} images ({100 * n_failed / n_images:.2f} %) could not be decoded, more "
                    f"than --max-failed {100 * max_failed:g} %; run.json lists them")

@@ -311,15 +311,37 @@ class RunDir:
         return folder.is_dir() and any(True for _ in folder.iterdir())
 
     def known_identity(self, identity: CellIdentity, earlier_states: Callable[[], Iterable[str]]) -> CellIdentity:
-        """``identity``, or the same cell keyed by a ``data_state`` an earlier version computed where only that
-        one is in this folder: after an upgrade the folder's finished cells still count, not recomputed."""
-        if identity.data_state is None or self.cell(identity.key).root.is_dir() or not self._holds_cells():
+        """``identity``, or the same cell as an earlier version keyed it where only that one is in this folder:
+        by a ``data_state`` it computed, or without the ``native_size`` it did not record (a finished cell
+        whose row says the same native size). After an upgrade the folder's finished cells still count."""
+        if self.cell(identity.key).root.is_dir() or not self._holds_cells():
             return identity  # a new folder has no earlier cells: its files are not stat'ed a second time
+        unrecorded = self._without_native_size(identity)
+        if unrecorded is not None:
+            return unrecorded
+        if identity.data_state is None:
+            return identity
         for state in earlier_states():
             earlier = replace(identity, data_state=state)
-            if self.cell(earlier.key).root.is_dir():
-                return earlier
+            for version in (earlier, self._without_native_size(earlier)):
+                if version is not None and self.cell(version.key).root.is_dir():
+                    return version
         return identity
+
+    def _without_native_size(self, identity: CellIdentity) -> CellIdentity | None:
+        """``identity`` keyed as before cells recorded an abs-win checkpoint's native size, where that cell is
+        finished at the same native size (its row says which; an unfinished one cannot tell: measured again)."""
+        if identity.native_size is None:
+            return None
+        earlier = replace(identity, native_size=None)
+        store = self.cell(earlier.key)
+        if not store.is_done():
+            return None
+        try:
+            native = store.read_row().get("native_size")
+        except UserError:
+            return None
+        return earlier if same_value(native, identity.native_size) else None
 
     def finished_rows(self) -> list[dict[str, Any]]:
         """Every finished cell's row, older versions of a slot included (see :meth:`shown_rows`)."""
