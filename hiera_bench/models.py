@@ -21,7 +21,8 @@ from torch import nn
 
 from .errors import UserError, listed
 from .geometry import HieraGeometry
-from .untrusted import first_line, load_safetensors, load_torch_weights, plain_name, read_json, wrong
+from .untrusted import (REDOWNLOAD, first_line, load_safetensors, load_torch_weights, plain_name, read_json, reading,
+                        wrong)
 
 #: Short names users type, mapped to the checkpoints they mean.
 ALIASES: dict[str, str] = {
@@ -277,6 +278,7 @@ def load_model(
     if weights_path is None:
         return _load_from_hub(arch, tag)
 
+    as_read = _file_version(weights_path)
     state_dict = _renamed_as_timm(_read_state_dict(weights_path), checkpoint_filter_fn, weights_path)
     # the native size comes from the weights; a saved img_size (timm exports carry one) would clash with it
     model_args = {k: v for k, v in folder_cfg.get("model_args", {}).items() if k != "img_size"}
@@ -304,9 +306,13 @@ def load_model(
     _load_strict(net, state_dict, arch, weights_path)
     net.eval()
     label_names = folder_cfg.get("label_names") or cfg.get("label_names")
+    sha = file_sha256(weights_path)
+    if _file_version(weights_path) != as_read:  # the cells would be keyed by other weights than they measure
+        raise UserError(f"checkpoint {weights_path} changed while it was being read (a training job still writing "
+                        "it?); run again once it is written")
     return LoadedModel(
         arch=arch, tag=tag, model=net, model_kwargs=kwargs, pretrained_cfg=cfg, native_size=native,
-        checkpoint=str(weights_path), sha256=file_sha256(weights_path),
+        checkpoint=str(weights_path), sha256=sha,
         label_names=list(label_names) if label_names else _default_labels(num_classes),
         license=cfg.get("license"), extra={"model_card": folder_cfg.get("model_card")} if folder_cfg else {},
         display_name=folder_cfg.get("model_name"),
@@ -426,7 +432,8 @@ def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
     net.eval()
     cfg = dict(net.pretrained_cfg)
     source, state = f"hf-hub:{cfg.get('hf_hub_id') or name}", net.state_dict()
-    check_weights(state, state, source)  # timm has cast them already: only finiteness is left to check
+    _check_hub_dtypes(_hub_file(cfg), state, source)  # timm has cast them already: the file's header tells
+    check_weights(state, state, source)
     sha = _hub_file_sha(cfg) or state_dict_sha256(state)
     native = cfg["input_size"][-1]
     return LoadedModel(
@@ -452,7 +459,14 @@ def _hub_reason(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:120].rsplit(" ", 1)[0] + " …"
 
 
-def _hub_file_sha(cfg: dict[str, Any]) -> str | None:
+def _file_version(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of a weights file: a write between reading it and hashing it changes them."""
+    found = path.stat()
+    return found.st_size, found.st_mtime_ns
+
+
+def _hub_file(cfg: dict[str, Any]) -> Path | None:
+    """The weights file of a hub checkpoint in the HF cache (where timm read it from)."""
     from huggingface_hub import try_to_load_from_cache
 
     repo = cfg.get("hf_hub_id")
@@ -461,8 +475,35 @@ def _hub_file_sha(cfg: dict[str, Any]) -> str | None:
     for filename in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(repo, filename)
         if isinstance(found, str):
-            return file_sha256(Path(found))
+            return Path(found)
     return None
+
+
+#: safetensors dtypes that are not floating point (timm casts them into a float model without a word).
+_NOT_FLOAT = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"}
+
+
+def _check_hub_dtypes(path: Path | None, own: dict[str, torch.Tensor], source: str) -> None:
+    """The integer or bool tensors of a cached hub safetensors file where the model's are floating point, read
+    from its header (timm has loaded and cast them already, so the loaded model cannot tell)."""
+    if path is None or path.suffix != ".safetensors":
+        return
+    from safetensors import safe_open
+    from timm.models.hiera import checkpoint_filter_fn
+
+    with reading(path, "checkpoint", REDOWNLOAD), safe_open(str(path), framework="pt") as found:
+        dtypes = {key: found.get_slice(key).get_dtype() for key in found.keys()}
+    names = checkpoint_filter_fn({key: key for key in dtypes})
+    wrong_type = [f"{new} is {dtypes[old].lower()} where the model's is {str(own[new].dtype).removeprefix('torch.')}"
+                  for new, old in names.items() if new in own and own[new].is_floating_point() and dtypes[old] in _NOT_FLOAT]
+    if wrong_type:
+        raise UserError(f"checkpoint {source} ({path}) holds non-float weights: {listed(wrong_type)}; "
+                        "hiera-bench does not cast weights: use float weights")
+
+
+def _hub_file_sha(cfg: dict[str, Any]) -> str | None:
+    found = _hub_file(cfg)
+    return file_sha256(found) if found is not None else None
 
 
 def _has_tensors(module: nn.Module) -> bool:

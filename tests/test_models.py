@@ -209,6 +209,36 @@ def test_hub_weights_with_nan_are_refused():
         load_model("hiera_tiny_224.mae")
 
 
+def test_hub_weights_of_integers_are_refused_not_cast():
+    """timm casts an integer tensor of a hub file into the float model; the loaded net cannot tell (adv20)."""
+    net = timm.create_model("hiera_tiny_224", num_classes=0)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    state["pos_embed"] = state["pos_embed"].round().to(torch.int64)
+    _hub_cache_entry("timm/hiera_tiny_224.mae", "model.safetensors", state)
+    with pytest.raises(UserError, match=r"hiera_tiny_224\.mae.*non-float weights: pos_embed is i64 where the model's "
+                                        r"is float32"):
+        load_model("hiera_tiny_224.mae")
+
+
+def test_weights_written_while_being_read_are_refused(tmp_path, full_ckpt, monkeypatch):
+    """The cells are keyed by the file's hash, taken after the weights are read: a training job that rewrote the
+    file in between would key the old weights' numbers by the new file (adv20)."""
+    import hiera_bench.models as models
+
+    read = models._read_state_dict
+
+    def read_then_rewrite(path):
+        weights = read(path)
+        found = path.stat()
+        os.utime(path, ns=(found.st_atime_ns, found.st_mtime_ns + 10**9))  # the job's next save
+        return weights
+
+    folder = Path(__import__("shutil").copytree(full_ckpt, tmp_path / "ckpt"))
+    monkeypatch.setattr(models, "_read_state_dict", read_then_rewrite)
+    with pytest.raises(UserError, match="changed while it was being read"):
+        load_model(checkpoint=folder)
+
+
 @pytest.mark.parametrize("command", ["sweep", "inspect", "export"])
 def test_cli_refuses_nan_pos_embed_in_one_line(cli, tmp_path, full_ckpt, class_folder, command):
     """NaN in pos_embed used to crash inside torch.linalg.lstsq (the abswin fit) with a traceback."""
