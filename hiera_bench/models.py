@@ -152,7 +152,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors or weights-only torch file; never runs pickled code."""
     if path.suffix == ".safetensors":
         return load_safetensors(path)
-    if path.suffix in _PICKLE_SUFFIXES:
+    if path.suffix in _PICKLE_SUFFIXES or path.name.endswith(".pth.tar"):  # timm's train.py: model_best.pth.tar
         obj = load_torch_weights(path)
         for key in ("model_state", "state_dict", "model", "module"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -163,7 +163,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return obj
     raise UserError(
         f"checkpoint {path} has an unknown file type {path.suffix!r}; "
-        "use .safetensors, .pth/.pt/.bin, or a folder with config.json + model.safetensors"
+        "use .safetensors, .pth/.pt/.bin/.pth.tar, or a folder with config.json + model.safetensors"
     )
 
 

@@ -13,6 +13,7 @@ parser's own exception stays chained for ``--debug``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 import pickletools
@@ -205,8 +206,8 @@ def _parses_as_pickle(path: Path) -> bool:
 
 
 def load_torch_weights(path: str | Path) -> Any:
-    """``torch.load(weights_only=True)`` of an untrusted ``.pth/.pt/.bin``: pickled code is refused as such,
-    a damaged file as damaged."""
+    """``torch.load(weights_only=True)`` of an untrusted ``.pth/.pt/.bin/.pth.tar``: pickled code is refused as
+    such, a damaged file as damaged."""
     import torch
 
     path = Path(path)
@@ -214,7 +215,9 @@ def load_torch_weights(path: str | Path) -> Any:
     if not path.is_file() or path.stat().st_size == 0:
         raise UserError(f"{what} {path} {problem(path)}; {REDOWNLOAD}")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        # timm's train.py saves its argparse options beside the weights (``args``): plain values, no code
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _parses_as_pickle(path):
             raise UserError(f"{what} {path} {problem(path, exc)}; {REDOWNLOAD}") from exc

@@ -68,6 +68,23 @@ def test_each_format_loads_the_same_weights(tmp_path, full_ckpt):
     assert loaded.native_size == 64 and loaded.pos_embed_kind == "full"
 
 
+def test_a_timm_training_checkpoint_loads_its_weights(tmp_path):
+    """timm's train.py writes model_best.pth.tar: {epoch, arch, state_dict, optimizer, args (an argparse
+    Namespace), state_dict_ema}. The name was an unknown file type, and the Namespace stopped weights_only (adv20)."""
+    import argparse
+
+    net = timm.create_model("hiera_tiny_224", num_classes=3).eval()
+    state = net.state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save({"epoch": 7, "arch": "hiera_tiny_224", "state_dict": state, "state_dict_ema": ema,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.001, "params": [0]}]}, "version": 2,
+                "args": argparse.Namespace(model="hiera_tiny_224", lr=0.001, amp=True, input_size=None),
+                "metric": 71.3}, tmp_path / "model_best.pth.tar")
+    loaded = load_model("hiera_tiny_224", tmp_path / "model_best.pth.tar")
+    for key, value in state.items():  # the trained weights, not the EMA copy
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
 
