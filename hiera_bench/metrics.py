@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, Mapping
+
 import numpy as np
 import torch
 
 ECE_BINS = 15
+#: The figures a failed cell leaves empty.
+NO_RESULT = ("top1", "top5", "nll", "ece")
+
+
+def non_finite_reason(which: str) -> str:
+    """Why a cell whose forward gave NaN or inf logits is no result (``which``: of how many images)."""
+    return (f"{which} gave non-finite logits (NaN or inf): the forward overflows; try another --amp (bf16, or "
+            "none), or check the checkpoint's weights")
+
+
+def failed_if_not_finite(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A sweep's ``ok`` row whose mean nll is NaN as the failed row it is (None where it is not such a row). Rows
+    made before cells with non-finite logits failed stood as ``ok``: NaN logits rank first in top-k, so top-1
+    looked plausible; read back, they fail as a new sweep's would."""
+    nll = row.get("nll")
+    if row.get("status") != "ok" or not row.get("cell_key") or not isinstance(nll, float) or math.isfinite(nll):
+        return None
+    return {**row, **dict.fromkeys(NO_RESULT, float("nan")), "status": "failed",
+            "reason": non_finite_reason("its images")}
 
 
 def device_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5,

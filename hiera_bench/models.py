@@ -170,7 +170,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 #: The keys of a checkpoint folder's config.json that hiera-bench reads, and the JSON type each must have.
 CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "architecture": str, "model_name": str, "num_classes": int, "model_args": dict, "pretrained_cfg": dict,
-    "label_names": list, "model_card": (dict, str),
+    "label_names": (list, dict), "model_card": (dict, str),
 }
 CONFIG_FIX = "fix it, or re-export the checkpoint folder"
 
@@ -191,6 +191,14 @@ def read_folder_config(cfg_file: Path) -> dict[str, Any]:
     return config
 
 
+def _names_by_index(names: dict[str, Any]) -> list[Any] | None:
+    """``{"0": name, "1": name, ...}`` as a list; None unless the keys are exactly the indices 0..n-1."""
+    if not all(isinstance(k, str) and k.isdigit() for k in names):
+        return None
+    by_index = {int(k): v for k, v in names.items()}
+    return [by_index[i] for i in range(len(by_index))] if set(by_index) == set(range(len(by_index))) else None
+
+
 def _config_problem(config: dict[str, Any], pretrained: dict[str, Any]) -> str | None:
     """What is wrong with the values of a checkpoint folder's config.json that hiera-bench uses (None: nothing)."""
     def whole(v: Any) -> bool:
@@ -202,8 +210,13 @@ def _config_problem(config: dict[str, Any], pretrained: dict[str, Any]) -> str |
     name = config.get("model_name")
     if name is not None and not plain_name(name):  # it names the default run folder, exports and figures
         return f"gives model_name {name!r}, which is not a plain name (no slashes, not . or ..)"
-    for where, names in (("label_names", config.get("label_names")), ("pretrained_cfg.label_names",
-                                                                       pretrained.get("label_names"))):
+    for where, holder, key in (("label_names", config, "label_names"), ("pretrained_cfg.label_names", pretrained,
+                                                                         "label_names")):
+        names = holder.get(key)
+        if isinstance(names, dict):  # timm's {class index: name}, written where the indices have gaps
+            names = holder[key] = _names_by_index(names)
+            if names is None:
+                return f"has {where} by class index with gaps or non-index keys; it needs a name for every index 0..n-1"
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             return f"has {where} that are not a list of class names (strings)"
     size = pretrained.get("input_size")
@@ -281,7 +294,9 @@ def load_model(
     as_read = _file_version(weights_path)
     state_dict = _renamed_as_timm(_read_state_dict(weights_path), checkpoint_filter_fn, weights_path)
     # the native size comes from the weights; a saved img_size (timm exports carry one) would clash with it
-    model_args = {k: v for k, v in folder_cfg.get("model_args", {}).items() if k != "img_size"}
+    # the native size comes from the weights (img_size), and so does num_classes (the head): timm's own export
+    # writes both into model_args
+    model_args = {k: v for k, v in folder_cfg.get("model_args", {}).items() if k not in ("img_size", "num_classes")}
     overlay = dict(folder_cfg.get("pretrained_cfg", {}))
     head = state_dict.get("head.fc.weight")
     num_classes = head.shape[0] if head is not None else folder_cfg.get("num_classes", 1000)

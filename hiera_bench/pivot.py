@@ -513,7 +513,7 @@ _TEX_SYMBOLS = {"−": "$-$", "×": r"\ensuremath{\times}", "±": r"\ensuremath{
                 "≤": r"\ensuremath{\leq}", "≥": r"\ensuremath{\geq}", "≈": r"\ensuremath{\approx}",
                 "≠": r"\ensuremath{\neq}", "≡": r"\ensuremath{\equiv}", "∞": r"\ensuremath{\infty}",
                 "√": r"\ensuremath{\surd}", "°": r"\ensuremath{^\circ}", "µ": r"\ensuremath{\mu}",
-                "–": "--", "—": "---", "‘": "`", "’": "'", "“": "``", "”": "''", "…": r"\ldots{}",
+                "–": r"\textendash{}", "—": r"\textemdash{}", "‘": "`", "’": "'", "“": "``", "”": "''", "…": r"\ldots{}",
                 "\u00a0": "~", "★": r"\ensuremath{\star}", "✓": r"\ensuremath{\surd}", "†": r"\dag{}", "‡": r"\ddag{}"}
 
 

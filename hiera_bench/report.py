@@ -23,6 +23,7 @@ from .cells import (GROUP_COLUMNS, missing, same_value, section_labels, slot, un
 from .errors import UserError, listed
 from .sweep.config import check_label
 from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
+from .metrics import NO_RESULT, failed_if_not_finite
 from .pivot import latex, markdown, pivot
 from .stats import STAT_COLUMNS, annotate, outcomes, with_cell_keys
 from .untrusted import RESWEEP, read_parquet, reading
@@ -73,12 +74,29 @@ def read_table(path: Path) -> pd.DataFrame:
     if missing:
         raise UserError(f"{source} is not a hiera-bench results table (no column {', '.join(missing)})")
     unnamed = _unnamed_grids(df)
-    df = with_row_keys(with_defaults(df))
+    df = with_row_keys(with_defaults(_failed_where_not_finite(df)))
     df.attrs["source"] = str(source)
     df.attrs["unnamed_grids"] = unnamed
     if views is not None:
         df.attrs.update(views=str(views), run_folder=str(folder))
     return df
+
+
+def _failed_where_not_finite(df: pd.DataFrame) -> pd.DataFrame:
+    """A table whose sweep-written ``ok`` rows with a NaN mean nll (written before such cells failed) show them
+    failed (:func:`~.metrics.failed_if_not_finite`)."""
+    if "nll" not in df or "cell_key" not in df:
+        return df
+    fixed = [failed_if_not_finite(row) for row in df.to_dict("records")]
+    if not any(fixed):
+        return df
+    out = df.copy()
+    out["reason"] = out["reason"].astype(object) if "reason" in out else ""
+    for i, row in zip(out.index, fixed):
+        if row is not None:
+            for column in ("status", "reason", *NO_RESULT):
+                out.at[i, column] = row[column]
+    return out
 
 
 def _unnamed_grids(df: pd.DataFrame) -> bool:

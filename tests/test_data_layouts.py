@@ -384,16 +384,40 @@ def test_the_hubs_val_archive_names_are_labelled_by_their_wnid(recs, tmp_path):
 
 def test_split_files_named_val_are_the_validation_split(recs, tmp_path):
     """Only ``validation*`` names were told apart: a folder of ``val-*`` and ``train-*`` shards was read whole,
-    train rows scored as val (adv19). A folder holding only train or test files is refused."""
+    train rows scored as val (adv19). ``validation00000`` (no separator) stays validation, a one-split set named
+    ``train-*`` (as many are on the hub) is read, and a folder of train and test files, no validation, is refused
+    (adv21)."""
+    expected = {vid: MODEL_CLASSES.index(w) for vid, w, _ in recs}
     folder = tmp_path / "pq"
     folder.mkdir()
     hub_rows(recs).to_parquet(str(folder / "val-00000-of-00001.parquet"))
     hub_rows(recs[:2]).to_parquet(str(folder / "train-00000-of-00001.parquet"))
-    assert mapping(str(folder), MODEL_CLASSES) == {vid: MODEL_CLASSES.index(w) for vid, w, _ in recs}
+    assert mapping(str(folder), MODEL_CLASSES) == expected
     (folder / "val-00000-of-00001.parquet").rename(folder / "test-00000-of-00001.parquet")
-    with pytest.raises(UserError, match="are the train or test split, not validation; give the validation files"):
+    with pytest.raises(UserError, match="are of the test and train splits, no validation; give the files of the split "
+                                        "to evaluate \\(a file or a glob"):
         open_data(str(folder), MODEL_CLASSES)
     assert len(open_data(str(folder / "train-00000-of-00001.parquet"), MODEL_CLASSES)) == 2  # named: read as given
+    (folder / "test-00000-of-00001.parquet").unlink()
+    assert len(open_data(str(folder), MODEL_CLASSES)) == 2  # one split, named train: the set
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    hub_rows(recs).to_parquet(str(plain / "validation00000.parquet"))
+    hub_rows(recs[:2]).to_parquet(str(plain / "train00000.parquet"))
+    assert mapping(str(plain), MODEL_CLASSES) == expected
+
+
+def test_nas_thumbnail_folders_are_not_images_of_the_set(recs, tmp_path):
+    """Synology keeps thumbnails in @eaDir folders inside every folder; read as images below a class folder they
+    repeated ids or were scored (adv21)."""
+    root = _copy_of_the_set(recs, tmp_path / "val")
+    for vid, wnid, p in recs:
+        (root / wnid / "@eaDir" / f"{vid}.JPEG").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, root / wnid / "@eaDir" / f"{vid}.JPEG" / "SYNOPHOTO_THUMB_M.jpg")
+    (root / "@eaDir").mkdir()
+    (root / "#recycle" / MODEL_CLASSES[0]).mkdir(parents=True)
+    shutil.copy(recs[0][2], root / "#recycle" / MODEL_CLASSES[0] / "old.JPEG")
+    assert mapping(str(root), MODEL_CLASSES) == {vid: MODEL_CLASSES.index(w) for vid, w, _ in recs}
 
 
 def test_a_hub_cache_entry_names_its_repo(hub_cache):

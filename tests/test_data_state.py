@@ -332,3 +332,18 @@ def test_cells_of_images_since_removed_or_added_leave_the_views(cli, full_ckpt, 
     assert "4 cell(s) of earlier sweeps were measured on files that have changed since" in result.err
     assert "n = 12" not in (out / "results.md").read_text()
     assert len(_rows(out)) == 10  # every measurement is still on disk
+
+
+def test_the_same_relative_data_from_two_folders_is_two_places(cli, full_ckpt, class_folder, tmp_path, monkeypatch):
+    """``--data val`` (or ``.``) from two working folders names two data sets; the second sweep hid the first's rows
+    as if its images had changed, with no note (adv21). The place is where the data lies, not what was typed."""
+    import pandas as pd
+
+    out = tmp_path / "run"
+    for name, per_class in (("a", 4), ("b", 2)):
+        make_class_folder(tmp_path / name / "val", wnids=CLASSES, per_class=per_class, seed=per_class)
+        monkeypatch.chdir(tmp_path / name)
+        result = cli("sweep", "--checkpoint", full_ckpt, "--data", "val", "--out", out, "-q", "--no-plots", "--res", "64")
+        assert result.code == 0 and "changed since" not in result.err, result.err
+    table = pd.read_parquet(out / "results.parquet")
+    assert sorted(set(table["n_images"])) == [6, 12] and table["data_place"].nunique() == 2

@@ -334,3 +334,27 @@ def test_two_tensors_timm_reads_as_one_are_refused(tmp_path, full_ckpt):
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
     with pytest.raises(UserError, match="holds both head.norm.weight and norm.weight, which timm reads as one tensor"):
         load_model("hiera_tiny_224", tmp_path / "w.safetensors")
+
+
+def test_a_folder_timm_itself_saved_loads(tmp_path):
+    """timm's save_for_hf writes model_args with num_classes and img_size (num_classes was passed twice: refused
+    with advice to re-export, which writes the same file), and label_names by index as a dict (adv21)."""
+    from timm.models import save_for_hf
+
+    from hiera_bench.testing import TINY_ARGS
+
+    args = dict(TINY_ARGS, global_pos_size=(2, 2))
+    net = timm.create_model("hiera_small_abswin_256", pretrained=False, img_size=64, num_classes=3, **args).eval()
+    names = ["n01440764", "n01443537", "n01484850"]
+    save_for_hf(net, str(tmp_path / "timm"), model_config={"label_names": {str(i): n for i, n in enumerate(names)}},
+                safe_serialization=True)
+    written = json.loads((tmp_path / "timm" / "config.json").read_text())
+    assert written["model_args"]["num_classes"] == 3 and isinstance(written["label_names"], dict)
+    loaded = load_model(checkpoint=tmp_path / "timm")
+    assert loaded.native_size == 64 and loaded.num_classes == 3 and loaded.label_names == names
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    written["label_names"] = {"0": names[0], "2": names[2], "5": names[1]}  # indices with gaps: no name per index
+    (tmp_path / "timm" / "config.json").write_text(json.dumps(written))
+    with pytest.raises(UserError, match="label_names by class index with gaps"):
+        load_model(checkpoint=tmp_path / "timm")

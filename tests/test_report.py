@@ -436,5 +436,6 @@ def test_latex_writes_symbols_of_labels_as_commands():
     from hiera_bench.pivot import tex_escape
 
     assert tex_escape("ft×1.5 → 384 ≥ 2–3 “ours” −1") == (
-        r"ft\ensuremath{\times}1.5 \ensuremath{\rightarrow} 384 \ensuremath{\geq} 2--3 ``ours'' $-$1")
+        r"ft\ensuremath{\times}1.5 \ensuremath{\rightarrow} 384 \ensuremath{\geq} 2\textendash{}3 ``ours'' $-$1")
+    assert tex_escape("a––b") == r"a\textendash{}\textendash{}b"  # not four hyphens (an em dash and one more)
     assert tex_escape("modèle 模型") == "modèle 模型"

@@ -337,3 +337,28 @@ def test_an_abswin_checkpoints_native_size_is_part_of_its_cells(abswin_ckpt, cla
         ("interp", 64), "cell_key"]
     pd.testing.assert_series_equal(moved["nll"], fresh["nll"])
     assert moved.loc[("interp", 64), "nll"] != again.table.set_index(["scheme", "img_size"]).loc[("interp", 64), "nll"]
+
+
+def test_cells_an_earlier_version_kept_as_ok_with_non_finite_logits_fail_now(cli, full_ckpt, class_folder, tmp_path):
+    """The non-finite check ran only where a row was built: a cell finished before it (row.json ok, nll NaN, top-1
+    33.333) stayed ok in every later sweep of the folder, and a results table written then passed check (adv21)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(full_ckpt, tmp_path / "ckpt"))
+    weights = load_file(str(folder / "model.safetensors"))
+    weights["pos_embed"] = torch.full_like(weights["pos_embed"], 3.0e38)
+    save_file(weights, str(folder / "model.safetensors"))
+    out = tmp_path / "run"
+    assert _sweep(cli, folder, class_folder, out).code == 1
+    for path in out.glob("cells/*/row.json"):  # as the version before the check wrote them
+        row = json.loads(path.read_text())
+        row.update(status="ok", reason="", top1=33.333, top5=100.0)
+        path.write_text(json.dumps(row))
+    table = pd.read_csv(out / "results.csv").assign(status="ok", reason="", top1=33.333)
+    table.to_csv(tmp_path / "old.csv", index=False)
+    again = _sweep(cli, folder, class_folder, out)
+    assert again.code == 1 and "gave non-finite logits" in again.err
+    assert set(pd.read_csv(out / "results.csv")["status"]) == {"failed"}
+    table.assign(nll=1.0).to_csv(tmp_path / "baseline.csv", index=False)  # what the same cells should have held
+    result = cli("check", tmp_path / "old.csv", "--baseline", tmp_path / "baseline.csv", "--json")
+    assert result.code == 1 and {c["verdict"] for c in json.loads(result.out)["cells"]} == {"not evaluated"}, result.out

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import re
+import socket
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
@@ -158,9 +159,9 @@ def _not_utf8(paths: Sequence[str]) -> UserError:
 
 #: How hub repos and shard writers name a split in a file name (``validation-00000-of-00014.parquet``,
 #: ``val-0.parquet``, ``imagenet1k-validation-00.tar``): a word of its own, between ``-``, ``_`` or ``.``.
-SPLIT_WORD = r"(?:^|[-_.]){}(?:[-_.]|$)"
-VALIDATION_SPLIT = re.compile(SPLIT_WORD.format("(?:validation|valid|val)"), re.IGNORECASE)
-OTHER_SPLIT = re.compile(SPLIT_WORD.format("(?:train|training|test)"), re.IGNORECASE)
+SPLIT_WORD = r"(?:^|[-_.])({})(?=[-_.0-9]|$)"
+VALIDATION_SPLIT = re.compile(SPLIT_WORD.format("validation|valid|val") + "|validation", re.IGNORECASE)
+OTHER_SPLIT = re.compile(SPLIT_WORD.format("train|training|test"), re.IGNORECASE)
 
 
 def validation_files(files: Sequence[Path]) -> list[Path]:
@@ -170,12 +171,15 @@ def validation_files(files: Sequence[Path]) -> list[Path]:
 
 
 def refuse_other_splits(files: Sequence[str], location: str) -> None:
-    """Every file of a folder is named as the train or test split: none is the validation split a sweep scores
-    (files or a glob given by name are read as given)."""
-    if Path(location).is_dir() and files and all(OTHER_SPLIT.search(os.path.basename(f)) for f in files):
-        names = ", ".join(os.path.basename(f) for f in files[:2]) + (" ..." if len(files) > 2 else "")
-        raise UserError(f"--data {location}: its files ({names}) are the train or test split, not validation; "
-                        "give the validation files")
+    """A folder whose files are named as both the train and the test split, none as validation: reading all would
+    score two splits as one (a single split, as many one-split sets name theirs ``train-*``, is read; files or a
+    glob given by name are read as given)."""
+    splits = {found.group(1).lower().removesuffix("ing") for f in files if (found := OTHER_SPLIT.search(os.path.basename(f)))}
+    if Path(location).is_dir() and len(splits) > 1 and not any(VALIDATION_SPLIT.search(os.path.basename(f)) for f in files):
+        named = ", ".join(os.path.basename(f) for f in files[:2]) + (" ..." if len(files) > 2 else "")
+        raise UserError(f"--data {location}: its files ({named}) are of the {' and '.join(sorted(splits))} splits, "
+                        "no validation; give the files of the split to evaluate (a file or a glob, e.g. "
+                        f"--data '{os.path.join(location, 'test-*')}')")
 
 
 def image_id_from_path(path: str) -> str:
@@ -300,6 +304,14 @@ class DataSource:
 
     def labels(self) -> np.ndarray:
         return read_column(self.dataset, "label").to_numpy()
+
+    def place(self) -> str:
+        """Where the data lies, whatever ``--data`` it was given as (``val``, ``./val``, ``/data/val``): a hash of its
+        absolute path on this host, or the hub location as given. Cells of one place measured before its images
+        changed are left out of the views (a relative ``--data`` from two folders names two places)."""
+        where = self.location if self.location.startswith("hf:") else \
+            f"{socket.gethostname()}:{os.path.abspath(os.path.expanduser(self.location))}"
+        return hashlib.sha256(where.encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
         """Hash of the (image id, label) pairs in order: equal sets evaluate equally."""

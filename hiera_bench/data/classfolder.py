@@ -24,12 +24,18 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 IMAGEFOLDER_EXTENSIONS = frozenset(ImageFolder.EXTENSIONS)
 
 
-#: Folders archivers add that hold no images of the set (macOS zips' resource forks).
+#: Folders archivers and NAS systems add that hold no images of the set: macOS zips' resource forks, and
+#: (names starting with ``@`` or ``#``) Synology's ``@eaDir`` thumbnails and ``#recycle`` bins.
 NOT_CLASSES = {"__MACOSX"}
 
 
+def _of_the_set(name: str) -> bool:
+    """A folder named so may hold the set's images (not hidden, not an archiver's or a NAS's own)."""
+    return not name.startswith((".", "@", "#")) and name not in NOT_CLASSES
+
+
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASSES)
+    return sorted(p for p in root.iterdir() if p.is_dir() and _of_the_set(p.name))
 
 
 def _holds_images(folder: Path, suffixes: Collection[str]) -> bool:
@@ -171,8 +177,7 @@ def _walk_images(folder: Path, suffixes: Collection[str]) -> Iterator[str]:
     with os.scandir(folder) as entries:
         found = list(entries)
     yield from sorted(e.path for e in found if _is_image(e, suffixes))
-    for path in sorted(e.path for e in found if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
-                       and e.name not in NOT_CLASSES):
+    for path in sorted(e.path for e in found if e.is_dir(follow_symlinks=False) and _of_the_set(e.name)):
         yield from _walk_images(Path(path), suffixes)
 
 

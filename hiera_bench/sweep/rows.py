@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..cells import CellIdentity
-from ..metrics import cell_metrics
+from ..metrics import NO_RESULT, cell_metrics, non_finite_reason
 from .store import CellStore
 
 #: Columns of the tidy table, in order.
@@ -23,7 +23,8 @@ COLUMNS = [
     "scheme", "global_size", "img_size", "native_size", "rel_size", "crop_pct", "interpolation", "decode",
     "num_classes", "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll", "ece",
     "top1_delta_vs_native", "real_top1", "real_top5", "real_labels", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
-    "explained_energy", "data", "data_name", "data_layout", "data_fingerprint", "limit", "per_class", "class_subset", "cell_key",
+    "explained_energy", "data", "data_name", "data_layout", "data_place", "data_fingerprint", "limit", "per_class",
+    "class_subset", "cell_key",
 ]
 
 
@@ -44,13 +45,15 @@ class SweepColumns:
     device: str
     num_classes: int
     data_name: str | None = None
+    data_place: str | None = None  # where the data lies (data_place), whatever --data it was given as
 
     def for_size(self, size: int) -> dict[str, Any]:
         return {"label": self.label, "model": self.model, "num_classes": self.num_classes, "arch": self.arch,
                 "pretrained_tag": self.pretrained_tag,
                 "checkpoint": self.checkpoint, "pos_embed_kind": self.pos_embed_kind, "img_size": size,
                 "native_size": self.native_size, "rel_size": round(size / self.native_size, 4),
-                "data": self.data, "data_name": self.data_name, "data_layout": self.data_layout, "device": self.device}
+                "data": self.data, "data_name": self.data_name, "data_layout": self.data_layout,
+                "data_place": self.data_place, "device": self.device}
 
 
 def cell_row(shared: SweepColumns, cell: CellIdentity, store: CellStore, n_total: int, shared_with: list[str],
@@ -69,7 +72,7 @@ def cell_row(shared: SweepColumns, cell: CellIdentity, store: CellStore, n_total
                            ok["nll"].to_numpy(), ok["confidence"].to_numpy())
     reason = why_not_ok(records, ok)
     if reason:  # no figure of a cell that failed passes for a result
-        metrics.update({name: float("nan") for name in ("top1", "top5", "nll", "ece")})
+        metrics.update(dict.fromkeys(NO_RESULT, float("nan")))
     row = {
         **shared.for_size(cell.img_size), **cell.columns(), **metrics, "n_failed": int(bad.sum()),
         "imgs_per_s": round(len(ok) / seconds, 2) if seconds > 0 else float("nan"),
@@ -88,10 +91,7 @@ def why_not_ok(records: pd.DataFrame, ok: pd.DataFrame) -> str:
     if not len(ok):
         return f"none of the {len(records)} images could be decoded"
     nonfinite = int((~np.isfinite(ok["nll"].to_numpy(dtype=np.float64))).sum())
-    if nonfinite:
-        return (f"{nonfinite} of {len(ok)} images gave non-finite logits (NaN or inf): the forward overflows; try "
-                "another --amp (bf16, or none), or check the checkpoint's weights")
-    return ""
+    return non_finite_reason(f"{nonfinite} of {len(ok)} images") if nonfinite else ""
 
 
 def skipped_row(shared: SweepColumns, cell: CellIdentity, reason: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from ..cells import CellIdentity, newest_per_slot, same_value, unlimited_fingerprints
 from ..errors import UserError
+from ..metrics import failed_if_not_finite
 from ..io import MARKERS, OwnedFolder, atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
 from ..untrusted import read_json, read_parquet, require_keys
 from .provenance import measuring_versions
@@ -181,6 +182,7 @@ class CellStore:
         stamp = row.pop(FINISHED, None)
         if "global_size" not in row:
             row["global_size"] = self._fitted_grid(row)
+        row = failed_if_not_finite(row) or row
         if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
             try:
                 stamp = self.row_path.stat().st_mtime
@@ -192,14 +194,15 @@ class CellStore:
 @dataclass
 class DataFiles:
     """The data a sweep reads, as it is now: which rows measured it (fingerprint, ``--data`` name), the state
-    of its files and, on demand, that state as earlier versions computed it; where it lies (``--data`` as
-    given) and which of its images the sweep selects (``limit``, ``per_class``, ``class_subset``)."""
+    of its files and, on demand, that state as earlier versions computed it; where it lies
+    (:meth:`~hiera_bench.data.DataSource.place`) and which of its images the sweep selects (``limit``,
+    ``per_class``, ``class_subset``)."""
 
     fingerprint: str
     name: str | None
     state: str
     earlier_states: Callable[[], Iterable[str]]
-    location: str | None = None
+    place: str | None = None
     selection: dict[str, Any] | None = None
 
     def changed_since(self, row: dict[str, Any], cell: CellStore) -> bool:
@@ -213,8 +216,9 @@ class DataFiles:
         return state is not None and state != self.state and state not in self.earlier_states()
 
     def _same_place(self, row: dict[str, Any]) -> bool:
-        """``row`` measured ``--data`` as given now, selected as now: the images there have changed since."""
-        if self.location is None or self.selection is None or row.get("data") != self.location:
+        """``row`` measured the data where it lies now, selected as now: the images there have changed since (rows
+        of versions that did not record the place are kept)."""
+        if self.place is None or self.selection is None or row.get("data_place") != self.place:
             return False
         if row.get("data_fingerprint") in unlimited_fingerprints([row]):
             row = {**row, "limit": None}  # a limit at or above the data's size selected every image
