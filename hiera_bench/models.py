@@ -440,6 +440,9 @@ def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
         from huggingface_hub.constants import HF_HUB_CACHE
 
         reason = _hub_reason(exc)
+        if not _fetch_failed(exc):  # the file is there but does not load: the cache holds something else
+            raise UserError(f"the weights of {name} in the HF cache ({HF_HUB_CACHE}) do not load into it ({reason}); "
+                            "delete its cache entry and download it again, or pass --checkpoint PATH") from exc
         raise UserError(
             f"cannot get weights for {name} from the Hugging Face hub ({reason}); "
             f"pass --checkpoint PATH, or put them in the HF cache ({HF_HUB_CACHE}) and set HF_HUB_OFFLINE=1"
@@ -457,6 +460,15 @@ def _load_from_hub(arch: str, tag: str | None) -> LoadedModel:
         sha256=sha, label_names=cfg.get("label_names") or _default_labels(net.num_classes),
         license=cfg.get("license"),
     )
+
+
+def _fetch_failed(exc: BaseException) -> bool:
+    """The hub could not give the file (offline, gated, missing, a network error), rather than the file it gave
+    failing to load into the model."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    causes = (exc, exc.__cause__, exc.__context__)
+    return any(isinstance(c, (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError)) for c in causes)
 
 
 def _hub_reason(exc: BaseException) -> str:

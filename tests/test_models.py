@@ -130,6 +130,17 @@ def _hub_cache_entry(repo: str, filename: str, content: dict) -> Path:
     return snap / filename
 
 
+def test_hub_weights_that_do_not_load_say_so():
+    """Cached weights that do not fit the model said "put them in the HF cache and set HF_HUB_OFFLINE=1", which
+    the user had done (adv20)."""
+    other = timm.create_model("hiera_tiny_224", num_classes=1000, embed_dim=48)
+    _hub_cache_entry("timm/hiera_tiny_224.mae_in1k_ft_in1k", "model.safetensors",
+                     {k: v.contiguous() for k, v in other.state_dict().items()})
+    with pytest.raises(UserError, match=r"the weights of hiera_tiny_224\.mae_in1k_ft_in1k in the HF cache \(.*\) do not "
+                                        r"load into it \(.*\); delete its cache entry and download it again"):
+        load_model("hiera_tiny_224.mae_in1k_ft_in1k")
+
+
 def test_hub_path_reads_the_hf_cache_offline():
     net = timm.create_model("hiera_tiny_224", num_classes=1000)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
