@@ -239,6 +239,11 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
         verdict = "drop" if worse > tol else "below CI" if use_ci and m.below_ci(value, low, high) else "hold"
         result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, value,
                                       round(value - base, 6), low, high, verdict))
+    for _, r in run[run["status"].eq("failed") & ~run.index.isin(matched)].iterrows():
+        # a cell of the run that gave no result fails the gate, whatever the baseline has there (failed too, or
+        # a row an earlier version wrote as ok with non-finite logits): it is no number to pass on
+        result.cells.append(CellCheck(r["model"], r["scheme"], int(r["img_size"]), float("nan"), float("nan"),
+                                      float("nan"), None, None, "not evaluated", str(r.get("reason", "") or "")))
     left_out = int(run.attrs.get("left_out", 0))
     if missing:
         shown = ", ".join(_name(b) for b in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")

@@ -88,13 +88,29 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
     if not common:
         raise UserError(f"{a.root} and {b.root} share no evaluated cell" + _which(scheme, at)
                         + f"; they have {_keys(cells_a)} and {_keys(cells_b)}")
-    notes = _same_images(a, b, cells_a[common[0]], cells_b[common[0]])
+    notes = _same_images(a, b, cells_a[common[0]], cells_b[common[0]]) + _failed_notes(a, b, scheme, at)
     records_a, records_b = _Records.of(a), _Records.of(b)
     pairs = [_pair(records_a, records_b, cells_a[k], cells_b[k], k[2]) for k in common]
     label_a, label_b = _label(a), _label(b)
     if label_a == label_b:
         label_a, label_b = f"A ({label_a})", f"B ({label_b})"
     return Comparison(label_a, label_b, pairs, notes)
+
+
+def _failed_notes(a: Run, b: Run, scheme: str | None, at: int | None) -> list[str]:
+    """A note per run with cells that gave no result (they cannot be compared, and are not)."""
+    notes = []
+    for name, run in (("A", a), ("B", b)):
+        failed = run.table[run.table["status"].eq("failed")]
+        if scheme is not None:
+            failed = failed[failed["scheme"] == scheme]
+        if at is not None:
+            failed = failed[failed["img_size"] == at]
+        if len(failed):
+            cells = ", ".join(f"{r.scheme}@{int(r.img_size)}" for r in failed.itertuples())
+            notes.append(f"{name} ({run.root}) has {len(failed)} cell(s) that gave no result, left out: {cells} "
+                         f"({failed['reason'].iloc[0]})")
+    return notes
 
 
 def _cells(run: Run, scheme: str | None, at: int | None,

@@ -10,7 +10,7 @@ import torch
 
 ECE_BINS = 15
 #: The figures a failed cell leaves empty.
-NO_RESULT = ("top1", "top5", "nll", "ece")
+NO_RESULT = ("top1", "top5", "nll", "ece", "n_correct1", "n_correct5")
 
 
 def non_finite_reason(which: str) -> str:
@@ -27,7 +27,8 @@ def failed_if_not_finite(row: Mapping[str, Any]) -> dict[str, Any] | None:
     if row.get("status") != "ok" or not row.get("cell_key") or not isinstance(nll, float) or math.isfinite(nll):
         return None
     return {**row, **dict.fromkeys(NO_RESULT, float("nan")), "status": "failed",
-            "reason": non_finite_reason("its images")}
+            "reason": "its mean nll is not a number: " + non_finite_reason("its images")
+                      + " (or the table lost its nll values)"}
 
 
 def device_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5,

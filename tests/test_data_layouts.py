@@ -405,6 +405,15 @@ def test_split_files_named_val_are_the_validation_split(recs, tmp_path):
     hub_rows(recs).to_parquet(str(plain / "validation00000.parquet"))
     hub_rows(recs[:2]).to_parquet(str(plain / "train00000.parquet"))
     assert mapping(str(plain), MODEL_CLASSES) == expected
+    odd = tmp_path / "odd"  # split words are whole words: "invalidation" is none, "testing" is the test split
+    odd.mkdir()
+    hub_rows(recs[:2]).to_parquet(str(odd / "invalidation.parquet"))
+    hub_rows(recs[2:]).to_parquet(str(odd / "other.parquet"))
+    assert len(open_data(str(odd), MODEL_CLASSES)) == len(recs)
+    (odd / "invalidation.parquet").rename(odd / "training-0.parquet")
+    (odd / "other.parquet").rename(odd / "testing-0.parquet")
+    with pytest.raises(UserError, match="are of the test and train splits, no validation"):
+        open_data(str(odd), MODEL_CLASSES)
 
 
 def test_nas_thumbnail_folders_are_not_images_of_the_set(recs, tmp_path):

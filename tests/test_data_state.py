@@ -347,3 +347,15 @@ def test_the_same_relative_data_from_two_folders_is_two_places(cli, full_ckpt, c
         assert result.code == 0 and "changed since" not in result.err, result.err
     table = pd.read_parquet(out / "results.parquet")
     assert sorted(set(table["n_images"])) == [6, 12] and table["data_place"].nunique() == 2
+
+
+def test_the_place_of_the_data_is_where_it_lies(folder, tmp_path, monkeypatch):
+    """Relative, absolute, through a link: one place; the host is not part of it (a CI job restoring its run folder
+    runs on a new host each time, and the stale cells stayed, adv22)."""
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    monkeypatch.chdir(folder.parent)
+    places = {open_data(str(p), CLASSES).place() for p in (folder, Path(folder.name), link)}
+    monkeypatch.setattr("socket.gethostname", lambda: "another-runner")
+    places.add(open_data(str(folder), CLASSES).place())
+    assert len(places) == 1

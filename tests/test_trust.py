@@ -310,6 +310,7 @@ def test_non_finite_logits_fail_the_cell_and_the_gate(cli, full_ckpt, class_fold
     assert result.code == 1 and "gave non-finite logits (NaN or inf): the forward overflows" in result.err, result.err
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert set(table["status"]) == {"failed"} and table["top1"].isna().all() and table["nll"].isna().all()
+    assert table["n_correct1"].isna().all()  # no count of a failed cell tells a top-1 either (adv22)
     assert cli("check", tmp_path / "run", "--baseline", tmp_path / "run").code == 2
 
 
@@ -362,3 +363,34 @@ def test_cells_an_earlier_version_kept_as_ok_with_non_finite_logits_fail_now(cli
     table.assign(nll=1.0).to_csv(tmp_path / "baseline.csv", index=False)  # what the same cells should have held
     result = cli("check", tmp_path / "old.csv", "--baseline", tmp_path / "baseline.csv", "--json")
     assert result.code == 1 and {c["verdict"] for c in json.loads(result.out)["cells"]} == {"not evaluated"}, result.out
+
+
+def test_a_run_cell_that_failed_fails_the_gate_whatever_the_baseline_holds(cli, good_run, tmp_path):
+    """check compared only the baseline's ok cells: a run cell that failed where the baseline's had failed too (or
+    was an earlier version's ok row with non-finite logits, failed when read) dropped out, and check passed (adv22)."""
+    table = pd.read_csv(good_run / "results.csv")
+    failed = table.assign(reason=table["reason"].astype(object))
+    failed.loc[0, ["status", "reason"]] = ["failed", "none of the 12 images could be decoded"]
+    failed.loc[0, ["top1", "nll"]] = float("nan")
+    failed.to_csv(tmp_path / "run.csv", index=False)
+    failed.to_csv(tmp_path / "baseline.csv", index=False)
+    result = cli("check", tmp_path / "run.csv", "--baseline", tmp_path / "baseline.csv", "--json")
+    assert result.code == 1, result.out + result.err
+    verdicts = [c["verdict"] for c in json.loads(result.out)["cells"]]
+    assert verdicts.count("not evaluated") == 1 and verdicts.count("hold") == len(table) - 1
+
+
+def test_compare_names_the_cells_that_gave_no_result(cli, good_run, tmp_path):
+    """compare left out a run's failed cells without a word; asked for one it said the run had "none" (adv22)."""
+    copy = Path(shutil.copytree(good_run, tmp_path / "b", symlinks=True))
+    views = copy / ".views" / "current"
+    table = pd.read_parquet(views / "results.parquet")
+    at = table[(table["scheme"] == "interp") & (table["img_size"] == 32)].index[0]
+    table["reason"] = table["reason"].astype(object)
+    table.loc[at, ["status", "reason"]] = ["failed", "none of the 12 images could be decoded"]
+    table.to_parquet(views / "results.parquet", index=False)
+    table.to_csv(views / "results.csv", index=False)
+    result = cli("compare", good_run, copy)
+    assert result.code == 0, result.err
+    assert "has 1 cell(s) that gave no result, left out: interp@32 (none of the 12 images could be decoded)" in (
+        result.out + result.err)

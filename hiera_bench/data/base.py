@@ -13,7 +13,6 @@ import functools
 import hashlib
 import os
 import re
-import socket
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
@@ -160,8 +159,8 @@ def _not_utf8(paths: Sequence[str]) -> UserError:
 #: How hub repos and shard writers name a split in a file name (``validation-00000-of-00014.parquet``,
 #: ``val-0.parquet``, ``imagenet1k-validation-00.tar``): a word of its own, between ``-``, ``_`` or ``.``.
 SPLIT_WORD = r"(?:^|[-_.])({})(?=[-_.0-9]|$)"
-VALIDATION_SPLIT = re.compile(SPLIT_WORD.format("validation|valid|val") + "|validation", re.IGNORECASE)
-OTHER_SPLIT = re.compile(SPLIT_WORD.format("train|training|test"), re.IGNORECASE)
+VALIDATION_SPLIT = re.compile(SPLIT_WORD.format("validation|valid|val"), re.IGNORECASE)
+OTHER_SPLIT = re.compile(SPLIT_WORD.format("training|train|testing|test"), re.IGNORECASE)
 
 
 def validation_files(files: Sequence[Path]) -> list[Path]:
@@ -306,11 +305,11 @@ class DataSource:
         return read_column(self.dataset, "label").to_numpy()
 
     def place(self) -> str:
-        """Where the data lies, whatever ``--data`` it was given as (``val``, ``./val``, ``/data/val``): a hash of its
-        absolute path on this host, or the hub location as given. Cells of one place measured before its images
-        changed are left out of the views (a relative ``--data`` from two folders names two places)."""
-        where = self.location if self.location.startswith("hf:") else \
-            f"{socket.gethostname()}:{os.path.abspath(os.path.expanduser(self.location))}"
+        """Where the data lies, whatever ``--data`` it was given as (``val``, ``./val``, a link to it): a hash of its
+        real absolute path, or the hub location as given. Cells of one place measured before its images changed
+        are left out of the views (a relative ``--data`` from two folders names two places). The host is not part of
+        it: a CI job that restores the run folder runs on a new host each time, at the same path."""
+        where = self.location if self.location.startswith("hf:") else os.path.realpath(os.path.expanduser(self.location))
         return hashlib.sha256(where.encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
