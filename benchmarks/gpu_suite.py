@@ -61,10 +61,13 @@ DEFAULT_PARTS = ("cold", "warm", "data", "floor", "eager", "naive", "scaling")
 
 def replicate(pairs: Sequence[tuple[Path, str]], root: Path, n: int) -> Path:
     """``root/<wnid>/<stem>_r<k><suffix>``: ``n`` distinct files cycling over ``pairs`` (hard links,
-    copies where links are refused); ids stay unique because every name carries its replica number."""
+    copies where links are refused); ids stay unique because every name carries its replica number. A val
+    number in a source's name is spelled so that it is not one (a val image's copies are refused, as they should be
+    in real data: here each replica is an image of its own)."""
     for i in range(n):
         path, wnid = pairs[i % len(pairs)]
-        target = root / wnid / f"{path.stem}_r{i // len(pairs):04d}{path.suffix}"
+        stem = path.stem.replace("ILSVRC2012_val_", "val-")
+        target = root / wnid / f"{stem}_r{i // len(pairs):04d}{path.suffix}"
         if target.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -217,6 +218,9 @@ def test_gpu_suite_replicates_images_under_distinct_ids(gpu_suite, jpegs, tmp_pa
     assert len(ids) == len(set(ids)) == 10
     gpu_suite.replicate(pairs, root, 10)  # staged already: nothing changes
     assert sorted(root.glob("*/*")) == files
+    named = [(Path(shutil.copy(p, tmp_path / f"ILSVRC2012_val_0000000{i}.JPEG")), w) for i, (p, w) in enumerate(pairs)]
+    val = gpu_suite.replicate(named, tmp_path / "from-val", 10)  # ImageNet val's own names: still 10 images
+    assert len(open_data(str(val), ["n01751748", "n02119789", "n04596742"])) == 10
 
 
 def test_gpu_suite_checks_judge_only_what_was_measured(gpu_suite):
