@@ -357,6 +357,11 @@ def test_flat_val_images_beside_class_folders_are_refused(layouts, recs, tmp_pat
     with pytest.raises(UserError, match=f"{len(recs) - 1} val images lie directly in it and 1 class folder\\(s\\) "
                                         f"hold more \\({wnid}/\\); sort every image into its class folder"):
         open_data(str(val), MODEL_CLASSES)
+    (val / wnid / f"{vid}.JPEG").rename(val / f"{vid}.JPEG")  # sorted back: a NAS's recycle bin is no class folder
+    (val / wnid).rmdir()
+    (val / "#recycle").mkdir()
+    shutil.copy(recs[0][2], val / "#recycle" / "ILSVRC2012_val_00009998.JPEG")
+    assert len(open_data(str(val), MODEL_CLASSES)) == len(recs)
     stray = _copy_of_the_set(recs, tmp_path / "stray")
     shutil.copy(stray / wnid / f"{vid}.JPEG", stray / "ILSVRC2012_val_00009999.JPEG")
     with pytest.raises(UserError, match="1 val images lie directly in it and 3 class folder"):

@@ -34,7 +34,8 @@ def _of_the_set(name: str) -> bool:
     return not name.startswith((".", "@", "#")) and name not in NOT_CLASSES
 
 
-def _class_dirs(root: Path) -> list[Path]:
+def class_dirs(root: Path) -> list[Path]:
+    """The folders of ``root`` that may hold the set's images, sorted."""
     return sorted(p for p in root.iterdir() if p.is_dir() and _of_the_set(p.name))
 
 
@@ -46,7 +47,7 @@ def _holds_images(folder: Path, suffixes: Collection[str]) -> bool:
 def _nested_class_folders(root: Path) -> bool:
     """Every folder of ``root`` is named by a wnid and one holds its images a level or more down (a tar unpacked
     into its own folder: ``val/n01440764/n01440764/*.JPEG``)."""
-    folders = _class_dirs(root)
+    folders = class_dirs(root)
     return bool(folders) and all(WNID.fullmatch(d.name) for d in folders) and any(
         _holds_images(d, IMAGE_SUFFIXES) for d in folders)
 
@@ -60,14 +61,14 @@ class ClassFolderLayout:
         if not root.is_dir():
             return False
         # every folder until one holds images: a set may start with empty class folders
-        return any(image_files(d, IMAGE_SUFFIXES) for d in _class_dirs(root)) or _nested_class_folders(root)
+        return any(image_files(d, IMAGE_SUFFIXES) for d in class_dirs(root)) or _nested_class_folders(root)
 
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
         if not root.is_dir():
             raise UserError(f"--data {root} is not a folder; the folder layout needs <root>/<class>/<image> "
                             "(drop --data-format to detect the layout)")
-        names = [d.name for d in _class_dirs(root)]
+        names = [d.name for d in class_dirs(root)]
         if not names:
             raise UserError(f"--data {root}: no class folders inside; expected <root>/<class>/<image>")
         _refuse_other_folders(root, [n for n in names if n not in classes], classes)
@@ -85,7 +86,7 @@ class ClassFolderLayout:
 
 def _index_folders(root: Path) -> list[Path] | None:
     """The class folders of an ImageNet-V2 style set (every folder named by an ImageNet index), else None."""
-    folders = _class_dirs(root)
+    folders = class_dirs(root)
     if not folders or not all(d.name.isdigit() and int(d.name) < len(imagenet_wnids()) for d in folders):
         return None
     return folders

@@ -20,7 +20,7 @@ import datasets
 from ..errors import UserError
 from ..untrusted import REDOWNLOAD, read_text, reading, wrong
 from .base import VAL_ID, ClassIndex, arrow_dataset, labels_for_wnids, register_layout
-from .classfolder import IMAGE_SUFFIXES, image_files
+from .classfolder import IMAGE_SUFFIXES, class_dirs, image_files
 from .wnidnames import named_images
 
 KAGGLE_CSV = "LOC_val_solution.csv"
@@ -124,8 +124,7 @@ def _devkit(root: Path) -> tuple[dict[str, str], Path] | None:
 def _refuse_half_sorted(root: Path, images: list[Path]) -> None:
     """Flat val images beside class folders that hold images (a valprep script stopped half-way, or a stray
     image in a class-folder set): either reading would leave the other images out without a word."""
-    sorted_into = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
-                   and image_files(d, IMAGE_SUFFIXES)]
+    sorted_into = [d for d in class_dirs(root) if image_files(d, IMAGE_SUFFIXES)]
     if sorted_into:
         shown = ", ".join(f"{d.name}/" for d in sorted_into[:2]) + (" ..." if len(sorted_into) > 2 else "")
         raise UserError(f"--data {root}: {len(images)} val images lie directly in it and {len(sorted_into)} class "
