@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -185,6 +185,9 @@ def read_folder_config(cfg_file: Path) -> dict[str, Any]:
     pretrained = {k: v for k, v in config.get("pretrained_cfg", {}).items() if v is not None}
     if "pretrained_cfg" in config:
         config["pretrained_cfg"] = pretrained
+    for holder in (config, pretrained):  # timm's {class index: name}, written where the indices have gaps
+        if isinstance(holder.get("label_names"), dict):
+            holder["label_names"] = _names_by_index(holder["label_names"])
     problem = _config_problem(config, pretrained)
     if problem:
         raise wrong(cfg_file, "checkpoint config", problem, CONFIG_FIX)
@@ -210,14 +213,13 @@ def _config_problem(config: dict[str, Any], pretrained: dict[str, Any]) -> str |
     name = config.get("model_name")
     if name is not None and not plain_name(name):  # it names the default run folder, exports and figures
         return f"gives model_name {name!r}, which is not a plain name (no slashes, not . or ..)"
-    for where, holder, key in (("label_names", config, "label_names"), ("pretrained_cfg.label_names", pretrained,
-                                                                         "label_names")):
-        names = holder.get(key)
-        if isinstance(names, dict):  # timm's {class index: name}, written where the indices have gaps
-            names = holder[key] = _names_by_index(names)
-            if names is None:
-                return f"has {where} by class index with gaps or non-index keys; it needs a name for every index 0..n-1"
-        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+    for where, holder in (("label_names", config), ("pretrained_cfg.label_names", pretrained)):
+        if "label_names" not in holder:
+            continue
+        names = holder["label_names"]
+        if names is None:  # a dict :func:`_names_by_index` could not read
+            return f"has {where} by class index with gaps or non-index keys; it needs a name for every index 0..n-1"
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             return f"has {where} that are not a list of class names (strings)"
     size = pretrained.get("input_size")
     if size is not None and not (isinstance(size, list) and len(size) == 3 and all(whole(v) for v in size)):
@@ -265,7 +267,6 @@ def load_model(
 ) -> LoadedModel:
     """Load a Hiera by name from timm's hub path, or from a local checkpoint (file or hub-style folder)."""
     import timm
-    from timm.models.hiera import checkpoint_filter_fn
 
     folder_cfg: dict[str, Any] = {}
     weights_path: Path | None = None
@@ -292,8 +293,7 @@ def load_model(
         return _load_from_hub(arch, tag)
 
     as_read = _file_version(weights_path)
-    state_dict = _renamed_as_timm(_read_state_dict(weights_path), checkpoint_filter_fn, weights_path)
-    # the native size comes from the weights; a saved img_size (timm exports carry one) would clash with it
+    state_dict = _renamed_as_timm(_read_state_dict(weights_path), weights_path)
     # the native size comes from the weights (img_size), and so does num_classes (the head): timm's own export
     # writes both into model_args
     model_args = {k: v for k, v in folder_cfg.get("model_args", {}).items() if k not in ("img_size", "num_classes")}
@@ -335,14 +335,21 @@ def load_model(
     )
 
 
-def _renamed_as_timm(state_dict: dict[str, torch.Tensor], rename, source: Path) -> dict[str, torch.Tensor]:
-    """``state_dict`` with timm's key names (``rename``: timm's ``checkpoint_filter_fn``, which maps older names
-    such as ``norm.*`` onto ``head.norm.*``). Two tensors that land on one name are refused: the later one would
+def _timm_names(keys: Iterable[str]) -> dict[str, str]:
+    """timm's name of each checkpoint key (its ``checkpoint_filter_fn`` maps older names such as ``norm.*`` onto
+    ``head.norm.*``), as {timm's name: the key it came from}; of keys that land on one name, the last."""
+    from timm.models.hiera import checkpoint_filter_fn
+
+    return checkpoint_filter_fn({key: key for key in keys})
+
+
+def _renamed_as_timm(state_dict: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """``state_dict`` with timm's key names. Two tensors that land on one name are refused: the later one would
     win without a word, and the strict key check after the renaming could not see the other."""
-    names = rename({key: key for key in state_dict})  # new name -> the original name it came from
+    names = _timm_names(state_dict)
     lost = [key for key in state_dict if key not in set(names.values())]
     if lost:
-        twin = next(new for new, old in names.items() if rename({lost[0]: lost[0]}).get(new) == lost[0])
+        (twin,) = _timm_names([lost[0]])
         raise UserError(f"checkpoint {source} holds both {lost[0]} and {names[twin]}, which timm reads as one tensor "
                         f"({twin}); keep the one the model was trained with")
     return {new: state_dict[old] for new, old in names.items()}
@@ -516,11 +523,10 @@ def _check_hub_dtypes(path: Path | None, own: dict[str, torch.Tensor], source: s
     if path is None or path.suffix != ".safetensors":
         return
     from safetensors import safe_open
-    from timm.models.hiera import checkpoint_filter_fn
 
     with reading(path, "checkpoint", REDOWNLOAD), safe_open(str(path), framework="pt") as found:
         dtypes = {key: found.get_slice(key).get_dtype() for key in found.keys()}
-    names = checkpoint_filter_fn({key: key for key in dtypes})
+    names = _timm_names(dtypes)
     wrong_type = [f"{new} is {dtypes[old].lower()} where the model's is {str(own[new].dtype).removeprefix('torch.')}"
                   for new, old in names.items() if new in own and own[new].is_floating_point() and dtypes[old] in _NOT_FLOAT]
     if wrong_type:

@@ -74,10 +74,12 @@ class Sweep:
     crops: tuple[float, ...] = ()  # the crop_pcts of --crop-pct 0.875,0.95 (default: the checkpoint's own)
     data_fingerprint: str = ""  # the set's identity (ids and labels)
     data_state: str = ""  # the files behind it as they are now (sizes, mtimes): changed files are recomputed
+    data_place: str = ""  # where they lie (DataSource.place)
 
     def __post_init__(self) -> None:
         self.data_fingerprint = self.data.fingerprint()
         self.data_state = self.data.state()
+        self.data_place = self.data.place()
         self.crops = self.crops or (self.preprocess.crop_pct,)
 
     @property
@@ -275,7 +277,7 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
     run_info.update(failed_images=[{"image_id": k, "error": v} for k, v in sorted(failed.items())],
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
     files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states,
-                      sweep.data.place(), {"limit": sweep.data.limit, "per_class": sweep.cfg.per_class,
+                      sweep.data_place, {"limit": sweep.data.limit, "per_class": sweep.cfg.per_class,
                                            "class_subset": sweep.subset.name if sweep.subset else None})
     merged = write_views(sweep.run_dir, table, run_info, t_start, files,
                          draw=partial(draw_plots, sweep) if sweep.cfg.plots else None)
@@ -386,7 +388,7 @@ def columns(sweep: Sweep, device: str) -> SweepColumns:
                         num_classes=loaded.num_classes, checkpoint=loaded.checkpoint,
                         pos_embed_kind=loaded.pos_embed_kind, native_size=loaded.native_size, explained_energy=sweep.spec.explained,
                         data=sweep.data.location, data_layout=sweep.data.layout, device=device,
-                        data_name=sweep.cfg.data_name, data_place=sweep.data.place())
+                        data_name=sweep.cfg.data_name, data_place=sweep.data_place)
 
 
 def uncounted_gflops(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],

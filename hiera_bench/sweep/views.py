@@ -55,8 +55,8 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         free = unlimited_fingerprints([*mine, *shown, *changed])
         taken = {slot(r, free) for r in mine}
         rows = _named_as_now([r for r in shown if slot(r, free) not in taken], mine) + mine
-        if files is not None:  # versions of the places this sweep measured again are not missed
-            # a place this sweep measured on the files as they are now is not missed (the images may differ)
+        if files is not None:
+            # a place this sweep measured on the files as they are now (whatever their images) is not missed
             now = {slot({**r, "data_fingerprint": files.fingerprint}, free) for r in changed}
             run_info["cells_of_changed_files"] = len(now - taken)
         superseded = args_superseded(rows, mine)
