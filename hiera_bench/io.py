@@ -190,11 +190,13 @@ def _manifest(marker: Path) -> set[str] | None:
     return {str(f) for f in files} if isinstance(files, list) else None
 
 
-def written_here(root: Path) -> set[str]:
-    """Every file the markers in ``root`` say hiera-bench wrote there (of any command)."""
-    found: set[str] = set()
-    for marker in MARKERS.values():
-        found |= _manifest(Path(root) / marker) or set()
+def written_here(root: Path) -> dict[str, str]:
+    """Every file the markers in ``root`` say hiera-bench wrote there -> the kind of folder whose marker lists it
+    (``run``, ``report``, ...; the first kind listing it)."""
+    found: dict[str, str] = {}
+    for kind, marker in MARKERS.items():
+        for name in _manifest(Path(root) / marker) or ():
+            found.setdefault(name, kind)
     return found
 
 
@@ -215,14 +217,15 @@ class OwnedFolder:
     earlier: Callable[[Path], bool] = _never
 
     def foreign(self, root: Path) -> list[str]:
-        """The files of ``root`` this folder's writer would replace that hiera-bench did not write."""
+        """The files of ``root`` this folder's writer would replace that it did not write: the user's, or another
+        command's (a sweep into a report's folder must not replace the report's figures)."""
         root = Path(root)
         own = root / self.marker
         if not root.is_dir():
             return []
         if own.is_file() and _manifest(own) is None or not own.is_file() and self.earlier(root):
             return []  # written before markers listed files, or before there were markers
-        ours = written_here(root)
+        ours = _manifest(own) or set()
         return sorted(name for name in self.names if os.path.lexists(root / name) and name not in ours)
 
     def refuse_foreign(self, root: Path) -> None:
@@ -230,9 +233,16 @@ class OwnedFolder:
         if root.exists() and not root.is_dir():
             raise UserError(f"{self.option} {root} is a file, not a folder; choose another {self.option}")
         foreign = self.foreign(root)
-        if foreign:
-            raise UserError(f"{self.option} {root} holds {listed(foreign)} that hiera-bench did not write (no marker "
+        if not foreign:
+            return
+        by = written_here(root)
+        users = [name for name in foreign if name not in by]
+        if users:
+            raise UserError(f"{self.option} {root} holds {listed(users)} that hiera-bench did not write (no marker "
                             f"lists it); choose another {self.option}, or move those files away")
+        kinds = " and ".join(sorted({by[name] for name in foreign}))
+        raise UserError(f"{self.option} {root} holds {listed(foreign)} that another hiera-bench command wrote there "
+                        f"(its {kinds} output, which this one would replace); choose another {self.option}")
 
     def claim(self, root: Path) -> Path:
         """``root``, created, with its marker listing this command's files; refused (one line) if it holds

@@ -242,7 +242,19 @@ def test_report_inspect_and_demo_never_overwrite_a_folder_of_the_users(cli, full
     (theirs / "posembed-mae-224.png").write_text("my figure")  # a name inspect never writes: left alone
     assert cli("inspect", "--checkpoint", full_ckpt, "--res", "96", "-o", theirs).code == 0
     assert (theirs / "posembed-mae-224.png").read_text() == "my figure" and (theirs / "posembed-96.png").is_file()
-    assert cli("report", run, "-o", run).code == 0, "the run's own plots are listed in its marker"
+    # another command's files are not this one's: a report would replace the run's figures, a sweep a report's
+    before = (run / "plots" / "top1-vs-size.png").read_bytes() if (run / "plots" / "top1-vs-size.png").exists() else None
+    refused = cli("report", run, "-o", run)
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused.err
+    assert "that another hiera-bench command wrote there (its run output" in refused.err
+    assert not (run / "report.md").exists()
+    assert (None if before is None else (run / "plots" / "top1-vs-size.png").read_bytes()) == before
+    paper = tmp_path / "paper-of-runs"
+    assert cli("report", run, "-o", paper).code == 0
+    figures = {p: p.read_bytes() for p in (paper / "plots").iterdir()}
+    refused = _sweep(cli, full_ckpt, class_folder, paper, "--plots")
+    assert refused.code == 2 and "its report output" in refused.err, refused.err
+    assert {p: p.read_bytes() for p in (paper / "plots").iterdir()} == figures and not (paper / "results.csv").exists()
 
     # a marker lists what its command wrote: it does not make the user's other files hiera-bench's
     (theirs / "report.md").write_text("my report")  # theirs now carries inspect's marker
