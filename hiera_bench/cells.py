@@ -20,8 +20,8 @@ from typing import Any, Collection, Iterable, Mapping
 import pandas as pd
 
 #: Cells sharing these values have one native cell per series; sizes within them are paired on the same images.
-GROUP_COLUMNS = ("model", "checkpoint_sha256", "model_args", "data_fingerprint", "limit", "per_class", "crop_pct", "interpolation",
-                 "decode", "dtype", "class_subset")
+GROUP_COLUMNS = ("model", "checkpoint_sha256", "model_args", "native_size", "data_fingerprint", "limit", "per_class",
+                 "crop_pct", "interpolation", "crop_mode", "mean", "std", "decode", "dtype", "class_subset")
 #: Names the user gave that keep measurements apart although they are not part of a cell's numbers: the data
 #: set's name (``--data NAME=PATH``: two sets may share ids and labels, e.g. val and a corrupted copy) and the
 #: label. Statistics never pair images across them.
@@ -38,11 +38,18 @@ MUST_MATCH = {
     "per_class": "data subset (--per-class)",
     "crop_pct": "preprocessing (crop_pct)",
     "interpolation": "preprocessing (interpolation)",
+    "crop_mode": "preprocessing (crop_mode)",
+    "mean": "preprocessing (normalisation mean)",
+    "std": "preprocessing (normalisation std)",
     "decode": "preprocessing (--decode)",
     "checkpoint_sha256": "checkpoint (sha256)",
     "model_args": "architecture (the checkpoint folder's config.json model_args)",
+    "native_size": "native size (the checkpoint's; interp resamples from its grid)",
     "class_subset": "scoring (--class-subset)",
 }
+#: :data:`MUST_MATCH` columns tables of earlier versions did not write: compared where both rows have them; a
+#: comparison with a table without them says so in a note (:func:`unrecorded`).
+RECORDED_LATER = ("crop_mode", "mean", "std")
 #: Fields two compared cells may differ in, said in a note (``check``, ``compare``): the numbers are still of
 #: the same images under the same preprocessing, but a change in them moves the numbers too.
 NOTED = {"dtype": "precision (dtype)"}
@@ -52,7 +59,9 @@ IMAGE_COUNTS = {"n_images": "evaluated", "n_failed": "failed to decode"}
 #: How a group field that tells two measurements of one model apart is shown in a section label.
 LABEL_FIELDS = {"checkpoint_sha256": ("ckpt", 8), "model_args": ("args", 8), "data_name": ("data", None), "data_fingerprint": ("data", 8), "limit": ("limit", None),
                 "per_class": ("per class", None), "crop_pct": ("crop", None), "interpolation": ("interp", None),
-                "decode": ("decode", None), "dtype": ("dtype", None), "class_subset": ("classes", None)}
+                "crop_mode": ("crop mode", None), "mean": ("mean", None), "std": ("std", None),
+                "native_size": ("native", None), "decode": ("decode", None), "dtype": ("dtype", None),
+                "class_subset": ("classes", None)}
 #: Columns newer than the first tables, and what a table without one means (every other identity column
 #: was always written: a table without it is missing provenance).
 COLUMN_DEFAULTS = {"decode": "pil", "per_class": None, "global_size": None, "class_subset": None}
@@ -110,10 +119,24 @@ class CellIdentity:
         return {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "model_args": self.model_args,
                 "scheme": self.scheme,
                 "img_size": self.img_size, "crop_pct": self.preprocess["crop_pct"],
-                "interpolation": self.preprocess["interpolation"], "decode": self.preprocess.get("decode", "pil"),
+                "interpolation": self.preprocess["interpolation"], **normalisation_columns(self.preprocess),
+                "decode": self.preprocess.get("decode", "pil"),
                 "dtype": self.dtype, "data_fingerprint": self.data_fingerprint, "limit": self.limit,
                 "per_class": self.per_class, "global_size": self.global_size, "class_subset": self.class_subset,
                 "cell_key": self.key}
+
+
+def normalisation_columns(preprocess: Mapping[str, Any]) -> dict[str, Any]:
+    """``crop_mode``, ``mean`` and ``std`` of a cell's preprocessing as table columns (``"0.485,0.456,0.406"``);
+    those a preprocessing does not hold (a cell.json of an older version) are left out."""
+    out: dict[str, Any] = {}
+    if isinstance(preprocess.get("crop_mode"), str):
+        out["crop_mode"] = preprocess["crop_mode"]
+    for name in ("mean", "std"):
+        values = preprocess.get(name)
+        if isinstance(values, (list, tuple)) and all(isinstance(v, numbers.Real) for v in values):
+            out[name] = ",".join(repr(float(v)) for v in values)
+    return out
 
 
 def global_size_text(size: tuple[int, int] | None) -> str | None:
@@ -281,7 +304,8 @@ def differences(a: pd.Series, b: pd.Series) -> list[str]:
 
 def differing(a: pd.Series, b: pd.Series) -> list[str]:
     """The :data:`MUST_MATCH` columns rows ``a`` and ``b`` both have (or imply) and differ in."""
-    present = [col for col in MUST_MATCH if (col in a.index or col in COLUMN_DEFAULTS) and (col in b.index or col in COLUMN_DEFAULTS)]
+    present = [col for col in MUST_MATCH if (col in a.index or col in COLUMN_DEFAULTS) and (col in b.index or col in COLUMN_DEFAULTS)
+               and not (col in RECORDED_LATER and (missing(_get(a, col)) or missing(_get(b, col))))]
     if "data_fingerprint" in present and not missing(_get(a, "data_fingerprint")) \
             and same_value(_get(a, "data_fingerprint"), _get(b, "data_fingerprint")):
         present = [col for col in present if col != "limit"]  # the same images: a limit at or above their number
@@ -319,7 +343,17 @@ MODEL_IDENTITY = ("checkpoint_sha256", "model_args")
 def missing_provenance(row: pd.Series) -> list[str]:
     """The :data:`MUST_MATCH` columns a row lacks (an old or hand-made table)."""
     return [col for col in MUST_MATCH if col not in COLUMN_DEFAULTS and col not in MAY_BE_EMPTY
-            and (col not in row.index or missing(row[col]))]
+            and col not in RECORDED_LATER and (col not in row.index or missing(row[col]))]
+
+
+def unrecorded(table: pd.DataFrame, other: pd.DataFrame) -> list[str]:
+    """The :data:`RECORDED_LATER` columns ``other`` holds and some evaluated row of ``table`` lacks (a table of an
+    earlier version, or rows of one merged in): there they could not be compared."""
+    def lacking(t: pd.DataFrame) -> set[str]:
+        ok = t[t["status"].eq("ok")] if "status" in t else t
+        return {col for col in RECORDED_LATER if col not in ok or ok[col].isna().any()}
+
+    return [col for col in RECORDED_LATER if col in lacking(table) and col not in lacking(other)]
 
 
 def same_value(a: Any, b: Any) -> bool:

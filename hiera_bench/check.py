@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from .cells import (MODEL_IDENTITY, MUST_MATCH, NOTED, counts_differ, counts_text, differences, differing, group_ids,
-                    missing_provenance, noted_differences, same_value, with_defaults)
-from .errors import UserError
+                    missing_provenance, noted_differences, same_value, unrecorded, with_defaults)
+from .errors import UserError, listed
 from .report import read_table
 from .untrusted import RESWEEP, read_json, wrong
 
@@ -163,14 +163,17 @@ def _unnamed_grid_hint(missing: list[pd.Series], run: pd.DataFrame, baseline: pd
 
 
 def _unrecorded_args_notes(run: pd.DataFrame, baseline: pd.DataFrame) -> list[str]:
-    """A note where one table records a checkpoint folder's model_args and the other, of a version before they
-    were recorded, does not: the architecture arguments were not compared."""
+    """A note where one table records a checkpoint folder's model_args, or the crop mode and normalisation, and the
+    other, of a version before they were recorded, does not: those were not compared."""
+    notes = []
     for which, table, other in (("baseline", baseline, run), ("run", run, baseline)):
+        lacking = [MUST_MATCH[col] for col in unrecorded(table, other)]
         if "model_args" not in table and "model_args" in other and other["model_args"].notna().any():
-            return [f"the {which}{_source(table)} does not record the checkpoint folder's config.json model_args (a "
-                    "version before they were recorded), so a change in them is not caught; make a new "
-                    f"{which} to hold them too"]
-    return []
+            lacking.insert(0, "the checkpoint folder's config.json model_args")
+        if lacking:
+            notes.append(f"the {which}{_source(table)} does not record {listed(lacking, most=4)} (a version before they were "
+                         f"recorded), so a change in them is not caught; make a new {which} to hold them too")
+    return notes
 
 
 def _source(table: pd.DataFrame) -> str:

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import MUST_MATCH, NOTED, missing, noted_differences, same_value
-from .errors import UserError
+from .cells import MUST_MATCH, NOTED, RECORDED_LATER, missing, noted_differences, same_value
+from .errors import UserError, listed
 from .report import Run, read_run
 from .stats import discordant, mcnemar_exact, outcomes, paired_difference_ci
 
 #: The fields that make two runs' images the same images; the rest of MUST_MATCH may differ here.
 SAME_IMAGES = ("data_fingerprint", "limit", "per_class")
 #: Preprocessing a comparison of checkpoints may legitimately change, said in a note.
-PREPROCESSING = tuple(c for c in MUST_MATCH if c not in SAME_IMAGES and c != "checkpoint_sha256")
+PREPROCESSING = tuple(c for c in MUST_MATCH if c not in SAME_IMAGES and c not in ("checkpoint_sha256", "native_size"))
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,12 @@ def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str
         raise UserError(f"{a.root} and {b.root} were evaluated on different images ({'; '.join(differ)}); "
                         "run both sweeps on the same --data, --limit and --per-class")
     notes = [f"{MUST_MATCH[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — the comparison is of each checkpoint "
-             "with its own preprocessing" for c in PREPROCESSING if not same_value(row_a.get(c), row_b.get(c))]
+             "with its own preprocessing" for c in PREPROCESSING if not same_value(row_a.get(c), row_b.get(c))
+             and not (c in RECORDED_LATER and (missing(row_a.get(c)) or missing(row_b.get(c))))]
+    unknown = [MUST_MATCH[c] for c in RECORDED_LATER if missing(row_a.get(c)) != missing(row_b.get(c))]
+    if unknown:
+        older = a.root if missing(row_a.get(RECORDED_LATER[0])) else b.root
+        notes.append(f"{older} does not record {listed(unknown)} (a version before they were recorded): not compared")
     notes += [f"{NOTED[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — the difference includes that change"
               for c in noted_differences(row_a, row_b)]
     grids = [row.get("global_size") for row in (row_a, row_b)]

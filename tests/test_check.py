@@ -437,3 +437,98 @@ def test_only_an_unfinished_sweep_of_the_run_s_model_blocks_its_gate(cli, run_di
     copied = Path(shutil.copytree(folder, tmp_path / "artifact", symlinks=False))
     also = cli("check", copied / "results.csv", "--baseline", baseline)
     assert also.code == 2 and "has not finished" in also.err, also.err
+
+
+def test_a_sweep_that_fails_or_dies_while_it_loads_blocks_the_gate(cli, run_dir, full_ckpt, class_folder, tmp_path):
+    """A sweep into a run folder that failed at its checkpoint (non-finite weights) or at its data, or was killed
+    while they loaded, left no mark: the next step's check passed on the folder's earlier results (adv24)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = Path(shutil.copytree(full_ckpt, tmp_path / "broken"))
+    weights = load_file(broken / "model.safetensors")
+    weights["head.fc.weight"][0, 0] = float("nan")
+    save_file(weights, broken / "model.safetensors")
+    named = Path(shutil.copytree(run_dir, tmp_path / "named", symlinks=True))
+    failed = cli("sweep", "-c", broken, "--data", class_folder, "-o", named, "--res", "64", "-j", "0", "-q")
+    assert failed.code == 2 and "non-finite" in failed.err, failed.err
+    refused = cli("check", named, "--baseline", run_dir)
+    assert refused.code == 2 and "has not finished" in refused.err, refused.err
+
+    model = pd.read_csv(run_dir / "results.csv")["model"].iloc[0]
+    root = tmp_path / "results"
+    by_name = Path(shutil.copytree(run_dir, root / model, symlinks=True))  # the default --out: named by the model
+    with pytest.raises(UserError):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(tmp_path / "no-such-val"), root=str(root),
+                              res="64", batch_size=6, workers=0))
+    refused = cli("check", by_name, "--baseline", run_dir)
+    assert refused.code == 2 and "has not finished" in refused.err, refused.err
+
+    assert cli("sweep", "-c", full_ckpt, "--data", class_folder, "-o", named, "--res", "64", "-b", "6", "-j", "0",
+               "-q").code == 0
+    assert cli("check", named, "--baseline", run_dir).code == 0  # a sweep that finished clears it
+    other = Path(shutil.copytree(run_dir, tmp_path / "other", symlinks=True))
+    bad = cli("sweep", "-c", full_ckpt, "--data", class_folder, "-o", other, "--res", "abc")
+    assert bad.code == 2 and cli("check", other, "--baseline", run_dir).code == 0  # refused options begin nothing
+
+
+def _config_copy(ckpt: Path, to: Path, **pretrained) -> Path:
+    import shutil
+
+    folder = Path(shutil.copytree(ckpt, to))
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"] = {**config.get("pretrained_cfg", {}), **pretrained}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_normalisation_crop_mode_and_native_size_must_match(cli, run_dir, full_ckpt, abswin_ckpt, class_folder,
+                                                             tmp_path):
+    """The mean/std and crop_mode of a checkpoint's config, and an abs-win checkpoint's native size, change every
+    cell's numbers (they are in its key) but were in no column: check passed across them, and a folder swept again
+    under another normalisation showed old and new cells as one model (adv24)."""
+    sweep = ("--data", class_folder, "-b", "6", "-j", "0", "-q", "--no-plots")
+    for name, change, what in (("mean", {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}, "normalisation mean"),
+                               ("squash", {"crop_mode": "squash"}, "crop_mode")):
+        ckpt = _config_copy(full_ckpt, tmp_path / f"ckpt-{name}", **change)
+        out = tmp_path / f"run-{name}"
+        assert cli("sweep", "-c", ckpt, "-o", out, "--res", "64", *sweep).code == 0
+        refused = cli("check", out, "--baseline", run_dir)
+        assert refused.code == 2 and what in refused.err and "not comparable" in refused.err, refused.err
+        table = pd.read_csv(out / "results.csv")
+        assert table[what.split()[-1]].nunique() == 1
+
+    mixed = tmp_path / "mixed"  # 32/64/96 under the checkpoint's normalisation, then 96 under another
+    import shutil
+    shutil.copytree(run_dir, mixed, symlinks=True)
+    assert cli("sweep", "-c", tmp_path / "ckpt-mean", "-o", mixed, "--res", "96", *sweep).code == 0
+    table = pd.read_csv(mixed / "results.csv")
+    assert set(table["mean"]) == {"0.485,0.456,0.406", "0.5,0.5,0.5"}
+    new = table[table["mean"].eq("0.5,0.5,0.5")]
+    assert sorted(new["img_size"].unique()) == [64, 96]  # its own native cell, not the old one
+    assert "mean 0.5,0.5,0.5" in (mixed / "results.md").read_text()
+
+    upgraded = tmp_path / "upgraded"  # rows of a version before the columns: filled from each cell's identity
+    shutil.copytree(run_dir, upgraded, symlinks=True)
+    for row_file in upgraded.glob("cells/*/row.json"):
+        row = json.loads(row_file.read_text())
+        row_file.write_text(json.dumps({k: v for k, v in row.items() if k not in ("crop_mode", "mean", "std")}))
+    assert cli("sweep", "-c", full_ckpt, "-o", upgraded, "--res", "96", *sweep).code == 0
+    table = pd.read_csv(upgraded / "results.csv")
+    assert set(table["mean"]) == {"0.485,0.456,0.406"} and set(table["crop_mode"]) == {"center"}
+
+    base, moved = tmp_path / "abswin-base", tmp_path / "abswin-128"
+    assert cli("sweep", "-c", abswin_ckpt, "-o", base, "--res", "64", *sweep).code == 0
+    native128 = _config_copy(abswin_ckpt, tmp_path / "abswin-ckpt-128", input_size=[3, 128, 128])
+    assert cli("sweep", "-c", native128, "-o", moved, "--res", "64", *sweep).code == 0
+    assert set(pd.read_csv(moved / "results.csv")["native_size"]) == {128}
+    refused = cli("check", moved, "--baseline", base)
+    assert refused.code == 2 and "native size" in refused.err, refused.err
+
+
+def test_a_baseline_of_a_version_before_normalisation_columns_is_compared_with_a_note(cli, run_dir, tmp_path):
+    table = pd.read_csv(run_dir / "results.csv").drop(columns=["crop_mode", "mean", "std"])
+    result = cli("check", run_dir, "--baseline", _save(table, tmp_path))
+    assert result.code == 0, result.err
+    assert "does not record preprocessing (crop_mode), preprocessing (normalisation mean)" in result.out + result.err

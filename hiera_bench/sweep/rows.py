@@ -20,7 +20,7 @@ from .store import CellStore
 #: Columns of the tidy table, in order.
 COLUMNS = [
     "label", "model", "arch", "pretrained_tag", "checkpoint", "checkpoint_sha256", "model_args", "pos_embed_kind",
-    "scheme", "global_size", "img_size", "native_size", "rel_size", "crop_pct", "interpolation", "decode",
+    "scheme", "global_size", "img_size", "native_size", "rel_size", "crop_pct", "interpolation", "crop_mode", "mean", "std", "decode",
     "num_classes", "n_images", "n_failed", "n_correct1", "n_correct5", "top1", "top5", "nll", "ece",
     "top1_delta_vs_native", "real_top1", "real_top5", "real_labels", "imgs_per_s", "gflops", "forward_s", "device", "dtype", "status", "reason", "shared_with",
     "explained_energy", "data", "data_name", "data_layout", "data_place", "data_fingerprint", "limit", "per_class",

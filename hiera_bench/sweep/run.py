@@ -37,7 +37,7 @@ from .provenance import device_name, git_sha, iso_time, other_versions, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory, counted_net
 from .shards import Assignment, assign
-from .store import DataFiles, RunDir
+from .store import DataFiles, RunDir, mark_begun, rewrite_mark
 from .views import this_sweeps_rows, write_views
 
 
@@ -134,14 +134,32 @@ def state_of_a_sweep() -> Iterator[None]:
         yield
 
 
+@dataclass
+class EarlyMark:
+    """A sweep's mark in its run folder, made as soon as the folder is known (:func:`~.store.mark_begun`): from the
+    options where ``--out`` or ``--label`` names it, else once the checkpoint has loaded and named it."""
+
+    started: float
+    path: Path | None = None
+
+    def at(self, out: Path | None, model: str | None = None) -> None:
+        if self.path is None:
+            self.path = mark_begun(out, self.started, model) if out is not None else None
+        elif model is not None:
+            rewrite_mark(self.path, self.started, model)
+
+
 def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: SharedDecodes | None) -> SweepResult:
     t_start = time.time()
+    early = EarlyMark(t_start) if cluster.primary else None
 
     def prepare() -> tuple[SweepConfig, Sweep, list[Forward], torch.device]:
         cfg = replace(given)  # validate_config fills in a copy: the caller's config stays as it was
         schemes, device = validate_config(cfg)
+        if early is not None:
+            early.at(out_folder(cfg))
         device = cluster.place(device)
-        sweep = load(cfg, schemes, device, progress, cluster.primary)
+        sweep = load(cfg, schemes, device, progress, cluster.primary, early)
         return cfg, sweep, plan(sweep, cluster.primary), device
 
     cfg, sweep, forwards, device = cluster.agree(prepare)
@@ -151,7 +169,8 @@ def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: Sha
     cluster.check_shared(sweep.run_dir.root)
     run_info = provenance(sweep, device, t_start)
     n_images = len(sweep.data)
-    begun = sweep.run_dir.begin_sweep(t_start, sweep.loaded.name) if cluster.primary else None  # until published
+    begun = (sweep.run_dir.begin_sweep(t_start, sweep.loaded.name, early.path if early else None)
+             if cluster.primary else None)  # until published
     with ExitStack() as locks:
         if cluster.primary:  # against other runs into the folder; the job's own ranks share it by the plan
             for key in sorted(k for fwd in forwards for k in fwd.keys.values()):
@@ -285,10 +304,24 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
 
 
-def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, primary: bool = True) -> Sweep:
+def out_folder(cfg: SweepConfig, model_name: str | None = None) -> Path | None:
+    """The sweep's run folder: ``--out``, else ``<root>/<--label, or the model's name>`` (None: it is named after
+    the model, whose name is not known yet)."""
+    if cfg.out:
+        return Path(cfg.out)
+    name = cfg.label or model_name
+    return Path(cfg.root) / name if name else None
+
+
+def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, primary: bool = True,
+         early: EarlyMark | None = None) -> Sweep:
     """The checkpoint, its grid of sizes and embedding spec, the preprocessing, the data and the run folder
-    (``primary``: this process prepares the run folder; the other ranks of a job only write into it)."""
+    (``primary``: this process prepares the run folder; the other ranks of a job only write into it; ``early``:
+    marks the sweep as begun in it as soon as it is known)."""
     loaded = load_model(cfg.model, cfg.checkpoint)
+    out = out_folder(cfg, loaded.name)
+    if early is not None:
+        early.at(out, loaded.name)
     native = loaded.native_size
     grid = parse_grid(cfg.res or default_grid(native, loaded.stride), loaded.stride)
     for size, reason in grid.skipped:
@@ -311,7 +344,6 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
-    out = Path(cfg.out) if cfg.out else Path(cfg.root) / (cfg.label or loaded.name)
     refuse_out_inside_data(out, cfg.data)
     run_dir = RunDir(out, primary)
     sweep = Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,

@@ -26,7 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..cells import CellIdentity, newest_per_slot, same_value, unlimited_fingerprints
+from ..cells import (RECORDED_LATER, CellIdentity, newest_per_slot, normalisation_columns, same_value,
+                     unlimited_fingerprints)
 from ..errors import UserError
 from ..metrics import failed_if_not_finite
 from ..io import MARKERS, OwnedFolder, atomic_write_json, atomic_write_parquet, file_lock, remove_stale_temp_files
@@ -182,6 +183,9 @@ class CellStore:
         stamp = row.pop(FINISHED, None)
         if "global_size" not in row:
             row["global_size"] = self._fitted_grid(row)
+        if any(col not in row for col in RECORDED_LATER):  # a row of a version before tables held them
+            for col, value in normalisation_columns(self._identity().get("preprocess") or {}).items():
+                row.setdefault(col, value)
         row = failed_if_not_finite(row) or row
         if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
             try:
@@ -262,6 +266,41 @@ def unfinished_sweeps(root: Path, since: float) -> list[tuple[float, str | None]
     return begun
 
 
+def history_file(root: Path, when: float, suffix: str = ".json") -> Path:
+    """``runs/<time>-<pid>-<id><suffix>`` of run folder ``root``: a name of its own per sweep, several of one
+    process in one second included."""
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.localtime(when))}-{os.getpid()}-{os.urandom(3).hex()}"
+    return Path(root) / "runs" / f"{stamp}{suffix}"
+
+
+def _write_mark(mark: Path, started: float, model: str | None) -> Path:
+    atomic_write_json(mark, {"started_unix": round(started, 3), "pid": os.getpid(), "model": model})
+    return mark
+
+
+def rewrite_mark(mark: Path, started: float, model: str) -> None:
+    """A :func:`mark_begun` mark, now naming the model it measures (so that ``check`` of other models in the folder
+    is not held up by it)."""
+    try:
+        _write_mark(mark, started, model)
+    except OSError:
+        pass  # the mark as it was still marks the sweep, for any model
+
+
+def mark_begun(root: Path, started: float, model: str | None = None) -> Path | None:
+    """Mark a sweep as begun in ``root`` as soon as its run folder is known, before the checkpoint and the data
+    load (``model`` None: not known yet, which ``check`` takes as any model's): a sweep that fails or is killed
+    while it loads leaves the folder's earlier views unable to pass for its results. Only a folder that already
+    is a run folder is marked (a new one holds no results to mistake); None where nothing was marked."""
+    root = Path(root).expanduser()
+    if not (root / MARKER).is_file():
+        return None
+    try:
+        return _write_mark(history_file(root, started, UNFINISHED), started, model)
+    except OSError:  # an unwritable folder: preparing it says so, with the fix
+        return None
+
+
 class RunDir:
     """The ``--out`` folder. It carries :data:`MARKER`; a folder with view-named files but no marker (nor
     cells of an older hiera-bench) belongs to someone else and is refused, never overwritten.
@@ -286,18 +325,14 @@ class RunDir:
         except OSError as exc:
             raise UserError(f"--out {self.root} is not writable ({exc.strerror}); choose another --out") from exc
 
-    def begin_sweep(self, started: float, model: str) -> Path:
-        """Mark a sweep into the folder as begun; :meth:`end_sweep` removes the mark once its views are published.
+    def begin_sweep(self, started: float, model: str, mark: Path | None = None) -> Path:
+        """Mark a sweep into the folder as begun (``mark``: the one :func:`mark_begun` made before the folder was
+        prepared, now naming the model); :meth:`end_sweep` removes the mark once its views are published.
         A mark left (an interrupted, failed or running sweep) tells ``check`` the views are not its results."""
-        mark = self.history_file(started, UNFINISHED)
-        atomic_write_json(mark, {"started_unix": round(started, 3), "pid": os.getpid(), "model": model})
-        return mark
+        return _write_mark(mark or history_file(self.root, started, UNFINISHED), started, model)
 
     def history_file(self, when: float, suffix: str = ".json") -> Path:
-        """``runs/<time>-<pid>-<id><suffix>``: a name of its own per sweep, several of one process in one second
-        included."""
-        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.localtime(when))}-{os.getpid()}-{os.urandom(3).hex()}"
-        return self.root / "runs" / f"{stamp}{suffix}"
+        return history_file(self.root, when, suffix)
 
     @staticmethod
     def end_sweep(mark: Path) -> None:
