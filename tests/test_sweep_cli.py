@@ -97,6 +97,12 @@ def test_json_output_is_the_tidy_table(cli, abswin_ckpt, two_class, tmp_path):
     rows = json.loads(result.out)
     assert [(r["scheme"], r["img_size"]) for r in rows] == [("abswin", 64), ("abswin", 96)]
     assert rows[0]["pos_embed_kind"] == "abswin" and rows[0]["crop_pct"] == 0.95
+    # every figure as results.parquet holds it (pandas' JSON kept 10 decimals: a p of 1e-12 printed as 0.0)
+    stored = pd.read_parquet(tmp_path / "results.parquet").set_index("img_size")
+    for row in rows:
+        for col, value in row.items():
+            if isinstance(value, float):
+                assert value == stored.at[row["img_size"], col], col
 
 
 def test_rerun_skips_finished_cells_and_force_recomputes(cli, full_ckpt, two_class, tmp_path):

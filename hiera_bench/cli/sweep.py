@@ -272,7 +272,9 @@ def show_results(results, as_json: bool) -> None:
         return
     table = pd.concat([r.table for r in results], ignore_index=True)
     if as_json:
-        out.print(json.dumps(json.loads(table.to_json(orient="records")), indent=1), markup=False)
+        # not DataFrame.to_json: it keeps 10 decimals, so a McNemar p of 1e-12 came out as 0.0
+        rows = table.astype(object).where(table.notna(), None).to_dict("records")
+        out.print(json.dumps(rows, indent=1), markup=False)
     else:
         merged = pivot(table)
         out.print(terminal(merged))
