@@ -65,6 +65,13 @@ class CellCheck:
     ci_high: float | None
     verdict: str  # "hold", "drop", "below CI", "not evaluated"
     note: str = ""
+    crop_pct: float | None = None
+    global_size: str | None = None  # the abswin fit's global grid (full-grid checkpoints), where one was chosen
+
+    @property
+    def series(self) -> str:
+        """The scheme, with the abswin fit's global grid where the cell has one."""
+        return self.scheme if self.global_size is None else f"{self.scheme} (global {self.global_size})"
 
     @property
     def failed(self) -> bool:
@@ -100,8 +107,20 @@ def _clean(d: dict) -> dict:
 
 
 def _name(row: pd.Series) -> str:
+    crop, grid = row.get("crop_pct"), _grid(row)
+    series = row["scheme"] if grid is None else f"{row['scheme']} (global {grid})"
+    return f"{row['model']} {series}@{int(row['img_size'])}" + ("" if pd.isna(crop) else f" crop {crop:g}")
+
+
+def _grid(row: pd.Series) -> str | None:
+    grid = row.get("global_size")
+    return None if grid is None or (isinstance(grid, float) and math.isnan(grid)) else str(grid)
+
+
+def _where(row: pd.Series) -> dict:
+    """A checked cell's crop and global grid, as :class:`CellCheck` holds them."""
     crop = row.get("crop_pct")
-    return f"{row['model']} {row['scheme']}@{int(row['img_size'])}" + ("" if pd.isna(crop) else f" crop {crop:g}")
+    return {"crop_pct": None if crop is None or pd.isna(crop) else float(crop), "global_size": _grid(row)}
 
 
 def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
@@ -236,17 +255,18 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
         if r["status"] != "ok" or math.isnan(value):
             note = str(r.get("reason", "") or "") if r["status"] != "ok" else f"{metric} is NaN"
             result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, float("nan"),
-                                          float("nan"), low, high, "not evaluated", note))
+                                          float("nan"), low, high, "not evaluated", note, **_where(b)))
             continue
         worse = round(m.worse_by(value, base), 6)
         verdict = "drop" if worse > tol else "below CI" if use_ci and m.below_ci(value, low, high) else "hold"
         result.cells.append(CellCheck(b["model"], b["scheme"], int(b["img_size"]), base, value,
-                                      round(value - base, 6), low, high, verdict))
+                                      round(value - base, 6), low, high, verdict, **_where(b)))
     for _, r in run[run["status"].eq("failed") & ~run.index.isin(matched)].iterrows():
         # a cell of the run that gave no result fails the gate, whatever the baseline has there (failed too, or
         # a row an earlier version wrote as ok with non-finite logits): it is no number to pass on
         result.cells.append(CellCheck(r["model"], r["scheme"], int(r["img_size"]), float("nan"), float("nan"),
-                                      float("nan"), None, None, "not evaluated", str(r.get("reason", "") or "")))
+                                      float("nan"), None, None, "not evaluated", str(r.get("reason", "") or ""),
+                                      **_where(r)))
     left_out = int(run.attrs.get("left_out", 0))
     if missing:
         shown = ", ".join(_name(b) for b in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
@@ -272,8 +292,8 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
                      "compared all the same, it is not required to match"
                      for (what, mine, theirs), rows in noted.items()]
     extra = run[run["status"].eq("ok") & ~run.index.isin(matched)]
-    result.new = [{"model": r["model"], "scheme": r["scheme"], "img_size": int(r["img_size"]), metric: float(r[metric])}
-                  for _, r in extra.iterrows()]
+    result.new = [{"model": r["model"], "scheme": r["scheme"], "img_size": int(r["img_size"]), **_where(r),
+                   metric: float(r[metric])} for _, r in extra.iterrows()]
     return result
 
 

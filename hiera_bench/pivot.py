@@ -110,6 +110,8 @@ class Pivot:
     best_crops: dict[tuple[str, str], dict[int, BestCrop]] = field(default_factory=dict)
     #: what the labels side by side were measured under where they differ (:func:`setup_differences`)
     setup: str = ""
+    #: the labels side by side, each without its crop (several: the best-crop table names them)
+    bases: int = 1
 
     @property
     def several(self) -> bool:
@@ -157,7 +159,8 @@ def pivot(table: pd.DataFrame) -> Pivot:
     groups = [_group(label, part) for label, part in df.groupby("_label", sort=False)]
     sizes = sorted({int(s) for s in df["img_size"]})
     setup = setup_differences(df)
-    return Pivot(groups, sizes, legend(df) + ([setup] if setup else []), best_crops(df), setup)
+    return Pivot(groups, sizes, legend(df) + ([setup] if setup else []), best_crops(df), setup,
+                 section_labels(table, ignore=("crop_pct",)).nunique())
 
 
 #: Settings that move top-1 by themselves (a crop alone moved the demo's by 2-7 points), as a caption names them.
@@ -206,7 +209,7 @@ def best_crops(df: pd.DataFrame) -> dict[tuple[str, str], dict[int, BestCrop]]:
 def best_crop_rows(p: Pivot) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The best-crop table as column titles and ``(size, cells)`` rows (empty without several crops)."""
     keys = list(p.best_crops)
-    several = len({label for label, _ in keys}) > 1
+    several = p.bases > 1  # another label beside the one measured at several crops must not read as its columns
     titles = [f"{label}: {series}" if several else series for label, series in keys]
     rows = [(size, [p.best_crops[k][size].text() if size in p.best_crops[k] else MISSING for k in keys])
             for size in p.sizes if any(size in p.best_crops[k] for k in keys)]

@@ -130,3 +130,20 @@ def test_a_size_with_one_crop_evaluated_does_not_name_a_best_crop():
 
     assert BestCrop((1.0,), 100.0, of=1).text() == "100.000 @1 (the only crop evaluated)"
     assert BestCrop((0.875, 1.0), 98.5, of=2).text() == "98.500 @0.875/1"
+
+
+def test_the_best_crop_table_names_its_label_beside_another_and_check_names_each_crop(cli, runs, tmp_path):
+    """A report of a crop-list run beside a one-crop run titled the best-crop columns by scheme alone; check's rows
+    of one scheme and size at three crops could not be told apart (adv23)."""
+    import json
+
+    p = pivot(build([runs / "all", runs / "one-1.0"], labels=["crops", "one"]))
+    titles, rows = best_crop_rows(p)
+    assert titles and all(t.startswith("crops: ") for t in titles), titles
+    result = cli("check", runs / "all", "--baseline", runs / "all", "--json")
+    assert result.code == 0, result.err
+    cells = json.loads(result.out)["cells"]
+    assert len({(c["scheme"], c["img_size"], c["crop_pct"]) for c in cells}) == len(cells) == 12
+    assert {c["crop_pct"] for c in cells} == set(CROPS)
+    shown = cli("check", runs / "all", "--baseline", runs / "all")
+    assert " crop " in shown.out and "0.95" in shown.out, shown.out

@@ -22,7 +22,8 @@ def diff_table(result):
     verdict_style = {"hold": "green", "drop": "bold red", "below CI": "bold red", "not evaluated": "bold red"}
     limit = f"tolerance {result.tol:g}" + (" and baseline 95 % CI" if result.use_ci else "")
     table = Table(title=f"check {result.metric}: {len(result.cells)} cells vs baseline ({limit})", title_justify="left")
-    for name in ("model", "scheme", "size", "baseline", "run", "Δ"):
+    crops = len({c.crop_pct for c in result.cells}) > 1  # a --crop-pct list: the same scheme and size per crop
+    for name in ("model", "scheme", "size", *(("crop",) if crops else ()), "baseline", "run", "Δ"):
         table.add_column(name, justify="left" if name in ("model", "scheme") else "right")
     if result.use_ci:
         table.add_column("baseline CI", justify="right")
@@ -30,12 +31,19 @@ def diff_table(result):
     for c in result.cells:
         style = verdict_style[c.verdict]
         delta = _num(c.delta, "+.3f")
-        cells = [c.model, c.scheme, str(c.img_size), _num(c.baseline, ".3f"), _num(c.value, ".3f"), delta]
+        cells = [c.model, c.series, str(c.img_size), *((_num(c.crop_pct, "g"),) if crops else ()),
+                 _num(c.baseline, ".3f"), _num(c.value, ".3f"), delta]
         if result.use_ci:
             cells.append(f"[{_num(c.ci_low, '.2f')}, {_num(c.ci_high, '.2f')}]")
         verdict = c.verdict + (f" ({c.note})" if c.note else "")
         table.add_row(*cells, f"[{style}]{verdict}[/{style}]")
     return table
+
+
+def _new_name(cell: dict, crops: bool) -> str:
+    grid = f" (global {cell['global_size']})" if cell.get("global_size") else ""
+    crop = f" crop {cell['crop_pct']:g}" if crops and cell.get("crop_pct") is not None else ""
+    return f"{cell['scheme']}{grid}@{cell['img_size']}{crop}"
 
 
 @app.command()
@@ -63,7 +71,8 @@ def check(
             out.print(f"note: {note}", markup=False, soft_wrap=True)
         if result.new:
             out.print(f"{len(result.new)} cell(s) not in the baseline, not checked: "
-                      + ", ".join(f"{n['scheme']}@{n['img_size']}" for n in result.new), markup=False, soft_wrap=True)
+                      + ", ".join(_new_name(n, len({m.get("crop_pct") for m in result.new}) > 1) for n in result.new),
+                      markup=False, soft_wrap=True)
         if failed:
             out.print(f"FAIL: {len(failed)} of {len(result.cells)} cells regressed in {metric}", markup=False)
         else:
