@@ -73,6 +73,7 @@ def read_table(path: Path) -> pd.DataFrame:
     missing = [c for c in ("model", "scheme", "img_size", "native_size", "status", "top1") if c not in df]
     if missing:
         raise UserError(f"{source} is not a hiera-bench results table (no column {', '.join(missing)})")
+    df = _typed(df, source)
     unnamed = _unnamed_grids(df)
     df = with_row_keys(with_defaults(_failed_where_not_finite(df)))
     df.attrs["source"] = str(source)
@@ -80,6 +81,48 @@ def read_table(path: Path) -> pd.DataFrame:
     if views is not None:
         df.attrs.update(views=str(views), run_folder=str(folder))
     return df
+
+
+#: Columns of whole numbers (sizes, counts, subsets) and of other numbers: a value of another kind (``64px``, a
+#: decimal comma, text) is refused where the table is read, not met as a traceback deep in a comparison.
+WHOLE_COLUMNS = ("img_size", "native_size", "n_images", "n_failed", "n_correct1", "n_correct5", "limit", "per_class")
+NUMBER_COLUMNS = ("crop_pct", "rel_size", "top1", "top5", "nll", "ece", "top1_delta_vs_native", "real_top1",
+                  "real_top5", "imgs_per_s", "gflops", "forward_s", *(c for c in STAT_COLUMNS if c != "mcnemar_ref"))
+#: Columns every row must fill: what names a cell and its place in a table.
+FILLED_COLUMNS = ("model", "scheme", "img_size", "native_size", "status")
+
+
+def _typed(df: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """``df`` with its number columns as numbers; a value that is not one (or a blank where a cell's name needs
+    one) is refused in one line naming the column, the row and the value."""
+    fix = "give the results a sweep wrote, or fix that value"
+    for col in FILLED_COLUMNS:
+        if _blank(df[col]).any():
+            raise UserError(f"{source}: row {_first(_blank(df[col]))} has no {col}; {fix}")
+    out = {}
+    for col in (c for c in (*WHOLE_COLUMNS, *NUMBER_COLUMNS) if c in df):
+        given = df[col]
+        values = given if pd.api.types.is_numeric_dtype(given) else pd.to_numeric(given.astype(object), errors="coerce")
+        bad = values.isna() & ~_blank(given)
+        if col in WHOLE_COLUMNS:
+            bad |= values.notna() & ((values != values.round()) | (values <= 0 if col.endswith("_size") else False))
+        if bad.any():
+            value = given.iloc[_first(bad) - 1]
+            kind = "a whole number" + (" above 0" if col.endswith("_size") else "") if col in WHOLE_COLUMNS else "a number"
+            comma = " (a decimal comma? write the file with decimal points)" if "," in str(value) else ""
+            raise UserError(f"{source}: {col} {value!r} (row {_first(bad)}) is not {kind}{comma}; {fix}")
+        if values is not given:
+            out[col] = values
+    return df.assign(**out) if out else df
+
+
+def _blank(values: pd.Series) -> pd.Series:
+    return values.isna() | values.astype(str).str.strip().isin(("", "nan", "NaN"))
+
+
+def _first(where: pd.Series) -> int:
+    """The 1-based row of the first True."""
+    return int(where.to_numpy().argmax()) + 1
 
 
 def _failed_where_not_finite(df: pd.DataFrame) -> pd.DataFrame:

@@ -110,7 +110,7 @@ def test_usage_errors_exit_2(cli, run_dir, tmp_path, args, expected):
 def test_cells_missing_from_the_baseline_are_listed_not_failed(cli, run_dir, results, tmp_path):
     base = results[~_at(results, "abswin", 96)]
     result = cli("check", run_dir, "--baseline", _save(base, tmp_path))
-    assert result.code == 0 and "1 cell(s) not in the baseline, not checked: abswin@96" in result.out
+    assert result.code == 0 and "1 cell(s) not in the baseline, not checked: abswin (global 2x2)@96" in result.out
 
 
 def test_a_baseline_without_ci_columns_refuses_ci(results):
@@ -532,3 +532,21 @@ def test_a_baseline_of_a_version_before_normalisation_columns_is_compared_with_a
     result = cli("check", run_dir, "--baseline", _save(table, tmp_path))
     assert result.code == 0, result.err
     assert "does not record preprocessing (crop_mode), preprocessing (normalisation mean)" in result.out + result.err
+
+
+@pytest.mark.parametrize("col,value,said", [
+    ("img_size", "64px", "is not a whole number above 0"), ("img_size", "", "has no img_size"),
+    ("img_size", "64.5", "is not a whole number"), ("crop_pct", "0,875", "decimal comma"),
+    ("crop_pct", "0.875x", "is not a number"), ("n_images", "18 images", "is not a whole number"),
+    ("limit", "all", "is not a whole number"), ("top1_ci_low", "x", "is not a number"), ("top1", "high", "not a number"),
+])
+def test_a_table_with_a_value_of_the_wrong_kind_is_one_line(cli, results, tmp_path, col, value, said):
+    """A baseline edited by hand or saved by a spreadsheet (``64px``, a decimal comma) ended check and report with a
+    traceback, exit 1: to a CI gate, a regression (adv24)."""
+    table = results.astype({col: object})
+    table.loc[1, col] = value
+    path = _save(table, tmp_path)
+    for args in (("check", path, "--baseline", path, "--ci"), ("report", path, "-o", tmp_path / "r")):
+        result = cli(*args)
+        assert result.code == 2 and said in result.err and "row 2" in result.err, (args, result.err)
+        assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
