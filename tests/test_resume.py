@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -229,3 +230,24 @@ def test_a_run_stopped_after_its_records_but_before_its_rows_resumes_with_every_
     columns = COMPARED + ["gflops"]
     pd.testing.assert_frame_equal(resumed[columns].sort_values(["scheme", "img_size"]).reset_index(drop=True),
                                   whole[columns].sort_values(["scheme", "img_size"]).reset_index(drop=True))
+
+
+def test_a_run_folder_copied_through_its_links_takes_new_sweeps(cli, full_ckpt, class_folder, tmp_path):
+    """A copy that followed the links (cp -rL, zip, a CI artifact) made .views/current a folder: every later sweep
+    into it failed with "Is a directory" and left a mark that refused check for good (adv24)."""
+    import shutil
+
+    import pandas as pd
+
+    run = tmp_path / "run"
+    args = ("--checkpoint", full_ckpt, "--data", class_folder, "-b", "6", "-j", "0", "-q", "--no-plots")
+    assert cli("sweep", *args, "--out", run, "--res", "64").code == 0
+    copied = Path(shutil.copytree(run, tmp_path / "copied", symlinks=False))
+    assert (copied / ".views" / "current").is_dir() and not (copied / ".views" / "current").is_symlink()
+    again = cli("sweep", *args, "--out", copied, "--res", "64,96")
+    assert again.code == 0, again.err
+    assert sorted(pd.read_csv(copied / "results.csv")["img_size"].unique()) == [64, 96]
+    assert (copied / ".views" / "current").is_symlink() and not list(copied.glob("runs/*.unfinished.json"))
+    assert sorted(p.name for p in (copied / ".views").iterdir() if p.name != "current") == [
+        os.readlink(copied / ".views" / "current")]
+    assert cli("check", copied, "--baseline", run).code == 0

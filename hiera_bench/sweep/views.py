@@ -112,6 +112,10 @@ def _adopt_plain_views(root: Path) -> None:
     leaves each name showing the old content."""
     plain = [name for name in VIEWS if (root / name).is_file() and not (root / name).is_symlink()]
     current = root / GENERATIONS / CURRENT
+    if current.is_dir() and not current.is_symlink():
+        # a copy that followed the links (cp -rL, zip, a CI artifact): the link is a folder of its own now, and no
+        # link can replace a folder in one rename; it becomes one more generation, removed once a new one is current
+        os.replace(current, current.with_name(f"copied-{writer()}"))
     if not plain or current.is_symlink():
         return
     legacy = root / GENERATIONS / "legacy"
