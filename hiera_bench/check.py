@@ -15,7 +15,6 @@ left there never answer for the new one.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pandas as pd
 from .cells import (MODEL_IDENTITY, MUST_MATCH, NOTED, counts_differ, counts_text, differences, differing, group_ids,
                     missing_provenance, noted_differences, same_value, unrecorded, with_defaults)
 from .errors import UserError, listed
-from .report import read_table
+from .report import read_table, unfinished_note
 from .untrusted import RESWEEP, read_json, wrong
 
 
@@ -326,22 +325,10 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
 
 def _refuse_unfinished(run: pd.DataFrame) -> None:
     """A run folder into which a sweep of the run's model began after the one its views show and has not finished
-    (interrupted, failed or still running) cannot vouch for that model: its views are the earlier sweep's results.
-    Sweeps of other models into the folder (a concurrent sweep of another checkpoint) do not count."""
-    from .sweep.store import unfinished_sweeps
-
-    if not run.attrs.get("run_folder"):
-        return
-    root = Path(run.attrs["run_folder"])
-    shown = run.attrs.get("views_started")
-    models = set(run["model"].dropna().astype(str)) if "model" in run else set()
-    later = [when for when, model in unfinished_sweeps(root, float(shown) if isinstance(shown, (int, float)) else 0.0)
-             if model is None or model in models]
-    if later:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max(later)))
-        raise UserError(f"the run {root}: a sweep of {', '.join(sorted(models))} into it began at {when}, after the "
-                        "one its results show, and has not finished (interrupted, failed or still running); its "
-                        "results are the earlier sweep's. Re-run that sweep to finish it (or wait for it), then check")
+    cannot vouch for that model (:func:`~hiera_bench.report.unfinished_since_views`)."""
+    note = unfinished_note(run)
+    if note:
+        raise UserError(f"the run {note}. Re-run that sweep to finish it (or wait for it), then check")
 
 
 def other_versions_said(run: dict) -> str | None:

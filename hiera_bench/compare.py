@@ -17,7 +17,7 @@ import pandas as pd
 
 from .cells import MUST_MATCH, NOTED, RECORDED_LATER, missing, noted_differences, same_value
 from .errors import UserError, listed
-from .report import Run, read_run
+from .report import Run, read_run, unfinished_note
 from .stats import discordant, mcnemar_exact, outcomes, paired_difference_ci
 
 #: The fields that make two runs' images the same images; the rest of MUST_MATCH may differ here.
@@ -89,6 +89,7 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
         raise UserError(f"{a.root} and {b.root} share no evaluated cell" + _which(scheme, at)
                         + f"; they have {_keys(cells_a)} and {_keys(cells_b)}")
     notes = _same_images(a, b, cells_a[common[0]], cells_b[common[0]]) + _failed_notes(a, b, scheme, at)
+    notes += [note for note in (unfinished_note(a.table), unfinished_note(b.table)) if note]
     records_a, records_b = _Records.of(a), _Records.of(b)
     pairs = [_pair(records_a, records_b, cells_a[k], cells_b[k], k[2]) for k in common]
     label_a, label_b = _label(a), _label(b)

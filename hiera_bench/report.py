@@ -11,6 +11,7 @@ Everything goes into one table and one set of overlaid figures.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -26,7 +27,7 @@ from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, f
 from .metrics import NO_RESULT, failed_if_not_finite
 from .pivot import latex, markdown, pivot
 from .stats import STAT_COLUMNS, annotate, outcomes, with_cell_keys
-from .untrusted import RESWEEP, read_parquet, reading
+from .untrusted import RESWEEP, read_json, read_parquet, reading
 from .sweep.rows import tidy_table
 from .sweep.views import GENERATIONS, current_views
 
@@ -123,6 +124,36 @@ def _blank(values: pd.Series) -> pd.Series:
 def _first(where: pd.Series) -> int:
     """The 1-based row of the first True."""
     return int(where.to_numpy().argmax()) + 1
+
+
+def unfinished_since_views(table: pd.DataFrame) -> float | None:
+    """When a sweep of the table's models into its run folder began, where one began after the sweep its views
+    show and has not finished (interrupted, failed or still running: the views are the earlier sweep's results);
+    None where none did, or the table is not a run folder's. Sweeps of other models into the folder do not count."""
+    from .sweep.store import unfinished_sweeps
+
+    folder, views = table.attrs.get("run_folder"), table.attrs.get("views")
+    if not folder:
+        return None
+    shown = table.attrs.get("views_started")
+    if shown is None and views and (Path(views) / "run.json").is_file():
+        shown = read_json(Path(views) / "run.json", "run.json", RESWEEP).get("started_unix")
+    models = set(table["model"].dropna().astype(str)) if "model" in table else set()
+    later = [when for when, model in unfinished_sweeps(Path(folder), float(shown) if isinstance(shown, (int, float))
+                                                          and not isinstance(shown, bool) else 0.0)
+             if model is None or model in models]
+    return max(later) if later else None
+
+
+def unfinished_note(table: pd.DataFrame) -> str | None:
+    """:func:`unfinished_since_views` said in a sentence."""
+    when = unfinished_since_views(table)
+    if when is None:
+        return None
+    models = ", ".join(sorted(set(table["model"].dropna().astype(str))))
+    return (f"{table.attrs['run_folder']}: a sweep of {models} into it began at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}, after the one its results show, and has not "
+            "finished (interrupted, failed or still running); its results are the earlier sweep's")
 
 
 def _failed_where_not_finite(df: pd.DataFrame) -> pd.DataFrame:
@@ -299,7 +330,9 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     out["label"] = section_labels(out, ignore=("crop_pct",))  # crops of one label stay one label (a column apart)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
     out["cell_key"] = plain_keys(out["cell_key"])
-    return out[["label"] + [c for c in out.columns if c != "label"]]
+    out = out[["label"] + [c for c in out.columns if c != "label"]]
+    out.attrs["unfinished"] = [note for note in map(unfinished_note, (r.table for r in runs)) if note]
+    return out
 
 
 def _stored_statistics(annotated: pd.DataFrame, table: pd.DataFrame, runs: list[int]) -> pd.DataFrame:
@@ -331,6 +364,7 @@ def markdown_report(df: pd.DataFrame, sources: list[Path]) -> str:
     lines = [REPORT_HEADING, "", "Runs: " + ", ".join(f"`{p}`" for p in sources), "", markdown(pivot(df))]
     if df.attrs.get("stored_statistics"):
         lines += ["", STORED_NOTE.format(labels=", ".join(df.attrs["stored_statistics"])), ""]
+    lines += [f"Note: {note}." for note in df.attrs.get("unfinished", [])]
     return "\n".join(lines)
 
 

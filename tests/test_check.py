@@ -550,3 +550,22 @@ def test_a_table_with_a_value_of_the_wrong_kind_is_one_line(cli, results, tmp_pa
         result = cli(*args)
         assert result.code == 2 and said in result.err and "row 2" in result.err, (args, result.err)
         assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+
+
+def test_report_and_compare_note_a_later_sweep_that_did_not_finish(cli, run_dir, tmp_path):
+    """check refuses a folder into which a later sweep of its model did not finish; report and compare showed its
+    earlier views without a word (adv23)."""
+    import shutil
+    import time
+
+    from hiera_bench.sweep.store import RunDir
+
+    folder = Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
+    model = pd.read_csv(folder / "results.csv")["model"].iloc[0]
+    RunDir(folder).begin_sweep(time.time() + 1, model)
+    report = cli("report", folder, "-o", tmp_path / "report")
+    assert report.code == 0 and "has not finished" in report.err, report.err
+    assert "has not finished" in (tmp_path / "report" / "report.md").read_text()
+    compared = cli("compare", run_dir, folder)
+    assert compared.code == 0 and "has not finished" in compared.out, compared.out
+    assert "has not finished" not in cli("compare", run_dir, run_dir).out

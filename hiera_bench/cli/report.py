@@ -27,6 +27,8 @@ def report(
     stored = table.attrs.get("stored_statistics")
     if stored:
         err.print(STORED_NOTE.format(labels=", ".join(stored)), markup=False, soft_wrap=True)
+    for note in table.attrs.get("unfinished", []):
+        err.print(f"note: {note}", markup=False, soft_wrap=True)
     paths = write_report(table, runs, target)
     results = pivot(table)
     out.print(terminal(results))
