@@ -79,6 +79,9 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
     """Pair every (scheme, size) cell the two runs share (or only ``scheme`` / ``at``) on the same images."""
     a, b = read_run(Path(run_a), labels[0]), read_run(Path(run_b), labels[1])
     for run in (a, b):
+        if run.predictions is None and not run.root.is_dir():
+            raise UserError(f"{run.root} is a results file; a paired comparison needs the per-image records of both "
+                            "runs: give its run folder (the --out of its sweep)")
         if run.predictions is None:
             raise UserError(f"{run.root} has no predictions.parquet; a paired comparison needs the per-image records "
                             "of both runs (re-run its sweep)")

@@ -69,6 +69,8 @@ def read_table(path: Path) -> pd.DataFrame:
         own = beside.parent.name == GENERATIONS or (beside / MARKERS["run"]).is_file()  # copied without links too
         if own and (beside / "run.json").is_file():  # a run folder's own file: read as the folder
             views, folder = beside, (beside.parent.parent if beside.parent.name == GENERATIONS else beside)
+    elif path.exists():
+        raise UserError(f"{path} is neither a folder nor a file; give a run folder or a results .csv/.parquet file")
     else:
         raise UserError(f"{path} does not exist; give a run folder or a results .csv/.parquet file")
     missing = [c for c in ("model", "scheme", "img_size", "native_size", "status", "top1") if c not in df]

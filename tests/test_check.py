@@ -569,3 +569,16 @@ def test_report_and_compare_note_a_later_sweep_that_did_not_finish(cli, run_dir,
     compared = cli("compare", run_dir, folder)
     assert compared.code == 0 and "has not finished" in compared.out, compared.out
     assert "has not finished" not in cli("compare", run_dir, run_dir).out
+
+
+def test_messages_name_what_was_given(cli, run_dir, tmp_path):
+    """Misleading one-liners (adv24): /dev/null "does not exist"; a results file given to compare "has no
+    predictions.parquet ... re-run its sweep"; report of a results file without -o failed with "Not a directory"."""
+    import shutil
+
+    assert "neither a folder nor a file" in cli("check", run_dir, "--baseline", "/dev/null").err
+    compared = cli("compare", run_dir / "results.csv", run_dir)
+    assert compared.code == 2 and "is a results file" in compared.err and "run folder" in compared.err, compared.err
+    folder = Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
+    reported = cli("report", folder / "results.parquet")
+    assert reported.code == 0 and (folder / "report" / "report.md").is_file(), reported.err

@@ -94,3 +94,12 @@ def test_a_negative_flag_in_the_file_means_what_it_says(cli, full_ckpt, class_fo
     result = cli("sweep", "--config", grid, "-q", "-o", tmp_path / "run")
     assert result.code == 0, result.err
     assert (tmp_path / "run" / "plots").is_dir() == drawn
+
+
+@pytest.mark.parametrize("line", ["data = {}", "res = []"])
+def test_an_empty_table_or_list_is_refused_not_the_default(cli, tmp_path, line):
+    """``data = {}`` in a config file swept the default data set (ImageNet from the hub) without a word (adv24)."""
+    config = tmp_path / "sweep.toml"
+    config.write_text(line + "\n")
+    result = cli("sweep", "--config", config, "--checkpoint", tmp_path / "none")
+    assert result.code == 2 and "is not a valid" in result.err and "empty" in result.err, result.err

@@ -21,7 +21,8 @@ def report(
     from ..pivot import pivot, terminal
     from ..report import STORED_NOTE, build, report_folder, write_report
 
-    target = out_dir or (runs[0] / "report" if len(runs) == 1 else Path("report"))
+    # one run's report goes into its folder (beside a results file given instead of the folder)
+    target = out_dir or ((runs[0] if runs[0].is_dir() else runs[0].parent) / "report" if len(runs) == 1 else Path("report"))
     report_folder().refuse_foreign(target)  # before the runs are read: a folder of the user's is refused at once
     table = build(runs, labels)
     stored = table.attrs.get("stored_statistics")

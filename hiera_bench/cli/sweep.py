@@ -249,7 +249,11 @@ def _option_value(param, value):
     """A TOML value as the command line would give the option: lists for a repeated option, a comma list
     for one that takes several values in one, ``NAME=PATH`` pairs for a table."""
     if isinstance(value, dict):
+        if not value:  # nothing given: it must not become the option's default
+            raise ValueError("an empty table")
         value = [f"{k}={v}" for k, v in value.items()]
+    if isinstance(value, list) and not value:
+        raise ValueError("an empty list")
     if param.multiple:
         return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     if isinstance(value, list):
