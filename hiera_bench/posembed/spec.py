@@ -40,14 +40,16 @@ class PosEmbedSpec:
         return tuple(self.global_embed.shape[-2:])  # type: ignore[return-value]
 
     def energy_shares(self) -> dict[str, float]:
-        """Share of the native embedding's energy in the tiled window, the global part and the residual."""
+        """Share of the native embedding's energy in the tiled window, the global part and the residual, and in
+        ``cross``, what the parts share (twice their inner products, which may be negative): the four add up to 1."""
         from .ops import interp_global, tile_window
 
         total = energy(self.full)
         window = energy(tile_window(self.window, self.mask_grid))
         glob = energy(interp_global(self.global_embed, self.token_grid))
         resid = energy(self.residual) if self.residual is not None else 0.0
-        return {"global": glob / total, "window": window / total, "residual": resid / total}
+        return {"global": glob / total, "window": window / total, "residual": resid / total,
+                "cross": (total - glob - window - resid) / total}
 
 
 def spec_from_model(model: torch.nn.Module, native_size: int, global_size: Size2 | None = None) -> PosEmbedSpec:
