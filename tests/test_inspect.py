@@ -76,8 +76,8 @@ def test_full_grid_checkpoint_reports_the_least_squares_split(full_ckpt):
     report, fig = inspect_model(checkpoint=full_ckpt, size=128, channels=[0, 5])
     assert report.pos_embed_kind == "full" and report.global_size == (2, 2)
     shares = report.energy
-    assert set(shares) == {"global", "window", "residual"}
-    assert all(0.0 <= v <= 1.0 for v in shares.values())
+    assert set(shares) == {"global", "window", "residual", "cross"} and sum(shares.values()) == pytest.approx(1.0)
+    assert all(0.0 <= shares[k] <= 1.0 for k in ("global", "window", "residual"))
     assert report.explained == pytest.approx(1.0 - shares["residual"], abs=1e-6)
     assert report.channels == [0, 5] and len(image_panels(fig)) == 2 * 3
     wider, _ = inspect_model(checkpoint=full_ckpt, size=128, channels=[0], global_size=4)

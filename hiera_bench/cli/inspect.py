@@ -58,8 +58,8 @@ def summary_lines(report) -> list[str]:
     ]
     if report.energy is not None:
         e = report.energy
-        lines.append(f"energy split     global {e['global']:.1%}, window {e['window']:.1%}, residual {e['residual']:.1%} "
-                     f"(explained {report.explained:.1%})")
+        lines.append(f"energy split     global {e['global']:.1%}, window {e['window']:.1%}, shared {e['cross']:.1%}, "
+                     f"residual {e['residual']:.1%} (explained {report.explained:.1%})")
     lines.append(f"channels drawn   {', '.join(map(str, report.channels))}")
     lines.append("window periodicity (share of energy repeating with the window period; mean window match = "
                  "cosine of each window to the native window pattern):")
