@@ -14,11 +14,11 @@ never the other way: p below 0.05 always comes with an interval clear of 0.
 from __future__ import annotations
 
 import math
+from functools import cache
 from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta, binom
 
 from .cells import REFERENCE_SERIES, group_ids, series_keys
 
@@ -48,13 +48,47 @@ def paired_difference_ci(b: int, c: int, n: int, level: float = LEVEL) -> tuple[
     return 100.0 * max(-1.0, centre - half), 100.0 * min(1.0, centre + half)
 
 
+@cache
+def _special_ufuncs():
+    """scipy.special's compiled functions behind ``scipy.stats.beta.ppf`` and ``binom.cdf`` (None where this scipy
+    has none of those names): ``import scipy.stats`` costs 0.75 s of every process's start on a 2-core VM, for the
+    two calls a sweep makes of it; scipy.special alone a fraction of that."""
+    try:
+        from scipy.special import _ufuncs
+    except ImportError:  # pragma: no cover - a scipy that moved them
+        return None
+    return _ufuncs if hasattr(_ufuncs, "_beta_ppf") and hasattr(_ufuncs, "_binom_cdf") else None
+
+
+def _beta_ppf(q: float, a: int, b: int) -> float:
+    """``scipy.stats.beta.ppf(q, a, b)`` for ``0 < q < 1`` and ``a, b >= 1``: the same compiled function (its
+    ``* scale + loc`` of 1 and 0 changes no finite value)."""
+    ufuncs = _special_ufuncs()
+    if ufuncs is None or not (0.0 < q < 1.0 and a >= 1 and b >= 1):
+        from scipy.stats import beta
+
+        return float(beta.ppf(q, a, b))
+    return float(ufuncs._beta_ppf(float(q), float(a), float(b)))
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """``scipy.stats.binom.cdf(k, n, p)`` for ``0 <= k < n`` and ``0 <= p <= 1``: the same compiled function,
+    clipped to [0, 1] as scipy.stats clips it."""
+    ufuncs = _special_ufuncs()
+    if ufuncs is None or not (0 <= k < n and 0.0 <= p <= 1.0):
+        from scipy.stats import binom
+
+        return float(binom.cdf(k, n, p))
+    return float(np.clip(ufuncs._binom_cdf(float(k), float(n), float(p)), 0, 1))
+
+
 def binomial_ci(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Exact (Clopper–Pearson) interval of a proportion ``k / n``, in percent; NaN for ``n == 0``."""
     if n <= 0:
         return math.nan, math.nan
     alpha = (1.0 - level) / 2.0
-    low = 0.0 if k <= 0 else float(beta.ppf(alpha, k, n - k + 1))
-    high = 1.0 if k >= n else float(beta.ppf(1.0 - alpha, k + 1, n - k))
+    low = 0.0 if k <= 0 else _beta_ppf(alpha, k, n - k + 1)
+    high = 1.0 if k >= n else _beta_ppf(1.0 - alpha, k + 1, n - k)
     return 100.0 * low, 100.0 * high
 
 
@@ -63,7 +97,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = int(b) + int(c)
     if n == 0:
         return 1.0
-    return float(min(1.0, 2.0 * binom.cdf(min(int(b), int(c)), n, 0.5)))
+    return float(min(1.0, 2.0 * _binom_cdf(min(int(b), int(c)), n, 0.5)))
 
 
 def discordant(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:

@@ -78,6 +78,24 @@ def test_exact_mcnemar_equals_scipy_binomtest(b, c):
     assert stats.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
+def test_exact_statistics_are_scipy_stats_bit_for_bit():
+    # the sweep calls scipy.special's compiled functions behind scipy.stats (whose import costs a second of start-up):
+    # the same bits as scipy.stats' beta.ppf and binom.cdf, every count of small sets and a spread of large ones
+    from scipy.stats import beta, binom
+
+    rng = np.random.default_rng(0)
+    pairs = [(k, n) for n in range(1, 41) for k in range(n + 1)]
+    pairs += [(int(k), n) for n in (1000, 49_999, 50_000, 1_281_167) for k in [0, 1, n - 1, n, *rng.integers(0, n, 40)]]
+    for k, n in pairs:
+        for level in (0.95, 0.9, 0.99):
+            alpha = (1.0 - level) / 2.0
+            low = 0.0 if k <= 0 else float(beta.ppf(alpha, k, n - k + 1))
+            high = 1.0 if k >= n else float(beta.ppf(1.0 - alpha, k + 1, n - k))
+            assert stats.binomial_ci(k, n, level) == (100.0 * low, 100.0 * high)
+        b = n - k
+        assert stats.mcnemar_exact(k, b) == float(min(1.0, 2.0 * binom.cdf(min(k, b), n, 0.5)))
+
+
 def test_discordant_counts():
     a = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
     b = np.array([1, 0, 1, 0, 0, 0], dtype=bool)
