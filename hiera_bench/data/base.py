@@ -356,9 +356,26 @@ class DataSource:
 def files_state(row_files: Sequence[str], data_files: Sequence[str]) -> str:
     """:meth:`DataSource.state` of these files: each named relative to the common folder of all of them."""
     absolute = [os.path.abspath(p) for p in (*row_files, *data_files)]
-    root = os.path.commonpath(absolute) if absolute else ""
-    named = [(os.path.relpath(p, root), p) for p in absolute]
+    if _plain_posix(absolute):
+        # os.path.commonpath and relpath of 50 000 files took 0.4-0.5 s on a 2-core VM: the common folder is that
+        # of the two paths whose components sort first and last (all commonpath compares), and a normalised path's
+        # name below it the rest of the path
+        parts = [p.split("/") for p in absolute]
+        first, last = min(range(len(parts)), key=parts.__getitem__), max(range(len(parts)), key=parts.__getitem__)
+        root = os.path.commonpath([absolute[first], absolute[last]])
+        inside = root.rstrip("/") + "/"
+        named = [(p[len(inside):] if p.startswith(inside) and p != root else os.path.relpath(p, root), p)
+                 for p in absolute]
+    else:
+        root = os.path.commonpath(absolute) if absolute else ""
+        named = [(os.path.relpath(p, root), p) for p in absolute]
     return _stats_hash(sorted(named[:len(row_files)]) + named[len(row_files):])
+
+
+def _plain_posix(absolute: Sequence[str]) -> bool:
+    """Normalised absolute POSIX paths with no empty or ``.`` component after the leading ``/`` (``//`` at the start
+    survives normalisation), where commonpath and relpath reduce to comparing and cutting the split paths."""
+    return bool(absolute) and os.sep == "/" and not os.altsep and not any(p.startswith("//") for p in absolute)
 
 
 def files_state_v0(row_files: Sequence[str], data_files: Sequence[str]) -> str:
