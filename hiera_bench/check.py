@@ -319,7 +319,8 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     # a row without a key is a size the latest sweep skipped (skips are not kept for later sweeps)
     keep = groups.isin(latest) | table["cell_key"].isna()
     out = table[keep]
-    out.attrs = dict(table.attrs, left_out=int((~keep).sum()), versions_note=other_versions_said(run))
+    out.attrs = dict(table.attrs, left_out=int((~keep).sum()),
+                     versions_note=_gated_versions_note(run, table.attrs.get("run_folder"), out["cell_key"]))
     return out
 
 
@@ -329,6 +330,29 @@ def _refuse_unfinished(run: pd.DataFrame) -> None:
     note = unfinished_note(run)
     if note:
         raise UserError(f"the run {note}. Re-run that sweep to finish it (or wait for it), then check")
+
+
+def _gated_versions_note(run: dict, folder: str | None, keys: pd.Series) -> str | None:
+    """The note of the cells ``check`` gates (``keys``: the latest sweep's and the earlier sizes of its group) that were
+    measured with other package versions than that sweep ran with: read from each cell's records, where run.json
+    names only the sweep's own cells (:func:`other_versions_said`, the fallback where the cells cannot be read)."""
+    from .sweep.provenance import MEASURING_PACKAGES, other_versions, other_versions_note
+    from .sweep.store import RunDir
+
+    current = run.get("versions")
+    keys = sorted(set(keys.dropna().astype(str)))
+    if folder is None or not isinstance(current, dict) or not keys:
+        return other_versions_said(run)
+    cells = RunDir(Path(folder), primary=False)
+    measured = [cells.cell(key).measured_with() for key in keys if (Path(folder) / "cells" / key).is_dir()]
+    if len(measured) < len(keys):
+        return other_versions_said(run)
+    sweep_had = {name: str(current.get(name)) for name in MEASURING_PACKAGES}
+    versions = other_versions(measured, sweep_had)
+    if not versions:
+        return None
+    n_other = sum(1 for found in measured if other_versions([found], sweep_had))
+    return other_versions_note(n_other, len(measured), versions, current)
 
 
 def other_versions_said(run: dict) -> str | None:

@@ -209,6 +209,13 @@ def test_cells_measured_with_other_package_versions_are_reused_and_said(cli, tmp
     checked = cli("check", out, "--baseline", out)
     assert checked.code == 0 and "note: in the run, 2 of 4 cell(s) were measured, in whole or in part, with timm 0.9.0 (the " \
         "sweep ran with timm " in checked.out and "note: in the baseline, 2 of 4" in checked.out, checked.out
+    # a later sweep of other sizes: check gates the earlier ones too, and its note counts them (it counted only the
+    # sweep's own cells: "0 of 2" where 2 of the 6 gated were of other versions; adv24)
+    later = cli(*_args(full_ckpt, images, out, "128"))
+    assert later.code == 0 and "of 4 cell(s) were measured" in later.err, later.err  # its own: 128 px and native
+    checked = cli("check", out, "--baseline", out)
+    assert checked.code == 0 and "note: in the run, 2 of 6 cell(s) were measured, in whole or in part" in checked.out, \
+        checked.out
     fresh = cli(*args, "--force")
     assert fresh.code == 0 and "measured, in whole or in part" not in fresh.err
     assert "measured_with_other_versions" not in json.loads((out / "run.json").read_text())

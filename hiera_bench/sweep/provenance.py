@@ -12,16 +12,20 @@ import numpy as np
 import torch
 
 
+#: The packages whose version can move a cell's numbers (model code, kernels, decoding and resizing).
+MEASURING_PACKAGES = ("hiera_bench", "torch", "torchvision", "timm", "pillow")
+
+
 @cache
 def measuring_versions() -> dict[str, str]:
-    """The packages whose version can move a cell's numbers (model code, kernels, decoding and resizing): each
-    committed part of a cell's records carries them."""
+    """The versions of :data:`MEASURING_PACKAGES` here: each committed part of a cell's records carries them."""
     import PIL
     import timm
     import torchvision
 
-    return {"hiera_bench": _own_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "pillow": PIL.__version__}
+    found = {"hiera_bench": _own_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+             "timm": timm.__version__, "pillow": PIL.__version__}
+    return {name: found[name] for name in MEASURING_PACKAGES}
 
 
 def versions() -> dict[str, str]:
@@ -70,9 +74,11 @@ def iso_time(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
 
 
-def other_versions(measured: list[list[dict[str, str] | None]]) -> list[dict[str, str] | None]:
-    """Of each cell's versions (:meth:`CellStore.measured_with`), the distinct ones other than this environment's."""
-    current, found = measuring_versions(), []
+def other_versions(measured: list[list[dict[str, str] | None]],
+                   current: dict[str, str] | None = None) -> list[dict[str, str] | None]:
+    """Of each cell's versions (:meth:`CellStore.measured_with`), the distinct ones other than ``current`` (a
+    :func:`measuring_versions`; by default this environment's)."""
+    current, found = current or measuring_versions(), []
     for versions in (v for cell in measured for v in cell if v != current):
         if versions not in found:
             found.append(versions)
