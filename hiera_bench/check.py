@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .cells import (MODEL_IDENTITY, MUST_MATCH, NOTED, counts_differ, counts_text, differences, differing, group_ids,
-                    missing_provenance, noted_differences, same_value, unrecorded, with_defaults)
+                    missing, missing_provenance, noted_differences, same_value, unrecorded, with_defaults)
 from .errors import UserError, listed
 from .report import read_table, unfinished_note
 from .untrusted import RESWEEP, read_json, wrong
@@ -69,8 +69,7 @@ class CellCheck:
 
     @property
     def series(self) -> str:
-        """The scheme, with the abswin fit's global grid where the cell has one."""
-        return self.scheme if self.global_size is None else f"{self.scheme} (global {self.global_size})"
+        return series_text(self.scheme, self.global_size)
 
     @property
     def failed(self) -> bool:
@@ -105,21 +104,21 @@ def _clean(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
+def series_text(scheme: str, global_size: str | None) -> str:
+    """The scheme, with the abswin fit's global grid where the cell has one: ``abswin (global 2x2)``."""
+    return scheme if global_size is None else f"{scheme} (global {global_size})"
+
+
 def _name(row: pd.Series) -> str:
-    crop, grid = row.get("crop_pct"), _grid(row)
-    series = row["scheme"] if grid is None else f"{row['scheme']} (global {grid})"
-    return f"{row['model']} {series}@{int(row['img_size'])}" + ("" if pd.isna(crop) else f" crop {crop:g}")
-
-
-def _grid(row: pd.Series) -> str | None:
-    grid = row.get("global_size")
-    return None if grid is None or (isinstance(grid, float) and math.isnan(grid)) else str(grid)
+    where = _where(row)
+    crop = "" if where["crop_pct"] is None else f" crop {where['crop_pct']:g}"
+    return f"{row['model']} {series_text(row['scheme'], where['global_size'])}@{int(row['img_size'])}{crop}"
 
 
 def _where(row: pd.Series) -> dict:
     """A checked cell's crop and global grid, as :class:`CellCheck` holds them."""
-    crop = row.get("crop_pct")
-    return {"crop_pct": None if crop is None or pd.isna(crop) else float(crop), "global_size": _grid(row)}
+    crop, grid = row.get("crop_pct"), row.get("global_size")
+    return {"crop_pct": None if missing(crop) else float(crop), "global_size": None if missing(grid) else str(grid)}
 
 
 def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:

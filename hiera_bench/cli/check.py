@@ -41,9 +41,10 @@ def diff_table(result):
 
 
 def _new_name(cell: dict, crops: bool) -> str:
-    grid = f" (global {cell['global_size']})" if cell.get("global_size") else ""
+    from ..check import series_text
+
     crop = f" crop {cell['crop_pct']:g}" if crops and cell.get("crop_pct") is not None else ""
-    return f"{cell['scheme']}{grid}@{cell['img_size']}{crop}"
+    return f"{series_text(cell['scheme'], cell.get('global_size'))}@{cell['img_size']}{crop}"
 
 
 @app.command()
