@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import MUST_MATCH, NOTED, RECORDED_LATER, missing, noted_differences, same_value
+from .cells import (GROUP_COLUMNS, MUST_MATCH, NAME_COLUMNS, NOTED, RECORDED_LATER, group_ids, missing,
+                    noted_differences, same_value, with_defaults)
 from .errors import UserError, listed
 from .report import Run, read_run, unfinished_note
 from .stats import discordant, mcnemar_exact, outcomes, paired_difference_ci
@@ -91,7 +92,8 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
     if not common:
         raise UserError(f"{a.root} and {b.root} share no evaluated cell" + _which(scheme, at)
                         + f"; they have {_keys(cells_a)} and {_keys(cells_b)}")
-    notes = _same_images(a, b, cells_a[common[0]], cells_b[common[0]]) + _failed_notes(a, b, scheme, at)
+    notes = list(dict.fromkeys(note for k in common for note in _same_images(a, b, cells_a[k], cells_b[k])))
+    notes += _failed_notes(a, b, scheme, at)
     notes += [note for note in (unfinished_note(a.table), unfinished_note(b.table)) if note]
     records_a, records_b = _Records.of(a), _Records.of(b)
     pairs = [_pair(records_a, records_b, cells_a[k], cells_b[k], k[2]) for k in common]
@@ -124,6 +126,7 @@ def _cells(run: Run, scheme: str | None, at: int | None,
         ok = ok[ok["scheme"] == scheme]
     if at is not None:
         ok = ok[ok["img_size"] == at]
+    _one_measurement(run, ok)
     cells: dict[tuple[str, int, float | None], pd.Series] = {}
     for _, row in ok.iterrows():
         key = (str(row["scheme"]), int(row["img_size"]), float(row["crop_pct"]) if by_crop else None)
@@ -132,6 +135,20 @@ def _cells(run: Run, scheme: str | None, at: int | None,
                             "compare run folders that hold one each")
         cells[key] = row
     return cells
+
+
+def _one_measurement(run: Run, chosen: pd.DataFrame) -> None:
+    """Refuse a run whose chosen cells are of several measurements (other checkpoints, data, preprocessing or
+    precision: sweeps into one folder under one label), apart from a crop list's crops, which pair crop by crop:
+    a paired difference of one run against another is of one measurement each."""
+    if len(chosen) < 2 or group_ids(chosen, ignore=("crop_pct",)).nunique() < 2:
+        return
+    chosen = with_defaults(chosen)
+    differ = [MUST_MATCH.get(c) or NOTED.get(c) or c.replace("_", " ") for c in (*GROUP_COLUMNS, *NAME_COLUMNS)
+              if c != "crop_pct" and c in chosen and chosen[c].astype(str).nunique(dropna=False) > 1]
+    raise UserError(f"{run.root} holds cells of several measurements (they differ in {listed(differ, most=3) or 'their settings'}: "
+                    "sweeps of other settings into one folder); compare run folders of one measurement each (sweep each "
+                    "into its own --out)")
 
 
 def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str]:

@@ -123,6 +123,24 @@ def test_compare_refuses_different_images_and_missing_cells(cli, pair):
     assert result.code == 2 and "share no evaluated cell" in result.err
 
 
+def test_compare_refuses_a_run_folder_of_several_measurements(cli, full_ckpt, class_folder, tmp_path):
+    """A folder swept at one crop in fp32 and at another in bf16 (or with another checkpoint under the same label)
+    was paired cell by cell with B's crops, its notes taken from the first pair only: the Δ of the second crop
+    mixed in the change of precision, unsaid."""
+    def sweep(out: str, crops: str, amp: str = "none") -> None:
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(tmp_path / out), res="64",
+                              crop_pct=crops, amp=amp, batch_size=6, workers=0, label="tiny", device="cpu"))
+
+    sweep("mixed", "0.875"), sweep("mixed", "1.0", "bf16"), sweep("both", "0.875,1.0")
+    result = cli("compare", tmp_path / "both", tmp_path / "mixed")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "several measurements" in result.err and "precision (dtype)" in result.err
+    sweep("bf16", "0.875,1.0", "bf16")
+    result = cli("compare", tmp_path / "both", tmp_path / "bf16", "--json")
+    assert result.code == 0, result.err
+    assert any("precision (dtype) differs" in n for n in json.loads(result.out)["notes"])
+
+
 def test_compare_refuses_runs_whose_undecodable_images_differ(cli, pair, full_ckpt, class_folder, tmp_path):
     """Dropping B's undecodable images from A too would show A a top-1 its own table does not have."""
     broken = tmp_path / "val"
