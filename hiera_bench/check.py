@@ -15,6 +15,7 @@ left there never answer for the new one.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,10 +122,28 @@ def _where(row: pd.Series) -> dict:
     return {"crop_pct": None if missing(crop) else float(crop), "global_size": None if missing(grid) else str(grid)}
 
 
-def _match(run: pd.DataFrame, base_row: pd.Series) -> pd.Series | None:
-    """The run's row for a baseline cell; None when the run lacks it. Incomparable rows raise."""
-    same_cell = [all(same_value(r[col], base_row[col]) for col in CELL) for _, r in run.iterrows()]
-    candidates = run[same_cell]
+#: The :data:`CELL` columns a run's rows are indexed by before they are matched value by value (:func:`_match`).
+_BUCKET = ("model", "scheme", "img_size")
+
+
+def _bucket(row: pd.Series) -> tuple:
+    return tuple(None if missing(v := row[col]) else round(float(v), 9) if isinstance(v, numbers.Real) else str(v)
+                 for col in _BUCKET)
+
+
+def _index(run: pd.DataFrame) -> dict[tuple, list[int]]:
+    """The run's row positions by :func:`_bucket`: matching every baseline cell stays linear in the cells."""
+    index: dict[tuple, list[int]] = {}
+    for i, (_, row) in enumerate(run.iterrows()):
+        index.setdefault(_bucket(row), []).append(i)
+    return index
+
+
+def _match(run: pd.DataFrame, base_row: pd.Series, index: dict[tuple, list[int]] | None = None) -> pd.Series | None:
+    """The run's row for a baseline cell; None when the run lacks it. Incomparable rows raise. ``index``: the
+    run's :func:`_index`, made once for many baseline cells."""
+    near = run.iloc[(index if index is not None else _index(run)).get(_bucket(base_row), [])]
+    candidates = near[[all(same_value(r[col], base_row[col]) for col in CELL) for _, r in near.iterrows()]]
     if candidates.empty:
         return None
     apart = [(r, differing(r, base_row)) for _, r in candidates.iterrows()]
@@ -238,8 +257,9 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     result = CheckResult(metric, float(tol), use_ci, run_source=run.attrs.get("source", ""),
                          baseline_source=baseline.attrs.get("source", ""))
     matched, missing, miscounted, noted = set(), [], [], {}
+    index = _index(run)
     for _, b in base_ok.iterrows():
-        r = _match(run, b)
+        r = _match(run, b, index)
         if r is None:
             missing.append(b)
             continue
