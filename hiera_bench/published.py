@@ -4,7 +4,7 @@ held against it.
 The figures ship with the package (``reference/timm-results.csv``; where they come from:
 ``reference/SOURCE.md``). A native cell is compared when it is the setting timm published: the same
 checkpoint name with the weights timm's hub path loaded, every image of the reference set (at most
-:data:`MAX_FAILED_SHARE` of them undecodable here) (ImageNet-1k val, its ReaL labels, ImageNet-Sketch,
+:data:`MAX_FAILED_SHARE` of them undecodable here; a named set only under one of its names) (ImageNet-1k val, its ReaL labels, ImageNet-Sketch,
 ImageNet-A scored over its 200 classes), the native size, the published crop_pct and interpolation. A
 difference beyond :data:`TOLERANCE` points means a different preprocessing or a different copy of the
 data more often than anything else, and the numbers of the whole sweep are then suspect.
@@ -31,20 +31,32 @@ MAX_FAILED_SHARE = 0.001
 HUB_WEIGHTS = "hf-hub:"
 
 
+#: The ``--data NAME=PATH`` names that say a set is ImageNet-1k val itself. Its copies under other names
+#: (ImageNet-C, face-blurred or stylised val) have the same 50 000 file names and labels but not its figures.
+VAL_NAMES = ("imagenet", "imagenet-1k", "imagenet1k", "in1k", "in-1k", "val", "imagenet-val", "in1k-val",
+             "ilsvrc2012", "ilsvrc2012-val", "imagenet-real", "real")
+
+
 @dataclass(frozen=True)
 class ReferenceSet:
-    """A data set timm publishes results on, as a sweep's rows show it."""
+    """A data set timm publishes results on, as a sweep's rows show it: its image count, class subset, and the
+    names a named set (``--data NAME=PATH``) must have to be it (an unnamed set of that count is taken as it)."""
 
     n_images: int
+    names: tuple[str, ...]
     class_subset: str | None = None
     column: str = "top1"  # the tidy column holding the comparable figure (ReaL: real_top1)
 
+    def named_as(self, data_name: object) -> bool:
+        """Whether a set of this name (None: unnamed) may be this one."""
+        return missing(data_name) or str(data_name).strip().lower().replace("_", "-").replace(" ", "-") in self.names
+
 
 REFERENCE_SETS = {
-    "imagenet": ReferenceSet(50_000),
-    "imagenet-real": ReferenceSet(50_000, column="real_top1"),
-    "sketch": ReferenceSet(50_889),
-    "imagenet-a": ReferenceSet(7_500, "imagenet-a"),
+    "imagenet": ReferenceSet(50_000, VAL_NAMES),
+    "imagenet-real": ReferenceSet(50_000, VAL_NAMES, column="real_top1"),
+    "sketch": ReferenceSet(50_889, ("sketch", "imagenet-sketch")),
+    "imagenet-a": ReferenceSet(7_500, ("imagenet-a", "in-a", "a"), "imagenet-a"),
 }
 
 
@@ -94,7 +106,8 @@ class ReferenceCheck:
         return (f"{self.label}: top-1 {self.measured:.3f} at native {self.img_size} px on {self.dataset} is "
                 f"{self.difference:+.3f} points from timm's published {self.published:.3f} (more than {TOLERANCE:g}); "
                 "a different preprocessing (--crop-pct, --interpolation, --decode) or a different or damaged copy of "
-                "the data is the usual cause")
+                f"the data is the usual cause; a set that only shares {self.dataset}'s images and labels (ImageNet-C, a "
+                "blurred or stylised copy) is not held to it once named: --data NAME=PATH")
 
 
 def reference_checks(table: pd.DataFrame) -> list[ReferenceCheck]:
@@ -114,7 +127,8 @@ def reference_checks(table: pd.DataFrame) -> list[ReferenceCheck]:
         if failed > MAX_FAILED_SHARE * total:
             continue
         for dataset, spec in REFERENCE_SETS.items():
-            if total != spec.n_images or not same_value(row.get("class_subset"), spec.class_subset):
+            if total != spec.n_images or not same_value(row.get("class_subset"), spec.class_subset) \
+                    or not spec.named_as(row.get("data_name")):
                 continue
             pub = published(str(row["model"]), dataset)
             measured = row.get(spec.column)

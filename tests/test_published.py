@@ -62,6 +62,20 @@ def test_a_close_native_cell_passes_and_only_the_published_setting_is_compared()
         assert reference_checks(_native_rows(80.0, **changes)) == [], changes
 
 
+def test_a_named_copy_of_val_is_not_held_to_vals_published_figure():
+    """ImageNet-C (each corruption and severity), face-blurred or stylised val: 50 000 images with val's names and
+    labels, far below val's figure; by its count alone such a sweep was 'not ok' (exit 1) with no way out."""
+    corrupted = _native_rows(59.1, data_name="imagenet-c-gaussian-noise-3")
+    assert reference_checks(corrupted) == [] and problems(corrupted, 0, 50_000, 0.01) == []
+    assert "published" not in headline(corrupted)
+    unnamed = problems(_native_rows(59.1), 0, 50_000, 0.01)
+    assert len(unnamed) == 1 and "--data NAME=PATH" in unnamed[0] and "ImageNet-C" in unnamed[0]
+    for name in ("val", "ImageNet_1k", "imagenet"):
+        assert [c.dataset for c in reference_checks(_native_rows(83.9, data_name=name))] == ["imagenet"], name
+    assert [c.dataset for c in reference_checks(_native_rows(37.774, n_images=50_889, data_name="sketch"))] == ["sketch"]
+    assert reference_checks(_native_rows(37.774, n_images=50_889, data_name="val")) == []
+
+
 def test_real_labels_sketch_and_imagenet_a_are_compared_too():
     real = reference_checks(_native_rows(83.9, real_top1=88.210 - 0.4))
     assert [(c.dataset, c.ok) for c in real] == [("imagenet", True), ("imagenet-real", False)]
