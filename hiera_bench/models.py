@@ -119,6 +119,8 @@ class LoadedModel:
     #: the checkpoint folder's ``model_args`` as :func:`args_digest` names them (they build the net the weights
     #: go into); None: the architecture is timm's for the name (a hub model, a bare weights file)
     model_args: str | None = None
+    #: what loading chose that the user should hear (EMA weights left aside)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -148,23 +150,42 @@ class LoadedModel:
         return {k: self.pretrained_cfg[k] for k in _DATA_KEYS if k in self.pretrained_cfg}
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors or weights-only torch file; never runs pickled code."""
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Tensors from a safetensors or weights-only torch file (never runs pickled code), and the key of EMA weights a
+    training checkpoint holds beside the ``state_dict`` read (None: it has none)."""
     if path.suffix == ".safetensors":
-        return load_safetensors(path)
+        return _unwrapped(load_safetensors(path)), None
     if path.suffix in _PICKLE_SUFFIXES or path.name.endswith(".pth.tar"):  # timm's train.py: model_best.pth.tar
-        obj = load_torch_weights(path)
+        obj = whole = load_torch_weights(path)
         for key in ("model_state", "state_dict", "model", "module"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise UserError(f"checkpoint {path} holds no state dict of tensors")
-        return obj
+        ema = next((key for key in EMA_KEYS if isinstance(whole, dict) and isinstance(whole.get(key), dict)
+                    and whole[key] and whole[key] is not obj), None)
+        return _unwrapped(obj), ema
     raise UserError(
         f"checkpoint {path} has an unknown file type {path.suffix!r}; "
         "use .safetensors, .pth/.pt/.bin/.pth.tar, or a folder with config.json + model.safetensors"
     )
+
+
+#: Prefixes every key of a state dict saved from a wrapped model carries: DistributedDataParallel's and torch.compile's.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: Where timm's train.py (and others) keep a checkpoint's EMA weights beside ``state_dict``.
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema")
+
+
+def _unwrapped(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` without the :data:`WRAPPER_PREFIXES` all its keys share (as timm's ``clean_state_dict``)."""
+    while state_dict:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in state_dict)), None)
+        if prefix is None:
+            return state_dict
+        state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+    return state_dict
 
 
 #: The keys of a checkpoint folder's config.json that hiera-bench reads, and the JSON type each must have.
@@ -293,7 +314,8 @@ def load_model(
         return _load_from_hub(arch, tag)
 
     as_read = _file_version(weights_path)
-    state_dict = _renamed_as_timm(_read_state_dict(weights_path), weights_path)
+    state_dict, ema = _read_state_dict(weights_path)
+    state_dict = _renamed_as_timm(state_dict, weights_path)
     # the native size comes from the weights (img_size), and so does num_classes (the head): timm's own export
     # writes both into model_args
     model_args = {k: v for k, v in folder_cfg.get("model_args", {}).items() if k not in ("img_size", "num_classes")}
@@ -332,6 +354,9 @@ def load_model(
         license=cfg.get("license"), extra={"model_card": folder_cfg.get("model_card")} if folder_cfg else {},
         display_name=folder_cfg.get("model_name"),
         model_args=architecture_digest(model_args),
+        notes=[f"{weights_path.name} holds EMA weights too ({ema}); these are the model's own (state_dict), as timm's "
+               f"validate.py without --use-ema scores them; to score the EMA, save {ema} as a file of its own"]
+        if ema else [],
     )
 
 

@@ -83,6 +83,21 @@ def test_a_timm_training_checkpoint_loads_its_weights(tmp_path):
     loaded = load_model("hiera_tiny_224", tmp_path / "model_best.pth.tar")
     for key, value in state.items():  # the trained weights, not the EMA copy
         assert torch.equal(loaded.model.state_dict()[key], value), key
+    # timm selects model_best by the EMA's metric when it keeps one: the EMA left aside is said, not silent (adv26)
+    assert len(loaded.notes) == 1 and "state_dict_ema" in loaded.notes[0] and "--use-ema" in loaded.notes[0]
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_keys_of_a_wrapped_model_load_as_timms(tmp_path, prefix):
+    """A state dict saved from DistributedDataParallel (module.) or a torch.compile'd model (_orig_mod.): timm's
+    load_checkpoint strips module., so validate.py loads it; it was refused as not fitting the model (adv26)."""
+    net = timm.create_model("hiera_tiny_224", num_classes=3).eval()
+    state = net.state_dict()
+    torch.save({"state_dict": {prefix + k: v for k, v in state.items()}, "epoch": 1}, tmp_path / "ddp.pth.tar")
+    loaded = load_model("hiera_tiny_224", tmp_path / "ddp.pth.tar")
+    assert loaded.notes == []
+    for key, value in state.items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
 
 
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path):

@@ -319,6 +319,8 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
     (``primary``: this process prepares the run folder; the other ranks of a job only write into it; ``early``:
     marks the sweep as begun in it as soon as it is known)."""
     loaded = load_model(cfg.model, cfg.checkpoint)
+    for note in loaded.notes:
+        progress.log(note)
     out = out_folder(cfg, loaded.name)
     if early is not None:
         early.at(out, loaded.name)
@@ -488,7 +490,7 @@ def provenance(sweep: Sweep, device, t_start: float) -> dict[str, Any]:
         "command": cfg.command or " ".join(sys.argv), "config": asdict(cfg), "started": iso_time(t_start),
         "started_unix": round(t_start, 3),  # with wall_s: where a process's time went before and after the sweep
         "label": sweep.label, "model": loaded.name, "checkpoint": loaded.checkpoint,
-        "checkpoint_sha256": loaded.sha256,
+        "checkpoint_sha256": loaded.sha256, "checkpoint_notes": loaded.notes,
         "license": loaded.license, "native_size": loaded.native_size, "pos_embed_kind": loaded.pos_embed_kind,
         "explained_energy": spec.explained, "energy_shares": spec.energy_shares(),
         "sizes": sweep.sizes, "skipped": [{"img_size": s, "reason": r} for s, r in sweep.grid.skipped],
