@@ -232,7 +232,9 @@ def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
                         "this version (its table then names the grid), or report it alone")
     tables = [r.table for r in runs]
     df = pd.concat(tables, ignore_index=True)
-    ok = df[df["status"].eq("ok")].drop_duplicates(["label", "cell_key"]).copy()
+    # two --data names may hold one cell (identical files): each name keeps its rows
+    held_by = ["label", *(["data_name"] if "data_name" in df else []), "cell_key"]
+    ok = df[df["status"].eq("ok")].drop_duplicates(held_by).copy()
     later = ok["_run"] != ok.groupby("cell_key")["_run"].transform("min")
     ok.loc[later, "cell_key"] = ok.loc[later, "cell_key"] + _RUN_MARK + ok.loc[later, "_run"].astype(str)
     free = unlimited_fingerprints(ok.to_dict("records"))

@@ -223,6 +223,24 @@ def test_two_named_sets_with_the_same_ids_are_paired_each_with_itself(cli, full_
         pd.testing.assert_frame_equal(mine, table[cols].sort_values("cell_key").reset_index(drop=True))
 
 
+def test_two_named_sets_of_identical_files_both_stay_in_the_report(cli, full_ckpt, class_folder, tmp_path):
+    """Byte-identical copies under two --data names share their cells' keys (the name is not part of a cell's
+    numbers): the report kept one and dropped the other set's column groups without a word (adv27)."""
+    import shutil
+
+    copy = shutil.copytree(class_folder, tmp_path / "copy")  # copy2: the same sizes and mtimes, so the same keys
+    result = cli("sweep", "-c", full_ckpt, "--data", f"val={class_folder}", "--data", f"v2={copy}", "--res", "64,96",
+                 "-b", "6", "--device", "cpu", "-q", "--no-plots", "--out", tmp_path / "runs")
+    assert result.code == 0, result.err
+    own = {name: pd.read_parquet(tmp_path / "runs" / name / "results.parquet") for name in ("val", "v2")}
+    assert set(own["val"]["cell_key"]) == set(own["v2"]["cell_key"])
+    merged = build([tmp_path / "runs" / "val", tmp_path / "runs" / "v2"])
+    cols = ["top1", "top1_delta_vs_native", "delta_ci_low", "scheme_delta"]
+    for name, table in own.items():
+        mine = merged[merged["data_name"] == name].sort_values(["scheme", "img_size"])[cols].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, table.sort_values(["scheme", "img_size"])[cols].reset_index(drop=True))
+
+
 def test_cells_two_labels_hold_stay_in_each_label_with_its_own_statistics(full_ckpt, class_folder, tmp_path):
     """A checkpoint's sizes swept under two labels share its native cell (one key): each label keeps it, so each
     has its Δ vs native, paired with that run's own records, and a headline of its own sizes."""
