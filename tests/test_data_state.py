@@ -311,8 +311,8 @@ def test_rows_older_versions_wrote_fill_the_same_slots_as_todays(cli, full_ckpt,
 def test_cells_of_images_since_removed_or_added_leave_the_views(cli, full_ckpt, folder, tmp_path):
     """Files removed from or added to the --data folder make another set (another fingerprint). Its earlier
     cells stood in the views as a second section, "n = 12 images of …" beside "n = 11", with no note, although
-    those images are no longer there (adv19). A sweep of the same --data and selection now leaves them out, with
-    the note; cells of another selection (--limit) of the folder stay."""
+    those images are no longer there (adv19). A sweep of the same --data now leaves them out, with the note, and so
+    those of another selection (--limit) whose images changed too."""
     import pandas as pd
 
     out = tmp_path / "run"
@@ -328,10 +328,34 @@ def test_cells_of_images_since_removed_or_added_leave_the_views(cli, full_ckpt, 
     table = pd.read_parquet(out / "results.parquet")
     now = table[table["limit"].isna()]
     assert sorted(now["img_size"].unique()) == [64] and set(now["n_images"]) == {11}  # 32 and 96 px of 12 left
-    assert set(table.loc[table["limit"].notna(), "limit"]) == {5}  # another selection of the folder: kept
-    assert "4 cell(s) of earlier sweeps were measured on files that have changed since" in result.err
+    assert table["limit"].isna().all()  # the first 5 images are others now: --limit 5's cells are out too
+    assert "6 cell(s) of earlier sweeps were measured on files that have changed since" in result.err
     assert "n = 12" not in (out / "results.md").read_text()
     assert len(_rows(out)) == 10  # every measurement is still on disk
+
+
+def test_cells_of_another_selection_leave_the_views_when_their_files_changed(cli, full_ckpt, folder, tmp_path):
+    """A full sweep, an image rewritten, then a sweep with --limit: the full sweep's cells, measured on the old file,
+    stood in the views with no note (only cells of the sweep's own selection were checked; adv28). The data where it
+    lies is now read again under each earlier selection; cells of a selection whose files did not change stay."""
+    import pandas as pd
+
+    out = tmp_path / "run"
+    args = ["sweep", "--checkpoint", full_ckpt, "--data", folder, "--out", out, "-q", "--no-plots"]
+    assert cli(*args, "--res", "32,64").code == 0
+    assert cli(*args, "--res", "64", "--limit", "5").code == 0
+    result = cli(*args, "--res", "64", "--per-class", "2")  # nothing changed: every selection's cells stay
+    assert result.code == 0 and "changed since" not in result.err, result.err
+    table = pd.read_parquet(out / "results.parquet")
+    assert len(table) == 4 + 2 + 2
+    last = max(folder.glob("*/*.JPEG"), key=lambda p: p.stem)  # the 4th of its class: in neither selection
+    touch(last)
+    result = cli(*args, "--res", "64", "--limit", "5")
+    assert result.code == 0, result.err
+    assert "4 cell(s) of earlier sweeps were measured on files that have changed since" in result.err
+    table = pd.read_parquet(out / "results.parquet")
+    shown = sorted(zip(table["limit"].fillna(0), table["per_class"].fillna(0), table["scheme"]))
+    assert shown == [(0, 2, "abswin"), (0, 2, "interp"), (5, 0, "abswin"), (5, 0, "interp")]  # the full set's are out
 
 
 def test_the_same_relative_data_from_two_folders_is_two_places(cli, full_ckpt, class_folder, tmp_path, monkeypatch):

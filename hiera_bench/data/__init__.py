@@ -125,16 +125,22 @@ def _open(location: str, class_names: list[str], data_format: str | None, limit:
     _refuse_repeated_ids(dataset, location)
     if dataset.num_rows > 1:
         dataset = dataset.sort("image_id")
-    if per_class is not None:
-        dataset = _per_class(dataset, per_class)
+    return selected(DataSource(dataset, layout.name, location, list(class_names)), limit, per_class)
+
+
+def selected(source: DataSource, limit: int | None = None, per_class: int | None = None) -> DataSource:
+    """``source``'s images as ``--per-class`` then ``--limit`` select them (of all its images, whatever ``source``
+    itself selected: another sweep's selection of the same data)."""
+    whole = source.whole if source.whole is not None else source.dataset
+    dataset = _per_class(whole, per_class) if per_class is not None else whole
     if limit is not None and limit >= len(dataset):
         limit = None  # it selects every image, as no limit does
     if limit is not None:
         dataset = dataset.select(range(limit))
-    return DataSource(dataset, layout.name, location, list(class_names), limit=limit)
+    return DataSource(dataset, source.layout, source.location, source.class_names, limit=limit, whole=whole)
 
 
 __all__ = [
     "FEATURES", "ClassIndex", "DataSource", "Layout", "DEFAULT_DATA", "default_location", "detect_layout",
-    "get_layout", "list_layouts", "open_data", "quiet_data", "register_layout",
+    "get_layout", "list_layouts", "open_data", "quiet_data", "register_layout", "selected",
 ]

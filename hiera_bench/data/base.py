@@ -294,6 +294,7 @@ class DataSource:
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
     limit: int | None = None  # the --limit in effect: None where it selected every image
+    whole: datasets.Dataset | None = field(default=None, repr=False)  # every image, before --per-class and --limit
 
     def __len__(self) -> int:
         return len(self.dataset)

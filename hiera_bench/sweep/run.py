@@ -6,7 +6,7 @@ import socket
 import sys
 import time
 from contextlib import ExitStack, contextmanager
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..cells import CellIdentity, same_value
-from ..data import DataSource, open_data, quiet_data
+from ..data import DataSource, open_data, quiet_data, selected
 from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
 from ..errors import UserError
@@ -297,11 +297,19 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                     cells=[r["cell_key"] for r in rows if r.get("cell_key")])
     files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states,
                       sweep.data_place, {"limit": sweep.data.limit, "per_class": sweep.cfg.per_class,
-                                           "class_subset": sweep.subset.name if sweep.subset else None})
+                                           "class_subset": sweep.subset.name if sweep.subset else None},
+                      cache(partial(reselected_files, sweep.data)))
     merged = write_views(sweep.run_dir, table, run_info, t_start, files,
                          draw=partial(draw_plots, sweep) if sweep.cfg.plots else None)
     mine = this_sweeps_rows(merged, table)
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
+
+
+def reselected_files(data: DataSource, limit: int | None, per_class: int | None) -> tuple[str, str, list[str]]:
+    """The fingerprint, state and earlier states of ``data`` where it lies now, as ``limit`` and ``per_class``
+    select it (an earlier sweep's cells of another selection: measured on files as they are now?)."""
+    other = selected(data, limit, per_class)
+    return other.fingerprint(), other.state(), other.earlier_states()
 
 
 def out_folder(cfg: SweepConfig, model_name: str | None = None) -> Path | None:

@@ -208,16 +208,30 @@ class DataFiles:
     earlier_states: Callable[[], Iterable[str]]
     place: str | None = None
     selection: dict[str, Any] | None = None
+    #: the data where it lies now under another ``(limit, per_class)``: its fingerprint, state and earlier states
+    reselect: Callable[[int | None, int | None], tuple[str, str, list[str]]] | None = None
 
     def changed_since(self, row: dict[str, Any], cell: CellStore) -> bool:
         """Whether ``row`` measured this data on files that have changed since: another state of the same images,
-        or other images (added, removed, relabelled) under the same ``--data`` and selection."""
+        or other images (added, removed, relabelled) under the same ``--data`` and selection, or under another
+        selection of the data where it lies (the selection as it is now read again)."""
         if (row.get("data_name") or None) != (self.name or None):
             return False
         if str(row.get("data_fingerprint")) != self.fingerprint:
-            return self._same_place(row)
+            if self._same_place(row):
+                return True
+            if self.reselect is None or self.place is None or row.get("data_place") != self.place:
+                return False
+            fingerprint, state, earlier = self.reselect(_count(row.get("limit")), _count(row.get("per_class")))
+            if str(row.get("data_fingerprint")) != fingerprint:
+                return True
+            return (found := cell.data_state()) is not None and found != state and found not in earlier
         state = cell.data_state()
         return state is not None and state != self.state and state not in self.earlier_states()
+
+    def selected_as_now(self, row: dict[str, Any]) -> bool:
+        """Whether ``row`` measured this data selected as this sweep selects it (whatever its images were then)."""
+        return str(row.get("data_fingerprint")) == self.fingerprint or self._same_place(row)
 
     def _same_place(self, row: dict[str, Any]) -> bool:
         """``row`` measured the data where it lies now, selected as now: the images there have changed since (rows
@@ -227,6 +241,11 @@ class DataFiles:
         if row.get("data_fingerprint") in unlimited_fingerprints([row]):
             row = {**row, "limit": None}  # a limit at or above the data's size selected every image
         return all(same_value(row.get(name), value) for name, value in self.selection.items())
+
+
+def _count(value: Any) -> int | None:
+    """A row's ``limit`` or ``per_class`` as a count (None: not set)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
 
 
 #: The merged views a run folder shows at its top (see :mod:`.views`).

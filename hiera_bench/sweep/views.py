@@ -57,7 +57,8 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
         rows = _named_as_now([r for r in shown if slot(r, free) not in taken], mine) + mine
         if files is not None:
             # a place this sweep measured on the files as they are now (whatever their images) is not missed
-            now = {slot({**r, "data_fingerprint": files.fingerprint}, free) for r in changed}
+            now = {slot({**r, "data_fingerprint": files.fingerprint} if files.selected_as_now(r) else r, free)
+                   for r in changed}
             run_info["cells_of_changed_files"] = len(now - taken)
         superseded = args_superseded(rows, mine)
         if any(superseded):
