@@ -183,6 +183,34 @@ def test_real_figures_stay_with_their_cells_in_every_later_view(cli, full_ckpt, 
         assert row.real_top5 == pytest.approx(100.0 * counted.correct5.sum() / len(counted), rel=1e-12, abs=0)
 
 
+def test_the_views_show_real_figures_of_one_labels_file(cli, full_ckpt, abswin_ckpt, class_folder, tmp_path):
+    """A sweep with other ReaL labels over some sizes: the views showed the other sizes' figures of the first labels
+    file beside its own, one real_top1 column of two files, with no note (adv28). This checkpoint's earlier cells are
+    scored again with the new file (and keep it); another checkpoint's are shown without ReaL figures, with a note."""
+    from timm.data import ImageNetInfo
+
+    files = _real_json(class_folder, tmp_path / "a.json")
+    every = sorted(ImageNetInfo().label_names().index(w) for w in WNIDS)  # the model's three classes
+    (tmp_path / "b.json").write_text(json.dumps([every if labels else [] for labels in
+                                                 json.loads((tmp_path / "a.json").read_text())]))
+    out = tmp_path / "o"
+    args = ["sweep", "--data", class_folder, "--out", out, "-q", "--no-plots"]
+    assert cli(*args, "-c", abswin_ckpt, "--label", "other", "--res", "64", "--real-labels", tmp_path / "a.json").code == 0
+    assert cli(*args, "-c", full_ckpt, "--res", "32,64,96", "--real-labels", tmp_path / "a.json").code == 0
+    result = cli(*args, "-c", full_ckpt, "--res", "64", "--real-labels", tmp_path / "b.json")
+    assert result.code == 0 and "2 cell(s) of earlier sweeps of other checkpoints were scored with other ReaL" in \
+        result.err, result.err
+    table = pd.read_parquet(out / "results.parquet")
+    mine = table[table["label"] != "other"]
+    assert sorted(mine.img_size.unique()) == [32, 64, 96] and mine["real_labels"].nunique() == 1
+    assert table.loc[table["label"] == "other", "real_top1"].isna().all()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    for row in mine.itertuples():  # every size scored with b.json, which labels every image with every class
+        counted = preds[(preds.cell_key == row.cell_key) & (preds.image_id != files[0].stem)]
+        assert row.n_real == len(counted) == len(files) - 1
+        assert row.real_top1 == 100.0 and row.top1 < 100.0
+
+
 def test_real_labels_need_val_numbers(cli, full_ckpt, tmp_path):
     data = make_class_folder(tmp_path / "val", wnids=WNIDS[:2], per_class=2)
     for p in data.glob("*/*.JPEG"):

@@ -307,6 +307,11 @@ def show_results(results, as_json: bool) -> None:
             err.print(f"note: {name}{superseded} cell(s) of earlier sweeps were measured under other config.json "
                       "model_args of the checkpoint folder (or before hiera-bench recorded them): left out of the views "
                       "(kept in cells/); sweep their sizes again to measure them", markup=False)
+        unscored = r.run.get("cells_of_other_real_labels", 0)
+        if unscored:
+            err.print(f"note: {name}{unscored} cell(s) of earlier sweeps of other checkpoints were scored with other "
+                      "ReaL labels: shown without ReaL figures (kept in cells/); sweep them with these --real-labels "
+                      "to score them", markup=False)
         other = r.run.get("measured_with_other_versions")
         if other:
             from ..sweep.provenance import other_versions_note

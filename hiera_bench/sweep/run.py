@@ -300,9 +300,36 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                                            "class_subset": sweep.subset.name if sweep.subset else None},
                       cache(partial(reselected_files, sweep.data)))
     merged = write_views(sweep.run_dir, table, run_info, t_start, files,
-                         draw=partial(draw_plots, sweep) if sweep.cfg.plots else None)
+                         draw=partial(draw_plots, sweep) if sweep.cfg.plots else None,
+                         refresh=real_labels_refresh(sweep, run_info))
     mine = this_sweeps_rows(merged, table)
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
+
+
+def real_labels_refresh(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """For a sweep with ``--real-labels``: an earlier sweep's row scored with other ReaL labels, as the views show it
+    beside this sweep's, so that they show the figures of one labels file: scored again with this sweep's where it is
+    of this checkpoint (and kept so), else without ReaL figures (counted in run.json's ``cells_of_other_real_labels``)."""
+    real = sweep.real_labels
+    if real is None:
+        return None
+    digest = real_labels_digest(real)
+
+    def refresh(row: dict[str, Any]) -> dict[str, Any]:
+        found = row.get("real_labels")
+        if not isinstance(found, str) or found == digest:
+            return row
+        if (row.get("model"), row.get("checkpoint_sha256")) != (sweep.loaded.name, sweep.loaded.sha256):
+            run_info["cells_of_other_real_labels"] = run_info.get("cells_of_other_real_labels", 0) + 1
+            return {**row, **dict.fromkeys(("real_top1", "real_top5", "n_real", "real_labels"))}
+        store = sweep.run_dir.cell(str(row["cell_key"]))
+        stored, finished = store.read_stamped_row()
+        n_total = int(stored["n_images"]) + int(stored.get("n_failed") or 0)
+        figures = {**real_columns(real, store, sweep.loaded.label_names, n_total), "real_labels": digest}
+        store.write_row({**stored, **figures}, finished)
+        return {**row, **figures}
+
+    return refresh
 
 
 def reselected_files(data: DataSource, limit: int | None, per_class: int | None) -> tuple[str, str, list[str]]:
