@@ -196,6 +196,11 @@ def test_cells_measured_with_other_package_versions_are_reused_and_said(cli, tmp
     assert first.code == 0 and "measured, in whole or in part" not in first.err
     assert "measured_with_other_versions" not in json.loads((out / "run.json").read_text())
     stores = [RunDir(out).cell(p.parent.name) for p in sorted(out.glob("cells/*/row.json"))]
+    # one native cell (64 px, which the later sweep of 128 px shares) and one of 96 px: cell keys hash the files'
+    # mtimes, so their order in cells/ is the draw of each run
+    stores.sort(key=lambda s: (s.read_row()["img_size"] != 64, s.read_row()["scheme"]))
+    stores[1:3] = stores[2:0:-1]
+    assert [s.read_row()["img_size"] for s in stores[:2]] == [64, 96]
     assert len(stores) == 4 and stores[0].measured_with() == [measuring_versions()]
     _stamp_parts(stores[0], {**measuring_versions(), "timm": "0.9.0"})
     _stamp_parts(stores[1], None)

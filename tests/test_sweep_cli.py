@@ -266,7 +266,8 @@ def test_skipped_sizes_of_a_full_grid_checkpoint_stay_in_its_abswin_column(cli, 
 
 
 def test_each_row_names_the_real_labels_it_was_scored_with(cli, full_ckpt, class_folder, tmp_path):
-    """Two ReaL files in one folder's history: every row says which labels its real_top1 comes from."""
+    """Two ReaL files in one folder's history: every row says which labels its real_top1 comes from, and the rows
+    of the checkpoint a sweep with other labels measures are all scored with those."""
     import json as _json
 
     _real_json(class_folder, tmp_path / "a.json")
@@ -276,11 +277,13 @@ def test_each_row_names_the_real_labels_it_was_scored_with(cli, full_ckpt, class
     out = tmp_path / "o"
     args = ["sweep", "--checkpoint", full_ckpt, "--data", class_folder, "--out", out, "-q", "--no-plots"]
     assert cli(*args, "--res", "64,96", "--real-labels", tmp_path / "a.json").code == 0
+    before = pd.read_parquet(out / "results.parquet")
     assert cli(*args, "--res", "64", "--real-labels", tmp_path / "b.json").code == 0
     table = pd.read_parquet(out / "results.parquet")
     used = dict(zip(table["img_size"], table["real_labels"]))
-    assert used[64] != used[96] and all(isinstance(v, str) and len(v) == 12 for v in used.values())
-    assert table.groupby("img_size")["real_labels"].nunique().eq(1).all()
+    assert used[64] == used[96] and all(isinstance(v, str) and len(v) == 12 for v in used.values())
+    assert table["real_labels"].nunique() == 1 and set(before["real_labels"]) != set(table["real_labels"])
+    assert (table["n_real"] < before["n_real"]).all()  # b.json labels every other image only
 
 
 def test_a_limit_above_the_data_size_is_no_limit(cli, full_ckpt, class_folder, tmp_path):
