@@ -137,6 +137,34 @@ def test_no_sharing_without_the_space_one_checkpoint_or_when_turned_off(class_fo
         assert decodes.crops(fields, "fp", "s", 10, [(64, 0.875)]) is None
 
 
+def test_the_crops_space_is_reserved_when_they_are_made(tmp_path):
+    """The crop files were sparse and written through memory maps: when the temp disk filled after the space check
+    (other jobs on a node), the next write killed the sweep with SIGBUS, no message, no clean-up (adv27). Their blocks
+    are reserved up front now; a reservation the file system refuses means no sharing, said, and no file left."""
+    fields = EvalPreprocess.from_config({}).as_dict()
+    with SharedDecodes(runs=2, root=tmp_path) as decodes:
+        kept = decodes.crops(fields, "fp", "s", 40, [(64, 0.875), (96, 0.875)])
+        sizes = {f.name: (f.stat().st_size, f.stat().st_blocks * 512) for f in kept.folder.iterdir()}
+        assert sizes["crops-96-0.875.u8"][0] == 40 * 3 * 96 * 96
+        assert all(allocated >= size for size, allocated in sizes.values()), sizes
+    # over the process's file-size limit (a real refusal by the kernel, EFBIG, as a full disk gives ENOSPC)
+    script = f"""
+import resource, signal
+from pathlib import Path
+from hiera_bench.data.shared import SharedDecodes
+from hiera_bench.preprocess import EvalPreprocess
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+said = []
+with SharedDecodes(runs=2, log=said.append, root=Path({str(tmp_path)!r})) as decodes:
+    crops = decodes.crops(EvalPreprocess.from_config({{}}).as_dict(), "fp", "s", 100, [(64, 0.875), (96, 0.875)])
+    print(crops is None, sorted(p.name for p in decodes.folder.rglob("*.u8")), said)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("True [] ") and "could not reserve" in done.stdout and "TMPDIR" in done.stdout
+
+
 def test_a_killed_commands_crops_are_removed_by_the_next_and_a_live_ones_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = shared_mod.writer().rsplit("-", 1)[0]

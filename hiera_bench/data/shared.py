@@ -7,8 +7,9 @@ data are the same, decoding only what A did not keep. The crops are the same byt
 are those of a run of its own; cells do not change.
 
 Files live in a folder of their own under the system temp dir (``$TMPDIR``: node-local scratch under SLURM),
-are sparse until written, and are deleted when the command ends; a folder a killed command left behind is
-removed by the next one on the host. Sharing is skipped, with a note, when the temp dir lacks the space, under
+have their space reserved when they are made, and are deleted when the command ends; a folder a killed command left behind is
+removed by the next one on the host. Sharing is skipped, with a note, when the temp dir lacks the space (or
+refuses to reserve it), under
 torchrun (ranks on several nodes would not see one another's files) and for ``--decode device``;
 ``HIERA_BENCH_SHARE_DECODES=0`` turns it off.
 """
@@ -133,13 +134,30 @@ class SharedDecodes:
             self.log(f"decoded images are not shared between checkpoints: they need {need / 1e9:.1f} GB in "
                      f"{self.root} and {free / 1e9:.1f} GB are free (point TMPDIR at a larger disk to share them)")
             return None
-        for view in new:
-            size = view[0]
-            for name, length in ((f"crops-{_name(view)}.u8", n_images * 3 * size * size),
-                                 (f"flags-{_name(view)}.u8", n_images)):
-                with open(folder / name, "wb") as fh:
-                    fh.truncate(length)  # sparse: space is taken as crops are kept
+        made = []
+        try:
+            for view in new:
+                size = view[0]
+                for name, length in ((f"crops-{_name(view)}.u8", n_images * 3 * size * size),
+                                     (f"flags-{_name(view)}.u8", n_images)):
+                    made.append(folder / name)
+                    reserve(made[-1], length)
+        except OSError as exc:
+            for path in made:
+                path.unlink(missing_ok=True)
+            self.log(f"decoded images are not shared between checkpoints: {self.root} could not reserve the "
+                     f"{need / 1e9:.1f} GB they need ({exc.strerror or exc}; point TMPDIR at a larger disk to share them)")
+            return None
         return DecodedCrops(folder, n_images, tuple(views))
+
+
+def reserve(path: Path, length: int) -> None:
+    """A file of ``length`` bytes whose blocks are allocated now. The crops are written through memory maps: into a
+    sparse file on a disk that filled since (other jobs on the node), a write kills the process with SIGBUS, no
+    message and no clean-up; a reservation fails here instead, as an OSError."""
+    with open(path, "wb") as fh:
+        if length:
+            os.posix_fallocate(fh.fileno(), 0, length)
 
 
 def remove_stale(root: Path) -> int:
