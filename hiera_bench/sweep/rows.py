@@ -103,8 +103,9 @@ def real_columns(real, store: CellStore, class_names: list[str] | None, n_total:
     """real_top1 / real_top5 / n_real of a cell from its committed records."""
     from ..data.real import real_accuracy
 
-    records, _ = store.read_records(upto=n_total)
-    ok = records[~records["failed"].astype(bool)]
+    records, _ = store.record_table(n_total, ("image_id", "topk", "failed"))
+    ok = records.to_pandas()
+    ok = ok[~ok["failed"].astype(bool)]
     topk = np.stack(ok["topk"].to_numpy()) if len(ok) else np.zeros((0, 5), dtype=np.int64)
     return real_accuracy(real, list(ok["image_id"]), topk, class_names)
 

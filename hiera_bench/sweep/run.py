@@ -492,7 +492,8 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
                 store.write_row(row)
             else:
                 row, finished = store.read_stamped_row()
-                bad = store.failed_images(n_total)
+                # its row counts the images it could not decode: where none, the records need not be read
+                bad = {} if same_value(row.get("n_failed"), 0) else store.failed_images(n_total)
                 if real is not None:  # kept with the row, so later views show it without --real-labels too
                     figures = {**real_columns(real, store, sweep.loaded.label_names, n_total), **labels_used}
                     if not all(same_value(row.get(k), v) for k, v in figures.items()):

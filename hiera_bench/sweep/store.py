@@ -22,8 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..cells import (RECORDED_LATER, CellIdentity, newest_per_slot, normalisation_columns, same_value,
@@ -130,21 +132,28 @@ class CellStore:
 
     def read_records(self, upto: int | None = None) -> tuple[pd.DataFrame, float]:
         """All records (deduplicated by position) and the forward seconds they took."""
-        frames, seconds, covered = [], 0.0, 0
+        table, seconds = self.record_table(upto)
+        if not table.num_rows:
+            return pd.DataFrame({f.name: pd.Series(dtype=object) for f in PART_SCHEMA}), 0.0
+        return table.to_pandas(), seconds
+
+    def record_table(self, upto: int | None = None, columns: Iterable[str] | None = None) -> tuple[pa.Table, float]:
+        """The records below position ``upto`` (each position once: the first part that holds it) as one Arrow table
+        of ``columns`` (every column when None; ``position`` always), and the forward seconds they took. Only the
+        columns asked for are read: a cell's top-5 lists are most of its bytes."""
+        names = PART_SCHEMA.names if columns is None else ["position", *(c for c in columns if c != "position")]
+        tables, seconds, covered = [], 0.0, 0
         for start, end, path in self.parts():
             if end <= covered:
                 continue
-            table = read_parquet(path, "cell records", self.fix, PART_SCHEMA.names)
+            table = read_parquet(path, "cell records", self.fix, names)
             seconds += float((table.schema.metadata or {}).get(b"forward_s", b"0"))
-            frame = table.to_pandas()
-            frames.append(frame[frame["position"] >= covered])
+            tables.append(table.filter(pc.greater_equal(table["position"], covered)).replace_schema_metadata(None))
             covered = end
-        if not frames:
-            return pd.DataFrame({f.name: pd.Series(dtype=object) for f in PART_SCHEMA}), 0.0
-        df = pd.concat(frames, ignore_index=True)
-        if upto is not None:
-            df = df[df["position"] < upto]
-        return df, seconds
+        if not tables:
+            return pa.schema([PART_SCHEMA.field(name) for name in names]).empty_table(), 0.0
+        out = pa.concat_tables(tables, promote_options="permissive")
+        return (out if upto is None else out.filter(pc.less(out["position"], upto))), seconds
 
     def clear(self) -> None:
         """Drop the cell's records and row (``--force``); its identity stays."""
@@ -154,9 +163,9 @@ class CellStore:
 
     def failed_images(self, upto: int | None = None) -> dict[str, str]:
         """Image id -> error of the images this cell could not decode."""
-        records, _ = self.read_records(upto)
-        bad = records["failed"].astype(bool)
-        return dict(zip(records.loc[bad, "image_id"], records.loc[bad, "error"]))
+        records, _ = self.record_table(upto, ("image_id", "failed", "error"))
+        bad = records.filter(pc.fill_null(records["failed"], False))
+        return dict(zip(bad["image_id"].to_pylist(), bad["error"].to_pylist()))
 
     def write_row(self, row: dict[str, Any], finished: float | None = None) -> None:
         """Write the cell's finished row, stamped ``finished`` (a row written again keeps its stamp) or now."""
@@ -429,12 +438,13 @@ class RunDir:
             if not store.is_done():
                 continue
             row = store.read_row()
-            df, _ = store.read_records()
-            if df.empty:
+            records, _ = store.record_table()
+            if not records.num_rows:
                 continue
-            df.insert(0, "cell_key", key)  # names the cell exactly, even when a run dir holds several subsets
-            df.insert(0, "img_size", int(row["img_size"]))
-            df.insert(0, "scheme", row["scheme"])
-            df.insert(0, "model", row["model"])
-            tables.append(pa.Table.from_pandas(df, preserve_index=False))
+            n = records.num_rows
+            # the cell named exactly (its key), even when a run dir holds several subsets
+            named = {"model": pa.array([row["model"]] * n, pa.string()), "scheme": pa.array([row["scheme"]] * n, pa.string()),
+                     "img_size": pa.array(np.full(n, int(row["img_size"]), dtype=np.int64)),
+                     "cell_key": pa.array([key] * n, pa.string())}
+            tables.append(pa.Table.from_arrays([*named.values(), *records.columns], [*named, *records.column_names]))
         return pa.concat_tables(tables, promote_options="default") if tables else None
