@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -443,8 +442,9 @@ class RunDir:
                 continue
             n = records.num_rows
             # the cell named exactly (its key), even when a run dir holds several subsets
-            named = {"model": pa.array([row["model"]] * n, pa.string()), "scheme": pa.array([row["scheme"]] * n, pa.string()),
-                     "img_size": pa.array(np.full(n, int(row["img_size"]), dtype=np.int64)),
-                     "cell_key": pa.array([key] * n, pa.string())}
+            named = {"model": pa.repeat(pa.scalar(row["model"], pa.string()), n),
+                     "scheme": pa.repeat(pa.scalar(row["scheme"], pa.string()), n),
+                     "img_size": pa.repeat(pa.scalar(int(row["img_size"]), pa.int64()), n),
+                     "cell_key": pa.repeat(pa.scalar(key, pa.string()), n)}
             tables.append(pa.Table.from_arrays([*named.values(), *records.columns], [*named, *records.column_names]))
         return pa.concat_tables(tables, promote_options="default") if tables else None
