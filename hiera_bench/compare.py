@@ -95,7 +95,8 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
     notes = list(dict.fromkeys(note for k in common for note in _same_images(a, b, cells_a[k], cells_b[k])))
     notes += _failed_notes(a, b, scheme, at)
     notes += [note for note in (unfinished_note(a.table), unfinished_note(b.table)) if note]
-    records_a, records_b = _Records.of(a), _Records.of(b)
+    records_a = _Records.of(a, {cells_a[k]["cell_key"] for k in common})
+    records_b = _Records.of(b, {cells_b[k]["cell_key"] for k in common})
     pairs = [_pair(records_a, records_b, cells_a[k], cells_b[k], k[2]) for k in common]
     label_a, label_b = _label(a), _label(b)
     if label_a == label_b:
@@ -190,9 +191,11 @@ class _Records:
     correct: dict[str, pd.Series]
 
     @classmethod
-    def of(cls, run: Run) -> _Records:
-        ids = run.predictions.groupby("cell_key")["image_id"].agg(set).to_dict()
-        return cls(run.root, ids, outcomes(run.table, run.predictions))
+    def of(cls, run: Run, keys: set[str]) -> _Records:
+        """The records of the cells ``keys`` names (those compared: a folder may hold many more)."""
+        preds = run.predictions[run.predictions["cell_key"].isin(keys)]
+        ids = preds.groupby("cell_key")["image_id"].agg(set).to_dict()
+        return cls(run.root, ids, outcomes(run.table, preds))
 
 
 def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series, crop: float | None = None) -> Pair:
