@@ -66,6 +66,39 @@ def test_a_scheme_of_ones_own_changed_under_the_same_name_is_measured_again(full
     assert len({f["embedding"] for f in fields if f["scheme"] == own_scheme and f["img_size"] == 96}) == 2
 
 
+def test_cells_of_an_earlier_version_of_ones_own_scheme_leave_the_views(full_ckpt, class_folder, tmp_path,
+                                                                           own_scheme):
+    """The scheme edited, then swept at some of the sizes only: the old code's cell at the other size stood in the
+    views in one series with the new code's cells, its Δ paired with the new native cell, and check held it (adv28)."""
+    interp = get_scheme("interp").fn
+
+    @register_scheme(own_scheme, "interp, as first written")
+    def first(spec, token_grid, mask_grid):
+        return interp(spec, token_grid, mask_grid)
+
+    run_sweep(_config(full_ckpt, class_folder, tmp_path / "run", schemes=f"interp,{own_scheme}", res="64,96,128"))
+
+    @register_scheme(own_scheme, "edited: the embedding left out")
+    def edited(spec, token_grid, mask_grid):
+        return interp(spec, token_grid, mask_grid) * 0
+
+    again = run_sweep(_config(full_ckpt, class_folder, tmp_path / "run", schemes=f"interp,{own_scheme}", res="64,96"))
+    assert again.run["cells_of_other_scheme_code"] == 1
+    shown = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(shown.loc[shown["scheme"] == own_scheme, "img_size"]) == [64, 96]  # 128 px of the old code: out
+    assert sorted(shown.loc[shown["scheme"] == "interp", "img_size"]) == [64, 96, 128]  # hiera-bench's own: kept
+    assert len(list((tmp_path / "run" / "cells").glob("*/row.json"))) == 6 + 2  # and every measurement kept
+
+    @register_scheme(own_scheme, "the first code again")
+    def restored(spec, token_grid, mask_grid):
+        return interp(spec, token_grid, mask_grid)
+
+    back = run_sweep(_config(full_ckpt, class_folder, tmp_path / "run", schemes=f"interp,{own_scheme}", res="96"))
+    assert back.run["ranks"][0]["evaluated_images"] == 0  # its cells were kept: found again
+    shown = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(shown.loc[shown["scheme"] == own_scheme, "img_size"]) == [64, 96, 128]
+
+
 def test_python_values_a_caller_naturally_gives_are_taken_and_the_callers_config_is_left_alone(
         full_ckpt, class_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -307,6 +307,11 @@ def show_results(results, as_json: bool) -> None:
             err.print(f"note: {name}{superseded} cell(s) of earlier sweeps were measured under other config.json "
                       "model_args of the checkpoint folder (or before hiera-bench recorded them): left out of the views "
                       "(kept in cells/); sweep their sizes again to measure them", markup=False)
+        recoded = r.run.get("cells_of_other_scheme_code", 0)
+        if recoded:
+            err.print(f"note: {name}{recoded} cell(s) of earlier sweeps were measured with another version of a "
+                      "scheme registered outside hiera-bench (its code gives another embedding now): left out of the "
+                      "views (kept in cells/); sweep their sizes again to measure them", markup=False)
         unscored = r.run.get("cells_of_other_real_labels", 0)
         if unscored:
             err.print(f"note: {name}{unscored} cell(s) of earlier sweeps of other checkpoints were scored with other "

@@ -68,6 +68,13 @@ def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
                                    **({} if scheme.versioned else {"embedding": embedding_digest(fwd.embedding)}))
 
 
+def scheme_digest(scheme: Scheme, spec: PosEmbedSpec, geometry: HieraGeometry, size: int) -> str:
+    """The digest of ``scheme``'s embedding at ``size``, as :func:`identify` names a cell of an unversioned scheme."""
+    at = geometry.at(size)
+    with torch.no_grad():
+        return embedding_digest(scheme(spec, at.token_grid, at.mask_grid).float().contiguous())
+
+
 def fitted_global_size(scheme: Scheme, spec: PosEmbedSpec) -> str | None:
     """The abswin fit's global grid as a cell names it: only where it changes the numbers (a full-grid
     checkpoint, a scheme that reads the fit), evaluated or skipped alike."""

@@ -32,7 +32,8 @@ from ..untrusted import first_line
 from .config import Logged, Progress, SweepConfig, validate_config
 from .distributed import Cluster
 from .evaluate import Evaluation, EvaluationReport
-from .plan import Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards
+from .plan import (Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards,
+                   scheme_digest)
 from .provenance import device_name, git_sha, iso_time, other_versions, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory, counted_net
@@ -301,9 +302,49 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                       cache(partial(reselected_files, sweep.data)))
     merged = write_views(sweep.run_dir, table, run_info, t_start, files,
                          draw=partial(draw_plots, sweep) if sweep.cfg.plots else None,
-                         refresh=real_labels_refresh(sweep, run_info))
+                         refresh=earlier_rows_now(sweep, run_info))
     mine = this_sweeps_rows(merged, table)
     return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
+
+
+def earlier_rows_now(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """An earlier sweep's row as the views show it beside this sweep's: left out where it is of this checkpoint and a
+    scheme registered outside hiera-bench whose code gives another embedding now (:func:`other_scheme_code`), else
+    scored with this sweep's ReaL labels (:func:`real_labels_refresh`)."""
+    outdated, real = other_scheme_code(sweep, run_info), real_labels_refresh(sweep, run_info)
+
+    def now(row: dict[str, Any]) -> dict[str, Any] | None:
+        if outdated(row):
+            return None
+        return real(row) if real is not None else row
+
+    return now
+
+
+def other_scheme_code(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """Whether an earlier row of this checkpoint was measured with an embedding that a scheme registered outside
+    hiera-bench (its code may change under one name) no longer gives at its size: a cell of the old code, which would
+    stand in one series with the new one's (counted in run.json's ``cells_of_other_scheme_code``)."""
+    unversioned = {s.name: s for s in sweep.schemes if not s.versioned}
+    digests: dict[tuple[str, int], str] = {}
+
+    def outdated(row: dict[str, Any]) -> bool:
+        scheme = unversioned.get(str(row.get("scheme")))
+        if scheme is None or (row.get("model"), row.get("checkpoint_sha256")) != (sweep.loaded.name, sweep.loaded.sha256) \
+                or not same_value(row.get("global_size"), fitted_global_size(scheme, sweep.spec)):
+            return False
+        used = sweep.run_dir.cell(str(row["cell_key"])).embedding()
+        at = (scheme.name, int(row["img_size"]))
+        if used is None:
+            return False
+        if at not in digests:
+            digests[at] = scheme_digest(scheme, sweep.spec, sweep.loaded.geometry, at[1])
+        if used == digests[at]:
+            return False
+        run_info["cells_of_other_scheme_code"] = run_info.get("cells_of_other_scheme_code", 0) + 1
+        return True
+
+    return outdated
 
 
 def real_labels_refresh(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]] | None:

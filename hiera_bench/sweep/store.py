@@ -178,6 +178,11 @@ class CellStore:
         path = self.root / "cell.json"
         return read_json(path, "cell identity", self.fix) if path.is_file() else {}
 
+    def embedding(self) -> str | None:
+        """The digest of the embedding the cell was measured with, where its scheme is not hiera-bench's own."""
+        digest = self._identity().get("embedding")
+        return digest if isinstance(digest, str) else None
+
     def data_state(self) -> str | None:
         """The state of the data files the cell was measured on (its identity's; None where it has none)."""
         state = self._identity().get("data_state")

@@ -48,14 +48,14 @@ def write_views(run_dir: RunDir, table: pd.DataFrame, run_info: dict[str, Any],
     its ``files``, cells of that data measured on files that have changed since are left out of the views
     (counted in run.json's ``cells_of_changed_files``). ``draw`` makes figures of the merged table while it is
     the folder's current one (no other sweep publishes in between); ``refresh`` gives each earlier sweep's row as the
-    views show it now (scored again with the sweep's ReaL labels)."""
+    views show it now (scored again with the sweep's ReaL labels), or None to leave it out."""
     with run_dir.merge_lock():
         mine = table.to_dict("records")
         # of several cells of one slot (the files changed between runs) only one is shown: this sweep's, which
         # measured the files as they are now, or else the one that finished last
         shown, changed = run_dir.shown_rows(files)
         if refresh is not None:
-            shown = [refresh(row) for row in shown]
+            shown = [now for now in map(refresh, shown) if now is not None]
         free = unlimited_fingerprints([*mine, *shown, *changed])
         taken = {slot(r, free) for r in mine}
         rows = _named_as_now([r for r in shown if slot(r, free) not in taken], mine) + mine
