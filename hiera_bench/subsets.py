@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -28,23 +28,32 @@ class ClassSubset:
 
     name: str
     wnids: tuple[str, ...]
+    #: the file's numbers as written where it lists timm's class indices (``wnids`` are then theirs)
+    indices: tuple[str, ...] = ()
+
+    def _classes(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The subset's classes as ``names`` spell them: a model whose label names are all numbers (a fine-tune on
+        digits) reads a file of numbers as those names, any other model as timm's ImageNet indices."""
+        names = list(names)
+        return self.indices if self.indices and names and all(n.isdigit() for n in names) else self.wnids
 
     def mask(self, class_names: Sequence[str]) -> torch.Tensor:
         """Bool (num_classes,): True for the model's classes in the subset."""
+        classes = self._classes(class_names)
         index = {name: i for i, name in enumerate(class_names)}
-        missing = [w for w in self.wnids if w not in index]
+        missing = [w for w in classes if w not in index]
         if missing:
             raise UserError(f"--class-subset {self.name}: {len(missing)} of its classes are not the model's "
                             f"(e.g. {missing[0]}); it needs a model with ImageNet-1k classes")
         mask = torch.zeros(len(class_names), dtype=torch.bool)
-        mask[[index[w] for w in self.wnids]] = True
+        mask[[index[w] for w in classes]] = True
         return mask
 
 
     def require_covers(self, data_wnids: set[str]) -> None:
         """Refuse data with classes outside the subset: their logits are left out, so their images could never
         be scored right and would only lower every figure."""
-        outside = sorted(data_wnids - set(self.wnids))
+        outside = sorted(data_wnids - set(self._classes(data_wnids)))
         if not outside:
             return
         covering = [name for name in KNOWN if data_wnids <= set(subset(name).wnids)]
@@ -60,12 +69,14 @@ def _timm_list(filename: str) -> tuple[str, ...]:
 
 
 def subset(spec: str) -> ClassSubset:
-    """``imagenet-r``, ``imagenet-a`` or a text file of wnids, one per line."""
+    """``imagenet-r``, ``imagenet-a`` or a text file of wnids, one per line, or of class indices in timm's
+    ImageNet order (sorted wnids), as timm's ``validate.py --valid-labels`` file lists them."""
     if spec in KNOWN:
         return ClassSubset(spec, _timm_list(KNOWN[spec]))
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"--class-subset {spec!r}: give imagenet-r, imagenet-a or a text file of wnids, one per line")
+        raise UserError(f"--class-subset {spec!r}: give imagenet-r, imagenet-a or a text file of wnids (or timm's "
+                        "class indices), one per line")
     try:
         # utf-8-sig: Windows editors start a text file with a byte-order mark, which would join the first wnid
         wnids = tuple(line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip())
@@ -74,8 +85,24 @@ def subset(spec: str) -> ClassSubset:
                         "wnids, one per line") from None
     if not wnids:
         raise UserError(f"--class-subset {path} lists no class; give one wnid per line")
+    indices = wnids if all(w.isdigit() for w in wnids) else ()
+    if indices:
+        wnids = _indexed(path, indices)
+    # the digest is of the wnids: a file of indices and one of the same classes' wnids are one subset
     digest = hashlib.sha256("\n".join(sorted(wnids)).encode()).hexdigest()[:8]
-    return ClassSubset(f"{path.name}:{digest}", wnids)
+    return ClassSubset(f"{path.name}:{digest}", wnids, indices)
+
+
+def _indexed(path: Path, indices: tuple[str, ...]) -> tuple[str, ...]:
+    """The wnids of timm's ImageNet class indices."""
+    from .data.base import imagenet_wnids  # imports datasets: only for a file of indices
+
+    order = imagenet_wnids()
+    outside = next((i for i in indices if int(i) >= len(order)), None)
+    if outside is not None:
+        raise UserError(f"--class-subset {path} lists class index {outside}, outside ImageNet-1k's 0-{len(order) - 1}; "
+                        "give timm's class indices or wnids, one per line")
+    return tuple(order[int(i)] for i in indices)
 
 
 def detect(data_wnids: set[str]) -> ClassSubset | None:

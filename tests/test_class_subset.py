@@ -13,6 +13,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
 from hiera_bench.data.base import imagenet_wnids
+from hiera_bench.errors import UserError
 from hiera_bench.subsets import subset
 from hiera_bench.testing import TINY_ARGS, make_class_folder, save_checkpoint_folder, tiny_hiera
 
@@ -121,3 +122,29 @@ def test_a_subset_file_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
     plain, bom = subset(str(tmp_path / "plain.txt")), subset(str(tmp_path / "bom.txt"))
     assert bom.wnids == plain.wnids == tuple(wnids)
     assert bom.name.split(":")[1] == plain.name.split(":")[1]  # the same classes: the same digest
+
+
+def test_a_file_of_timm_class_indices_is_the_subset_of_their_wnids(tmp_path):
+    """timm's ``--valid-labels`` file lists class indices; it was refused as 'not the model's classes' (adv26)."""
+    order = list(imagenet_wnids())
+    (tmp_path / "valid.txt").write_text("0\n391\n999\n")
+    (tmp_path / "wnids.txt").write_text(f"{order[999]}\n{order[0]}\n{order[391]}\n")
+    indices, wnids = subset(str(tmp_path / "valid.txt")), subset(str(tmp_path / "wnids.txt"))
+    assert indices.wnids == (order[0], order[391], order[999])
+    assert indices.name.split(":")[1] == wnids.name.split(":")[1]  # the same classes: the same subset
+    assert indices.mask(order).nonzero().flatten().tolist() == [0, 391, 999]
+    indices.require_covers({order[0], order[999]})
+    (tmp_path / "big.txt").write_text("3\n1000\n")
+    with pytest.raises(UserError, match="lists class index 1000, outside ImageNet-1k's 0-999"):
+        subset(str(tmp_path / "big.txt"))
+
+
+def test_a_model_whose_class_names_are_numbers_reads_a_file_of_numbers_as_its_names(tmp_path):
+    """A fine-tune on digits names its classes "0".."9": a file of numbers names those, not ImageNet's."""
+    (tmp_path / "digits.txt").write_text("7\n2\n")
+    names = ["3", "1", "2", "0", "4", "5", "6", "7", "8", "9"]
+    chosen = subset(str(tmp_path / "digits.txt"))
+    assert chosen.mask(names).nonzero().flatten().tolist() == [2, 7]
+    chosen.require_covers({"2", "7"})
+    with pytest.raises(UserError, match="1 of the data's 2 classes are not in it"):
+        chosen.require_covers({"2", "5"})
