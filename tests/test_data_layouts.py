@@ -562,3 +562,16 @@ def test_state_follows_the_files_of_every_layout(layouts, offline_hub, recs):
         os.utime(path, ns=(found.st_atime_ns, found.st_mtime_ns + 10**10))
     assert {case: data.state() != before[case] for case, data in sources.items()} == {case: True for case in cases}
     assert {data.fingerprint() for data in sources.values()} == {open_data(layouts["folder"], MODEL_CLASSES).fingerprint()}
+
+
+def test_number_folders_named_as_the_model_s_classes_are_class_folders(tmp_path):
+    """Folders 0..2 of a fine-tune whose label names are "2", "0", "1" were read as ImageNet-V2's class indices and
+    refused naming n01440764, a class the user never wrote (adv26); they are the model's classes, by name."""
+    root = make_class_folder(tmp_path / "digits", wnids=["0", "1", "2"], per_class=1)
+    source = open_data(str(root), ["2", "0", "1"])
+    assert source.layout == "folder"
+    assert {i: source.class_names[label] for i, label in zip(source.dataset["image_id"], source.dataset["label"])} \
+        == {p.stem: p.parent.name for p in root.glob("*/*.JPEG")}
+    assert open_data(str(root), TIMM_CLASSES).layout == "imagenetv2"  # an ImageNet model: ImageNet-V2's indices
+    with pytest.raises(UserError, match="folder 0 = n01440764.*give --data-format folder"):
+        open_data(str(root), ["cat", "dog", "bird"])

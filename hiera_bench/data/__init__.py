@@ -114,6 +114,10 @@ def _open(location: str, class_names: list[str], data_format: str | None, limit:
         if Path(location).is_dir() and not any(Path(location).iterdir()):
             raise UserError(f"--data {location} is an empty folder; give the folder that holds your ImageNet val set")
         layout = detect_layout(location)
+        # detection sees no model: folders 0..9 of a fine-tune whose classes are named so are not ImageNet-V2's
+        other = layout.yields_to(location, class_names) if hasattr(layout, "yields_to") else None
+        if other:
+            layout = get_layout(other)
     try:
         dataset = layout.load(location, ClassIndex(class_names))
     except OSError as exc:  # a layout's own listing of the location failed: not a folder, no permission, a loop

@@ -101,6 +101,12 @@ class IndexFolderLayout:
         folders = _index_folders(root) if root.is_dir() else None
         return bool(folders) and any(image_files(d, IMAGE_SUFFIXES) for d in folders)
 
+    def yields_to(self, location: str, class_names: Collection[str]) -> str | None:
+        """``folder`` where every folder is named as one of the model's classes (a fine-tune on digits whose
+        label names are "0".."9"): the names are its classes, not ImageNet's indices."""
+        folders = _index_folders(Path(location))
+        return "folder" if folders and {d.name for d in folders} <= set(class_names) else None
+
     def load(self, location: str, classes: ClassIndex) -> datasets.Dataset:
         root = Path(location)
         folders = _index_folders(root) if root.is_dir() else None
@@ -110,6 +116,12 @@ class IndexFolderLayout:
         listed = [(d.name, path) for d in sorted(folders, key=lambda d: int(d.name)) for path in _images_in(d)]
         if not listed:
             raise UserError(f"--data {root}: no images found in the class folders")
+        wnid = imagenet_wnids()[int(listed[0][0])]
+        if wnid not in classes:  # the error would name an ImageNet class the user never wrote
+            raise UserError(f"--data {root}: its folders named by number read as ImageNet-V2's class indices (folder "
+                            f"{listed[0][0]} = {wnid}), which is not one of the model's {len(classes)} classes; if "
+                            "the folder names are the model's classes, give --data-format folder and a checkpoint "
+                            "whose label_names are those names")
         labels = labels_for_imagenet_index([int(name) for name, _ in listed], classes, where=f"folder {root}")
         return arrow_dataset(_image_ids(listed, root), labels, [p for _, p in listed])
 
