@@ -295,6 +295,8 @@ def load_model(
         path = Path(checkpoint).expanduser()
         if not path.exists():
             raise UserError(f"--checkpoint {path} does not exist; give a .safetensors/.pth file or a hub-style folder")
+        if path.is_dir() and not (path / "config.json").is_file() and (path / "snapshots").is_dir():
+            path = checkpoint = _hub_snapshot(path)  # run.json names the snapshot read
         if path.is_dir():
             cfg_file = path / "config.json"
             if not cfg_file.is_file():
@@ -358,6 +360,25 @@ def load_model(
                f"validate.py without --use-ema scores them; to score the EMA, save {ema} as a file of its own"]
         if ema else [],
     )
+
+
+def _hub_snapshot(entry: Path) -> Path:
+    """The snapshot folder of a Hugging Face cache entry (``models--timm--NAME/`` holding ``refs/``, ``snapshots/<rev>/``
+    and ``blobs/``): the one ``refs/main`` names, else its only one."""
+    snapshots = entry / "snapshots"
+    try:
+        main = (entry / "refs" / "main").read_text().strip()
+    except (OSError, UnicodeDecodeError):  # no refs/main (a revision fetched by hash), or not a revision
+        main = ""
+    if main and plain_name(main) and (snapshots / main).is_dir():
+        return snapshots / main
+    revisions = sorted(d for d in snapshots.iterdir() if d.is_dir())
+    if len(revisions) == 1:
+        return revisions[0]
+    if not revisions:
+        raise UserError(f"--checkpoint {entry} is a Hugging Face cache entry with no snapshot; download it again")
+    raise UserError(f"--checkpoint {entry} is a Hugging Face cache entry of {len(revisions)} snapshots and no refs/main "
+                    f"names one; give --checkpoint {snapshots}/<revision> (e.g. {revisions[-1].name})")
 
 
 def _timm_names(keys: Iterable[str]) -> dict[str, str]:

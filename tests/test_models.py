@@ -384,3 +384,26 @@ def test_a_folder_timm_itself_saved_loads(tmp_path):
     (tmp_path / "timm" / "config.json").write_text(json.dumps(written))
     with pytest.raises(UserError, match="label_names by class index with gaps"):
         load_model(checkpoint=tmp_path / "timm")
+
+
+def test_a_hub_cache_entry_folder_reads_the_snapshot_refs_main_names(tmp_path, full_ckpt):
+    """``-c .../hub/models--timm--NAME`` (refs/, snapshots/<rev>/, blobs/) was refused as a folder without config.json,
+    telling the user to pass the weights file (adv26): it reads refs/main's snapshot, else the only one."""
+    import shutil
+
+    entry = tmp_path / "models--timm--hiera_tiny_224.mae_in1k_ft_in1k"
+    old, new = "1" * 40, "2" * 40
+    for rev in (old, new):
+        shutil.copytree(full_ckpt, entry / "snapshots" / rev)
+    (entry / "blobs").mkdir()
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(new)
+    loaded = load_model(checkpoint=entry)
+    assert loaded.checkpoint == str(entry / "snapshots" / new / "model.safetensors")
+    assert loaded.sha256 == load_model(checkpoint=full_ckpt).sha256
+    (entry / "refs" / "main").unlink()
+    with pytest.raises(UserError, match=rf"cache entry of 2 snapshots and no refs/main names one; give --checkpoint "
+                                        rf"{entry / 'snapshots'}/<revision>"):
+        load_model(checkpoint=entry)
+    shutil.rmtree(entry / "snapshots" / new)
+    assert load_model(checkpoint=entry).checkpoint == str(entry / "snapshots" / old / "model.safetensors")
