@@ -21,8 +21,8 @@ from torch import nn
 
 from .errors import UserError, listed
 from .geometry import HieraGeometry
-from .untrusted import (REDOWNLOAD, first_line, load_safetensors, load_torch_weights, plain_name, read_json, reading,
-                        wrong)
+from .untrusted import (REDOWNLOAD, first_line, is_safetensors, load_safetensors, load_torch_weights, plain_name,
+                        read_json, reading, wrong)
 
 #: Short names users type, mapped to the checkpoints they mean.
 ALIASES: dict[str, str] = {
@@ -153,7 +153,7 @@ class LoadedModel:
 def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """Tensors from a safetensors or weights-only torch file (never runs pickled code), and the key of EMA weights a
     training checkpoint holds beside the ``state_dict`` read (None: it has none)."""
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or is_safetensors(path):  # a safetensors file named .pth was "corrupt"
         return _unwrapped(load_safetensors(path)), None
     if path.suffix in _PICKLE_SUFFIXES or path.name.endswith(".pth.tar"):  # timm's train.py: model_best.pth.tar
         obj = whole = load_torch_weights(path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import pickletools
 import tarfile
@@ -228,6 +229,17 @@ def load_torch_weights(path: str | Path) -> Any:
         ) from exc
     except Exception as exc:  # torch reports a cut zip as RuntimeError, a cut pickle as EOFError, ...
         raise UserError(f"{what} {path} {problem(path, exc)}; {REDOWNLOAD}") from exc
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether the file starts as a safetensors file does, whatever its name: an 8-byte little-endian header length
+    that fits the file, then the header's JSON object (a torch zip starts ``PK``, a pickle ``\\x80``)."""
+    try:
+        with open(path, "rb") as fh:
+            head, size = fh.read(9), os.fstat(fh.fileno()).st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
 
 
 def load_safetensors(path: str | Path) -> dict:

@@ -132,6 +132,23 @@ def test_corrupt_safetensors(tmp_path):
         load_model("hiera_tiny_224", tmp_path / "w.safetensors")
 
 
+def test_a_safetensors_file_named_pth_loads_as_safetensors(tmp_path, full_ckpt):
+    """A safetensors file saved under a torch name was refused as "truncated or corrupt; re-download" (adv26): its
+    header says what it is. Cut short, it is still named as damaged."""
+    data = (full_ckpt / "model.safetensors").read_bytes()
+    reference = load_model(checkpoint=full_ckpt).model.state_dict()
+    for name in ("model.pth", "pytorch_model.bin"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_bytes((full_ckpt / "config.json").read_bytes())
+        (tmp_path / name / name).write_bytes(data)
+        loaded = load_model(checkpoint=tmp_path / name)
+        for key, value in reference.items():
+            assert torch.equal(loaded.model.state_dict()[key], value), key
+    (tmp_path / "model.pth" / "model.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="model.pth is truncated or corrupt"):
+        load_model(checkpoint=tmp_path / "model.pth")
+
+
 def _hub_cache_entry(repo: str, filename: str, content: dict) -> Path:
     from huggingface_hub.constants import HF_HUB_CACHE
 
