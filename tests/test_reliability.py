@@ -113,6 +113,22 @@ def test_every_bad_input_is_one_line_exit_2(cli, tmp_path, full_ckpt, class_fold
     assert not (tmp_path / "pwned").exists()
 
 
+def test_an_out_named_as_a_table_file_is_refused_before_any_folder_is_made(cli, tmp_path, full_ckpt, class_folder):
+    """``-o results.csv`` made a folder results.csv/ holding results.csv without a word (adv26); so did the folder
+    several checkpoints' run folders go in. A folder already so named is still a run folder."""
+    for out, checkpoints in ((tmp_path / "results.csv", [full_ckpt]), (tmp_path / "runs.JSON", [full_ckpt, full_ckpt])):
+        labels = [a for i in range(len(checkpoints)) for a in ("--label", f"run{i}")]
+        result = cli("sweep", *[a for c in checkpoints for a in ("-c", c)], *labels, "--data", class_folder,
+                     "--out", out, "--res", "64", "-q")
+        assert result.code == 2 and result.err.count("\n") == 1, result.err
+        assert f"--out {out} names a file" in result.err and f"-o {out.with_suffix('')})" in result.err
+        assert "or --json to print the table" in result.err and not out.exists()
+    (tmp_path / "old.csv").mkdir()
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--out", tmp_path / "old.csv", "--res", "64",
+                 "--schemes", "interp", "--device", "cpu", "-q", "--no-plots")
+    assert result.code == 0 and (tmp_path / "old.csv" / "results.csv").is_file(), result.err
+
+
 def test_memory_check_counts_what_one_forward_holds(full_ckpt):
     """A batch never holds more images than the data has, and a CPU forward runs in slices: the check
     measures that, so --batch-size 1000 on 8 images is no error, and a size that cannot fit still is."""

@@ -203,6 +203,7 @@ def several(cfg: SweepConfig, models: list[str], checkpoints: list[str], labels:
     paired by order), each labelled (``--label`` in order, else the checkpoint's or model's name) and given
     its own run folder ``<out>/<label>/``; one per data set too with several ``--data NAME=PATH``
     (``<out>/<label>/<name>/``). One model or checkpoint: ``cfg`` itself, ``--out`` its run folder."""
+    check_out(cfg.out)  # before it becomes <out>/<label>/ or <out>/<label>/<name>/
     sets = named_data(data or ([cfg.data] if cfg.data else []))
     per_checkpoint = _several_checkpoints(cfg, models, checkpoints, labels)
     if len(sets) <= 1:
@@ -294,6 +295,22 @@ def _whole(value: Any) -> int:
     raise ValueError(f"{value!r} is not a whole number")
 
 
+#: Endings of the files a run writes (and of tables generally): an ``--out`` so named meant a file, not a folder.
+FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl", ".md", ".tex", ".txt", ".html", ".png", ".svg", ".pdf")
+
+
+def check_out(out: str | os.PathLike | None) -> None:
+    """Refuse an ``--out`` named as a file (``-o results.csv``): it is the folder the run's files go in, and
+    a folder ``results.csv/`` holding a ``results.csv`` is not what was meant. A folder already so named is used."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.suffix.lower() in FILE_SUFFIXES and not path.is_dir():
+        raise UserError(f"--out {out} names a file, but --out is the run folder that results.csv, results.parquet, "
+                        f"results.md, predictions.parquet and run.json go in; give a folder (e.g. -o "
+                        f"{path.with_suffix('')}), or --json to print the table on stdout")
+
+
 def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
     """Check every option that needs no model or data and fill ``cfg`` in (:func:`normalised` types, the batch
     size parsed, ``amp="auto"`` resolved); returns the schemes and the device."""
@@ -301,6 +318,8 @@ def validate_config(cfg: SweepConfig) -> tuple[list[Scheme], torch.device]:
         setattr(cfg, name, value)
     cfg.batch_size = parse_batch_size(cfg.batch_size)
     check_label(cfg.label)
+    check_out(cfg.out)
+    check_out(cfg.root)
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"--limit must be at least 1, got {cfg.limit}; leave it out to use every image")
     if cfg.per_class is not None and cfg.per_class < 1:
