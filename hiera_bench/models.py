@@ -287,6 +287,25 @@ def load_model(
     checkpoint: str | Path | None = None,
 ) -> LoadedModel:
     """Load a Hiera by name from timm's hub path, or from a local checkpoint (file or hub-style folder)."""
+    return _load_model(model, checkpoint)
+
+
+def headless_reason(loaded: LoadedModel) -> str:
+    """Why a checkpoint without a classifier (0 classes: a pretraining checkpoint) cannot be swept, naming what to
+    sweep instead: timm's fine-tune of a hub pretraining checkpoint (hiera_tiny_224.mae -> ..mae_in1k_ft_in1k)."""
+    import timm
+
+    if not loaded.checkpoint.startswith("hf-hub:"):
+        return (f"checkpoint {loaded.checkpoint} has no classifier (0 classes: a pretraining checkpoint?), so it can "
+                "score no image; give a fine-tuned checkpoint")
+    tags = [n for n in timm.list_pretrained(f"{loaded.arch}.*") if "_ft_" in n]
+    tags.sort(key=lambda n: not n.split(".", 1)[1].startswith(f"{loaded.tag}_"))  # this pretraining's fine-tune first
+    instead = f"use {' or '.join(tags[:2])}, or" if tags else "pass"
+    return (f"{loaded.name} is a pretraining checkpoint without a classifier (0 classes), so it can score no image; "
+            f"{instead} --checkpoint of a fine-tuned checkpoint")
+
+
+def _load_model(model: str | None, checkpoint: str | Path | None) -> LoadedModel:
     import timm
 
     folder_cfg: dict[str, Any] = {}

@@ -424,3 +424,24 @@ def test_a_hub_cache_entry_folder_reads_the_snapshot_refs_main_names(tmp_path, f
         load_model(checkpoint=entry)
     shutil.rmtree(entry / "snapshots" / new)
     assert load_model(checkpoint=entry).checkpoint == str(entry / "snapshots" / old / "model.safetensors")
+
+
+def test_a_checkpoint_without_a_classifier_names_the_fine_tune_to_use(cli, tmp_path, class_folder):
+    """An MAE pretraining checkpoint (0 classes) was told to give a config.json with label_names (adv26): it has no
+    classifier to score with. inspect and export, which only rewrite its embedding, still load it."""
+    from hiera_bench.testing import TINY_ARGS, save_checkpoint_folder
+
+    net = timm.create_model("hiera_tiny_224", num_classes=0)
+    _hub_cache_entry("timm/hiera_tiny_224.mae", "model.safetensors",
+                     {k: v.contiguous() for k, v in net.state_dict().items()})
+    result = cli("sweep", "-m", "hiera_tiny_224.mae", "--data", class_folder, "--out", tmp_path / "o", "--res", "224")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert result.err.startswith("error: hiera_tiny_224.mae is a pretraining checkpoint without a classifier (0 "
+                                 "classes), so it can score no image; use hiera_tiny_224.mae_in1k_ft_in1k"), result.err
+    assert load_model("hiera_tiny_224.mae").num_classes == 0
+    headless = timm.create_model("hiera_tiny_224", num_classes=0, img_size=64, **TINY_ARGS)
+    folder = save_checkpoint_folder(headless, tmp_path / "mae", "hiera_tiny_224", TINY_ARGS)
+    result = cli("sweep", "-c", folder, "--data", class_folder, "--out", tmp_path / "o2")
+    assert result.code == 2 and "model.safetensors has no classifier (0 classes: a pretraining checkpoint?)" in \
+        result.err and "give a fine-tuned checkpoint" in result.err, result.err
+    assert cli("inspect", "-c", folder, "--res", "96", "--out", tmp_path / "i.png").code == 0

@@ -21,7 +21,7 @@ from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
 from ..errors import UserError
 from ..grid import Grid, default_grid, parse_grid
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, headless_reason, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
 from ..preprocess import EvalPreprocess
 from ..published import reference_checks
@@ -395,6 +395,8 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
     (``primary``: this process prepares the run folder; the other ranks of a job only write into it; ``early``:
     marks the sweep as begun in it as soon as it is known)."""
     loaded = load_model(cfg.model, cfg.checkpoint)
+    if loaded.num_classes == 0:  # inspect and export take it: they only rewrite its embedding
+        raise UserError(headless_reason(loaded))
     for note in loaded.notes:
         progress.log(note)
     out = out_folder(cfg, loaded.name)
