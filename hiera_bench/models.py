@@ -150,11 +150,29 @@ class LoadedModel:
         return {k: self.pretrained_cfg[k] for k in _DATA_KEYS if k in self.pretrained_cfg}
 
 
-def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
-    """Tensors from a safetensors or weights-only torch file (never runs pickled code), and the key of EMA weights a
-    training checkpoint holds beside the ``state_dict`` read (None: it has none)."""
+@dataclass(frozen=True)
+class TrainedWith:
+    """What a training checkpoint says beside its weights: the key of EMA weights it holds beside the ``state_dict``
+    read, and the input size its net was built with (timm train.py's ``args.img_size`` / ``args.input_size``)."""
+
+    ema: str | None = None
+    img_size: int | None = None
+
+
+def _trained_size(args: Any) -> int | None:
+    """The square input size of a training run's arguments (an argparse Namespace or a dict), if they give one."""
+    get = args.get if isinstance(args, dict) else lambda key: getattr(args, key, None)
+    size, shape = get("img_size"), get("input_size")
+    if size is None and isinstance(shape, (list, tuple)) and len(shape) >= 2 and shape[-1] == shape[-2]:
+        size = shape[-1]
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], TrainedWith]:
+    """Tensors from a safetensors or weights-only torch file (never runs pickled code), and what a training
+    checkpoint says beside them."""
     if path.suffix == ".safetensors" or is_safetensors(path):  # a safetensors file named .pth was "corrupt"
-        return _unwrapped(load_safetensors(path)), None
+        return _unwrapped(load_safetensors(path)), TrainedWith()
     if path.suffix in _PICKLE_SUFFIXES or path.name.endswith(".pth.tar"):  # timm's train.py: model_best.pth.tar
         obj = whole = load_torch_weights(path)
         for key in ("model_state", "state_dict", "model", "module"):
@@ -163,9 +181,11 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
                 break
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise UserError(f"checkpoint {path} holds no state dict of tensors")
-        ema = next((key for key in EMA_KEYS if isinstance(whole, dict) and isinstance(whole.get(key), dict)
-                    and whole[key] and whole[key] is not obj), None)
-        return _unwrapped(obj), ema
+        if not isinstance(whole, dict):
+            return _unwrapped(obj), TrainedWith()
+        ema = next((key for key in EMA_KEYS if isinstance(whole.get(key), dict) and whole[key] and whole[key] is not obj),
+                   None)
+        return _unwrapped(obj), TrainedWith(ema, _trained_size(whole.get("args")))
     raise UserError(
         f"checkpoint {path} has an unknown file type {path.suffix!r}; "
         "use .safetensors, .pth/.pt/.bin/.pth.tar, or a folder with config.json + model.safetensors"
@@ -335,7 +355,7 @@ def _load_model(model: str | None, checkpoint: str | Path | None) -> LoadedModel
         return _load_from_hub(arch, tag)
 
     as_read = _file_version(weights_path)
-    state_dict, ema = _read_state_dict(weights_path)
+    state_dict, trained = _read_state_dict(weights_path)
     state_dict = _renamed_as_timm(state_dict, weights_path)
     # the native size comes from the weights (img_size), and so does num_classes (the head): timm's own export
     # writes both into model_args
@@ -354,8 +374,14 @@ def _load_model(model: str | None, checkpoint: str | Path | None) -> LoadedModel
         raise wrong(Path(checkpoint) / "config.json", "checkpoint config",
                     f"gives {name} arguments timm cannot build it with ({first_line(exc)})", CONFIG_FIX) from exc
     cfg = dict(probe.pretrained_cfg)
-    native = _native_size(state_dict, probe.patch_stride[0], cfg["input_size"][-1],
-                          folder_cfg.get("model_args", {}).get("img_size"))
+    built = folder_cfg.get("model_args", {}).get("img_size") or trained.img_size
+    native = _native_size(state_dict, probe.patch_stride[0], cfg["input_size"][-1], built)
+    notes = [f"{weights_path.name} holds EMA weights too ({trained.ema}); these are the model's own (state_dict), as "
+             f"timm's validate.py without --use-ema scores them; to score the EMA, save {trained.ema} as a file of its own"
+             ] if trained.ema else []
+    if native == trained.img_size != cfg["input_size"][-1] and "pos_embed_win" in state_dict:
+        notes.append(f"native size {native} px from {weights_path.name}'s training arguments (its abs-win embeddings "
+                     f"do not say; timm's default for {name} is {cfg['input_size'][-1]})")
     cfg["input_size"] = (3, native, native)
     kwargs = dict(model_args, num_classes=num_classes)
     if model_args:
@@ -375,9 +401,7 @@ def _load_model(model: str | None, checkpoint: str | Path | None) -> LoadedModel
         license=cfg.get("license"), extra={"model_card": folder_cfg.get("model_card")} if folder_cfg else {},
         display_name=folder_cfg.get("model_name"),
         model_args=architecture_digest(model_args),
-        notes=[f"{weights_path.name} holds EMA weights too ({ema}); these are the model's own (state_dict), as timm's "
-               f"validate.py without --use-ema scores them; to score the EMA, save {ema} as a file of its own"]
-        if ema else [],
+        notes=notes,
     )
 
 
