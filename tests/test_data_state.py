@@ -79,6 +79,9 @@ def test_a_sweep_over_a_moved_copy_reuses_every_cell(cli, full_ckpt, folder, tmp
     assert sum(r["evaluated_images"] for r in run["ranks"]) == 0
     again = pd.read_csv(out / "results.csv")
     assert list(again.cell_key) == list(first.cell_key) and again.top1.tolist() == first.top1.tolist()
+    # the rows name where this sweep read the images, as its header does (they named the first location; adv27)
+    assert set(again["data"]) == {str(moved)} and again["data_place"].nunique() == 1
+    assert set(again["data_place"]) != set(first["data_place"])
 
 
 def test_cells_an_earlier_version_keyed_still_count(cli, full_ckpt, folder, tmp_path):

@@ -543,7 +543,7 @@ def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
                         store.write_row({**row, **figures}, finished)
                     row.update(figures)
                 row.update(label=shared.label, num_classes=shared.num_classes,  # names, not part of the cell
-                           data_name=shared.data_name)
+                           data_name=shared.data_name, data=shared.data, data_place=shared.data_place)
             failed.update(bad)
             rows.append(row)
     return rows, failed
