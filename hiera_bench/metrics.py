@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 ECE_BINS = 15
 #: The figures a failed cell leaves empty.
@@ -35,6 +37,8 @@ def device_records(logits: torch.Tensor, targets: torch.Tensor, k: int = 5,
                    valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per image, on the logits' device: top-k class ids, correct@1, correct@k, nll and confidence (max softmax);
     over the classes ``valid`` marks when given (the rest get -inf, as if sliced away)."""
+    import torch  # here, not at the top: the readers of run folders need no torch
+
     logits = logits.float()
     if valid is not None:
         logits = logits.masked_fill(~valid.to(logits.device), float("-inf"))

@@ -22,12 +22,11 @@ import pyarrow as pa
 from .cells import (GROUP_COLUMNS, missing, same_value, section_labels, slot, unlimited_fingerprints, with_defaults,
                     with_row_keys)
 from .errors import UserError, listed
-from .sweep.config import check_label
 from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, first_line_is
 from .metrics import NO_RESULT, failed_if_not_finite
 from .pivot import latex, markdown, pivot
 from .stats import STAT_COLUMNS, annotate, outcomes, with_cell_keys
-from .untrusted import RESWEEP, read_json, read_parquet, reading
+from .untrusted import RESWEEP, check_label, read_json, read_parquet, reading
 from .sweep.rows import tidy_table
 from .sweep.views import GENERATIONS, current_views
 

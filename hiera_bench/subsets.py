@@ -12,9 +12,10 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from .errors import UserError
 
@@ -45,6 +46,8 @@ class ClassSubset:
         if missing:
             raise UserError(f"--class-subset {self.name}: {len(missing)} of its classes are not the model's "
                             f"(e.g. {missing[0]}); it needs a model with ImageNet-1k classes")
+        import torch  # here: plots and reports read a subset's classes without torch
+
         mask = torch.zeros(len(class_names), dtype=torch.bool)
         mask[[index[w] for w in classes]] = True
         return mask

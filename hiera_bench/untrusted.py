@@ -78,6 +78,15 @@ def plain_name(name: str) -> bool:
     return bool(name.strip()) and name not in (".", "..") and not any(c in name for c in "/\\\0\n\r\t")
 
 
+def check_label(label: str | None) -> None:
+    """``--label`` names a run folder and a column group of reports: printable, one path component."""
+    if label is None:
+        return
+    if not plain_name(label):
+        raise UserError(f"--label {label!r} must be a non-empty name without slashes or line breaks, "
+                        "e.g. --label small-ft320")
+
+
 def wrong(path: str | Path, what: str, found: str, fix: str) -> UserError:
     """The error for a file that parses but is not what ``what`` should be."""
     return UserError(f"{what} {path} {found}; {fix}")

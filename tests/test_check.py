@@ -582,3 +582,27 @@ def test_messages_name_what_was_given(cli, run_dir, tmp_path):
     folder = Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
     reported = cli("report", folder / "results.parquet")
     assert reported.code == 0 and (folder / "report" / "report.md").is_file(), reported.err
+
+
+def test_the_readers_of_run_folders_start_without_torch(tmp_path):
+    """check (a CI gate), compare and report read tables and records: importing torch and timm for them was 4-5 s of
+    a 6 s check on a 2-core VM; the sweep's own modules now import them where a forward needs them."""
+    import subprocess
+    import sys
+
+    demo = Path(__file__).resolve().parents[1] / "results" / "demo"
+    script = """
+import runpy, sys
+sys.argv = ["hiera-bench", *sys.argv[1:]]
+try:
+    runpy.run_module("hiera_bench", run_name="__main__")
+except SystemExit as stop:
+    assert not stop.code, stop.code
+print(sorted(m for m in ("torch", "timm", "torchvision", "datasets") if m in sys.modules))
+"""
+    a, b = demo / "hiera-demo-abswin", demo / "hiera-demo-full"
+    for command in (["check", a, "--baseline", a], ["compare", a, b], ["report", a, b, "-o", tmp_path / "rep"]):
+        done = subprocess.run([sys.executable, "-c", script, *map(str, command)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and done.stdout.splitlines()[-1] == "[]", (command, done.stdout[-300:],
+                                                                                 done.stderr[-500:])

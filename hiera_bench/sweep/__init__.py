@@ -8,7 +8,18 @@ table), ``views`` (merged outputs), ``provenance`` (run.json), ``run`` (the flow
 positions each cell lacks and each rank evaluates), ``distributed`` (the ranks of a torchrun job).
 """
 
-from .config import AMP_DTYPES, Logged, Progress, Quiet, SweepConfig, several, validate_config
-from .run import SweepResult, run_sweep
+from importlib import import_module
+from typing import Any
 
-__all__ = ["AMP_DTYPES", "Logged", "Progress", "Quiet", "SweepConfig", "SweepResult", "run_sweep", "several", "validate_config"]
+#: Each name the package exports and its module, imported when first asked for: the readers of run folders
+#: (``report``, ``check``, ``compare``) use ``store``, ``rows`` and ``views`` and need neither torch nor timm.
+_EXPORTS = {"AMP_DTYPES": "config", "Logged": "config", "Progress": "config", "Quiet": "config", "SweepConfig": "config",
+            "several": "config", "validate_config": "config", "SweepResult": "run", "run_sweep": "run"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -14,7 +14,7 @@ import torch
 from ..errors import UserError
 from ..grid import parse_spec
 from ..posembed import Scheme, parse_schemes
-from ..untrusted import plain_name
+from ..untrusted import check_label
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: ``--amp auto`` (a bare ``--amp``): bf16 autocast where it pays (CUDA), fp32 elsewhere.
@@ -161,15 +161,6 @@ def parse_crops(value: float | str | Sequence[float] | None) -> tuple[float, ...
     if repeated is not None:
         raise UserError(f"--crop-pct lists {repeated:g} twice; give each crop once")
     return tuple(crops)
-
-
-def check_label(label: str | None) -> None:
-    """``--label`` names a run folder and a column group of reports: printable, one path component."""
-    if label is None:
-        return
-    if not plain_name(label):
-        raise UserError(f"--label {label!r} must be a non-empty name without slashes or line breaks, "
-                        "e.g. --label small-ft320")
 
 
 def first_repeated(names: list[str]) -> str | None:

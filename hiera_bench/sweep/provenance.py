@@ -7,9 +7,12 @@ import subprocess
 import time
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 #: The packages whose version can move a cell's numbers (model code, kernels, decoding and resizing).
@@ -21,6 +24,7 @@ def measuring_versions() -> dict[str, str]:
     """The versions of :data:`MEASURING_PACKAGES` here: each committed part of a cell's records carries them."""
     import PIL
     import timm
+    import torch
     import torchvision
 
     found = {"hiera_bench": _own_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -30,6 +34,7 @@ def measuring_versions() -> dict[str, str]:
 
 def versions() -> dict[str, str]:
     import datasets
+    import torch
 
     return {
         **measuring_versions(), "python": platform.python_version(), "datasets": datasets.__version__,
@@ -65,6 +70,8 @@ def git_sha() -> str | None:
 
 
 def device_name(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -7,9 +7,8 @@ import pyarrow as pa
 
 from typing import TYPE_CHECKING
 
-from ..data.loader import Batch
-
 if TYPE_CHECKING:
+    from ..data.loader import Batch
     from .store import CellStore
 
 #: One row per image and cell: what the cell predicted and whether it was right (``failed``: not decoded).
