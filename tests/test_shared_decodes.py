@@ -165,6 +165,14 @@ with SharedDecodes(runs=2, log=said.append, root=Path({str(tmp_path)!r})) as dec
     assert done.stdout.startswith("True [] ") and "could not reserve" in done.stdout and "TMPDIR" in done.stdout
 
 
+def test_without_posix_fallocate_the_crops_are_shared_sparse(tmp_path, monkeypatch):
+    """macOS and Windows have no os.posix_fallocate: every sweep of two checkpoints ended in an AttributeError."""
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    with SharedDecodes(runs=2, root=tmp_path) as decodes:
+        kept = decodes.crops(EvalPreprocess.from_config({}).as_dict(), "fp", "s", 10, [(64, 0.875)])
+        assert kept is not None and (kept.folder / "crops-64-0.875.u8").stat().st_size == 10 * 3 * 64 * 64
+
+
 def test_a_killed_commands_crops_are_removed_by_the_next_and_a_live_ones_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = shared_mod.writer().rsplit("-", 1)[0]

@@ -156,8 +156,10 @@ def reserve(path: Path, length: int) -> None:
     sparse file on a disk that filled since (other jobs on the node), a write kills the process with SIGBUS, no
     message and no clean-up; a reservation fails here instead, as an OSError."""
     with open(path, "wb") as fh:
-        if length:
+        if length and hasattr(os, "posix_fallocate"):
             os.posix_fallocate(fh.fileno(), 0, length)
+        elif length:  # macOS and Windows have no posix_fallocate: sparse, as the space check left it
+            fh.truncate(length)
 
 
 def remove_stale(root: Path) -> int:
