@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import PurePosixPath
 
 import pandas as pd
 
@@ -110,6 +111,17 @@ class ReferenceCheck:
                 "blurred or stylised copy) is not held to it once named: --data NAME=PATH")
 
 
+def given_name(row: pd.Series | dict) -> str | None:
+    """The ``--data NAME=PATH`` name of a row's data, where it says more than its path: several unnamed sets are named
+    after their paths' last parts (``/data/ILSVRC2012/validation``: ``validation``), which say nothing of what they
+    are, so such a set is taken as unnamed."""
+    name, data = row.get("data_name"), row.get("data")
+    if missing(name):
+        return None
+    last = PurePosixPath(str(data).rstrip("/")) if not missing(data) else None
+    return None if last is not None and str(name) in (last.name, last.stem) else str(name)
+
+
 def reference_checks(table: pd.DataFrame) -> list[ReferenceCheck]:
     """Every native cell of ``table`` that is a setting timm published, held against it (one per evaluation:
     the schemes' native cells are one)."""
@@ -128,7 +140,7 @@ def reference_checks(table: pd.DataFrame) -> list[ReferenceCheck]:
             continue
         for dataset, spec in REFERENCE_SETS.items():
             if total != spec.n_images or not same_value(row.get("class_subset"), spec.class_subset) \
-                    or not spec.named_as(row.get("data_name")):
+                    or not spec.named_as(given_name(row)):
                 continue
             pub = published(str(row["model"]), dataset)
             measured = row.get(spec.column)

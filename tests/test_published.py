@@ -70,10 +70,27 @@ def test_a_named_copy_of_val_is_not_held_to_vals_published_figure():
     assert "published" not in headline(corrupted)
     unnamed = problems(_native_rows(59.1), 0, 50_000, 0.01)
     assert len(unnamed) == 1 and "--data NAME=PATH" in unnamed[0] and "ImageNet-C" in unnamed[0]
+    # several unnamed sets are named after their paths: such a name says nothing, and the set is compared by its count
+    derived = problems(_native_rows(70.0, data_name="validation", data="/datasets/ILSVRC2012/validation"), 0, 50_000,
+                       0.01)
+    assert len(derived) == 1 and "-13.886 points" in derived[0]
+    assert reference_checks(_native_rows(59.1, data_name="c3", data="/data/imagenet-c/noise/3")) == []
     for name in ("val", "ImageNet_1k", "imagenet"):
         assert [c.dataset for c in reference_checks(_native_rows(83.9, data_name=name))] == ["imagenet"], name
     assert [c.dataset for c in reference_checks(_native_rows(37.774, n_images=50_889, data_name="sketch"))] == ["sketch"]
     assert reference_checks(_native_rows(37.774, n_images=50_889, data_name="val")) == []
+
+
+def test_several_unnamed_data_files_are_named_without_their_suffix(tmp_path):
+    """--data val.parquet --data v2.parquet: the run folders were named val.parquet/ and refused as an --out named
+    like a file (adv30)."""
+    from hiera_bench.sweep.config import named_data
+
+    for name in ("val.parquet", "v2.parquet"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.v1").mkdir()
+    pairs = named_data([str(tmp_path / "val.parquet"), str(tmp_path / "v2.parquet"), str(tmp_path / "folder.v1")])
+    assert [name for name, _ in pairs] == ["val", "v2", "folder.v1"]
 
 
 def test_real_labels_sketch_and_imagenet_a_are_compared_too():

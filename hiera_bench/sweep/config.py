@@ -180,12 +180,19 @@ def named_data(values: list[str]) -> list[tuple[str | None, str]]:
         else:
             pairs.append((None, value))
     if len(pairs) > 1:
-        pairs = [(name or Path(path.rstrip("/")).name or path, path) for name, path in pairs]
+        pairs = [(name or _named_after(path), path) for name, path in pairs]
         repeated = first_repeated([name for name, _ in pairs])
         if repeated:
             raise UserError(f"two --data sets are both named {repeated!r}; name each, e.g. --data val=/data/val "
                             "--data v2=/data/imagenetv2")
     return pairs
+
+
+def _named_after(path: str) -> str:
+    """An unnamed data set's name among several: its path's last part (a data file's without its suffix, so that its
+    run folder is not named like a file)."""
+    last = Path(path.rstrip("/"))
+    return (last.stem if last.is_file() else last.name) or path
 
 
 def several(cfg: SweepConfig, models: list[str], checkpoints: list[str], labels: list[str],
