@@ -142,11 +142,13 @@ def _one_measurement(run: Run, chosen: pd.DataFrame) -> None:
     """Refuse a run whose chosen cells are of several measurements (other checkpoints, data, preprocessing or
     precision: sweeps into one folder under one label), apart from a crop list's crops, which pair crop by crop:
     a paired difference of one run against another is of one measurement each."""
-    if len(chosen) < 2 or group_ids(chosen, ignore=("crop_pct",)).nunique() < 2:
+    # the columns a row of an earlier version lacks (crop mode, normalisation) are not compared, here as elsewhere
+    unknown = tuple(c for c in RECORDED_LATER if c in chosen and chosen[c].isna().any())
+    if len(chosen) < 2 or group_ids(chosen, ignore=("crop_pct", *unknown)).nunique() < 2:
         return
     chosen = with_defaults(chosen)
     differ = [MUST_MATCH.get(c) or NOTED.get(c) or c.replace("_", " ") for c in (*GROUP_COLUMNS, *NAME_COLUMNS)
-              if c != "crop_pct" and c in chosen and chosen[c].astype(str).nunique(dropna=False) > 1]
+              if c not in ("crop_pct", *unknown) and c in chosen and chosen[c].astype(str).nunique(dropna=False) > 1]
     raise UserError(f"{run.root} holds cells of several measurements (they differ in {listed(differ, most=3) or 'their settings'}: "
                     "sweeps of other settings into one folder); compare run folders of one measurement each (sweep each "
                     "into its own --out)")

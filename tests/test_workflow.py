@@ -141,6 +141,27 @@ def test_compare_refuses_a_run_folder_of_several_measurements(cli, full_ckpt, cl
     assert any("precision (dtype) differs" in n for n in json.loads(result.out)["notes"])
 
 
+def test_compare_takes_rows_of_an_earlier_version_beside_todays_as_one_measurement(cli, pair, tmp_path):
+    """Rows without the crop mode and normalisation (an earlier version's) beside rows with them: compare took them
+    for two measurements and refused the folder, where every other comparison treats those columns as unknown
+    (adv30)."""
+    import shutil
+
+    from pathlib import Path
+
+    from hiera_bench.sweep.views import current_views
+
+    older = Path(shutil.copytree(pair / "a", tmp_path / "a", symlinks=True))
+    table = current_views(older) / "results.parquet"
+    rows = pd.read_parquet(table)
+    rows.loc[rows["img_size"] == 96, ["crop_mode", "mean", "std"]] = None
+    rows.to_parquet(table)
+    rows.to_csv(table.with_name("results.csv"), index=False)
+    result = cli("compare", older, pair / "b", "--json")
+    assert result.code == 0, result.err
+    assert len(json.loads(result.out)["pairs"]) == 4
+
+
 def test_compare_refuses_runs_whose_undecodable_images_differ(cli, pair, full_ckpt, class_folder, tmp_path):
     """Dropping B's undecodable images from A too would show A a top-1 its own table does not have."""
     broken = tmp_path / "val"
