@@ -163,6 +163,8 @@ def _trained_size(args: Any) -> int | None:
     """The square input size of a training run's arguments (an argparse Namespace or a dict), if they give one."""
     get = args.get if isinstance(args, dict) else lambda key: getattr(args, key, None)
     size, shape = get("img_size"), get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
     if size is None and isinstance(shape, (list, tuple)) and len(shape) >= 2 and shape[-1] == shape[-2]:
         size = shape[-1]
     return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
@@ -183,8 +185,8 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], TrainedWith]:
             raise UserError(f"checkpoint {path} holds no state dict of tensors")
         if not isinstance(whole, dict):
             return _unwrapped(obj), TrainedWith()
-        ema = next((key for key in EMA_KEYS if isinstance(whole.get(key), dict) and whole[key] and whole[key] is not obj),
-                   None)
+        ema = next((key for key in EMA_KEYS if isinstance(whole.get(key), dict) and whole[key] and whole[key] is not obj
+                    and all(isinstance(v, torch.Tensor) for v in whole[key].values())), None)
         return _unwrapped(obj), TrainedWith(ema, _trained_size(whole.get("args")))
     raise UserError(
         f"checkpoint {path} has an unknown file type {path.suffix!r}; "
@@ -374,12 +376,13 @@ def _load_model(model: str | None, checkpoint: str | Path | None) -> LoadedModel
         raise wrong(Path(checkpoint) / "config.json", "checkpoint config",
                     f"gives {name} arguments timm cannot build it with ({first_line(exc)})", CONFIG_FIX) from exc
     cfg = dict(probe.pretrained_cfg)
-    built = folder_cfg.get("model_args", {}).get("img_size") or trained.img_size
+    given = folder_cfg.get("model_args", {}).get("img_size")
+    built = given or trained.img_size
     native = _native_size(state_dict, probe.patch_stride[0], cfg["input_size"][-1], built)
     notes = [f"{weights_path.name} holds EMA weights too ({trained.ema}); these are the model's own (state_dict), as "
              f"timm's validate.py without --use-ema scores them; to score the EMA, save {trained.ema} as a file of its own"
              ] if trained.ema else []
-    if native == trained.img_size != cfg["input_size"][-1] and "pos_embed_win" in state_dict:
+    if not given and native == trained.img_size != cfg["input_size"][-1] and "pos_embed_win" in state_dict:
         notes.append(f"native size {native} px from {weights_path.name}'s training arguments (its abs-win embeddings "
                      f"do not say; timm's default for {name} is {cfg['input_size'][-1]})")
     cfg["input_size"] = (3, native, native)

@@ -87,7 +87,8 @@ def test_a_timm_training_checkpoint_loads_its_weights(tmp_path):
     assert len(loaded.notes) == 1 and "state_dict_ema" in loaded.notes[0] and "--use-ema" in loaded.notes[0]
 
 
-@pytest.mark.parametrize("args", [{"img_size": 224, "input_size": None}, {"img_size": None, "input_size": [3, 224, 224]}])
+@pytest.mark.parametrize("args", [{"img_size": 224, "input_size": None}, {"img_size": None, "input_size": [3, 224, 224]},
+                                  {"img_size": [224, 224], "input_size": None}])
 def test_an_abswin_training_checkpoint_is_native_at_the_size_it_was_trained_at(tmp_path, args):
     """hiera_small_abswin_256 fine-tuned at 224 px with timm's train.py: its embeddings (a fixed global grid and one
     window) do not say the size, so timm's default (256) was taken as native without a word, every Δ against it and
@@ -95,7 +96,7 @@ def test_an_abswin_training_checkpoint_is_native_at_the_size_it_was_trained_at(t
     import argparse
 
     net = timm.create_model("hiera_small_abswin_256", img_size=224, num_classes=3).eval()
-    torch.save({"epoch": 3, "arch": "hiera_small_abswin_256", "state_dict": net.state_dict(),
+    torch.save({"epoch": 3, "arch": "hiera_small_abswin_256", "state_dict": net.state_dict(), "model_ema": {"decay": 0.9},
                 "args": argparse.Namespace(model="hiera_small_abswin_256", **args)}, tmp_path / "model_best.pth.tar")
     loaded = load_model("hiera_small_abswin_256", tmp_path / "model_best.pth.tar")
     assert loaded.native_size == 224 and loaded.pos_embed_kind == "abswin"
