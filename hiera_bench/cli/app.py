@@ -30,6 +30,14 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False}
 
 
+def print_json(data: object, **dumps: object) -> None:
+    """``data`` as JSON on stdout, as it is: never wrapped at the console's width (a long note or path split the
+    JSON where stdout is a pipe), no markup or emoji codes read in its strings."""
+    import json
+
+    out.print(json.dumps(data, **dumps), markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
 def _print_version(value: bool) -> None:
     """``--version``: this package and the versions its numbers depend on, without importing torch (slow)."""
     if not value:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 import typer
 
-from .app import app, out
+from .app import app, out, print_json
 
 
 def _num(v, spec: str) -> str:
@@ -63,7 +62,7 @@ def check(
 
     result = check_paths(run, baseline, metric, tol, ci, allow_missing_provenance)
     if as_json:
-        out.print(json.dumps(result.as_dict(), indent=1), markup=False, soft_wrap=True)
+        print_json(result.as_dict(), indent=1)
     else:
         out.print(f"run: {result.run_source}   baseline: {result.baseline_source}", markup=False, soft_wrap=True)
         out.print(diff_table(result))

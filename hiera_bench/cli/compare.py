@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .app import app, out
+from .app import app, out, print_json
 
 
 def pair_table(result):
@@ -46,8 +45,8 @@ def compare(
 
     result = compare_runs(run_a, run_b, at, scheme, (label_a, label_b))
     if as_json:
-        out.print(json.dumps({"label_a": result.label_a, "label_b": result.label_b, "notes": result.notes,
-                              "pairs": result.table().to_dict("records")}, indent=1), markup=False)
+        print_json({"label_a": result.label_a, "label_b": result.label_b, "notes": result.notes,
+                    "pairs": result.table().to_dict("records")}, indent=1)
         return
     if markdown:
         out.print(result.markdown(), markup=False)
