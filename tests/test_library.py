@@ -98,6 +98,19 @@ def test_cells_of_an_earlier_version_of_ones_own_scheme_leave_the_views(full_ckp
     shown = pd.read_csv(tmp_path / "run" / "results.csv")
     assert sorted(shown.loc[shown["scheme"] == own_scheme, "img_size"]) == [64, 96, 128]
 
+    @register_scheme(own_scheme, "refuses sizes above 96 px now")
+    def narrower(spec, token_grid, mask_grid):
+        if token_grid[0] > 24:
+            raise ValueError("not above 96 px")
+        return interp(spec, token_grid, mask_grid)
+
+    # asked for its embedding at 128 px, where its old cells are, it raises: they are not of this code (the sweep
+    # ended there in a traceback, after its whole evaluation; adv30)
+    narrow = run_sweep(_config(full_ckpt, class_folder, tmp_path / "run", schemes=f"interp,{own_scheme}", res="64,96"))
+    assert narrow.run["cells_of_other_scheme_code"] >= 1
+    shown = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(shown.loc[shown["scheme"] == own_scheme, "img_size"]) == [64, 96]
+
 
 def test_python_values_a_caller_naturally_gives_are_taken_and_the_callers_config_is_left_alone(
         full_ckpt, class_folder, tmp_path, monkeypatch):

@@ -198,7 +198,7 @@ def test_the_views_show_real_figures_of_one_labels_file(cli, full_ckpt, abswin_c
     assert cli(*args, "-c", abswin_ckpt, "--label", "other", "--res", "64", "--real-labels", tmp_path / "a.json").code == 0
     assert cli(*args, "-c", full_ckpt, "--res", "32,64,96", "--real-labels", tmp_path / "a.json").code == 0
     result = cli(*args, "-c", full_ckpt, "--res", "64", "--real-labels", tmp_path / "b.json")
-    assert result.code == 0 and "2 cell(s) of earlier sweeps of other checkpoints were scored with other ReaL" in \
+    assert result.code == 0 and "2 cell(s) of earlier sweeps of other checkpoints or images were scored with other ReaL" in \
         result.err, result.err
     table = pd.read_parquet(out / "results.parquet")
     mine = table[table["label"] != "other"]
@@ -209,6 +209,42 @@ def test_the_views_show_real_figures_of_one_labels_file(cli, full_ckpt, abswin_c
         counted = preds[(preds.cell_key == row.cell_key) & (preds.image_id != files[0].stem)]
         assert row.n_real == len(counted) == len(files) - 1
         assert row.real_top1 == 100.0 and row.top1 < 100.0
+
+
+def test_real_labels_of_other_images_leave_earlier_cells_unscored(cli, full_ckpt, class_folder, tmp_path):
+    """Cells of other images in the folder (another half of the data) were rescored with a labels file that does not
+    cover them: the sweep ended in an error after its evaluation, or rewrote their figures over a few images (adv30).
+    They are shown without ReaL figures now, with a note."""
+    import shutil
+
+    halves = {}
+    files = sorted(class_folder.glob("*/*.JPEG"), key=lambda p: p.stem)
+    for name, keep in (("a", files[:6]), ("b", files[6:])):
+        halves[name] = shutil.copytree(class_folder, tmp_path / name)
+        for p in halves[name].glob("*/*.JPEG"):
+            if p.stem not in {f.stem for f in keep}:
+                p.unlink()
+    _real_json(class_folder, tmp_path / "all.json")
+    labels = json.loads((tmp_path / "all.json").read_text())
+    (tmp_path / "b.json").write_text(json.dumps([v if i >= 6 else [] for i, v in enumerate(labels)]))
+    out = tmp_path / "o"
+    args = ["sweep", "-c", full_ckpt, "--out", out, "-q", "--no-plots", "--res", "64"]
+    assert cli(*args, "--data", halves["a"], "--real-labels", tmp_path / "all.json").code == 0
+    result = cli(*args, "--data", halves["b"], "--real-labels", tmp_path / "b.json")
+    assert result.code == 0 and "were scored with other ReaL labels" in result.err, result.err
+    table = pd.read_parquet(out / "results.parquet")
+    assert table.groupby("data_fingerprint")["real_top1"].apply(lambda s: s.notna().all()).sort_values().tolist() \
+        == [False, True]
+
+
+def test_json_output_is_never_wrapped(cli, full_ckpt, class_folder, tmp_path):
+    """stdout a pipe: the console wrapped lines at 200 characters, so a long label, path or note split the JSON of
+    sweep --json and compare --json in two."""
+    label = "a-label-as-long-as-a-paper-s-run-names-get-" * 5
+    result = cli("sweep", "-c", full_ckpt, "--data", class_folder, "--res", "64", "--out", tmp_path / "o",
+                 "--label", label, "--json", "--no-plots")
+    assert result.code == 0, result.err
+    assert {row["label"] for row in json.loads(result.out)} == {label}
 
 
 def test_real_labels_need_val_numbers(cli, full_ckpt, tmp_path):

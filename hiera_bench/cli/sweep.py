@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import MODEL_HELP, app, err, out
+from .app import MODEL_HELP, app, err, out, print_json
 
 
 def _clock(seconds: float) -> str:
@@ -278,7 +278,7 @@ def show_results(results, as_json: bool) -> None:
     if as_json:
         # not DataFrame.to_json: it keeps 10 decimals, so a McNemar p of 1e-12 came out as 0.0
         rows = table.astype(object).where(table.notna(), None).to_dict("records")
-        out.print(json.dumps(rows, indent=1), markup=False)
+        print_json(rows, indent=1)
     else:
         merged = pivot(table)
         out.print(terminal(merged))
@@ -314,7 +314,7 @@ def show_results(results, as_json: bool) -> None:
                       "views (kept in cells/); sweep their sizes again to measure them", markup=False)
         unscored = r.run.get("cells_of_other_real_labels", 0)
         if unscored:
-            err.print(f"note: {name}{unscored} cell(s) of earlier sweeps of other checkpoints were scored with other "
+            err.print(f"note: {name}{unscored} cell(s) of earlier sweeps of other checkpoints or images were scored with other "
                       "ReaL labels: shown without ReaL figures (kept in cells/); sweep them with these --real-labels "
                       "to score them", markup=False)
         other = r.run.get("measured_with_other_versions")

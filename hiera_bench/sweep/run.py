@@ -299,7 +299,7 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
     files = DataFiles(sweep.data_fingerprint, sweep.cfg.data_name, sweep.data_state, lambda: sweep.earlier_states,
                       sweep.data_place, {"limit": sweep.data.limit, "per_class": sweep.cfg.per_class,
                                            "class_subset": sweep.subset.name if sweep.subset else None},
-                      cache(partial(reselected_files, sweep.data)))
+                      cache(partial(Reselected, sweep.data)))
     merged = write_views(sweep.run_dir, table, run_info, t_start, files,
                          draw=partial(draw_plots, sweep) if sweep.cfg.plots else None,
                          refresh=earlier_rows_now(sweep, run_info))
@@ -338,7 +338,10 @@ def other_scheme_code(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[
         if used is None:
             return False
         if at not in digests:
-            digests[at] = scheme_digest(scheme, sweep.spec, sweep.loaded.geometry, at[1])
+            try:
+                digests[at] = scheme_digest(scheme, sweep.spec, sweep.loaded.geometry, at[1])
+            except Exception:  # noqa: BLE001  (the user's code, whatever it raises there: not what measured them)
+                digests[at] = ""
         if used == digests[at]:
             return False
         run_info["cells_of_other_scheme_code"] = run_info.get("cells_of_other_scheme_code", 0) + 1
@@ -350,7 +353,8 @@ def other_scheme_code(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[
 def real_labels_refresh(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
     """For a sweep with ``--real-labels``: an earlier sweep's row scored with other ReaL labels, as the views show it
     beside this sweep's, so that they show the figures of one labels file: scored again with this sweep's where it is
-    of this checkpoint (and kept so), else without ReaL figures (counted in run.json's ``cells_of_other_real_labels``)."""
+    of this checkpoint and these images (and kept so), else without ReaL figures (counted in run.json's
+    ``cells_of_other_real_labels``)."""
     real = sweep.real_labels
     if real is None:
         return None
@@ -360,7 +364,8 @@ def real_labels_refresh(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dic
         found = row.get("real_labels")
         if not isinstance(found, str) or found == digest:
             return row
-        if (row.get("model"), row.get("checkpoint_sha256")) != (sweep.loaded.name, sweep.loaded.sha256):
+        if (row.get("model"), row.get("checkpoint_sha256"), str(row.get("data_fingerprint"))) != \
+                (sweep.loaded.name, sweep.loaded.sha256, sweep.data_fingerprint):  # the labels cover this sweep's images
             run_info["cells_of_other_real_labels"] = run_info.get("cells_of_other_real_labels", 0) + 1
             return {**row, **dict.fromkeys(("real_top1", "real_top5", "n_real", "real_labels"))}
         store = sweep.run_dir.cell(str(row["cell_key"]))
@@ -373,11 +378,25 @@ def real_labels_refresh(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dic
     return refresh
 
 
-def reselected_files(data: DataSource, limit: int | None, per_class: int | None) -> tuple[str, str, list[str]]:
-    """The fingerprint, state and earlier states of ``data`` where it lies now, as ``limit`` and ``per_class``
-    select it (an earlier sweep's cells of another selection: measured on files as they are now?)."""
-    other = selected(data, limit, per_class)
-    return other.fingerprint(), other.state(), other.earlier_states()
+class Reselected:
+    """``data`` where it lies now as another ``limit`` and ``per_class`` select it (an earlier sweep's cells of
+    another selection: measured on the files as they are now?): its fingerprint, state and earlier states, each
+    made once and only when asked for (a state stats every file it selects)."""
+
+    def __init__(self, data: DataSource, limit: int | None, per_class: int | None) -> None:
+        self.source = selected(data, limit, per_class)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return self.source.fingerprint()
+
+    @cached_property
+    def state(self) -> str:
+        return self.source.state()
+
+    @cached_property
+    def earlier_states(self) -> list[str]:
+        return self.source.earlier_states()
 
 
 def out_folder(cfg: SweepConfig, model_name: str | None = None) -> Path | None:

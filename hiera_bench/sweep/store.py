@@ -221,8 +221,9 @@ class DataFiles:
     earlier_states: Callable[[], Iterable[str]]
     place: str | None = None
     selection: dict[str, Any] | None = None
-    #: the data where it lies now under another ``(limit, per_class)``: its fingerprint, state and earlier states
-    reselect: Callable[[int | None, int | None], tuple[str, str, list[str]]] | None = None
+    #: the data where it lies now under another ``(limit, per_class)``: its ``fingerprint``, ``state`` and
+    #: ``earlier_states`` (:class:`~hiera_bench.sweep.run.Reselected`)
+    reselect: Callable[[int | None, int | None], Any] | None = None
 
     def changed_since(self, row: dict[str, Any], cell: CellStore) -> bool:
         """Whether ``row`` measured this data on files that have changed since: another state of the same images,
@@ -235,10 +236,10 @@ class DataFiles:
                 return True
             if self.reselect is None or self.place is None or row.get("data_place") != self.place:
                 return False
-            fingerprint, state, earlier = self.reselect(_count(row.get("limit")), _count(row.get("per_class")))
-            if str(row.get("data_fingerprint")) != fingerprint:
+            now = self.reselect(_count(row.get("limit")), _count(row.get("per_class")))
+            if str(row.get("data_fingerprint")) != now.fingerprint:
                 return True
-            return (found := cell.data_state()) is not None and found != state and found not in earlier
+            return (found := cell.data_state()) is not None and found != now.state and found not in now.earlier_states
         state = cell.data_state()
         return state is not None and state != self.state and state not in self.earlier_states()
 
