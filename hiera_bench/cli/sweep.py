@@ -263,6 +263,21 @@ def _option_value(param, value):
     return value
 
 
+#: run.json's counts of earlier sweeps' cells a sweep left out of the views (or showed in part), and why, as its notes say.
+EARLIER_CELLS_NOTES = {
+    "cells_of_changed_files": "were measured on files that have changed since: left out of the views (kept in "
+                              "cells/); sweep their sizes again to measure them",
+    "cells_of_other_model_args": "were measured under other config.json model_args of the checkpoint folder (or "
+                                 "before hiera-bench recorded them): left out of the views (kept in cells/); sweep "
+                                 "their sizes again to measure them",
+    "cells_of_other_scheme_code": "were measured with another version of a scheme registered outside hiera-bench (its "
+                                  "code gives another embedding now): left out of the views (kept in cells/); sweep "
+                                  "their sizes again to measure them",
+    "cells_of_other_real_labels": "of other checkpoints or images were scored with other ReaL labels: shown without "
+                                  "ReaL figures (kept in cells/); sweep them with these --real-labels to score them",
+}
+
+
 def show_results(results, as_json: bool) -> None:
     """One pivot of every checkpoint's cells and a headline each, then what is wrong with the numbers, if
     anything: a sweep whose numbers cannot be trusted as they are exits 1 after writing them."""
@@ -298,25 +313,9 @@ def show_results(results, as_json: bool) -> None:
         if failed and not too_many_failed(failed, total, r.run["config"]["max_failed"]):  # else an error line
             err.print(f"note: {name}{failed} of {total} images could not be decoded and are left "
                       "out of every cell (run.json lists them)", markup=False)
-        changed = r.run.get("cells_of_changed_files", 0)
-        if changed:
-            err.print(f"note: {name}{changed} cell(s) of earlier sweeps were measured on files that have changed since: "
-                      "left out of the views (kept in cells/); sweep their sizes again to measure them", markup=False)
-        superseded = r.run.get("cells_of_other_model_args", 0)
-        if superseded:
-            err.print(f"note: {name}{superseded} cell(s) of earlier sweeps were measured under other config.json "
-                      "model_args of the checkpoint folder (or before hiera-bench recorded them): left out of the views "
-                      "(kept in cells/); sweep their sizes again to measure them", markup=False)
-        recoded = r.run.get("cells_of_other_scheme_code", 0)
-        if recoded:
-            err.print(f"note: {name}{recoded} cell(s) of earlier sweeps were measured with another version of a "
-                      "scheme registered outside hiera-bench (its code gives another embedding now): left out of the "
-                      "views (kept in cells/); sweep their sizes again to measure them", markup=False)
-        unscored = r.run.get("cells_of_other_real_labels", 0)
-        if unscored:
-            err.print(f"note: {name}{unscored} cell(s) of earlier sweeps of other checkpoints or images were scored with other "
-                      "ReaL labels: shown without ReaL figures (kept in cells/); sweep them with these --real-labels "
-                      "to score them", markup=False)
+        for key, why in EARLIER_CELLS_NOTES.items():
+            if r.run.get(key, 0):
+                err.print(f"note: {name}{r.run[key]} cell(s) of earlier sweeps {why}", markup=False)
         other = r.run.get("measured_with_other_versions")
         if other:
             from ..sweep.provenance import other_versions_note
