@@ -304,14 +304,6 @@ def _native_size(state_dict: dict[str, torch.Tensor], patch_stride: int, cfg_siz
     return built_size if isinstance(built_size, int) and not isinstance(built_size, bool) and built_size > 0 else cfg_size
 
 
-def load_model(
-    model: str | None = None,
-    checkpoint: str | Path | None = None,
-) -> LoadedModel:
-    """Load a Hiera by name from timm's hub path, or from a local checkpoint (file or hub-style folder)."""
-    return _load_model(model, checkpoint)
-
-
 def headless_reason(loaded: LoadedModel) -> str:
     """Why a checkpoint without a classifier (0 classes: a pretraining checkpoint) cannot be swept, naming what to
     sweep instead: timm's fine-tune of a hub pretraining checkpoint (hiera_tiny_224.mae -> ..mae_in1k_ft_in1k)."""
@@ -327,7 +319,11 @@ def headless_reason(loaded: LoadedModel) -> str:
             f"{instead} --checkpoint of a fine-tuned checkpoint")
 
 
-def _load_model(model: str | None, checkpoint: str | Path | None) -> LoadedModel:
+def load_model(
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+) -> LoadedModel:
+    """Load a Hiera by name from timm's hub path, or from a local checkpoint (file or hub-style folder)."""
     import timm
 
     folder_cfg: dict[str, Any] = {}

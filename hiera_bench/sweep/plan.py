@@ -40,11 +40,9 @@ def plan_forwards(spec: PosEmbedSpec, schemes: list[Scheme], sizes: list[int], g
     """One :class:`Forward` per distinct embedding at each size (identical ones are merged), for each crop_pct."""
     forwards = []
     for size in sizes:
-        at = geometry.at(size)
         distinct: list[tuple[torch.Tensor, list[str]]] = []
         for scheme in schemes:
-            with torch.no_grad():
-                embedding = scheme(spec, at.token_grid, at.mask_grid).float().contiguous()
+            embedding = scheme_embedding(scheme, spec, geometry, size)
             same = next((names for e, names in distinct if torch.equal(e, embedding)), None)
             if same is None:
                 distinct.append((embedding, [scheme.name]))
@@ -68,11 +66,16 @@ def identify(forwards: list[Forward], schemes: list[Scheme], spec: PosEmbedSpec,
                                    **({} if scheme.versioned else {"embedding": embedding_digest(fwd.embedding)}))
 
 
-def scheme_digest(scheme: Scheme, spec: PosEmbedSpec, geometry: HieraGeometry, size: int) -> str:
-    """The digest of ``scheme``'s embedding at ``size``, as :func:`identify` names a cell of an unversioned scheme."""
+def scheme_embedding(scheme: Scheme, spec: PosEmbedSpec, geometry: HieraGeometry, size: int) -> torch.Tensor:
+    """``scheme``'s embedding at ``size`` (float32, contiguous): what a forward at that size adds."""
     at = geometry.at(size)
     with torch.no_grad():
-        return embedding_digest(scheme(spec, at.token_grid, at.mask_grid).float().contiguous())
+        return scheme(spec, at.token_grid, at.mask_grid).float().contiguous()
+
+
+def scheme_digest(scheme: Scheme, spec: PosEmbedSpec, geometry: HieraGeometry, size: int) -> str:
+    """The digest of ``scheme``'s embedding at ``size``, as :func:`identify` names a cell of an unversioned scheme."""
+    return embedding_digest(scheme_embedding(scheme, spec, geometry, size))
 
 
 def fitted_global_size(scheme: Scheme, spec: PosEmbedSpec) -> str | None:

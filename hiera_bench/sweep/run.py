@@ -321,6 +321,11 @@ def earlier_rows_now(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[s
     return now
 
 
+def _of_this_checkpoint(sweep: Sweep, row: dict[str, Any]) -> bool:
+    """Whether an earlier sweep's row measured the checkpoint this sweep loaded."""
+    return (row.get("model"), row.get("checkpoint_sha256")) == (sweep.loaded.name, sweep.loaded.sha256)
+
+
 def other_scheme_code(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
     """Whether an earlier row of this checkpoint was measured with an embedding that a scheme registered outside
     hiera-bench (its code may change under one name) no longer gives at its size: a cell of the old code, which would
@@ -330,7 +335,7 @@ def other_scheme_code(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[
 
     def outdated(row: dict[str, Any]) -> bool:
         scheme = unversioned.get(str(row.get("scheme")))
-        if scheme is None or (row.get("model"), row.get("checkpoint_sha256")) != (sweep.loaded.name, sweep.loaded.sha256) \
+        if scheme is None or not _of_this_checkpoint(sweep, row) \
                 or not same_value(row.get("global_size"), fitted_global_size(scheme, sweep.spec)):
             return False
         used = sweep.run_dir.cell(str(row["cell_key"])).embedding()
@@ -364,8 +369,8 @@ def real_labels_refresh(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dic
         found = row.get("real_labels")
         if not isinstance(found, str) or found == digest:
             return row
-        if (row.get("model"), row.get("checkpoint_sha256"), str(row.get("data_fingerprint"))) != \
-                (sweep.loaded.name, sweep.loaded.sha256, sweep.data_fingerprint):  # the labels cover this sweep's images
+        if not _of_this_checkpoint(sweep, row) or str(row.get("data_fingerprint")) != sweep.data_fingerprint:
+            # the labels are known to cover this sweep's images only
             run_info["cells_of_other_real_labels"] = run_info.get("cells_of_other_real_labels", 0) + 1
             return {**row, **dict.fromkeys(("real_top1", "real_top5", "n_real", "real_labels"))}
         store = sweep.run_dir.cell(str(row["cell_key"]))
