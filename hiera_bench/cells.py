@@ -53,6 +53,9 @@ RECORDED_LATER = ("crop_mode", "mean", "std")
 #: Fields two compared cells may differ in, said in a note (``check``, ``compare``): the numbers are still of
 #: the same images under the same preprocessing, but a change in them moves the numbers too.
 NOTED = {"dtype": "precision (dtype)"}
+#: How a row's ``device`` names the devices of a cell whose records several devices measured (a cell resumed on
+#: another machine, or a job whose ranks ran on GPUs of different models).
+DEVICES_JOINED = " + "
 #: Counts two compared cells must share: every metric is over the images that decoded, so a cell that lost
 #: images to decoding errors measured other images (a table without these columns is not held to them).
 IMAGE_COUNTS = {"n_images": "evaluated", "n_failed": "failed to decode"}
@@ -316,6 +319,26 @@ def noted_differences(a: pd.Series, b: pd.Series) -> list[str]:
     """The :data:`NOTED` fields rows ``a`` and ``b`` both have and differ in."""
     return [col for col in NOTED
             if not (missing(_get(a, col)) or missing(_get(b, col))) and not same_value(_get(a, col), _get(b, col))]
+
+
+def measured_on(devices: list[str], device: str, kind: str | None) -> str:
+    """A row's ``device``: this run's (``device``, named in full) where the cell's records name no device
+    (``devices``) or only this run's ``kind``; else every device they name."""
+    return device if not devices or devices == [kind] else DEVICES_JOINED.join(devices)
+
+
+def several_devices_note(rows: pd.DataFrame) -> str | None:
+    """What to say of ``rows`` (a table's cells) whose records several devices measured; None where there are none."""
+    if "device" not in rows.columns:
+        return None
+    if "cell_key" in rows.columns:  # sizes the model cannot take measured nothing
+        rows = rows[rows["cell_key"].notna()]
+    mixed = rows["device"][rows["device"].astype(str).str.contains(DEVICES_JOINED, regex=False)]
+    if mixed.empty:
+        return None
+    return (f"{len(mixed)} of {len(rows)} cell(s) have records measured on several devices "
+            f"({'; '.join(sorted(set(mixed.astype(str))))}): the numbers mix the devices' kernels; sweep with --force "
+            "on one device to measure them again")
 
 
 def counts_differ(a: pd.Series, b: pd.Series) -> bool:

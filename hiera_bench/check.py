@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from .cells import (MODEL_IDENTITY, MUST_MATCH, NOTED, counts_differ, counts_text, differences, differing, group_ids,
-                    missing, missing_provenance, noted_differences, same_value, unrecorded, with_defaults)
+                    missing, missing_provenance, noted_differences, same_value, several_devices_note, unrecorded,
+                    with_defaults)
 from .errors import UserError, listed
 from .report import read_table, unfinished_note
 from .untrusted import RESWEEP, read_json, wrong
@@ -397,6 +398,9 @@ def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.
     for table, which in ((ran, "the run"), (base, "the baseline")):
         if table.attrs.get("versions_note"):
             result.notes.append(f"in {which}, {table.attrs['versions_note']}")
+        several = several_devices_note(table)
+        if several:
+            result.notes.append(f"in {which}, {several}")
     if base.attrs.get("left_out"):
         result.notes.append(f"{base.attrs['left_out']} cell(s) of earlier sweeps in the baseline folder not used: "
                             "another checkpoint, data or options than its latest sweep's")

@@ -226,6 +226,57 @@ def test_cells_measured_with_other_package_versions_are_reused_and_said(cli, tmp
     assert "measured_with_other_versions" not in json.loads((out / "run.json").read_text())
 
 
+def _stamp_device(path: Path, device: str) -> None:
+    """A committed part as a run on ``device`` wrote it."""
+    import pyarrow.parquet as pq
+
+    from hiera_bench.sweep.store import MEASURED_ON
+
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), MEASURED_ON: device.encode()}), path)
+
+
+def test_a_cell_resumed_on_another_device_says_so(cli, tmp_path, full_ckpt, images):
+    """A sweep stopped on a GPU host and resumed on a CPU one (or a job whose ranks ran on GPUs of two models): a cell's
+    records mix the devices' kernels (CUDA and CPU autocast cover other ops), though its key is the same. The row named
+    only the device that finished the cell; now it names every device its records were measured on, and the sweep,
+    check and compare say so."""
+    import json
+
+    from hiera_bench.sweep.provenance import device_kind
+    import torch
+
+    out = tmp_path / "run"
+    args = _args(full_ckpt, images, out, "64,96")
+    assert cli(*args).code == 0
+    stores = {(r["scheme"], r["img_size"]): RunDir(out).cell(p.parent.name)
+              for p in out.glob("cells/*/row.json") for r in [json.loads(p.read_text())]}
+    here = device_kind(torch.device("cpu"))
+    assert stores[("interp", 96)].measured_on() == [here]
+    mixed, elsewhere = stores[("interp", 96)], stores[("abswin", 96)]
+    _stamp_device(mixed.parts()[0][2], "NVIDIA H200")  # started on the GPU, the rest measured here
+    for _, _, part in elsewhere.parts():  # all measured on the GPU; only the rows are built here
+        _stamp_device(part, "NVIDIA H200")
+    mixed.row_path.unlink()
+    elsewhere.row_path.unlink()
+    again = cli(*args)
+    assert again.code == 0, again.err
+    table = pd.read_parquet(out / "results.parquet").set_index(["scheme", "img_size"])
+    assert table.loc[("interp", 96), "device"] == f"NVIDIA H200 + {here}"
+    assert table.loc[("abswin", 96), "device"] == "NVIDIA H200"
+    assert table.loc[("interp", 64), "device"].startswith("cpu")
+    said = f"note: 1 of 4 cell(s) have records measured on several devices (NVIDIA H200 + {here})"
+    assert said in again.err, again.err
+    assert json.loads((out / "run.json").read_text())["cells_on_several_devices"] == [mixed.root.name]
+    checked = cli("check", out, "--baseline", out)
+    assert checked.code == 0 and "note: in the run, " + said[len("note: "):] in checked.out, checked.out
+    other = tmp_path / "other"
+    assert cli(*_args(full_ckpt, images, other, "64,96")).code == 0
+    compared = cli("compare", other, out, "--json")
+    assert compared.code == 0, compared.err
+    assert any("measured on several devices (NVIDIA H200 + " in n for n in json.loads(compared.out)["notes"])
+
+
 def test_a_run_stopped_after_its_records_but_before_its_rows_resumes_with_every_figure(tmp_path, full_ckpt, images):
     """Killed while the rows were being built: the cells' records are complete but no row was written. The
     resume evaluates nothing and must still give the whole row, GFLOPs included (they were taken only from

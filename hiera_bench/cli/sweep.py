@@ -303,6 +303,7 @@ def show_results(results, as_json: bool) -> None:
             drawn = ", plots/" if (r.out / "plots").is_dir() else ""
             out.print(f"wrote {r.out}/results.csv, results.parquet, results.md, predictions.parquet, run.json{drawn}",
                       markup=False)
+    from ..cells import several_devices_note
     from ..sweep.run import too_many_failed
 
     failing = False
@@ -322,6 +323,9 @@ def show_results(results, as_json: bool) -> None:
 
             err.print(f"note: {name}" + other_versions_note(len(other["cells"]), len(r.run.get("cells", [])),
                                                              other["versions"]), markup=False)
+        several = several_devices_note(r.table)
+        if several:
+            err.print(f"note: {name}{several}", markup=False)
         large = r.run.get("large_images", 0)
         if large:
             from PIL import Image

@@ -26,6 +26,7 @@ from ..models import LoadedModel
 from ..preprocess import EvalPreprocess, MultiSizeTransform, View, normalise
 from .config import AMP_DTYPES, Progress, SweepConfig
 from .plan import Forward
+from .provenance import device_kind
 from .records import CellBuffer, records_table
 from .shards import Segment, batches, length
 from .runtime import (PendingRecords, SizeRunner, auto_batch_size, compile_runners, compile_settings, forward_batch,
@@ -95,7 +96,7 @@ class Evaluation:
                                              memory_format, self.progress.log)
         # each cell gets exactly the records it lacks: cells sharing a forward may have been interrupted
         # between their flushes, and a finished cell is never written again
-        buffers = {key: CellBuffer(self.run_dir.cell(key)) for seg in segs for key in seg.keys}
+        buffers = {key: CellBuffer(self.run_dir.cell(key), device_kind(device)) for seg in segs for key in seg.keys}
         self.progress.start(total, describe_work(self.loaded.name, pending, len(self.data)))
         t_loop = time.time()
         report.evaluated, report.large_images, shared = self._loop(batches, pending, segs, runners, buffers,

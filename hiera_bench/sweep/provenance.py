@@ -77,6 +77,16 @@ def device_name(device: torch.device) -> str:
     return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def device_kind(device: torch.device) -> str:
+    """What a cell's records were measured on, as far as it moves their numbers: the GPU's model, or the CPU's
+    architecture (not the thread count, which a job's ranks split)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()})"
+
+
 def iso_time(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
 

@@ -58,8 +58,8 @@ class CellBuffer:
     part names exactly the positions it holds.
     """
 
-    def __init__(self, store: "CellStore") -> None:
-        self.store, self.start, self.end = store, 0, 0
+    def __init__(self, store: "CellStore", measured_on: str) -> None:
+        self.store, self.measured_on, self.start, self.end = store, measured_on, 0, 0
         self.tables: list[pa.Table] = []
         self.seconds = 0.0
 
@@ -74,5 +74,6 @@ class CellBuffer:
 
     def flush(self) -> None:
         if self.tables:
-            self.store.write_part(self.start, self.end, pa.concat_tables(self.tables), self.seconds)
+            self.store.write_part(self.start, self.end, pa.concat_tables(self.tables), self.seconds,
+                                 self.measured_on)
         self.start, self.tables, self.seconds = self.end, [], 0.0

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cells import CellIdentity
+from ..cells import CellIdentity, measured_on
 from ..metrics import NO_RESULT, cell_metrics, non_finite_reason
 from .store import CellStore
 
@@ -46,6 +46,7 @@ class SweepColumns:
     num_classes: int
     data_name: str | None = None
     data_place: str | None = None  # where the data lies (data_place), whatever --data it was given as
+    device_kind: str | None = None  # what the records this run commits name as their device (device_kind)
 
     def for_size(self, size: int) -> dict[str, Any]:
         return {"label": self.label, "model": self.model, "num_classes": self.num_classes, "arch": self.arch,
@@ -75,6 +76,7 @@ def cell_row(shared: SweepColumns, cell: CellIdentity, store: CellStore, n_total
         metrics.update(dict.fromkeys(NO_RESULT, float("nan")))
     row = {
         **shared.for_size(cell.img_size), **cell.columns(), **metrics, "n_failed": int(bad.sum()),
+        "device": measured_on(store.measured_on(), shared.device, shared.device_kind),
         "imgs_per_s": round(len(ok) / seconds, 2) if seconds > 0 else float("nan"),
         "gflops": round(gflops, 4) if gflops is not None else float("nan"), "forward_s": round(seconds, 3),
         "status": "failed" if reason else "ok",

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cells import CellIdentity, same_value
+from ..cells import DEVICES_JOINED, CellIdentity, same_value
 from ..data import DataSource, open_data, quiet_data, selected
 from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
@@ -34,7 +34,7 @@ from .distributed import Cluster
 from .evaluate import Evaluation, EvaluationReport
 from .plan import (Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards,
                    scheme_digest)
-from .provenance import device_name, git_sha, iso_time, other_versions, versions
+from .provenance import device_kind, device_name, git_sha, iso_time, other_versions, versions
 from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory, counted_net
 from .shards import Assignment, assign
@@ -192,8 +192,11 @@ def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: Sha
             gflops = {size: g for r in reports for size, g in r["gflops"].items()}
             gflops.update(uncounted_gflops(sweep, forwards, gflops, device))
             t_rows = time.time()
-            rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"])
+            rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"], device_kind(device))
             run_info.update(records_versions(sweep, forwards))
+            several = [row["cell_key"] for row in rows if DEVICES_JOINED in str(row.get("device"))]
+            if several:
+                run_info["cells_on_several_devices"] = several
             run_info.setdefault("timing", {})["rows_s"] = round(time.time() - t_rows, 3)
     outcome = write_results(sweep, rows, failed, run_info, t_start) if cluster.primary else None
     if begun is not None:
@@ -518,13 +521,13 @@ def plan(sweep: Sweep, primary: bool = True) -> list[Forward]:
     return forwards
 
 
-def columns(sweep: Sweep, device: str) -> SweepColumns:
+def columns(sweep: Sweep, device: str, kind: str | None = None) -> SweepColumns:
     loaded = sweep.loaded
     return SweepColumns(label=sweep.label, model=loaded.name, arch=loaded.arch, pretrained_tag=loaded.tag or "",
                         num_classes=loaded.num_classes, checkpoint=loaded.checkpoint,
                         pos_embed_kind=loaded.pos_embed_kind, native_size=loaded.native_size, explained_energy=sweep.spec.explained,
                         data=sweep.data.location, data_layout=sweep.data.layout, device=device,
-                        data_name=sweep.cfg.data_name, data_place=sweep.data_place)
+                        data_name=sweep.cfg.data_name, data_place=sweep.data_place, device_kind=kind)
 
 
 def uncounted_gflops(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
@@ -539,10 +542,11 @@ def uncounted_gflops(sweep: Sweep, forwards: list[Forward], gflops: dict[int, fl
             for size in sizes}
 
 
-def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float],
-              device: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every cell's row (built once, when its records are complete; read back after) and the failed images."""
-    shared = columns(sweep, device)
+def cell_rows(sweep: Sweep, forwards: list[Forward], gflops: dict[int, float], device: str,
+              kind: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every cell's row (built once, when its records are complete; read back after) and the failed images
+    (``device``: this run's, in full; ``kind``: its :func:`.provenance.device_kind`)."""
+    shared = columns(sweep, device, kind)
     real = sweep.real_labels
     labels_used = {"real_labels": real_labels_digest(real)} if real is not None else {}
     uses_fit = {s.name: s.uses_fit for s in sweep.schemes}

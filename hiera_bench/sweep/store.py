@@ -45,6 +45,8 @@ ROW_KEYS = ("cell_key", "model", "scheme", "img_size", "status")
 FINISHED = "finished_unix"
 #: The key of a part's parquet metadata that names the package versions that measured it.
 MEASURED_WITH = b"measured_with"
+#: The key of a part's parquet metadata that names the device that measured it (:func:`.provenance.device_kind`).
+MEASURED_ON = b"measured_on"
 
 
 @dataclass
@@ -88,8 +90,9 @@ class CellStore:
         spans = self.covered()
         return spans[0][1] if spans and spans[0][0] == 0 else 0
 
-    def write_part(self, start: int, end: int, records: pa.Table, forward_s: float) -> None:
-        meta = {b"forward_s": repr(forward_s).encode(), MEASURED_WITH: json.dumps(measuring_versions()).encode()}
+    def write_part(self, start: int, end: int, records: pa.Table, forward_s: float, measured_on: str) -> None:
+        meta = {b"forward_s": repr(forward_s).encode(), MEASURED_WITH: json.dumps(measuring_versions()).encode(),
+                MEASURED_ON: measured_on.encode()}
         table = records.replace_schema_metadata(meta)
         atomic_write_parquet(self.root / f"part-{start:09d}-{end:09d}.parquet", table)
 
@@ -111,17 +114,29 @@ class CellStore:
         """The distinct package versions that measured this cell's committed parts (None: a part of a version
         that did not record them)."""
         found: list[dict[str, str] | None] = []
-        for _, _, path in self.parts():
+        for meta in self._parts_metadata():
             try:
-                meta = pq.read_schema(path).metadata or {}
                 versions = json.loads(meta[MEASURED_WITH]) if MEASURED_WITH in meta else None
-            except (OSError, ValueError, pa.ArrowException):  # damaged: reading its records says so, with the fix
-                continue
+            except ValueError:
+                versions = None
             if not isinstance(versions, (dict, type(None))):
                 versions = None
             if versions not in found:
                 found.append(versions)
         return found
+
+    def measured_on(self) -> list[str]:
+        """The distinct devices that measured this cell's committed parts, in the order of their positions (parts of
+        versions that did not record it are not counted)."""
+        found = [meta[MEASURED_ON].decode(errors="replace") for meta in self._parts_metadata() if MEASURED_ON in meta]
+        return list(dict.fromkeys(found))
+
+    def _parts_metadata(self) -> Iterable[dict[bytes, bytes]]:
+        for _, _, path in self.parts():
+            try:
+                yield pq.read_schema(path).metadata or {}
+            except (OSError, pa.ArrowException):  # damaged: reading its records says so, with the fix
+                continue
 
     @property
     def fix(self) -> str:
