@@ -245,7 +245,8 @@ def compare(run: pd.DataFrame, baseline: pd.DataFrame, metric: str = "top1", tol
     if metric not in run or metric not in baseline:
         raise UserError(f"the run or the baseline has no column {metric!r}; give results made by hiera-bench sweep")
     run, baseline = with_defaults(run), with_defaults(baseline)
-    base_ok = baseline[baseline["status"].eq("ok")]
+    # a results file pasted twice into one holds each cell twice: one cell, checked once
+    base_ok = baseline[baseline["status"].eq("ok")].drop_duplicates()
     if base_ok.empty:
         raise UserError(f"the baseline{_source(baseline)} has no evaluated cell; give the results of a finished sweep")
     if not allow_missing_provenance:
@@ -340,8 +341,35 @@ def latest_sweep(table: pd.DataFrame) -> pd.DataFrame:
     keep = groups.isin(latest) | table["cell_key"].isna()
     out = table[keep]
     out.attrs = dict(table.attrs, left_out=int((~keep).sum()),
-                     versions_note=_gated_versions_note(run, table.attrs.get("run_folder"), out["cell_key"]))
+                     versions_note=_gated_versions_note(run, table.attrs.get("run_folder"), out["cell_key"]),
+                     failed_images=_failed_ids(run))
     return out
+
+
+def _failed_ids(run: dict) -> frozenset[str] | None:
+    """The images the sweep whose ``run.json`` this is could not decode (None where it does not list them)."""
+    failed = run.get("failed_images")
+    if not isinstance(failed, list) or not all(isinstance(f, dict) and "image_id" in f for f in failed):
+        return None
+    return frozenset(str(f["image_id"]) for f in failed)
+
+
+def _require_same_failures(run: pd.DataFrame, baseline: pd.DataFrame, metric: str) -> str | None:
+    """Refuse a run and a baseline that lost different images to decoding, though as many (every metric leaves them
+    out, so each is over other images); the note where one side does not list its failed images."""
+    if not any(t["n_failed"].fillna(0).gt(0).any() for t in (run, baseline) if "n_failed" in t):
+        return None
+    mine, theirs = run.attrs.get("failed_images"), baseline.attrs.get("failed_images")
+    if mine is None or theirs is None:
+        which = "the run" if mine is None else "the baseline"
+        return (f"which images failed to decode was not compared ({which} is a results file, or of a version that did "
+                "not list them), only how many")
+    if mine != theirs:
+        only = sorted(mine ^ theirs)
+        raise UserError(f"the run and the baseline failed to decode different images ({len(only)} in one only, e.g. "
+                        f"{only[0]}; run.json lists each run's), so {metric} is over different images; repair the "
+                        "images that failed to decode and re-run the sweep, or make a new baseline on the same images")
+    return None
 
 
 def _refuse_unfinished(run: pd.DataFrame) -> None:
@@ -395,6 +423,9 @@ def check_paths(run: Path, baseline: Path, metric: str = "top1", tol: float = 0.
     ran = latest_sweep(read_table(run))
     _refuse_unfinished(ran)  # the run's only: a baseline is what its views show, whatever began in it since
     result = compare(ran, base, metric, tol, use_ci, allow_missing_provenance)
+    unlisted = _require_same_failures(ran, base, metric)
+    if unlisted:
+        result.notes.append(unlisted)
     for table, which in ((ran, "the run"), (base, "the baseline")):
         if table.attrs.get("versions_note"):
             result.notes.append(f"in {which}, {table.attrs['versions_note']}")

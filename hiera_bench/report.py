@@ -26,7 +26,7 @@ from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, f
 from .metrics import NO_RESULT, failed_if_not_finite
 from .pivot import latex, markdown, pivot
 from .stats import STAT_COLUMNS, annotate, outcomes, with_cell_keys
-from .untrusted import RESWEEP, check_label, read_json, read_parquet, reading
+from .untrusted import RESWEEP, check_label, read_json, read_parquet, reading, require_whole_rows
 from .sweep.rows import tidy_table
 from .sweep.views import GENERATIONS, current_views
 
@@ -90,6 +90,8 @@ def read_table(path: Path) -> pd.DataFrame:
 WHOLE_COLUMNS = ("img_size", "native_size", "n_images", "n_failed", "n_correct1", "n_correct5", "limit", "per_class")
 NUMBER_COLUMNS = ("crop_pct", "rel_size", "top1", "top5", "nll", "ece", "top1_delta_vs_native", "real_top1",
                   "real_top5", "imgs_per_s", "gflops", "forward_s", *(c for c in STAT_COLUMNS if c != "mcnemar_ref"))
+#: Number columns in percent: a value outside 0–100 is no measurement (a hand-edited table).
+PERCENT_COLUMNS = ("top1", "top5", "ece", "real_top1", "real_top5")
 #: Columns every row must fill: what names a cell and its place in a table.
 FILLED_COLUMNS = ("model", "scheme", "img_size", "native_size", "status")
 
@@ -108,11 +110,15 @@ def _typed(df: pd.DataFrame, source: Path) -> pd.DataFrame:
         bad = values.isna() & ~_blank(given)
         if col in WHOLE_COLUMNS:
             bad |= values.notna() & ((values != values.round()) | (values <= 0 if col.endswith("_size") else False))
+        if col in PERCENT_COLUMNS:  # infinities are a failed cell's, said where rows are read
+            bad |= values.abs().lt(float("inf")) & ~values.between(0, 100)
         if bad.any():
             value = given.iloc[_first(bad) - 1]
-            kind = "a whole number" + (" above 0" if col.endswith("_size") else "") if col in WHOLE_COLUMNS else "a number"
+            kind = "a whole number" + (" above 0" if col.endswith("_size") else "") if col in WHOLE_COLUMNS else \
+                "a percentage (0 to 100)" if values.iloc[_first(bad) - 1] == values.iloc[_first(bad) - 1] else "a number"
             comma = " (a decimal comma? write the file with decimal points)" if "," in str(value) else ""
-            raise UserError(f"{source}: {col} {value!r} (row {_first(bad)}) is not {kind}{comma}; {fix}")
+            shown = repr(value) if isinstance(value, str) else f"{value:g}"
+            raise UserError(f"{source}: {col} {shown} (row {_first(bad)}) is not {kind}{comma}; {fix}")
         if values is not given:
             out[col] = values
     return df.assign(**out) if out else df
@@ -186,7 +192,10 @@ def _unnamed_grids(df: pd.DataFrame) -> bool:
 
 def _read_results_file(path: Path) -> pd.DataFrame:
     with reading(path, "results table", RESWEEP):
-        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        require_whole_rows(path)
+        return pd.read_csv(path)
 
 
 def _same_as_csv(table: pd.DataFrame, csv: Path, folder: Path) -> None:

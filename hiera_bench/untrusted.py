@@ -256,3 +256,17 @@ def load_safetensors(path: str | Path) -> dict:
 
     with reading(path, "checkpoint", REDOWNLOAD):
         return load_file(str(path))
+
+
+def require_whole_rows(path: Path) -> None:
+    """Raise where a CSV file has a record of fewer fields than its header: pandas reads a file cut inside a row as
+    that row with its last values empty, a cell that would pass for a measurement."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        records = csv.reader(f)
+        header = next(records, [])
+        for line, record in enumerate(records, start=2):
+            if record and len(record) < len(header):
+                raise ValueError(f"record {line} has {len(record)} of the header's {len(header)} fields: cut short")
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -231,6 +232,49 @@ def test_a_run_that_lost_images_to_decoding_cannot_be_compared(cli, run_dir, res
     # a baseline without the counts (made by hand, or by an old version) is not held to them
     bare = _save(results.drop(columns=["n_images", "n_failed"]), tmp_path)
     assert cli("check", folder, "--baseline", bare, "--tol", "100").code == 0
+
+
+def test_runs_that_lost_other_images_to_decoding_cannot_be_compared(cli, full_ckpt, class_folder, tmp_path):
+    """As many images failed in the run as in the baseline, but other ones: the counts agreed, so the gate passed with
+    each cell's top-1 over another set of images (adv33). Each run.json lists its failed images: they must agree too;
+    a baseline results file, which does not list them, is compared with a note."""
+    import shutil
+
+    runs = []
+    for i in range(2):
+        copy = tmp_path / f"val{i}"
+        shutil.copytree(class_folder, copy)
+        broken = sorted(copy.rglob("*.JPEG"))[i]
+        stat = broken.stat()
+        broken.write_bytes(broken.read_bytes()[:200])  # a JPEG cut short, its size the only trace in the key
+        os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        runs.append(tmp_path / f"run{i}")
+        _sweep(cli, full_ckpt, copy, runs[-1], "--max-failed", "10")
+    result = cli("check", runs[1], "--baseline", runs[0], "--tol", "100")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.out + result.err
+    assert "the run and the baseline failed to decode different images (2 in one only, e.g. ILSVRC2012_val_00000" \
+        in result.err and "make a new baseline on the same images" in result.err, result.err
+    assert cli("check", runs[0], "--baseline", runs[0]).code == 0
+    bare = shutil.copy(runs[0] / "results.csv", tmp_path / "baseline.csv")
+    noted = cli("check", runs[1], "--baseline", bare, "--tol", "100")
+    assert noted.code == 0 and "note: which images failed to decode was not compared (the baseline is a results " \
+        "file" in noted.out, noted.out
+
+
+def test_a_baseline_cut_inside_a_row_or_pasted_twice(cli, run_dir, tmp_path):
+    """A results.csv cut inside a row was read as that row with its last values empty (pandas fills them), and check
+    passed with the rest of the table's cells unchecked; a table pasted twice counted each cell twice (adv33)."""
+    text = (run_dir / "results.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    cut = tmp_path / "cut.csv"
+    cut.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+    result = cli("check", run_dir, "--baseline", cut)
+    assert result.code == 2 and "is truncated or corrupt (record 4 has " in result.err, result.out + result.err
+    twice = tmp_path / "twice.csv"
+    twice.write_text(text + "".join(lines[1:]))
+    n_ok = int((pd.read_csv(run_dir / "results.csv")["status"] == "ok").sum())
+    result = cli("check", run_dir, "--baseline", twice)
+    assert result.code == 0 and f"ok: all {n_ok} cells hold" in result.out, result.out + result.err
 
 
 # --- a change of precision is said, not refused ----------------------------------------------------------
@@ -539,6 +583,7 @@ def test_a_baseline_of_a_version_before_normalisation_columns_is_compared_with_a
     ("img_size", "64.5", "is not a whole number"), ("crop_pct", "0,875", "decimal comma"),
     ("crop_pct", "0.875x", "is not a number"), ("n_images", "18 images", "is not a whole number"),
     ("limit", "all", "is not a whole number"), ("top1_ci_low", "x", "is not a number"), ("top1", "high", "not a number"),
+    ("top1", "1e308", "top1 1e+308 (row 2) is not a percentage (0 to 100)"), ("ece", "-3", "is not a percentage"),
 ])
 def test_a_table_with_a_value_of_the_wrong_kind_is_one_line(cli, results, tmp_path, col, value, said):
     """A baseline edited by hand or saved by a spreadsheet (``64px``, a decimal comma) ended check and report with a
