@@ -91,7 +91,7 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
     common = sorted(set(cells_a) & set(cells_b), key=lambda k: (k[2] or 0, k[1], k[0]))
     if not common:
         raise UserError(f"{a.root} and {b.root} share no evaluated cell" + _which(scheme, at)
-                        + f"; they have {_keys(cells_a)} and {_keys(cells_b)}")
+                        + f"; they have {_evaluated(a)} and {_evaluated(b)}")
     notes = list(dict.fromkeys(note for k in common for note in _same_images(a, b, cells_a[k], cells_b[k])))
     notes += _failed_notes(a, b, scheme, at)
     notes += [note for note in (unfinished_note(a.table), unfinished_note(b.table)) if note]
@@ -132,6 +132,10 @@ def _cells(run: Run, scheme: str | None, at: int | None,
     for _, row in ok.iterrows():
         key = (str(row["scheme"]), int(row["img_size"]), float(row["crop_pct"]) if by_crop else None)
         if key in cells and cells[key]["cell_key"] != row["cell_key"]:
+            grids = sorted({"none" if missing(g) else str(g) for g in (cells[key].get("global_size"), row.get("global_size"))})
+            if len(grids) > 1:  # a full-grid checkpoint swept with two --global-size: one series each
+                raise UserError(f"{run.root} holds {key[0]} @{key[1]} with two abswin fit global grids ({', '.join(grids)}); "
+                                "compare one scheme (--scheme interp), or sweep each --global-size into its own --out")
             raise UserError(f"{run.root} holds two measurements of {key[0]} @{key[1]} (other data or preprocessing); "
                             "compare run folders that hold one each")
         cells[key] = row
@@ -165,8 +169,8 @@ def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str
     if differ:
         raise UserError(f"{a.root} and {b.root} were evaluated on different images ({'; '.join(differ)}); "
                         "run both sweeps on the same --data, --limit and --per-class")
-    notes = [f"{MUST_MATCH[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — the comparison is of each checkpoint "
-             "with its own preprocessing" for c in PREPROCESSING if not same_value(row_a.get(c), row_b.get(c))
+    notes = [f"{MUST_MATCH[c]} differs: {row_a.get(c)} vs {row_b.get(c)} — each checkpoint is compared as its run "
+             "measured it" for c in PREPROCESSING if not same_value(row_a.get(c), row_b.get(c))
              and not (c in RECORDED_LATER and (missing(row_a.get(c)) or missing(row_b.get(c))))]
     unknown = [MUST_MATCH[c] for c in RECORDED_LATER if missing(row_a.get(c)) != missing(row_b.get(c))]
     if unknown:
@@ -235,6 +239,8 @@ def _which(scheme: str | None, at: int | None) -> str:
     return f" ({', '.join(bits)})" if bits else ""
 
 
-def _keys(cells: dict[tuple[str, int, float | None], pd.Series]) -> str:
-    return ", ".join(f"{s}@{n}" + ("" if c is None else f" crop {c:g}")
-                     for s, n, c in sorted(cells, key=lambda k: (k[2] or 0, k[1], k[0]))) or "none"
+def _evaluated(run: Run) -> str:
+    """The (scheme, size) cells a run evaluated, whatever --scheme and --at chose: what the user may choose from."""
+    ok = run.table[run.table["status"].eq("ok")]
+    return ", ".join(f"{s}@{n}" for n, s in sorted({(int(r.img_size), str(r.scheme)) for r in ok.itertuples()})) \
+        or "none"

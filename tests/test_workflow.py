@@ -121,6 +121,20 @@ def test_compare_refuses_different_images_and_missing_cells(cli, pair):
     assert result.code == 2 and result.err.count("\n") == 1 and "different images" in result.err
     result = cli("compare", pair / "a", pair / "b", "--at", "128")
     assert result.code == 2 and "share no evaluated cell" in result.err
+    # the cells there are to choose from, not those --at left ("they have none and none"; adv33)
+    assert "they have abswin@64, interp@64, abswin@96, interp@96 and abswin@64" in result.err, result.err
+
+
+def test_compare_names_two_global_grids_of_one_folder(cli, full_ckpt, class_folder, tmp_path):
+    """A full-grid checkpoint swept again with another --global-size holds two abswin series: compare blamed "other
+    data or preprocessing" and named no way round (adv33)."""
+    for grid in (1, 2):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(tmp_path / "two"), res="64,96",
+                              global_size=grid, batch_size=6, workers=0, device="cpu"))
+    result = cli("compare", tmp_path / "two", tmp_path / "two")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "two abswin fit global grids (1x1, 2x2); compare one scheme (--scheme interp)" in result.err, result.err
+    assert cli("compare", tmp_path / "two", tmp_path / "two", "--scheme", "interp").code == 0
 
 
 def test_compare_refuses_a_run_folder_of_several_measurements(cli, full_ckpt, class_folder, tmp_path):

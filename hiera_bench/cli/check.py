@@ -39,11 +39,12 @@ def diff_table(result):
     return table
 
 
-def _new_name(cell: dict, crops: bool) -> str:
+def _new_name(cell: dict, crops: bool, models: bool) -> str:
     from ..check import series_text
 
     crop = f" crop {cell['crop_pct']:g}" if crops and cell.get("crop_pct") is not None else ""
-    return f"{series_text(cell['scheme'], cell.get('global_size'))}@{cell['img_size']}{crop}"
+    model = f"{cell['model']} " if models else ""
+    return f"{model}{series_text(cell['scheme'], cell.get('global_size'))}@{cell['img_size']}{crop}"
 
 
 @app.command()
@@ -71,7 +72,9 @@ def check(
             out.print(f"note: {note}", markup=False, soft_wrap=True)
         if result.new:
             out.print(f"{len(result.new)} cell(s) not in the baseline, not checked: "
-                      + ", ".join(_new_name(n, len({m.get("crop_pct") for m in result.new}) > 1) for n in result.new),
+                      + ", ".join(_new_name(n, len({m.get("crop_pct") for m in result.new}) > 1,
+                                            len({m["model"] for m in result.new} | {c.model for c in result.cells}) > 1)
+                                  for n in result.new),
                       markup=False, soft_wrap=True)
         if failed:
             out.print(f"FAIL: {len(failed)} of {len(result.cells)} cells regressed in {metric}", markup=False)
