@@ -113,6 +113,18 @@ def test_every_bad_input_is_one_line_exit_2(cli, tmp_path, full_ckpt, class_fold
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_sweep_without_data_reads_hiera_bench_data(cli, tmp_path, full_ckpt, class_folder, monkeypatch):
+    """Without --data the sweep reads $HIERA_BENCH_DATA (else the hub's val): the check that --out is not inside the
+    data folder was given the missing --data and ended every such sweep in a TypeError traceback (adv32)."""
+    monkeypatch.setenv("HIERA_BENCH_DATA", str(class_folder))
+    result = cli("sweep", "-c", full_ckpt, "--out", tmp_path / "run", "--res", "64", "--schemes", "interp",
+                 "--device", "cpu", "-q", "--no-plots")
+    assert result.code == 0, result.err
+    assert pd.read_parquet(tmp_path / "run" / "results.parquet")["data"].iloc[0] == str(class_folder)
+    inside = cli("sweep", "-c", full_ckpt, "--out", class_folder / "run", "--res", "64", "-q")
+    assert inside.code == 2 and "inside the data folder" in inside.err, inside.err
+
+
 def test_an_out_named_as_a_table_file_is_refused_before_any_folder_is_made(cli, tmp_path, full_ckpt, class_folder):
     """``-o results.csv`` made a folder results.csv/ holding results.csv without a word (adv26); so did the folder
     several checkpoints' run folders go in. A folder already so named is still a run folder."""

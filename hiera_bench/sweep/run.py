@@ -451,7 +451,7 @@ def load(cfg: SweepConfig, schemes: list[Scheme], device, progress: Progress, pr
     data = open_data(cfg.data, loaded.label_names, cfg.data_format, cfg.limit, cfg.per_class)
     if cfg.batch_size != "auto":
         check_memory(loaded.model, sizes, cfg.batch_size, device, len(data))
-    refuse_out_inside_data(out, cfg.data)
+    refuse_out_inside_data(out, data.location)
     run_dir = RunDir(out, primary)
     sweep = Sweep(cfg, schemes, loaded, grid, sizes, spec, preprocess, data, run_dir, progress,
                   scoring(cfg, loaded, data, progress), tuple(crops))
