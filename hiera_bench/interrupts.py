@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -67,6 +68,22 @@ def exit_quietly_on_signals() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, leave)
+
+
+@contextmanager
+def ends_at_once_on_signals() -> Iterator[None]:
+    """In hiera-bench's own process, Ctrl-C and SIGTERM end it at once inside the block: a call that blocks in C++
+    (joining a torchrun job waits up to half an hour for the other ranks) holds back Python's handlers until it
+    returns. Only for a block before anything is written: there is nothing to keep."""
+    if not running_as_the_cli() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def raise_for(signum: int) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -290,6 +292,62 @@ def test_a_job_that_cannot_be_joined_is_one_line(monkeypatch):
     with pytest.raises(UserError, match="rank 0 could not join the torchrun job .*127.0.0.1:port") as stop:
         Cluster.join("cpu")
     assert "\n" not in str(stop.value)
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"WORLD_SIZE": "abc", "RANK": "0"}, "WORLD_SIZE='abc' is not a whole number"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2, LOCAL_RANK=2, WORLD_SIZE=2, LOCAL_WORLD_SIZE=2: a rank must be 0 to"),
+    ({"WORLD_SIZE": "0", "RANK": "0"}, "a rank must be 0 to the world size - 1"),
+])
+def test_a_job_environment_that_names_no_rank_of_it_is_one_line(monkeypatch, env, said):
+    """WORLD_SIZE=abc was a ValueError traceback, RANK at or above WORLD_SIZE waited half an hour for ranks that
+    could never come (adv32)."""
+    from hiera_bench.errors import UserError
+    from hiera_bench.sweep.distributed import Cluster
+
+    for var, value in {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29653"}.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(UserError, match=re.escape(said)):
+        Cluster.join("cpu")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_rank_waiting_for_the_job_ends_at_once_on_a_signal(full_ckpt, images, tmp_path, sig, code):
+    """A rank started without the others waits in torch's C++ join for up to half an hour, where Python's handlers
+    cannot run: Ctrl-C and SIGTERM did nothing until it timed out (adv32). Nothing has run by then: it ends at once.
+    A folder it would have swept into is marked, so its earlier results cannot pass for this sweep's."""
+    out = tmp_path / "run"
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(images), out=str(out), res="64", batch_size=4,
+                          workers=0, limit=8, schemes="interp"))
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hiera_bench", "sweep", "-c", str(full_ckpt), "--data", str(images),
+                             "--out", str(out), "--res", "64", "--limit", "8", "-q"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(int(env["MASTER_PORT"])) and time.monotonic() < deadline:
+            time.sleep(0.2)  # rank 0 serves the job's store once it is joining
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode in (code, -sig), proc.returncode
+    checked = subprocess.run([sys.executable, "-m", "hiera_bench", "check", str(out), "--baseline", str(out)],
+                             capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert checked.returncode == 2 and "has not finished" in checked.stderr, checked.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.parametrize("error, said", [

@@ -58,6 +58,21 @@ class LostContact(RuntimeError):
     """A collective failed: another rank is gone."""
 
 
+def job_rank() -> int | None:
+    """This process's ``RANK`` in a torchrun job (None outside one)."""
+    return _whole(os.environ, "RANK") if "RANK" in os.environ else None
+
+
+def _whole(env: Any, name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}={value!r} is not a whole number; launch with torchrun, which sets it") from None
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -110,9 +125,12 @@ class Cluster:
         if not dist.is_available():
             raise UserError("WORLD_SIZE and RANK are set (a torchrun job) but this torch build has no "
                             "torch.distributed; run hiera-bench without torchrun or install a full torch")
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        local_rank = int(env.get("LOCAL_RANK", rank))
-        local_world = int(env.get("LOCAL_WORLD_SIZE", world))
+        rank, world = job_rank(), _whole(env, "WORLD_SIZE")
+        local_rank = _whole(env, "LOCAL_RANK", rank)
+        local_world = _whole(env, "LOCAL_WORLD_SIZE", world)
+        if world < 1 or not 0 <= rank < world or not 0 <= local_rank < local_world:
+            raise UserError(f"RANK={rank}, LOCAL_RANK={local_rank}, WORLD_SIZE={world}, LOCAL_WORLD_SIZE={local_world}: "
+                            "a rank must be 0 to the world size - 1; launch with torchrun, which sets them all")
         backend = "nccl" if _wants_cuda(device_option) else "gloo"
         if backend == "nccl":
             if local_rank >= torch.cuda.device_count():
@@ -151,7 +169,11 @@ class Cluster:
         if cluster.control is not None:
             _joined["control"] = cluster.control
         # counters of this sweep only: the store outlives it when a program runs several sweeps in one job
-        run = cluster.broadcast(secrets.token_hex(8) if cluster.primary else None)
+        try:
+            run = cluster.broadcast(secrets.token_hex(8) if cluster.primary else None)
+        except LostContact as exc:  # nothing has run yet: there is nothing to keep or resume
+            raise UserError(f"rank {rank} lost the torchrun job while joining it (another rank stopped: {exc}); "
+                            "re-run the job") from exc
         cluster.store = dist.PrefixStore(f"hiera-bench/{run}", store)
         return cluster
 

@@ -20,6 +20,7 @@ from ..data import DataSource, open_data, quiet_data, selected
 from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
 from ..errors import UserError
+from ..interrupts import ends_at_once_on_signals
 from ..grid import Grid, default_grid, parse_grid
 from ..models import LoadedModel, headless_reason, load_model
 from ..posembed import PosEmbedSpec, Scheme, spec_from_model
@@ -30,7 +31,7 @@ from ..stats import SETTINGS as STATS_SETTINGS
 from ..subsets import ClassSubset, detect, subset
 from ..untrusted import first_line
 from .config import Logged, Progress, SweepConfig, validate_config
-from .distributed import Cluster
+from .distributed import Cluster, job_rank
 from .evaluate import Evaluation, EvaluationReport
 from .plan import (Forward, fitted_global_size, forward_cells, identify, missing_records, plan_forwards,
                    scheme_digest)
@@ -105,10 +106,15 @@ def run_sweep(cfg: SweepConfig, progress: Progress | None = None, shared: Shared
     Under torchrun every rank calls it (``torchrun ... -m hiera_bench sweep``): each evaluates its share of
     the images and commits their records, rank 0 alone builds the rows and views, and every rank returns
     rank 0's result (see :mod:`.distributed`)."""
-    cluster = Cluster.join(cfg.device)
+    early = None
+    if job_rank() == 0:  # a job's primary marks its folder before joining, which may fail or be stopped
+        early = EarlyMark(time.time())
+        early.at_named(cfg)
+    with ends_at_once_on_signals():  # joining blocks in torch's C++, where Python's handlers cannot run
+        cluster = Cluster.join(cfg.device)
     try:
         with state_of_a_sweep():
-            result = _sweep(cfg, cluster, cluster.progress(progress or Logged()), shared)
+            result = _sweep(cfg, cluster, cluster.progress(progress or Logged()), shared, early)
     except BaseException as exc:
         instead = cluster.explain(exc)
         if instead is None:
@@ -149,10 +155,20 @@ class EarlyMark:
         elif model is not None:
             rewrite_mark(self.path, self.started, model)
 
+    def at_named(self, cfg: SweepConfig) -> None:
+        """:meth:`at` the run folder options not checked yet name, if they name one."""
+        try:
+            self.at(out_folder(cfg))
+        except (OSError, TypeError, ValueError):  # checking the options says what is wrong with them
+            pass
 
-def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: SharedDecodes | None) -> SweepResult:
-    t_start = time.time()
-    early = EarlyMark(t_start) if cluster.primary else None
+
+def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: SharedDecodes | None,
+           early: EarlyMark | None = None) -> SweepResult:
+    """The sweep on this rank (``early``: the mark the job's primary made before it joined)."""
+    if cluster.primary and early is None:
+        early = EarlyMark(time.time())
+    t_start = early.started if early is not None else time.time()
 
     def prepare() -> tuple[SweepConfig, Sweep, list[Forward], torch.device]:
         cfg = replace(given)  # validate_config fills in a copy: the caller's config stays as it was
@@ -244,7 +260,7 @@ def job_info(cluster: Cluster, work: Assignment, reports: list[dict[str, Any]]) 
     worked = next((r for r in reports if r["evaluated_images"]), None)
     if worked is not None:
         info.update(batch_size=worked["batch_size"], workers=worked["workers"], compile=worked["compile"],
-                    timing=worked["timing"])
+                    timing=dict(worked["timing"]))  # a copy: the sweep adds its own rows and statistics times
         if worked["decode"]:
             info["decode"] = worked["decode"]
     large = sum(r["large_images"] for r in reports)
