@@ -127,9 +127,22 @@ def require_keys(raw: dict, keys: Sequence[str], path: str | Path, what: str, fi
 
 
 def read_parquet(path: str | Path, what: str, fix: str, columns: Sequence[str] = (),
-                 optional: Sequence[str] = ()):
+                 optional: Sequence[str] = (), where: Any = None, dictionary: Sequence[str] = ()):
     """A parquet file as an Arrow table, holding at least ``columns`` (read with whichever of ``optional`` it has;
-    with neither given, every column)."""
+    with neither given, every column); only its rows ``where`` (a pyarrow filter) holds, when given, and the
+    columns of ``dictionary`` that it reads dictionary-encoded."""
+    import pyarrow.parquet as pq
+
+    wanted = parquet_columns(path, what, fix, columns, optional)
+    with reading(path, what, fix):
+        return pq.read_table(path, columns=wanted, filters=where,
+                             read_dictionary=[c for c in dictionary if c in (wanted or [c])] or None)
+
+
+def parquet_columns(path: str | Path, what: str, fix: str, columns: Sequence[str] = (),
+                    optional: Sequence[str] = ()) -> list[str] | None:
+    """The columns :func:`read_parquet` reads of the file (None: every one), from its footer alone; a file without
+    one of ``columns`` is refused."""
     import pyarrow.parquet as pq
 
     with reading(path, what, fix):
@@ -137,9 +150,7 @@ def read_parquet(path: str | Path, what: str, fix: str, columns: Sequence[str] =
     missing = [c for c in columns if c not in names]
     if missing:
         raise wrong(path, what, f"has no column {', '.join(missing)}", fix)
-    wanted = [*columns, *(c for c in optional if c in names)] or None
-    with reading(path, what, fix):
-        return pq.read_table(path, columns=wanted)
+    return [*columns, *(c for c in optional if c in names)] or None
 
 
 def check_parquet(path: str | Path, what: str, fix: str) -> list[str]:
