@@ -19,6 +19,8 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .cells import REFERENCE_SERIES, group_ids, series_keys
 
@@ -133,14 +135,61 @@ def with_cell_keys(preds: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
 
 def outcomes(table: pd.DataFrame, predictions) -> dict[str, pd.Series]:
     """cell_key -> correct@1 (bool) indexed by image id, over the images that decoded."""
-    preds = predictions.to_pandas() if hasattr(predictions, "to_pandas") else pd.DataFrame(predictions)
-    if preds.empty:
-        return {}
-    preds = with_cell_keys(preds, table)
-    good = ~preds["failed"].fillna(True).astype(bool) & preds["correct1"].notna()
-    preds = preds[good & preds["cell_key"].notna()]
-    return {key: part.drop_duplicates("image_id").set_index("image_id")["correct1"].astype(bool)
-            for key, part in preds.groupby("cell_key", sort=False)}
+    right, ids = _coded_outcomes(table, predictions)
+    return {key: pd.Series(correct.to_numpy(), index=pd.Index(ids[correct.index.to_numpy()], name="image_id"), name="correct1")
+            for key, correct in right.items()}
+
+
+def _coded_outcomes(table: pd.DataFrame, predictions) -> tuple[dict[str, pd.Series], np.ndarray]:
+    """:func:`outcomes` with each image id as a code (ascending, one record per image: the first) and the ids
+    the codes number, one numbering for every cell: a report's 16 M records stay a few bytes each rather than
+    Python strings, and two cells pair on integers."""
+    preds = predictions if isinstance(predictions, pa.Table) else pa.Table.from_pandas(pd.DataFrame(predictions),
+                                                                                        preserve_index=False)
+    if not preds.num_rows:
+        return {}, np.array([None])
+    if "cell_key" not in preds.column_names:  # older run folders: their cells named by model, scheme and size
+        preds = pa.Table.from_pandas(with_cell_keys(preds.to_pandas(), table), preserve_index=False)
+    failed = pc.fill_null(pc.cast(preds["failed"], pa.bool_()), True)  # no record of decoding: not counted
+    counted = pc.and_(pc.invert(failed), pc.is_valid(preds["correct1"])).to_numpy()
+    correct = pc.fill_null(pc.cast(preds["correct1"], pa.bool_()), False).to_numpy()
+    cells, keys = _codes(preds["cell_key"])
+    images, ids = _codes(preds["image_id"])
+    starts = _stretches(cells)
+    if len(starts) > len(np.unique(cells[starts])):  # a cell in several stretches (not written a cell at a time)
+        order = np.argsort(cells, kind="stable")
+        cells, images, correct, counted = cells[order], images[order], correct[order], counted[order]
+        starts = _stretches(cells)
+    right = {}
+    for a, b in zip(starts, [*starts[1:], len(cells)]):
+        mine = counted[a:b]
+        if keys[cells[a]] is not None and mine.any():  # a record without a cell key is no cell's
+            right[keys[cells[a]]] = _first_each(images[a:b][mine], correct[a:b][mine], len(ids))
+    return right, ids
+
+
+def _first_each(images: np.ndarray, correct: np.ndarray, n: int) -> pd.Series:
+    """``correct`` of each image's first record (as drop_duplicates keeps it), indexed by the images' codes
+    (below ``n``), ascending."""
+    first = np.full(n, len(images))
+    np.minimum.at(first, images, np.arange(len(images)))
+    held = np.flatnonzero(first < len(images)).astype(np.int32)
+    return pd.Series(correct[first[held]], index=held)
+
+
+def _stretches(codes: np.ndarray) -> np.ndarray:
+    """Where each stretch of equal codes begins."""
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A column's values as int codes, one numbering over all its chunks (a null is a value of its own, as
+    drop_duplicates takes it), and the values the codes number."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    column = pa.table({"c": column}).unify_dictionaries().column("c").combine_chunks()
+    values, codes = column.dictionary.to_numpy(zero_copy_only=False), column.indices
+    return (codes.fill_null(len(values)) if codes.null_count else codes).to_numpy(), np.append(values, None)
 
 
 def _paired(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -163,7 +212,7 @@ def annotate(table: pd.DataFrame, predictions) -> pd.DataFrame:
     out["top1_delta_vs_native"] = native_deltas(out)
     if predictions is None or "cell_key" not in out:
         return out
-    right = outcomes(out, predictions)
+    right, _ = _coded_outcomes(out, predictions)
     groups = group_ids(out)
     series = series_keys(out)
     for _, part in out[out["status"].eq("ok")].groupby(groups, sort=False):

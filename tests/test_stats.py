@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.stats import binomtest, norm
@@ -186,6 +187,25 @@ def test_annotate_only_pairs_cells_of_the_same_data_and_checkpoint():
     first = out[out["data_fingerprint"] == "fp"].reset_index(drop=True)
     alone = stats.annotate(table, preds)
     pd.testing.assert_frame_equal(first, alone[alone["data_fingerprint"] == "fp"].reset_index(drop=True))
+
+
+def test_annotate_reads_records_in_any_order_and_counts_each_images_first_record_once():
+    """Records interleaved across cells, dictionary-encoded (as ``report`` reads them) and repeated with other
+    outcomes after the first (as drop_duplicates keeps it): the same statistics as one stretch of plain records a
+    cell."""
+    table, preds, expected = _crafted()
+    alone = stats.annotate(table, preds)
+    shuffled = preds.take(np.random.default_rng(3).permutation(preds.num_rows))
+    encoded = shuffled.set_column(shuffled.schema.get_field_index("image_id"), "image_id",
+                                  shuffled["image_id"].dictionary_encode())
+    repeated = pa.concat_tables([encoded, encoded.slice(0, 500).set_column(
+        encoded.schema.get_field_index("correct1"), "correct1", pc.invert(encoded.slice(0, 500)["correct1"]))])
+    for records in (shuffled, encoded, repeated):
+        pd.testing.assert_frame_equal(stats.annotate(table, records), alone)
+    found = stats.outcomes(table, repeated)
+    assert found.keys() == expected.keys()
+    for key, correct in expected.items():
+        pd.testing.assert_series_equal(found[key].sort_index(), correct.sort_index(), check_names=False)
 
 
 def test_annotate_without_cell_keys_in_predictions_uses_model_scheme_size():
