@@ -18,7 +18,7 @@ import pandas as pd
 from .cells import (DEVICES_JOINED, GROUP_COLUMNS, MUST_MATCH, NAME_COLUMNS, NOTED, RECORDED_LATER, group_ids, missing,
                     noted_differences, same_value, with_defaults)
 from .errors import UserError, listed
-from .report import Run, read_run, unfinished_note
+from .report import Run, read_records, read_run, unfinished_note
 from .stats import discordant, mcnemar_exact, outcomes, paired_difference_ci
 
 #: The fields that make two runs' images the same images; the rest of MUST_MATCH may differ here.
@@ -80,10 +80,10 @@ def compare_runs(run_a: Path, run_b: Path, at: int | None = None, scheme: str | 
     """Pair every (scheme, size) cell the two runs share (or only ``scheme`` / ``at``) on the same images."""
     a, b = read_run(Path(run_a), labels[0]), read_run(Path(run_b), labels[1])
     for run in (a, b):
-        if run.predictions is None and not run.root.is_dir():
+        if run.records is None and not run.root.is_dir():
             raise UserError(f"{run.root} is a results file; a paired comparison needs the per-image records of both "
                             "runs: give its run folder (the --out of its sweep)")
-        if run.predictions is None:
+        if run.records is None:
             raise UserError(f"{run.root} has no predictions.parquet; a paired comparison needs the per-image records "
                             "of both runs (re-run its sweep)")
     by_crop = any(run.table["crop_pct"].nunique() > 1 for run in (a, b) if "crop_pct" in run.table)
@@ -201,9 +201,10 @@ class _Records:
     @classmethod
     def of(cls, run: Run, keys: set[str]) -> _Records:
         """The records of the cells ``keys`` names (those compared: a folder may hold many more)."""
-        preds = run.predictions[run.predictions["cell_key"].isin(keys)]
-        ids = preds.groupby("cell_key")["image_id"].agg(set).to_dict()
-        return cls(run.root, ids, outcomes(run.table, preds))
+        records = read_records(run, keys)
+        named = records.select(["cell_key", "image_id"]).to_pandas()
+        ids = named.groupby("cell_key", observed=True)["image_id"].agg(set).to_dict()
+        return cls(run.root, ids, outcomes(run.table, records))
 
 
 def _pair(a: _Records, b: _Records, row_a: pd.Series, row_b: pd.Series, crop: float | None = None) -> Pair:

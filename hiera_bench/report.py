@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -26,24 +27,24 @@ from .io import MARKERS, OwnedFolder, atomic_write_parquet, atomic_write_text, f
 from .metrics import NO_RESULT, failed_if_not_finite
 from .pivot import latex, markdown, pivot
 from .stats import STAT_COLUMNS, annotate, outcomes, with_cell_keys
-from .untrusted import RESWEEP, check_label, read_json, read_parquet, reading, require_whole_rows
+from .untrusted import (RESWEEP, check_label, parquet_columns, read_json, read_parquet, reading,
+                        require_whole_rows)
 from .sweep.rows import tidy_table
 from .sweep.views import GENERATIONS, current_views
 
-#: Per-image columns the statistics read; the rest of predictions.parquet stays on disk.
-_PRED_COLUMNS = ["cell_key", "model", "scheme", "img_size", "image_id", "correct1", "failed"]
-#: Of those, what every predictions.parquet has (``cell_key`` came later; older folders are named by model,
-#: scheme and size).
+#: What every predictions.parquet has (``cell_key`` came later; older folders name their cells by model, scheme
+#: and size).
 _PRED_REQUIRED = ["model", "scheme", "img_size", "image_id", "correct1", "failed"]
 
 
 @dataclass
 class Run:
-    """One run folder's tidy table and per-image predictions."""
+    """One run folder's tidy table and where its per-image predictions are (read by :func:`read_records`, only the
+    cells asked for)."""
 
     root: Path
     table: pd.DataFrame
-    predictions: pd.DataFrame | None
+    records: Path | None
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -209,26 +210,50 @@ def _same_as_csv(table: pd.DataFrame, csv: Path, folder: Path) -> None:
 
 
 def read_run(root: Path, label: str | None = None) -> Run:
-    """A run folder, named ``label`` when given; its predictions are named by cell key (older folders: by
-    model, scheme and size)."""
+    """A run folder, named ``label`` when given; its predictions.parquet is checked for the columns the statistics
+    read, and read later, a few cells at a time (:func:`read_records`)."""
     root = Path(root)
     table = read_table(root)
     if label is not None:
         table = table.assign(label=label)
     path = current_views(root) / "predictions.parquet"
-    preds = None
-    if path.is_file():
-        preds = read_parquet(path, "predictions", RESWEEP, _PRED_REQUIRED,
-                             [c for c in _PRED_COLUMNS if c not in _PRED_REQUIRED]).to_pandas()
-        preds = with_cell_keys(preds, table)
-    return Run(root, table, preds)
+    if not path.is_file():
+        return Run(root, table, None)
+    parquet_columns(path, "predictions", RESWEEP, _PRED_REQUIRED)
+    return Run(root, table, path)
+
+
+#: How :func:`read_records` hands every run's records: cell keys and image ids as codes into per-file dictionaries
+#: (ImageNet's 50 000 ids once, not a Python string per record: 270 bytes a record in pandas).
+RECORDS = pa.schema([("cell_key", pa.dictionary(pa.int32(), pa.string())),
+                     ("image_id", pa.dictionary(pa.int32(), pa.string())), ("correct1", pa.bool_()),
+                     ("failed", pa.bool_())])
+
+
+def read_records(run: Run, keys: Iterable[str]) -> pa.Table:
+    """The per-image records of the run's cells ``keys`` names (the rest of its file stays on disk), as
+    :data:`RECORDS`; older folders name their cells by model, scheme and size (:func:`~.stats.with_cell_keys`)."""
+    keys = sorted(set(keys))
+    if run.records is None or not keys:
+        return RECORDS.empty_table()
+    legacy = "cell_key" not in parquet_columns(run.records, "predictions", RESWEEP, _PRED_REQUIRED, ["cell_key"])
+    if legacy:
+        read = with_cell_keys(read_parquet(run.records, "predictions", RESWEEP, _PRED_REQUIRED).to_pandas(), run.table)
+        read = read.loc[read["cell_key"].isin(keys), RECORDS.names].astype({"cell_key": object})  # no key: all NaN
+        records = pa.Table.from_pandas(read, preserve_index=False)
+    else:
+        records = read_parquet(run.records, "predictions", RESWEEP, RECORDS.names, where=[("cell_key", "in", keys)],
+                               dictionary=["cell_key", "image_id"])
+    with reading(run.records, "predictions", RESWEEP):  # a column of another type than a sweep writes
+        records = records.select(RECORDS.names).cast(RECORDS)
+    return records.unify_dictionaries().combine_chunks()  # the ids once, not once a row group (or batch) of the file
 
 
 #: Joins a cell's key to the run that holds it under a second label, while the statistics pair each label's cells.
 _RUN_MARK = "~run"
 
 
-def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pa.Table | None]:
     """One row per cell and label (the first run of a label that has a cell wins) and the predictions of those
     cells. A cell two labels hold (the native cell of a checkpoint swept under two labels, or a re-run on
     another device) stays in each label's group, paired with that run's own records: its key carries the run
@@ -255,17 +280,24 @@ def merge_runs(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     rest = rest.merge(ok[where].drop_duplicates(), on=where, how="left", indicator=True)
     rest = rest[rest["_merge"] == "left_only"].drop(columns="_merge")  # a skip is moot where a run measured it
     table = tidy_table(pd.concat([ok, rest], ignore_index=True).to_dict("records"))
+    # each cell's records are read from the run whose row the table shows, and no other: records are unique per
+    # cell and image by construction (a cell stores each position once), so nothing needs dropping across runs
     preds = []
     for i, run in enumerate(runs):
-        if run.predictions is None:
-            continue
-        marked = set(ok.loc[later & ok["_run"].eq(i), "cell_key"])
-        keys = run.predictions["cell_key"] + _RUN_MARK + str(i)
-        preds.append(run.predictions.assign(cell_key=keys.where(keys.isin(marked), run.predictions["cell_key"])))
-    if not preds:
-        return table, None
-    merged = pd.concat(preds, ignore_index=True).drop_duplicates(["cell_key", "image_id"])
-    return table, merged[merged["cell_key"].isin(set(ok["cell_key"]))]
+        if run.records is not None:
+            keys = ok.loc[ok["_run"].eq(i), "cell_key"]
+            preds.append(_renamed(read_records(run, plain_keys(keys)), keys))
+    return table, (pa.concat_tables(preds) if preds else None)
+
+
+def _renamed(records: pa.Table, keys: pd.Series) -> pa.Table:
+    """``records`` with the cell keys ``keys`` names (one carrying its run, :func:`merge_runs`): renamed in each
+    chunk's dictionary, a few hundred keys, not per record."""
+    names = {plain: key for plain, key in zip(plain_keys(keys), keys)}
+    column = records["cell_key"]
+    chunks = [pa.DictionaryArray.from_arrays(chunk.indices, pa.array(
+        [names.get(k, k) for k in chunk.dictionary.to_pylist()], pa.string())) for chunk in column.chunks]
+    return records.set_column(0, "cell_key", pa.chunked_array(chunks, column.type))
 
 
 def plain_keys(keys: pd.Series) -> pd.Series:
@@ -282,8 +314,8 @@ def _drop_repeated_measurements(ok: pd.DataFrame, runs: list[Run]) -> pd.DataFra
 
     def correct(row: pd.Series) -> pd.Series | None:
         i = int(row["_run"])
-        if i not in read:
-            read[i] = {} if runs[i].predictions is None else outcomes(runs[i].table, runs[i].predictions)
+        if i not in read:  # the run's cells in ``ok``, read at once
+            read[i] = outcomes(runs[i].table, read_records(runs[i], plain_keys(ok.loc[ok["_run"].eq(i), "cell_key"])))
         return read[i].get(plain_keys(pd.Series([row["cell_key"]])).iloc[0])
 
     def same(a: pd.Series, b: pd.Series) -> bool:
@@ -337,8 +369,8 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     if table.empty:
         raise UserError(f"{', '.join(str(r.root) for r in runs)}: no cell to report (the results table has no rows); "
                         "re-run the sweep into that folder")
-    out = annotate(table, None if preds is None else pa.Table.from_pandas(preds, preserve_index=False))
-    out = _stored_statistics(out, table.reset_index(drop=True), [i for i, r in enumerate(runs) if r.predictions is None])
+    out = annotate(table, preds)
+    out = _stored_statistics(out, table.reset_index(drop=True), [i for i, r in enumerate(runs) if r.records is None])
     out["label"] = section_labels(out, ignore=("crop_pct",))  # crops of one label stay one label (a column apart)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
     out["cell_key"] = plain_keys(out["cell_key"])

@@ -259,6 +259,41 @@ def test_cells_two_labels_hold_stay_in_each_label_with_its_own_statistics(full_c
     assert "@96" in heads["y"] and "@32" in heads["x"]
 
 
+def test_each_label_is_paired_with_its_own_runs_records_and_no_failed_image(full_ckpt, class_folder, tmp_path):
+    """Two runs under two labels hold the native cell (one key, the same image ids) and an image that failed:
+    each label's CIs and discordant counts are those of its own run's records of the images that decoded, each
+    counted once. The report reads each run's records only for the cells it shows and renames a shared cell per
+    run on its dictionary; a mix-up of runs, a record counted twice or a failed image counted would show here."""
+    import shutil
+
+    from hiera_bench.stats import binomial_ci
+
+    data = Path(shutil.copytree(class_folder, tmp_path / "data"))
+    sorted(data.glob("*/*.JPEG"))[0].write_bytes(b"this is not an image\n")
+    for name, res in (("x", "32,64"), ("y", "64,96")):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(data), out=str(tmp_path / name), res=res,
+                              batch_size=6, workers=0, max_failed=0.5))
+    records = {name: (tmp_path / name / "predictions.parquet").resolve() for name in "xy"}
+    shared = set(pd.read_parquet(records["x"]).cell_key) & set(pd.read_parquet(records["y"]).cell_key)
+    assert shared, "the native cell is in both runs"
+    flipped = pd.read_parquet(records["y"])  # y's records of the shared cells told apart from x's
+    flipped["correct1"] = flipped["correct1"] ^ flipped["cell_key"].isin(shared)
+    flipped.to_parquet(records["y"])
+
+    merged = build([tmp_path / "x", tmp_path / "y"], labels=["a", "b"])
+    assert set(merged["n_failed"]) == {1}
+    for name, label in (("x", "a"), ("y", "b")):
+        preds = pd.read_parquet(records[name])
+        right = {key: part.set_index("image_id")["correct1"] for key, part in preds[~preds["failed"]].groupby("cell_key")}
+        rows = merged[merged["label"] == label]
+        assert len(rows) == 4
+        for row in rows.itertuples():
+            mine = right[row.cell_key]
+            native = right[rows[(rows["scheme"] == row.scheme) & (rows["img_size"] == row.native_size)].cell_key.iloc[0]]
+            assert len(mine) == 11 and (row.top1_ci_low, row.top1_ci_high) == binomial_ci(int(mine.sum()), len(mine))
+            assert (row.delta_b, row.delta_c) == (int((mine & ~native).sum()), int((~mine & native).sum()))
+
+
 def test_one_label_measured_on_two_copies_of_the_files_is_refused(cli, full_ckpt, class_folder, tmp_path):
     corrupt = corrupted_copy(class_folder, tmp_path / "corrupt")
     for name, data in (("a", class_folder), ("b", corrupt)):
