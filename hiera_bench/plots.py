@@ -4,7 +4,8 @@ it, and top-1 against compute. Every label of a report is overlaid in one figure
 Each function takes the annotated tidy table (a ``label`` column names the groups, see
 :func:`hiera_bench.report.build`) and returns a matplotlib ``Figure`` (Agg, no pyplot state), so callers
 can save it and tests can read its lines and labels. Colour tells labels apart, line style and marker
-tell schemes apart; the caption says n, the data and what the bands are.
+tell series apart (a scheme, and the global grid of an abswin fit where a label has several: the pivot's columns,
+:func:`hiera_bench.cells.series_names`); the caption says n, the data and what the bands are.
 """
 
 from __future__ import annotations
@@ -17,23 +18,29 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from .cells import REFERENCE_SERIES, section_labels
+from .cells import REFERENCE_SERIES, section_labels, series_names
 from .io import atomic_write_bytes
 from .pivot import data_text
 from .subsets import KNOWN, subset
 
 #: Colours per label (colour-blind safe, Okabe–Ito), in report order.
 LABEL_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-#: Line style and marker per scheme: the reference is dashed and hollow, so a scheme drawn on it stays visible.
-SCHEME_STYLES = {"interp": ("--", "o", "none"), "abswin": ("-", "s", None)}
-_FALLBACK_STYLES = ((":", "^", None), ("-.", "D", None), ((0, (1, 1)), "v", None))
+#: (line style, marker, marker fill) of a series.
+Style = tuple[Any, str, str | None]
+#: Line style and marker per series: the reference is dashed and hollow, so a series drawn on it stays visible.
+SCHEME_STYLES: dict[str, Style] = {"interp": ("--", "o", "none"), "abswin": ("-", "s", None)}
+_FALLBACK_STYLES: tuple[Style, ...] = ((":", "^", None), ("-.", "D", None), ((0, (1, 1)), "v", None),
+                                       ((0, (5, 1, 1, 1)), "P", None), ((0, (3, 1, 1, 1, 1, 1)), "X", None))
 FORMATS = ("png", "svg")
 
 
 def _ok(table: pd.DataFrame) -> pd.DataFrame:
     """The evaluated rows, each labelled by its section (a label's crops or data sets are lines of their own), as
-    plain text: matplotlib reads a label with two ``$`` as math ("cost $5 and $6" lost its spaces)."""
-    table = table.assign(label=section_labels(table).str.replace("$", r"\$", regex=False))
+    plain text: matplotlib reads a label with two ``$`` as math ("cost $5 and $6" lost its spaces), and named by
+    its series (``_series``) as the tables name it: two abswin fits of one checkpoint on two global grids are two
+    lines, not one line through both fits' points. Both are taken from every row, as the pivot takes them."""
+    table = table.assign(label=section_labels(table).str.replace("$", r"\$", regex=False),
+                         _series=series_names(table))
     return table[table["status"].eq("ok")].sort_values("img_size")
 
 
@@ -47,24 +54,33 @@ def _rows_of(table: pd.DataFrame, label: str) -> pd.DataFrame:
     return table[col.astype(str) == label]
 
 
-def _style(scheme: str, index: int) -> tuple[Any, str, str | None]:
-    return SCHEME_STYLES.get(scheme) or _FALLBACK_STYLES[index % len(_FALLBACK_STYLES)]
+def _series(ok: pd.DataFrame) -> list[str]:
+    """The series of the figure, the reference first so that the others draw on it."""
+    return sorted(dict.fromkeys(ok["_series"]), key=lambda s: s != REFERENCE_SERIES)
 
 
-def _lines(ok: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, str, tuple[Any, str, str | None]]]:
-    """(label, scheme, rows by size, colour, style) per line; the reference scheme first so others draw on it."""
-    labels = _labels(ok)
-    schemes = sorted(dict.fromkeys(ok["scheme"]), key=lambda s: s != REFERENCE_SERIES)
-    for i, label in enumerate(labels):
+def series_styles(names: list[str]) -> dict[str, Style]:
+    """A style per series, each its own: interp and abswin keep theirs; every other series (interp-hf, a scheme of
+    the user's, an abswin fit named by its grid) takes the next unused fallback, so no two share a look while
+    there are fallbacks left."""
+    others = [n for n in names if n not in SCHEME_STYLES]
+    return {n: SCHEME_STYLES.get(n) or _FALLBACK_STYLES[others.index(n) % len(_FALLBACK_STYLES)] for n in names}
+
+
+def _lines(ok: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, str, Style]]:
+    """(label, series, rows by size, colour, style) per line; the reference series first so others draw on it."""
+    names = _series(ok)
+    styles = series_styles(names)
+    for i, label in enumerate(_labels(ok)):
         mine = _rows_of(ok, label)
-        for j, scheme in enumerate(schemes):
-            rows = mine[mine["scheme"] == scheme]
+        for name in names:
+            rows = mine[mine["_series"] == name]
             if len(rows):
-                yield label, scheme, rows, LABEL_COLOURS[i % len(LABEL_COLOURS)], _style(scheme, j)
+                yield label, name, rows, LABEL_COLOURS[i % len(LABEL_COLOURS)], styles[name]
 
 
-def _name(label: str, scheme: str, several: bool) -> str:
-    return f"{label}: {scheme}" if several else scheme
+def _name(label: str, series: str, several: bool) -> str:
+    return f"{label}: {series}" if several else series
 
 
 def _has_ci(rows: pd.DataFrame, low: str = "top1_ci_low", high: str = "top1_ci_high") -> bool:
@@ -124,7 +140,7 @@ def _size_ticks(ax: Any, sizes: list[int]) -> None:
 
 
 def top1_vs_size(table: pd.DataFrame, title: str = "") -> Any:
-    """Top panel: a line per label and scheme with its 95 % CI band, native sizes marked. Bottom panel (when
+    """Top panel: a line per label and series with its 95 % CI band, native sizes marked. Bottom panel (when
     a label has the reference scheme and another): the other minus the reference, paired, with its CI."""
     from matplotlib.figure import Figure
 
@@ -135,12 +151,12 @@ def top1_vs_size(table: pd.DataFrame, title: str = "") -> Any:
     axes = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1]) if has_contrast else [fig.add_subplot()]
     ax = axes[0]
     ax.set_title(title or "top-1 vs input size", fontsize=10)
-    for label, scheme, rows, colour, (dash, marker, fill) in _lines(ok):
+    for label, series, rows, colour, (dash, marker, fill) in _lines(ok):
         ax.plot(rows["img_size"], rows["top1"], linestyle=dash, marker=marker, markerfacecolor=fill or colour,
-                color=colour, label=_name(label, scheme, several), zorder=3 if scheme != REFERENCE_SERIES else 2)
+                color=colour, label=_name(label, series, several), zorder=3 if series != REFERENCE_SERIES else 2)
         if _has_ci(rows):
             ax.fill_between(rows["img_size"], rows["top1_ci_low"], rows["top1_ci_high"], color=colour,
-                            alpha=0.10 if scheme == REFERENCE_SERIES else 0.18, linewidth=0)
+                            alpha=0.10 if series == REFERENCE_SERIES else 0.18, linewidth=0)
     natives = sorted({int(n) for n in table["native_size"]})
     for native in natives:
         ax.axvline(native, color="0.35", linestyle=":", linewidth=1.0,
@@ -164,27 +180,32 @@ def top1_vs_size(table: pd.DataFrame, title: str = "") -> Any:
 
 
 def _contrast_panel(ax: Any, ok: pd.DataFrame, several: bool) -> None:
-    """Each label's non-reference scheme minus the reference at each size, paired, with its 95 % CI."""
+    """Each label's non-reference series minus the reference at each size, paired, with its 95 % CI: a label's
+    colour and a series' line style and marker, as in the top panel, so that two contrasts of one label
+    (abswin − interp, interp-hf − interp) are told apart in the panel and its legend."""
     contrasts = ok[ok["scheme_delta"].notna()]
-    labels = _labels(ok)
-    for i, label in enumerate(labels):
-        shift = 2.0 * (i - (len(labels) - 1) / 2)  # px: several labels' bars side by side, not on top
-        for scheme, part in _rows_of(contrasts, label).groupby("scheme", sort=False):
-            yerr = _yerr(part, "scheme_delta", "scheme_delta_ci_low", "scheme_delta_ci_high")
-            ax.errorbar(part["img_size"] + shift, part["scheme_delta"], yerr=yerr, marker="s",
-                        color=LABEL_COLOURS[i % len(LABEL_COLOURS)], capsize=3, linestyle="-",
-                        label=f"{label}: {scheme} − {REFERENCE_SERIES}" if several else f"{scheme} − {REFERENCE_SERIES}")
+    styles = series_styles(_series(ok))
+    drawn = [(i, label, name) for i, label in enumerate(_labels(ok)) for name in styles
+             if ((contrasts["label"] == label) & (contrasts["_series"] == name)).any()]
+    for k, (i, label, name) in enumerate(drawn):
+        shift = 2.0 * (k - (len(drawn) - 1) / 2)  # px: the contrasts' bars side by side, not on top of each other
+        part = contrasts[(contrasts["label"] == label) & (contrasts["_series"] == name)]
+        dash, marker, _ = styles[name]
+        yerr = _yerr(part, "scheme_delta", "scheme_delta_ci_low", "scheme_delta_ci_high")
+        ax.errorbar(part["img_size"] + shift, part["scheme_delta"], yerr=yerr, marker=marker,
+                    color=LABEL_COLOURS[i % len(LABEL_COLOURS)], capsize=3, linestyle=dash,
+                    label=_name(label, f"{name} − {REFERENCE_SERIES}", several))
     ax.axhline(0.0, color="0.2", linewidth=0.8)
-    schemes = sorted(set(contrasts["scheme"]))
-    ax.set_ylabel(f"{schemes[0]} − {REFERENCE_SERIES} (points)" if len(schemes) == 1 else "difference (points)",
+    names = sorted({name for _, _, name in drawn})
+    ax.set_ylabel(f"{names[0]} − {REFERENCE_SERIES} (points)" if len(names) == 1 else "difference (points)",
                   fontsize=9)
     ax.grid(True, alpha=0.3)
-    if not several or len(schemes) > 1:  # several labels: their colours are the top panel's, in the figure legend
+    if not several or len(names) > 1:  # several labels: their colours are the top panel's, in the figure legend
         ax.legend(fontsize=8)
 
 
 def top1_vs_gflops(table: pd.DataFrame, title: str = "") -> Any:
-    """Accuracy against compute: a line per label and scheme over sizes; the native size starred, the
+    """Accuracy against compute: a line per label and series over sizes; the native size starred, the
     smallest and largest size named (naming every point overlaps)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -195,14 +216,14 @@ def top1_vs_gflops(table: pd.DataFrame, title: str = "") -> Any:
     fig = Figure(figsize=(6.8, 4.6), layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title or "top-1 vs compute", fontsize=10)
-    for label, scheme, rows, colour, (dash, marker, fill) in _lines(ok):
+    for label, series, rows, colour, (dash, marker, fill) in _lines(ok):
         yerr = _yerr(rows, "top1", "top1_ci_low", "top1_ci_high")
         ax.errorbar(rows["gflops"], rows["top1"], yerr=yerr, marker=marker, markerfacecolor=fill or colour,
-                    linestyle=dash, color=colour, capsize=2, label=_name(label, scheme, several))
+                    linestyle=dash, color=colour, capsize=2, label=_name(label, series, several))
         at_native = rows[rows["img_size"] == rows["native_size"]]
         ax.plot(at_native["gflops"], at_native["top1"], linestyle="none", marker="*", markersize=13,
                 color=colour, markeredgecolor="black", zorder=4)
-        if scheme == REFERENCE_SERIES or REFERENCE_SERIES not in set(_rows_of(ok, label)["scheme"]):
+        if series == REFERENCE_SERIES or REFERENCE_SERIES not in set(_rows_of(ok, label)["_series"]):
             for _, r in rows.iloc[[0, -1]].iterrows() if len(rows) > 1 else rows.iterrows():
                 ax.annotate(f"{int(r['img_size'])} px", (r["gflops"], r["top1"]), textcoords="offset points",
                             xytext=(6, -11), ha="left", fontsize=7, color="0.3")

@@ -492,3 +492,51 @@ def test_latex_writes_symbols_of_labels_as_commands():
         r"ft\ensuremath{\times}1.5 \ensuremath{\rightarrow} 384 \ensuremath{\geq} 2\textendash{}3 ``ours'' $-$1")
     assert tex_escape("a––b") == r"a\textendash{}\textendash{}b"  # not four hyphens (an em dash and one more)
     assert tex_escape("modèle 模型") == "modèle 模型"
+
+
+@pytest.fixture(scope="module")
+def two_grids(tmp_path_factory, full_ckpt, class_folder):
+    """A full-grid checkpoint swept into one folder twice: its abswin fit on the default 2x2 global grid, then 1x1."""
+    out = tmp_path_factory.mktemp("grids") / "run"
+    for grid in (None, 1):
+        run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(out), res="32,64,96",
+                              global_size=grid, batch_size=6, workers=0, plots=False))
+    return out
+
+
+def test_figures_draw_two_global_grids_of_abswin_as_two_lines_as_the_tables_name_them(two_grids):
+    """adv33 #3: the tables showed "abswin (global 2x2)" and "abswin (global 1x1)", the figures one "abswin" line
+    through both fits' points (two at each size), and one "abswin − interp" series in the panel under it."""
+    table = build([two_grids])
+    names = {"abswin (global 2x2)": "2x2", "abswin (global 1x1)": "1x1"}
+    fig = plots.top1_vs_size(table)
+    top, panel = fig.axes[0], fig.axes[1]
+    lines = {line.get_label(): line for line in top.get_lines() if not line.get_label().startswith(("native", "chance"))}
+    assert set(lines) == {"interp", *names}
+    for name, grid in names.items():
+        rows = table[table["global_size"].eq(grid)].sort_values("img_size")
+        assert list(lines[name].get_xdata()) == [32, 64, 96] and list(lines[name].get_ydata()) == list(rows["top1"])
+    assert len({(lines[n].get_linestyle(), lines[n].get_marker()) for n in names}) == 2  # told apart, same colour
+    contrasts = {c.get_label(): c for c in panel.containers}
+    assert set(contrasts) == {f"{name} − interp" for name in names}
+    for name, grid in names.items():
+        rows = table[table["global_size"].eq(grid)].sort_values("img_size")
+        assert list(contrasts[f"{name} − interp"].lines[0].get_ydata()) == list(rows["scheme_delta"])
+
+    fig = plots.top1_vs_gflops(table)
+    series = {c.get_label(): c for c in fig.axes[0].containers}
+    assert set(series) == {"interp", *names}
+    assert all(len(series[name].lines[0].get_xdata()) == 3 for name in names)
+
+
+def test_each_contrast_in_the_panel_has_its_own_look_and_name(full_ckpt, class_folder, tmp_path):
+    """adv33 #4: "abswin − interp" and "interp-hf − interp" shared colour, marker and line style, so the legend
+    had two identical entries."""
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(tmp_path / "hf"), res="32,64,96",
+                          schemes="interp-hf,abswin,interp", batch_size=6, workers=0, plots=False))
+    fig = plots.top1_vs_size(build([tmp_path / "hf"]))
+    panel = fig.axes[1]
+    looks = {c.get_label(): (c.lines[0].get_linestyle(), c.lines[0].get_marker()) for c in panel.containers}
+    assert set(looks) == {"abswin − interp", "interp-hf − interp"}
+    assert len(set(looks.values())) == 2
+    assert sorted(t.get_text() for t in panel.get_legend().get_texts()) == ["abswin − interp", "interp-hf − interp"]
