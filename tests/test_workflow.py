@@ -91,6 +91,25 @@ def test_headline_shows_a_tie_at_native_as_a_tie_and_the_scheme_difference_off_n
     assert "interp @224 (native): 80.000 top-1" in text and "abswin − interp @288: +3.000" in text
 
 
+def test_the_headline_contrast_is_abswin_minus_interp_whatever_the_order_of_the_rows():
+    """adv33 #5: a label with interp-hf and abswin (``report hfonly awonly``) headlined interp-hf − interp, and
+    abswin − interp with the runs the other way round: the first other series in table order was taken."""
+    interp = [_row("interp", 224, 80.0, "interp-hf,abswin"), _row("interp", 288, 78.0)]
+    hf = [_row("interp-hf", 224, 80.0, "interp"), _row("interp-hf", 288, 78.0, scheme_delta=0.0, mcnemar_p=1.0,
+                                                         scheme_delta_ci_low=-0.5, scheme_delta_ci_high=0.5)]
+    aw = [_row("abswin", 224, 80.0, "interp"), _row("abswin", 288, 79.0, scheme_delta=1.0, mcnemar_p=0.62,
+                                                    scheme_delta_ci_low=-1.0, scheme_delta_ci_high=3.0)]
+    for rows in (interp + hf + aw, aw + interp + hf, hf + aw + interp):
+        text = headline(pd.DataFrame(rows))
+        assert "abswin − interp @288 (its best size off native): +1.000" in text and "interp-hf − interp" not in text, text
+    # without abswin, the other series by name, not by order: "interp-hf" before "zz"
+    zz = [{**r, "scheme": "zz"} for r in hf]
+    for rows in (interp + zz + hf, interp + hf + zz):
+        assert "interp-hf − interp @288" in headline(pd.DataFrame(rows))
+    # a series without a contrast off native gives way to one that has it
+    assert "interp-hf − interp @288" in headline(pd.DataFrame(interp + hf + aw[:1]))
+
+
 def test_compare_pairs_two_checkpoints_on_the_same_images(cli, pair):
     result = cli("compare", pair / "a", pair / "b", "--json")
     assert result.code == 0, result.err
