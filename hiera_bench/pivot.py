@@ -507,8 +507,13 @@ def md_cell(text: str) -> str:
     return str(text).replace("|", r"\|")
 
 
+#: LaTeX's special characters as text. ``|``, ``<``, ``>`` and ``"`` are no specials, but LaTeX's default (OT1)
+#: fonts have other glyphs in their places (—, ¡, ¿, ”): the kernel's \textbar, \textless and \textgreater take them
+#: from the math fonts in every encoding; \textquotedbl is not defined for OT1, so a straight quote is the typewriter
+#: font's, which holds one at 34 in OT1, T1 and Unicode alike.
 _TEX_ESCAPES = {"|": r"\textbar{}", "\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+                ">": r"\textgreater{}", '"': r"\texttt{\char34}"}
 
 
 def tex_escape(text: str) -> str:
@@ -516,7 +521,7 @@ def tex_escape(text: str) -> str:
     dash: ``--class-subset`` read "–class-subset"), and the symbols and Greek letters pdflatex's UTF-8 input
     stops at written as LaTeX commands. Other characters are left to the document's own set-up (accented
     Latin letters work as they are; CJK needs the user's CJK package)."""
-    escaped = re.sub(r"[\\_%&#${}~^|]", lambda m: _TEX_ESCAPES[m.group()], str(text))
+    escaped = re.sub("[" + re.escape("".join(_TEX_ESCAPES)) + "]", lambda m: _TEX_ESCAPES[m.group()], str(text))
     escaped = re.sub(r"-(?=-)", "-{}", escaped)
     return re.sub(r"[\u0370-\u03ff]", lambda m: _tex_greek(m.group()),
                   re.sub(f"[{''.join(_TEX_SYMBOLS)}]", lambda m: _TEX_SYMBOLS[m.group()], escaped))

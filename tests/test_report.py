@@ -156,7 +156,7 @@ def test_latex_compiles_as_pasted_into_a_paper(runs, tmp_path):
     """The table as its header comment says to use it: \\input with booktabs loaded."""
     import subprocess
 
-    tex = latex(pivot(build([runs / "full", runs / "abswin"], labels=["ours-α", "β_2 & 50%"])), key="two runs")
+    tex = latex(pivot(build([runs / "full", runs / "abswin"], labels=["ours-α", 'β_2 & 50% <"x">'])), key="two runs")
     (tmp_path / "table.tex").write_text(tex)
     (tmp_path / "paper.tex").write_text("\n".join([
         r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\begin{document}",
@@ -474,6 +474,19 @@ def test_latex_keeps_double_hyphens_of_option_names():
     from hiera_bench.pivot import tex_escape
 
     assert tex_escape("(--class-subset) a---b") == "(-{}-class-subset) a-{}-{}-b"  # not an en or em dash
+
+
+def test_latex_escapes_every_special_character_of_a_label():
+    """adv33 #7: ``<``, ``>`` and ``"`` were left as they are, and LaTeX's default (OT1) fonts print ¡, ¿ and ” for
+    them."""
+    from hiera_bench.pivot import tex_escape
+
+    specials = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
+                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}",
+                "<": r"\textless{}", ">": r"\textgreater{}", '"': r"\texttt{\char34}"}
+    for char, written in specials.items():
+        assert tex_escape(f"a{char}b") == f"a{written}b", char
+    assert tex_escape('ft<320 & "ours">1') == r"ft\textless{}320 \& \texttt{\char34}ours\texttt{\char34}\textgreater{}1"
 
 
 def test_latex_writes_greek_letters_of_labels_in_math():
