@@ -151,11 +151,14 @@ class Pivot:
         return found
 
 
-def pivot(table: pd.DataFrame) -> Pivot:
-    """The pivot of an annotated tidy table: a group per label, in table order."""
+def pivot(table: pd.DataFrame, series: pd.Series | None = None) -> Pivot:
+    """The pivot of an annotated tidy table: a group per label, in table order. ``series``: each row's series
+    (:func:`hiera_bench.cells.series_names`) where ``table`` is part of the table that names them, as a sweep's
+    own rows are of its run folder's; by default the names ``table`` gives."""
     if table.empty:
         return Pivot([], [], [])
-    df = table.assign(_label=section_labels(table), _series=series_names(table))
+    df = table.assign(_label=section_labels(table),
+                      _series=series_names(table) if series is None else series.set_axis(table.index))
     groups = [_group(label, part) for label, part in df.groupby("_label", sort=False)]
     sizes = sorted({int(s) for s in df["img_size"]})
     setup = setup_differences(df)
@@ -233,8 +236,8 @@ def _group(label: str, part: pd.DataFrame) -> Group:
         speed[size] = _value(done["imgs_per_s"].iloc[-1]) if len(done) else None
     n = int(ok["n_images"].max()) if len(ok) and "n_images" in ok and ok["n_images"].notna().any() else None
     with_contrast = [s for s in series if any(k[1] == s for k in contrasts)]
-    return Group(label, native, n, series, reference, with_contrast, cells, contrasts, gflops, speed, headline(part),
-                 data_text(ok))
+    return Group(label, native, n, series, reference, with_contrast, cells, contrasts, gflops, speed,
+                 headline(part, part["_series"]), data_text(ok))
 
 
 def data_text(rows: pd.DataFrame) -> str:
@@ -313,14 +316,16 @@ def legend(part: pd.DataFrame) -> list[str]:
 
 # --- the headline ------------------------------------------------------------------------------------
 
-def headline(part: pd.DataFrame) -> str:
+def headline(part: pd.DataFrame, series: pd.Series | None = None) -> str:
     """One line for one label: each scheme's best size (ties go to the size nearest native, and schemes that
     are one evaluation there are one entry), then the contrast with the reference scheme at the best size
-    that is not native (at native they are the same model)."""
+    that is not native (at native they are the same model). ``series``: the rows' series names, as the
+    pivot's columns name them (by default those ``part`` gives)."""
+    names = series_names(part) if series is None else series.set_axis(part.index)
     ok = part[part["status"] == "ok"]
     if ok.empty:
         return "no cell evaluated"
-    ok = ok.assign(_series=series_names(ok), _dist=(ok["img_size"] / ok["native_size"] - 1.0).abs())
+    ok = ok.assign(_series=names[ok.index], _dist=(ok["img_size"] / ok["native_size"] - 1.0).abs())
     bests = {name: rows.sort_values(["top1", "_dist", "img_size"], ascending=[False, True, True],
                                     kind="stable").iloc[0] for name, rows in ok.groupby("_series", sort=False)}
     entries: list[tuple[list[str], pd.Series]] = []

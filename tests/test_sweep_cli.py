@@ -1,6 +1,7 @@
 """``hiera-bench sweep`` end to end on a tiny real Hiera and a generated class folder."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -350,3 +351,17 @@ def test_a_bare_command_shows_its_help_and_usage_hints_name_the_command_under_py
     wrong = subprocess.run([sys.executable, "-m", "hiera_bench", "sweep", "--bogus"], capture_output=True, text=True)
     assert wrong.returncode == 2
     assert wrong.stderr.strip().endswith("see 'hiera-bench sweep --help'"), wrong.stderr
+
+
+def test_a_sweep_names_its_series_as_the_folder_s_results_md_does(cli, full_ckpt, class_folder, tmp_path):
+    """adv33 #8: a second sweep into a folder with another --global-size showed its fit as plain "abswin" in its own
+    table and headline, while the folder's results.md beside it said "abswin (global 1x1)" (beside 2x2)."""
+    common = ["-c", full_ckpt, "--data", class_folder, "--res", "64,96", "--device", "cpu", "-q", "--no-plots",
+              "--out", tmp_path / "run"]
+    assert cli("sweep", *common).code == 0
+    result = cli("sweep", *common, "--global-size", "1")
+    assert result.code == 0, result.err
+    assert "abswin (global 1x1)" in (tmp_path / "run" / "results.md").read_text()
+    shown = " ".join(result.out.split())  # the console wraps a long headline
+    assert "┃ abswin (global 1x1) ┃" in shown and "abswin (global 1x1) − interp @96" in shown, result.out
+    assert not re.search(r"abswin(?! \(global 1x1\))", shown), result.out

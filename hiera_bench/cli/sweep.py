@@ -295,7 +295,8 @@ def show_results(results, as_json: bool) -> None:
         rows = table.astype(object).where(table.notna(), None).to_dict("records")
         print_json(rows, indent=1)
     else:
-        merged = pivot(table)
+        # named as results.md names them beside the folder's earlier cells (a second global grid: "abswin (global 2x2)")
+        merged = pivot(table, pd.concat([r.series for r in results], ignore_index=True))
         out.print(terminal(merged))
         for group in merged.groups:
             out.print((f"{group.label}: " if merged.several else "") + group.headline, markup=False)

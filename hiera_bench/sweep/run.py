@@ -40,12 +40,13 @@ from .rows import SweepColumns, cell_row, real_columns, skipped_row, tidy_table
 from .runtime import check_memory, counted_net
 from .shards import Assignment, assign
 from .store import DataFiles, RunDir, mark_begun, rewrite_mark
-from .views import this_sweeps_rows, write_views
+from .views import this_sweeps_rows, this_sweeps_series, write_views
 
 
 @dataclass
 class SweepResult:
     table: pd.DataFrame  # this sweep's rows, with the statistics of the merged run folder
+    series: pd.Series  # each row's series, named as the run folder's views name it (beside its earlier cells)
     out: Path
     grid: Grid
     loaded: LoadedModel
@@ -217,8 +218,9 @@ def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: Sha
     outcome = write_results(sweep, rows, failed, run_info, t_start) if cluster.primary else None
     if begun is not None:
         sweep.run_dir.end_sweep(begun)
-    table, run_info, problems_found = cluster.broadcast(outcome)
-    return SweepResult(table, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info, problems_found, cluster.primary)
+    table, series, run_info, problems_found = cluster.broadcast(outcome)
+    return SweepResult(table, series, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info, problems_found,
+                       cluster.primary)
 
 
 def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: Cluster, device: torch.device,
@@ -305,9 +307,9 @@ def draw_plots(sweep: Sweep, merged: pd.DataFrame) -> None:
 
 
 def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, str], run_info: dict[str, Any],
-                  t_start: float) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
-    """The tidy table with the skipped sizes, merged into the run folder's views; this sweep's rows,
-    run.json and what is wrong with the numbers."""
+                  t_start: float) -> tuple[pd.DataFrame, pd.Series, dict[str, Any], list[str]]:
+    """The tidy table with the skipped sizes, merged into the run folder's views; this sweep's rows, their series
+    names, run.json and what is wrong with the numbers."""
     rows = rows + [skipped_row(columns(sweep, run_info["device"]),
                                cell(sweep, scheme=s.name, img_size=size, crop_pct=crop,
                                     global_size=fitted_global_size(s, sweep.spec)), reason)
@@ -323,7 +325,8 @@ def write_results(sweep: Sweep, rows: list[dict[str, Any]], failed: dict[str, st
                          draw=partial(draw_plots, sweep) if sweep.cfg.plots else None,
                          refresh=earlier_rows_now(sweep, run_info))
     mine = this_sweeps_rows(merged, table)
-    return mine, run_info, problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed)
+    return (mine, this_sweeps_series(merged, table), run_info,
+            problems(mine, len(failed), len(sweep.data), sweep.cfg.max_failed))
 
 
 def earlier_rows_now(sweep: Sweep, run_info: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any] | None]:

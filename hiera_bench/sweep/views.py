@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pandas as pd
 import pyarrow as pa
 
-from ..cells import args_superseded, slot, unlimited_fingerprints
+from ..cells import args_superseded, series_names, slot, unlimited_fingerprints
 from ..interrupts import deferred
 from ..io import atomic_write_json, atomic_write_parquet, atomic_write_text, writer
 from ..pivot import markdown, pivot
@@ -148,7 +148,16 @@ def _link(path: Path, target: str) -> None:
             raise
 
 
+def _mine(merged: pd.DataFrame, table: pd.DataFrame) -> pd.Series:
+    return merged["cell_key"].isin(set(table["cell_key"].dropna())) | merged["cell_key"].isna()
+
+
 def this_sweeps_rows(merged: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``table`` (this sweep's cells and skipped sizes), now with the merged statistics."""
-    mine = merged["cell_key"].isin(set(table["cell_key"].dropna())) | merged["cell_key"].isna()
-    return merged[mine].reset_index(drop=True)
+    return merged[_mine(merged, table)].reset_index(drop=True)
+
+
+def this_sweeps_series(merged: pd.DataFrame, table: pd.DataFrame) -> pd.Series:
+    """The series of :func:`this_sweeps_rows` as the views name them beside the earlier cells: a sweep of a second
+    abswin global grid is "abswin (global 2x2)" in results.md, and was plain "abswin" in the sweep's own table."""
+    return series_names(merged)[_mine(merged, table)].reset_index(drop=True)
