@@ -321,26 +321,29 @@ def headline(part: pd.DataFrame, series: pd.Series | None = None) -> str:
     are one evaluation there are one entry), then the contrast with the reference scheme at the best size
     that is not native (at native they are the same model). ``series``: the rows' series names, as the
     pivot's columns name them (by default those ``part`` gives)."""
-    names = series_names(part) if series is None else series.set_axis(part.index)
+    named = series_names(part) if series is None else series.set_axis(part.index)
     ok = part[part["status"] == "ok"]
     if ok.empty:
         return "no cell evaluated"
-    ok = ok.assign(_series=names[ok.index], _dist=(ok["img_size"] / ok["native_size"] - 1.0).abs())
+    ok = ok.assign(_series=named[ok.index], _dist=(ok["img_size"] / ok["native_size"] - 1.0).abs())
     bests = {name: rows.sort_values(["top1", "_dist", "img_size"], ascending=[False, True, True],
                                     kind="stable").iloc[0] for name, rows in ok.groupby("_series", sort=False)}
     entries: list[tuple[list[str], pd.Series]] = []
-    for name, best in bests.items():
-        same = next((e for e in entries if _one_evaluation(e[1], best)), None)
+    for name in sorted(bests, key=_reference_last):  # by name: ties read the same whatever the order of the runs
+        same = next((e for e in entries if _one_evaluation(e[1], bests[name])), None)
         if same:
             same[0].append(name)
         else:
-            entries.append(([name], best))
+            entries.append(([name], bests[name]))
     entries.sort(key=lambda e: -e[1]["top1"])  # the best of all first
-    text = "best: " + "; ".join(_best_text(" = ".join(sorted(names, key=lambda s: s == REFERENCE_SERIES)), best, ok)
-                                for names, best in entries)
+    text = "best: " + "; ".join(_best_text(" = ".join(names), best, ok) for names, best in entries)
     contrast = _contrast_text(ok, bests)
     published = "; ".join(check.text() for check in reference_checks(part))
     return text + (f"; {contrast}" if contrast else "") + (f"; {published}" if published else "")
+
+
+def _reference_last(name: str) -> tuple[bool, str]:
+    return name == REFERENCE_SERIES, name
 
 
 def _one_evaluation(a: pd.Series, b: pd.Series) -> bool:
