@@ -95,6 +95,8 @@ NUMBER_COLUMNS = ("crop_pct", "rel_size", "top1", "top5", "nll", "ece", "top1_de
 PERCENT_COLUMNS = ("top1", "top5", "ece", "real_top1", "real_top5")
 #: Columns every row must fill: what names a cell and its place in a table.
 FILLED_COLUMNS = ("model", "scheme", "img_size", "native_size", "status")
+#: Names and keys: text wherever they are compared or joined, though a hand-made table may hold numbers there.
+TEXT_COLUMNS = ("label", "model", "scheme", "cell_key", "data_name")
 
 
 def _typed(df: pd.DataFrame, source: Path) -> pd.DataFrame:
@@ -122,6 +124,8 @@ def _typed(df: pd.DataFrame, source: Path) -> pd.DataFrame:
             raise UserError(f"{source}: {col} {shown} (row {_first(bad)}) is not {kind}{comma}; {fix}")
         if values is not given:
             out[col] = values
+    for col in (c for c in TEXT_COLUMNS if c in df and not pd.api.types.is_string_dtype(df[c])):
+        out[col] = df[col].map(lambda v: v if missing(v) else str(v), na_action="ignore")
     return df.assign(**out) if out else df
 
 

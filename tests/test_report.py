@@ -175,6 +175,22 @@ def test_report_usage_errors(cli, runs, tmp_path):
     assert result.code == 2 and "not a run folder" in result.err
 
 
+def test_a_table_made_by_hand_with_numbers_for_names_and_keys_is_reported(cli, runs, tmp_path):
+    """Names and keys a spreadsheet wrote as numbers (label 2024, cell keys 1, 2, ...) ended report in a numpy
+    UFuncNoLoopError traceback, exit 1 (adv33); they are text wherever they are joined."""
+    table = pd.read_csv(runs / "full" / "results.csv")
+    table["cell_key"] = range(1, len(table) + 1)
+    table["label"] = 2024
+    paths = [tmp_path / "by-hand.csv", tmp_path / "again.csv"]
+    for path in paths:
+        table.to_csv(path, index=False)
+    # the same cells under two labels: each label keeps them, their keys marked with the run that holds them
+    result = cli("report", *paths, "-l", "2024", "-l", "2025", "-o", tmp_path / "rep")
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "2024" in text and "2025" in text
+
+
 def test_run_json_records_full_provenance(runs, full_ckpt):
     import hashlib
 
