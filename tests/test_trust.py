@@ -97,11 +97,12 @@ def test_check_says_which_file_it_reads_and_refuses_an_edited_csv(cli, good_run,
     assert ok.code == 0 and f"run: {copy / 'results.parquet'}" in ok.out
     csv = (copy / "results.csv").resolve()
     edited = pd.read_csv(csv)
-    edited.loc[edited["status"] == "ok", "top1"] -= 5
+    edited.loc[edited["status"] == "ok", "nll"] += 5  # (top1 is 0 here: a drop below it is no percentage)
     csv.write_text(edited.to_csv(index=False))
     refused = cli("check", copy, "--baseline", good_run)
     assert refused.code == 2 and "results.csv differs from results.parquet" in refused.err
-    assert cli("check", csv, "--baseline", good_run).code == 1  # asked for the csv itself: it is read, and fails
+    # asked for the csv itself: it is read, and fails
+    assert cli("check", csv, "--baseline", good_run, "--metric", "nll").code == 1
 
 
 def test_sweep_refuses_an_out_folder_with_someone_elses_results(cli, full_ckpt, class_folder, tmp_path):
