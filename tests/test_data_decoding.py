@@ -140,6 +140,21 @@ def test_zero_byte_image_inside_parquet_fails_as_an_image(tmp_path):
     assert error is not None and not isinstance(error, FileNotFoundError)
 
 
+def test_a_bad_image_held_as_bytes_is_recorded_the_same_in_every_run():
+    """PIL names an image given as bytes by its BytesIO object's repr, with its address: run.json's record of one bad
+    image in a parquet or hub set (and under --decode device, which always decodes bytes) differed between runs and
+    ranks (adv32)."""
+    from hiera_bench.data.loader import image_error
+
+    said = set()
+    for _ in range(3):
+        try:
+            decode({"bytes": b"not an image", "path": None})
+        except Exception as exc:  # noqa: BLE001
+            said.add(image_error(exc))
+    assert said == {"UnidentifiedImageError: cannot identify image file <_io.BytesIO>"}
+
+
 def test_sweep_counts_bad_images_and_strict_stops(full_ckpt, messy_folder, tmp_path):
     """End to end: the run completes with the broken files counted and listed (3 of 14 is more than the
     default --max-failed of 1 %: written, then exit 1); --strict fails in one line."""

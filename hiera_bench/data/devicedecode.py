@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..preprocess import MultiSizeTransform, View, pil_to_uint8
-from .loader import Batch, decode
+from .loader import Batch, decode, image_error
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -49,7 +49,7 @@ class EncodedImages(torch.utils.data.Dataset):
         try:
             data, error = read_bytes(row["image"]), ""
         except Exception as exc:  # an unreadable file is counted, never fatal (unless --strict)
-            data, error = None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            data, error = None, image_error(exc)
         return position, row["image_id"], row["label"], data, error
 
 
@@ -116,7 +116,7 @@ class DeviceCrops:
         try:
             image = decode({"bytes": data.numpy().tobytes(), "path": None})
         except Exception as exc:  # counted as a failed image by the caller
-            return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            return None, image_error(exc)
         self.fallbacks += 1
         return pil_to_uint8(image).to(self.device), ""
 

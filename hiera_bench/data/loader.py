@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,10 +107,20 @@ class MultiSizeImages(torch.utils.data.Dataset):
             crops = self.transform(image)
             error = ""
         except Exception as exc:  # any undecodable file is counted, never fatal (unless --strict)
-            crops, error = None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            crops, error = None, image_error(exc)
         if crops is not None and self.shared is not None:
             self.shared.keep(position, crops, large)
         return position, row["image_id"], row["label"], crops, error, large, False
+
+
+#: A Python object's repr names its address: an image held as bytes fails as ``<_io.BytesIO object at 0x7f…>``,
+#: which would make each run's (and each rank's) record of one bad image differ.
+_OBJECT_AT = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def image_error(exc: BaseException) -> str:
+    """The one-line record of why an image could not be read or decoded, the same in every run."""
+    return _OBJECT_AT.sub(r"<\1>", f"{type(exc).__name__}: {exc}".splitlines()[0])[:200]
 
 
 def collate(items) -> Batch:
