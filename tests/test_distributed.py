@@ -283,6 +283,16 @@ def test_a_job_stopped_as_a_whole_says_interrupted_once_on_rank_0(monkeypatch, c
     assert ("interrupted: finished cells" in capsys.readouterr().err) == shown
 
 
+@pytest.mark.parametrize("rank, shown", [("0", True), ("1", False)])
+def test_a_usage_error_of_a_job_is_said_once_on_rank_0(cli, monkeypatch, rank, shown):
+    """Every rank parses the same command line: an unknown option was printed once per rank, 8 copies on an 8-GPU
+    node (adv32)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    result = cli("sweep", "--bogus")
+    assert result.code == 2 and ("No such option: --bogus" in result.err) == shown, result.err
+
+
 def test_a_job_that_cannot_be_joined_is_one_line(monkeypatch):
     from hiera_bench.errors import UserError
     from hiera_bench.sweep.distributed import Cluster

@@ -219,7 +219,8 @@ def _command(argv: list[str]) -> None:
             sys.exit(exc.exit_code)
         # usage errors of typer's (vendored) click
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
-            err.print(_usage_error_line(exc), markup=False, soft_wrap=True)
+            if not _another_rank():  # every rank parses the same command line: rank 0 says what is wrong
+                err.print(_usage_error_line(exc), markup=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         if type(exc).__name__ == "Abort":
             err.print("aborted")
