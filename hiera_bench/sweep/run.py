@@ -229,7 +229,7 @@ def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: C
     command where ``shared``; a torchrun job's ranks decode their own)."""
     segs = work.segments_of(cluster.rank)
     if not segs:
-        if cluster.distributed:
+        if cluster.distributed and work.total:  # nothing planned (a resume that only builds rows): no one to wait for
             progress.start(work.total, f"{sweep.loaded.name}: waiting for the other ranks")
         return EvaluationReport()
     pending = [fwd for fwd, keys in zip(forwards, forward_cells(forwards)) if any(keys & s.keys for s in segs)]
