@@ -349,6 +349,26 @@ def test_a_rank_waiting_for_the_job_ends_at_once_on_a_signal(full_ckpt, images, 
     assert checked.returncode == 2 and "has not finished" in checked.stderr, checked.stderr
 
 
+def test_a_job_with_options_that_cannot_run_leaves_the_folder_as_it_was(cli, full_ckpt, images, tmp_path, monkeypatch):
+    """Rank 0 marks its folder before it joins; options refused once checked began nothing, so the mark goes: with it,
+    a typo in a torchrun command made check refuse the folder's good results (adv35). RANK without WORLD_SIZE is no
+    job at all."""
+    out = tmp_path / "run"
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(images), out=str(out), res="64", batch_size=4,
+                          workers=0, limit=8, schemes="interp"))
+    for var, value in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(var, value)
+    refused = cli("sweep", "-c", full_ckpt, "--data", images, "--out", out, "--res", "64,abc", "--device", "cpu", "-q")
+    assert refused.code == 2 and "--res '64,abc'" in refused.err, refused.err
+    assert cli("check", out, "--baseline", out).code == 0
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("RANK", "node-3")  # a scheduler's own variable
+    alone = cli("sweep", "-c", full_ckpt, "--data", images, "--out", out, "--res", "64", "--limit", "8", "--schemes",
+                "interp", "--device", "cpu", "-q", "--no-plots", "--max-failed", "50")
+    assert alone.code == 0, alone.err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

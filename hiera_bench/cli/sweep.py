@@ -296,7 +296,8 @@ def show_results(results, as_json: bool) -> None:
         print_json(rows, indent=1)
     else:
         # named as results.md names them beside the folder's earlier cells (a second global grid: "abswin (global 2x2)")
-        merged = pivot(table, pd.concat([r.series for r in results], ignore_index=True))
+        named = [r.series for r in results if r.series is not None]
+        merged = pivot(table, pd.concat(named, ignore_index=True) if len(named) == len(results) else None)
         out.print(terminal(merged))
         for group in merged.groups:
             out.print((f"{group.label}: " if merged.several else "") + group.headline, markup=False)

@@ -59,8 +59,8 @@ class LostContact(RuntimeError):
 
 
 def job_rank() -> int | None:
-    """This process's ``RANK`` in a torchrun job (None outside one)."""
-    return _whole(os.environ, "RANK") if "RANK" in os.environ else None
+    """This process's ``RANK`` in a torchrun job (None outside one: a job sets ``WORLD_SIZE`` too)."""
+    return _whole(os.environ, "RANK") if "RANK" in os.environ and "WORLD_SIZE" in os.environ else None
 
 
 def _whole(env: Any, name: str, default: int | None = None) -> int:

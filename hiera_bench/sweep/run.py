@@ -46,13 +46,13 @@ from .views import this_sweeps_rows, this_sweeps_series, write_views
 @dataclass
 class SweepResult:
     table: pd.DataFrame  # this sweep's rows, with the statistics of the merged run folder
-    series: pd.Series  # each row's series, named as the run folder's views name it (beside its earlier cells)
     out: Path
     grid: Grid
     loaded: LoadedModel
     run: dict[str, Any]
     problems: list[str] = field(default_factory=list)  # why these numbers must not be trusted as they are
     primary: bool = True  # rank 0 of a torchrun job (or the one process): the rank that shows the result
+    series: pd.Series | None = None  # each row's series, named as the run folder's views name it (beside its earlier cells)
 
     @property
     def ok(self) -> bool:
@@ -156,6 +156,11 @@ class EarlyMark:
         elif model is not None:
             rewrite_mark(self.path, self.started, model)
 
+    def withdraw(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
     def at_named(self, cfg: SweepConfig) -> None:
         """:meth:`at` the run folder options not checked yet name, if they name one."""
         try:
@@ -173,7 +178,12 @@ def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: Sha
 
     def prepare() -> tuple[SweepConfig, Sweep, list[Forward], torch.device]:
         cfg = replace(given)  # validate_config fills in a copy: the caller's config stays as it was
-        schemes, device = validate_config(cfg)
+        try:
+            schemes, device = validate_config(cfg)
+        except UserError:
+            if early is not None:  # options that cannot run began nothing: a mark made before joining goes
+                early.withdraw()
+            raise
         if early is not None:
             early.at(out_folder(cfg))
         device = cluster.place(device)
@@ -219,8 +229,8 @@ def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: Sha
     if begun is not None:
         sweep.run_dir.end_sweep(begun)
     table, series, run_info, problems_found = cluster.broadcast(outcome)
-    return SweepResult(table, series, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info, problems_found,
-                       cluster.primary)
+    return SweepResult(table, sweep.run_dir.root, sweep.grid, sweep.loaded, run_info, problems_found, cluster.primary,
+                       series)
 
 
 def evaluate(sweep: Sweep, forwards: list[Forward], work: Assignment, cluster: Cluster, device: torch.device,
