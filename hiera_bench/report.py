@@ -11,12 +11,14 @@ Everything goes into one table and one set of overlaid figures.
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -120,7 +122,7 @@ def _typed(df: pd.DataFrame, source: Path) -> pd.DataFrame:
             kind = "a whole number" + (" above 0" if col.endswith("_size") else "") if col in WHOLE_COLUMNS else \
                 "a percentage (0 to 100)" if values.iloc[_first(bad) - 1] == values.iloc[_first(bad) - 1] else "a number"
             comma = " (a decimal comma? write the file with decimal points)" if "," in str(value) else ""
-            shown = repr(value) if isinstance(value, str) else f"{value:g}"
+            shown = f"{value:g}" if isinstance(value, numbers.Real) else repr(value)
             raise UserError(f"{source}: {col} {shown} (row {_first(bad)}) is not {kind}{comma}; {fix}")
         if values is not given:
             out[col] = values
@@ -199,7 +201,8 @@ def _read_results_file(path: Path) -> pd.DataFrame:
     with reading(path, "results table", RESWEEP):
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
-        require_whole_rows(path)
+        if path.suffix.lower() == ".csv":  # a compressed one (.csv.gz) is read whole or not at all
+            require_whole_rows(path)
         return pd.read_csv(path)
 
 
@@ -240,6 +243,9 @@ def read_records(run: Run, keys: Iterable[str]) -> pa.Table:
     keys = sorted(set(keys))
     if run.records is None or not keys:
         return RECORDS.empty_table()
+    if not run.records.exists() and current_views(run.root) != run.records.parent:
+        raise UserError(f"{run.root} changed while this command read it (a sweep into it finished and replaced its "
+                        "views); run the command again")
     legacy = "cell_key" not in parquet_columns(run.records, "predictions", RESWEEP, _PRED_REQUIRED, ["cell_key"])
     if legacy:
         read = with_cell_keys(read_parquet(run.records, "predictions", RESWEEP, _PRED_REQUIRED).to_pandas(), run.table)
@@ -374,7 +380,7 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
         raise UserError(f"{', '.join(str(r.root) for r in runs)}: no cell to report (the results table has no rows); "
                         "re-run the sweep into that folder")
     out = annotate(table, preds)
-    out = _stored_statistics(out, table.reset_index(drop=True), [i for i, r in enumerate(runs) if r.records is None])
+    out = _stored_statistics(out, table.reset_index(drop=True), _without_records(table, runs, preds))
     out["label"] = section_labels(out, ignore=("crop_pct",))  # crops of one label stay one label (a column apart)
     out = out.sort_values("_run", kind="stable").drop(columns="_run").reset_index(drop=True)
     out["cell_key"] = plain_keys(out["cell_key"])
@@ -383,11 +389,20 @@ def build(paths: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     return out
 
 
-def _stored_statistics(annotated: pd.DataFrame, table: pd.DataFrame, runs: list[int]) -> pd.DataFrame:
-    """The CIs and tests of the ``runs`` that came without per-image records (a shared results file): the ones
+def _without_records(table: pd.DataFrame, runs: list[Run], preds: pa.Table | None) -> np.ndarray:
+    """Which of ``table``'s rows came without per-image records: a run given as a results file, or a cell its run's
+    predictions.parquet does not hold (edited, or of another folder's views)."""
+    import pyarrow.compute as pc
+
+    held = set(pc.unique(preds["cell_key"]).to_pylist()) if preds is not None and preds.num_rows else set()
+    no_file = table["_run"].isin([i for i, r in enumerate(runs) if r.records is None])
+    return (no_file | (table["status"].eq("ok") & ~table["cell_key"].isin(held))).to_numpy()
+
+
+def _stored_statistics(annotated: pd.DataFrame, table: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """The CIs and tests of the ``rows`` that came without per-image records (:func:`_without_records`): the ones
     their sweep computed from those records and stored in the table, where it has them. Recomputing them is
     impossible without the records, and blanks would read as "not significant"."""
-    rows = table["_run"].isin(runs).to_numpy()
     if not rows.any():
         return annotated
     annotated = annotated.copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -234,6 +235,15 @@ def test_a_run_that_lost_images_to_decoding_cannot_be_compared(cli, run_dir, res
     assert cli("check", folder, "--baseline", bare, "--tol", "100").code == 0
 
 
+def test_a_parquet_table_holding_bytes_for_a_number_is_one_line(cli, results, tmp_path):
+    """A parquet file may hold any type where a number belongs: the message formatted it as a number, a TypeError
+    traceback (adv35)."""
+    path = tmp_path / "bytes.parquet"
+    results.assign(top1=[b"x"] * len(results)).to_parquet(path)
+    result = cli("check", path, "--baseline", path)
+    assert result.code == 2 and "top1 b'x' (row 1) is not a number" in result.err, result.err
+
+
 def test_runs_that_lost_other_images_to_decoding_cannot_be_compared(cli, full_ckpt, class_folder, tmp_path):
     """As many images failed in the run as in the baseline, but other ones: the counts agreed, so the gate passed with
     each cell's top-1 over another set of images (adv33). Each run.json lists its failed images: they must agree too;
@@ -270,6 +280,9 @@ def test_a_baseline_cut_inside_a_row_or_pasted_twice(cli, run_dir, tmp_path):
     cut.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
     result = cli("check", run_dir, "--baseline", cut)
     assert result.code == 2 and "is truncated or corrupt (record 4 has " in result.err, result.out + result.err
+    packed = tmp_path / "baseline.csv.gz"  # pandas reads it whole, or says it is cut
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert cli("check", run_dir, "--baseline", packed).code == 0
     twice = tmp_path / "twice.csv"
     twice.write_text(text + "".join(lines[1:]))
     n_ok = int((pd.read_csv(run_dir / "results.csv")["status"] == "ok").sum())

@@ -191,6 +191,46 @@ def test_a_table_made_by_hand_with_numbers_for_names_and_keys_is_reported(cli, r
     assert "2024" in text and "2025" in text
 
 
+def test_a_cell_its_runs_records_lack_shows_its_stored_statistics_with_a_note(cli, runs, tmp_path):
+    """A folder whose predictions.parquet lacks a cell its table shows (edited, or copied from another folder's views):
+    the report left that cell's CI and tests blank, which reads as "not significant", without a word (adv35)."""
+    import shutil
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "lacking"
+    shutil.copytree(runs / "full", folder, symlinks=True)
+    table = pd.read_parquet(folder / "results.parquet")
+    cell = table[(table["status"] == "ok") & (table["img_size"] == 96)].iloc[0]
+    path = (folder / "predictions.parquet").resolve()
+    records = pq.read_table(path)
+    pq.write_table(records.filter(pc.not_equal(records["cell_key"], cell["cell_key"])), path)
+    result = cli("report", folder, "-o", tmp_path / "rep")
+    assert result.code == 0, result.err
+    shown = pd.read_parquet(tmp_path / "rep" / "report.parquet").set_index("cell_key").loc[cell["cell_key"]]
+    assert shown["top1_ci_low"] == pytest.approx(cell["top1_ci_low"]) and not pd.isna(shown["top1_ci_low"])
+    assert "no per-image records (predictions.parquet)" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_folder_whose_views_a_sweep_replaces_while_report_reads_it_is_said(runs, full_ckpt, class_folder, tmp_path):
+    """report reads a folder's records after its table: a sweep finishing in between deletes the views they were in.
+    It said the predictions did not exist and to re-run the sweep (adv35); nothing is damaged: run it again."""
+    import shutil
+
+    from hiera_bench.errors import UserError
+    from hiera_bench.report import merge_runs, read_run
+
+    folder = tmp_path / "busy"
+    shutil.copytree(runs / "full", folder, symlinks=True)
+    run = read_run(folder)
+    run.table = run.table.assign(_run=0)
+    run_sweep(SweepConfig(checkpoint=str(full_ckpt), data=str(class_folder), out=str(folder), res="32,64,96,128",
+                          batch_size=6, workers=0))
+    with pytest.raises(UserError, match="changed while this command read it .* run the command again"):
+        merge_runs([run])
+
+
 def test_run_json_records_full_provenance(runs, full_ckpt):
     import hashlib
 
