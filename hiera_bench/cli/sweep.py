@@ -159,9 +159,13 @@ def sweep(
     from ..errors import UserError
     from rich.markup import escape
 
-    from ..data.shared import SharedDecodes
-    from ..interrupts import starting_over
-    from ..sweep import SweepConfig, run_sweep, several
+    from ..interrupts import ends_at_once_on_signals, starting_over
+
+    # torch's extensions call Python from C++ while they load: a Ctrl-C raised there aborts the process (SIGABRT,
+    # a C++ terminate) instead of ending it; nothing has run yet, so it ends at once
+    with ends_at_once_on_signals():
+        from ..data.shared import SharedDecodes
+        from ..sweep import SweepConfig, run_sweep, several
 
     o = SimpleNamespace(**with_config_file(ctx, config))  # the command line wins over the file
     if o.img_size is not None:
