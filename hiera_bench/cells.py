@@ -327,13 +327,18 @@ def measured_on(devices: list[str], device: str, kind: str | None) -> str:
     return device if not devices or devices == [kind] else DEVICES_JOINED.join(devices)
 
 
+def on_several_devices(device: Any) -> bool:
+    """Whether a row's ``device`` names several devices (:func:`measured_on`)."""
+    return DEVICES_JOINED in str(device)
+
+
 def several_devices_note(rows: pd.DataFrame) -> str | None:
     """What to say of ``rows`` (a table's cells) whose records several devices measured; None where there are none."""
     if "device" not in rows.columns:
         return None
     if "cell_key" in rows.columns:  # sizes the model cannot take measured nothing
         rows = rows[rows["cell_key"].notna()]
-    mixed = rows["device"][rows["device"].astype(str).str.contains(DEVICES_JOINED, regex=False)]
+    mixed = rows["device"][rows["device"].map(on_several_devices).astype(bool)]
     if mixed.empty:
         return None
     return (f"{len(mixed)} of {len(rows)} cell(s) have records measured on several devices "

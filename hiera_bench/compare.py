@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import (DEVICES_JOINED, GROUP_COLUMNS, MUST_MATCH, NAME_COLUMNS, NOTED, RECORDED_LATER, group_ids, missing,
-                    noted_differences, same_value, with_defaults)
+from .cells import (GROUP_COLUMNS, MUST_MATCH, NAME_COLUMNS, NOTED, RECORDED_LATER, group_ids, missing,
+                    noted_differences, on_several_devices, same_value, with_defaults)
 from .errors import UserError, listed
 from .report import Run, read_records, read_run, unfinished_note
 from .stats import discordant, mcnemar_exact, outcomes, paired_difference_ci
@@ -183,7 +183,7 @@ def _same_images(a: Run, b: Run, row_a: pd.Series, row_b: pd.Series) -> list[str
         notes.append(f"the abswin fit's global grid differs: {' vs '.join('none' if missing(g) else str(g) for g in grids)}"
                      " — the difference includes that change")
     notes += [f"{run.root} has cells measured on several devices ({row.get('device')}): the difference mixes their "
-              "kernels" for run, row in ((a, row_a), (b, row_b)) if DEVICES_JOINED in str(row.get("device"))]
+              "kernels" for run, row in ((a, row_a), (b, row_b)) if on_several_devices(row.get("device"))]
     if same_value(row_a.get("checkpoint_sha256"), row_b.get("checkpoint_sha256")):
         notes.append("both runs evaluated the same checkpoint (same sha256)")
     return notes

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cells import DEVICES_JOINED, CellIdentity, same_value
+from ..cells import CellIdentity, on_several_devices, same_value
 from ..data import DataSource, open_data, quiet_data, selected
 from ..data.real import real_labels_digest
 from ..data.shared import SharedDecodes
@@ -221,7 +221,7 @@ def _sweep(given: SweepConfig, cluster: Cluster, progress: Progress, shared: Sha
             t_rows = time.time()
             rows, failed = cell_rows(sweep, forwards, gflops, run_info["device"], device_kind(device))
             run_info.update(records_versions(sweep, forwards))
-            several = [row["cell_key"] for row in rows if DEVICES_JOINED in str(row.get("device"))]
+            several = [row["cell_key"] for row in rows if on_several_devices(row.get("device"))]
             if several:
                 run_info["cells_on_several_devices"] = several
             run_info.setdefault("timing", {})["rows_s"] = round(time.time() - t_rows, 3)
